@@ -1,0 +1,60 @@
+//! The name server: brokers register with it, clients ask it for routes.
+//!
+//! # Layout
+//!
+//! - [`config`]: `conf/namesrv.conf` keys and their defaults.
+//! - [`route_table`]: broker groups, their members and topics; leader tracking by
+//!   term (a stale leader is never brokerId 0).
+//! - [`server`]: the remoting request handler.
+//!
+//! Stateless: several name servers run side by side with no sync between them; every
+//! broker registers with each. A broker silent for `broker_expiry_ms` is dropped on the
+//! next scan, and one whose connection closes is dropped at once.
+
+pub mod config;
+pub mod route_table;
+pub mod server;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use remoting::ConnectionConfig;
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use config::NamesrvConfig;
+use route_table::RouteTable;
+use server::NamesrvHandler;
+
+/// Runs a name server on an already bound listener until `shutdown` resolves.
+pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Future<Output = ()>) {
+    let table = Arc::new(Mutex::new(RouteTable::default()));
+    let scan_table = table.clone();
+    let scan_interval = Duration::from_millis(config.scan_interval_ms);
+    let expiry = Duration::from_millis(config.broker_expiry_ms);
+    let scanner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(scan_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = tokio::time::Instant::now();
+            if let Some(deadline) = now.checked_sub(expiry) {
+                scan_table.lock().unwrap().expire(deadline);
+            }
+        }
+    });
+    info!(addr = ?listener.local_addr().ok(), "name server listening");
+    let connection_config = ConnectionConfig {
+        max_frame_bytes: config.max_frame_bytes,
+        ..ConnectionConfig::default()
+    };
+    remoting::connection::serve(
+        listener,
+        connection_config,
+        Arc::new(NamesrvHandler::new(table)),
+        shutdown,
+    )
+    .await;
+    scanner.abort();
+}

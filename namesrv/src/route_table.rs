@@ -1,0 +1,382 @@
+//! The route table: broker groups, their members, and the topics they serve.
+//!
+//! Leader tracking by term (invariant 6): in each group (`brokerName`) the member with
+//! the newest term that says it leads is brokerId 0; the others get 1, 2, ... in address
+//! order. A claim of leadership with a term older than the newest claim ever seen for
+//! that group is recorded as a follower, even after the newer leader has gone, so a
+//! paused ex-leader that wakes up is never routed to as brokerId 0. Follower terms do
+//! not count: a partitioned follower that keeps raising its term must not take the
+//! route away from a leader that still has a quorum.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use remoting::route::{
+    BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicList, TopicRouteData,
+};
+use tokio::time::Instant;
+use tracing::info;
+
+/// One registration, as the handler has decoded it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub cluster: String,
+    pub broker_name: String,
+    pub broker_addr: String,
+    /// 0 means "I lead in `term`".
+    pub broker_id: i64,
+    pub term: u64,
+    pub data_version: DataVersion,
+    /// `None` when the body was left out because the version did not change.
+    pub topics: Option<BTreeMap<String, TopicConfig>>,
+    pub connection_id: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    claims_leadership: bool,
+    term: u64,
+    data_version: DataVersion,
+    last_seen: Instant,
+    connection_id: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    cluster: String,
+    members: BTreeMap<String, Member>,
+    /// The newest term in which any member claimed leadership; kept after it leaves.
+    newest_leader_term: u64,
+    /// The member that is brokerId 0, if any.
+    leader: Option<String>,
+    topics: BTreeMap<String, TopicConfig>,
+}
+
+impl Group {
+    fn elect(&mut self, broker_name: &str) {
+        let newest = self.newest_leader_term;
+        let leader = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.claims_leadership && m.term == newest)
+            .max_by_key(|(_, m)| m.last_seen)
+            .map(|(addr, _)| addr.clone());
+        if leader != self.leader {
+            info!(
+                broker_name,
+                term = newest,
+                leader = leader.as_deref().unwrap_or("none"),
+                "route leader changed"
+            );
+            self.leader = leader;
+        }
+    }
+
+    fn broker_addrs(&self) -> BTreeMap<i64, String> {
+        let mut addrs = BTreeMap::new();
+        let mut next_id = 1;
+        for addr in self.members.keys() {
+            if self.leader.as_deref() == Some(addr) {
+                addrs.insert(0, addr.clone());
+            } else {
+                addrs.insert(next_id, addr.clone());
+                next_id += 1;
+            }
+        }
+        addrs
+    }
+
+    fn broker_data(&self, broker_name: &str) -> BrokerData {
+        BrokerData {
+            cluster: self.cluster.clone(),
+            broker_name: broker_name.to_string(),
+            broker_addrs: self.broker_addrs(),
+            enable_acting_master: false,
+        }
+    }
+}
+
+/// What a registration changed, for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    /// The group's leader after this registration, if any.
+    pub leader_addr: Option<String>,
+    /// True if this member's leadership claim was refused as stale.
+    pub stale_claim: bool,
+}
+
+/// All groups and topics one name server knows.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    groups: BTreeMap<String, Group>,
+}
+
+impl RouteTable {
+    pub fn register(&mut self, reg: Registration, now: Instant) -> RegisterOutcome {
+        let group = self.groups.entry(reg.broker_name.clone()).or_default();
+        group.cluster = reg.cluster;
+        let claims = reg.broker_id == 0;
+        let stale_claim = claims && reg.term < group.newest_leader_term;
+        if claims && !stale_claim {
+            group.newest_leader_term = reg.term;
+        }
+        let member = Member {
+            claims_leadership: claims && !stale_claim,
+            term: reg.term,
+            data_version: reg.data_version,
+            last_seen: now,
+            connection_id: reg.connection_id,
+        };
+        if group
+            .members
+            .insert(reg.broker_addr.clone(), member)
+            .is_none()
+        {
+            info!(
+                broker_name = %reg.broker_name,
+                broker_addr = %reg.broker_addr,
+                term = reg.term,
+                "broker registered"
+            );
+        }
+        if stale_claim {
+            info!(
+                broker_name = %reg.broker_name,
+                broker_addr = %reg.broker_addr,
+                term = reg.term,
+                newest_leader_term = group.newest_leader_term,
+                "stale leadership claim recorded as follower"
+            );
+        }
+        if let Some(topics) = reg.topics {
+            // Every member holds the same Raft-replicated topic table; the newest wins.
+            group.topics = topics;
+        }
+        group.elect(&reg.broker_name);
+        RegisterOutcome {
+            leader_addr: group.leader.clone(),
+            stale_claim,
+        }
+    }
+
+    /// Answers QUERY_DATA_VERSION: true when the broker must send its topic table, or
+    /// re-register because its role or term is not what we hold. Refreshes liveness.
+    pub fn query_data_version(
+        &mut self,
+        broker_name: &str,
+        broker_addr: &str,
+        broker_id: i64,
+        term: u64,
+        version: &DataVersion,
+        now: Instant,
+    ) -> bool {
+        let Some(group) = self.groups.get_mut(broker_name) else {
+            return true;
+        };
+        let Some(member) = group.members.get_mut(broker_addr) else {
+            return true;
+        };
+        member.last_seen = now;
+        let claims = broker_id == 0;
+        member.data_version != *version || member.term != term || member.claims_leadership != claims
+    }
+
+    pub fn unregister(&mut self, broker_name: &str, broker_addr: &str) -> bool {
+        self.remove_where(
+            |name, addr, _| name == broker_name && addr == broker_addr,
+            "unregistered",
+        )
+    }
+
+    /// Drops every member registered over a connection that has closed.
+    pub fn connection_closed(&mut self, connection_id: u64) -> bool {
+        self.remove_where(
+            |_, _, m| m.connection_id == Some(connection_id),
+            "connection closed",
+        )
+    }
+
+    /// Drops every member silent since before `deadline`.
+    pub fn expire(&mut self, deadline: Instant) -> bool {
+        self.remove_where(|_, _, m| m.last_seen < deadline, "expired")
+    }
+
+    fn remove_where(
+        &mut self,
+        mut doomed: impl FnMut(&str, &str, &Member) -> bool,
+        why: &str,
+    ) -> bool {
+        let mut removed = false;
+        for (name, group) in self.groups.iter_mut() {
+            let before = group.members.len();
+            group.members.retain(|addr, m| {
+                let drop = doomed(name, addr, m);
+                if drop {
+                    info!(broker_name = %name, broker_addr = %addr, why, "broker removed");
+                }
+                !drop
+            });
+            if group.members.len() != before {
+                removed = true;
+                group.elect(name);
+            }
+        }
+        // A group with no members serves no topics, but keeps its newest leader term so
+        // a stale ex-leader cannot claim brokerId 0 when it comes back alone.
+        for group in self.groups.values_mut() {
+            if group.members.is_empty() {
+                group.topics.clear();
+            }
+        }
+        removed
+    }
+
+    pub fn topic_route(&self, topic: &str) -> Option<TopicRouteData> {
+        let mut route = TopicRouteData::default();
+        for (name, group) in &self.groups {
+            if group.members.is_empty() {
+                continue;
+            }
+            if let Some(config) = group.topics.get(topic) {
+                route.queue_datas.push(QueueData {
+                    broker_name: name.clone(),
+                    read_queue_nums: config.read_queue_nums,
+                    write_queue_nums: config.write_queue_nums,
+                    perm: config.perm,
+                    topic_sys_flag: config.topic_sys_flag,
+                });
+                route.broker_datas.push(group.broker_data(name));
+            }
+        }
+        (!route.queue_datas.is_empty()).then_some(route)
+    }
+
+    pub fn cluster_info(&self) -> ClusterInfo {
+        let mut info = ClusterInfo::default();
+        for (name, group) in &self.groups {
+            if group.members.is_empty() {
+                continue;
+            }
+            info.broker_addr_table
+                .insert(name.clone(), group.broker_data(name));
+            info.cluster_addr_table
+                .entry(group.cluster.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        info
+    }
+
+    pub fn all_topics(&self) -> TopicList {
+        let topic_list: BTreeSet<String> = self
+            .groups
+            .values()
+            .filter(|g| !g.members.is_empty())
+            .flat_map(|g| g.topics.keys().cloned())
+            .collect();
+        TopicList {
+            topic_list,
+            broker_addr: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn reg(addr: &str, broker_id: i64, term: u64) -> Registration {
+        let mut topics = BTreeMap::new();
+        topics.insert(
+            "T".to_string(),
+            TopicConfig {
+                topic_name: "T".into(),
+                read_queue_nums: 4,
+                write_queue_nums: 4,
+                ..Default::default()
+            },
+        );
+        Registration {
+            cluster: "c".into(),
+            broker_name: "g".into(),
+            broker_addr: addr.into(),
+            broker_id,
+            term,
+            data_version: DataVersion::default(),
+            topics: Some(topics),
+            connection_id: None,
+        }
+    }
+
+    fn leader(t: &RouteTable) -> Option<String> {
+        t.topic_route("T")
+            .and_then(|r| r.broker_datas[0].leader_addr().map(str::to_string))
+    }
+
+    #[test]
+    fn newest_claim_leads_and_stale_claims_follow() {
+        let now = Instant::now();
+        let mut t = RouteTable::default();
+        t.register(reg("a", 0, 3), now);
+        t.register(reg("b", 1, 3), now);
+        t.register(reg("c", 2, 3), now);
+        assert_eq!(leader(&t).as_deref(), Some("a"));
+        let addrs = &t.topic_route("T").unwrap().broker_datas[0].broker_addrs;
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(addrs.get(&1).map(String::as_str), Some("b"));
+
+        // b wins term 4.
+        t.register(reg("b", 0, 4), now);
+        assert_eq!(leader(&t).as_deref(), Some("b"));
+        // a wakes up still claiming term 3: recorded as a follower.
+        let out = t.register(reg("a", 0, 3), now);
+        assert!(out.stale_claim);
+        assert_eq!(leader(&t).as_deref(), Some("b"));
+        // b leaves; a's old claim is still stale.
+        t.unregister("g", "b");
+        assert_eq!(leader(&t), None);
+        t.register(reg("a", 0, 3), now);
+        assert_eq!(leader(&t), None);
+        // A follower with a huge term does not take the route away from a leader.
+        t.register(reg("c", 0, 5), now);
+        t.register(reg("a", 1, 90), now);
+        assert_eq!(leader(&t).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn expiry_and_connection_close_drop_members() {
+        let start = Instant::now();
+        let mut t = RouteTable::default();
+        let mut a = reg("a", 0, 1);
+        a.connection_id = Some(7);
+        t.register(a, start);
+        t.register(reg("b", 1, 1), start + Duration::from_secs(5));
+        assert!(t.connection_closed(7));
+        assert_eq!(leader(&t), None);
+        assert!(t.topic_route("T").is_some());
+        assert!(t.expire(start + Duration::from_secs(6)));
+        assert!(t.topic_route("T").is_none());
+        assert!(t.all_topics().topic_list.is_empty());
+        assert!(t.cluster_info().broker_addr_table.is_empty());
+    }
+
+    #[test]
+    fn data_version_query_asks_for_changes_only() {
+        let now = Instant::now();
+        let mut t = RouteTable::default();
+        let v = DataVersion {
+            state_version: 0,
+            timestamp: 1,
+            counter: 1,
+        };
+        assert!(t.query_data_version("g", "a", 0, 1, &v, now));
+        let mut r = reg("a", 0, 1);
+        r.data_version = v;
+        t.register(r, now);
+        assert!(!t.query_data_version("g", "a", 0, 1, &v, now));
+        let newer = DataVersion { counter: 2, ..v };
+        assert!(t.query_data_version("g", "a", 0, 1, &newer, now));
+        // A role or term change forces a re-registration.
+        assert!(t.query_data_version("g", "a", 1, 2, &v, now));
+    }
+}

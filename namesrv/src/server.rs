@@ -1,0 +1,159 @@
+//! The request handler: register, unregister, data-version queries, and the route,
+//! cluster and topic-list answers.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use remoting::header::{
+    GetRouteInfoRequestHeader, QueryDataVersionRequestHeader, QueryDataVersionResponseHeader,
+    RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, UnRegisterBrokerRequestHeader,
+};
+use remoting::route::{from_json, to_json, DataVersion, RegisterBrokerBody};
+use remoting::{Connection, RemotingCommand, RequestCode, RequestHandler, ResponseCode};
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::route_table::{Registration, RouteTable};
+
+/// Serves the name server's requests over a shared route table.
+pub struct NamesrvHandler {
+    table: Arc<Mutex<RouteTable>>,
+}
+
+impl NamesrvHandler {
+    pub fn new(table: Arc<Mutex<RouteTable>>) -> Self {
+        NamesrvHandler { table }
+    }
+
+    fn process(&self, conn: &Connection, request: &RemotingCommand) -> RemotingCommand {
+        let Some(code) = RequestCode::from_i32(request.code) else {
+            return RemotingCommand::error(
+                ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
+                format!("request code {} is not supported", request.code),
+            );
+        };
+        let result = match code {
+            RequestCode::REGISTER_BROKER => self.register(conn, request),
+            RequestCode::UNREGISTER_BROKER => self.unregister(request),
+            RequestCode::QUERY_DATA_VERSION => self.query_data_version(request),
+            RequestCode::GET_ROUTEINFO_BY_TOPIC => self.route(request),
+            RequestCode::GET_BROKER_CLUSTER_INFO => {
+                let info = self.table.lock().unwrap().cluster_info();
+                Ok(RemotingCommand::success().with_body(to_json(&info)))
+            }
+            RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => {
+                let topics = self.table.lock().unwrap().all_topics();
+                Ok(RemotingCommand::success().with_body(to_json(&topics)))
+            }
+            other => Ok(RemotingCommand::error(
+                ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
+                format!(
+                    "{} ({}) is not served by the name server",
+                    other.name(),
+                    request.code
+                ),
+            )),
+        };
+        result.unwrap_or_else(|e| {
+            RemotingCommand::error(ResponseCode::SYSTEM_ERROR, format!("{}: {e}", code.name()))
+        })
+    }
+
+    fn register(
+        &self,
+        conn: &Connection,
+        request: &RemotingCommand,
+    ) -> remoting::Result<RemotingCommand> {
+        let header: RegisterBrokerRequestHeader = request.header()?;
+        if header.compressed == Some(true) {
+            return Ok(RemotingCommand::error(
+                ResponseCode::SYSTEM_ERROR,
+                "compressed register bodies are not supported; send compressed=false",
+            ));
+        }
+        let (data_version, topics) = if request.body.is_empty() {
+            (DataVersion::default(), None)
+        } else {
+            let body: RegisterBrokerBody = from_json("register broker", &request.body)?;
+            let wrapper = body.topic_config_serialize_wrapper;
+            (wrapper.data_version, Some(wrapper.topic_config_table))
+        };
+        let outcome = self.table.lock().unwrap().register(
+            Registration {
+                cluster: header.cluster_name,
+                broker_name: header.broker_name,
+                broker_addr: header.broker_addr,
+                broker_id: header.broker_id,
+                term: header.raft_term.unwrap_or(0),
+                data_version,
+                topics,
+                connection_id: Some(conn.id()),
+            },
+            Instant::now(),
+        );
+        let mut response = RemotingCommand::success().with_header(&RegisterBrokerResponseHeader {
+            ha_server_addr: None,
+            master_addr: outcome.leader_addr,
+        });
+        if outcome.stale_claim {
+            response = response.with_ext("staleLeaderClaim", "true");
+        }
+        Ok(response)
+    }
+
+    fn unregister(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let header: UnRegisterBrokerRequestHeader = request.header()?;
+        self.table
+            .lock()
+            .unwrap()
+            .unregister(&header.broker_name, &header.broker_addr);
+        Ok(RemotingCommand::success())
+    }
+
+    fn query_data_version(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let header: QueryDataVersionRequestHeader = request.header()?;
+        let version: DataVersion = from_json("data version", &request.body)?;
+        let changed = self.table.lock().unwrap().query_data_version(
+            &header.broker_name,
+            &header.broker_addr,
+            header.broker_id,
+            header.raft_term.unwrap_or(0),
+            &version,
+            Instant::now(),
+        );
+        Ok(RemotingCommand::success()
+            .with_header(&QueryDataVersionResponseHeader { changed })
+            .with_body(to_json(&version)))
+    }
+
+    fn route(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let header: GetRouteInfoRequestHeader = request.header()?;
+        let route = self.table.lock().unwrap().topic_route(&header.topic);
+        Ok(match route {
+            Some(route) => RemotingCommand::success().with_body(to_json(&route)),
+            None => RemotingCommand::error(
+                ResponseCode::TOPIC_NOT_EXIST,
+                format!(
+                    "No topic route info in name server for the topic: {}",
+                    header.topic
+                ),
+            ),
+        })
+    }
+}
+
+impl RequestHandler for NamesrvHandler {
+    fn handle(
+        &self,
+        conn: Connection,
+        request: RemotingCommand,
+    ) -> BoxFuture<'static, Option<RemotingCommand>> {
+        let response = self.process(&conn, &request);
+        debug!(peer = %conn.peer(), code = request.code, answer = response.code, "namesrv request");
+        Box::pin(async move { Some(response) })
+    }
+
+    fn on_close(&self, conn: &Connection) {
+        self.table.lock().unwrap().connection_closed(conn.id());
+    }
+}

@@ -1,0 +1,543 @@
+//! One TCP connection, used by every server and client.
+//!
+//! Either side may send requests; responses are matched to requests by `opaque`.
+//! Everything is bounded: the write queue, the requests awaiting a response (the
+//! in-flight window), and the incoming requests handled at once (reading stops while
+//! that many are being handled, so a flood slows its sender instead of growing memory).
+//! A frame that does not decode closes this connection, and only this one, with the
+//! reason logged.
+//!
+//! Outcomes: a response is the outcome. A timeout or a closed connection after the
+//! request was queued is *unknown* ([`Error::is_outcome_unknown`]), never "failed".
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
+use crate::command::{RemotingCommand, FLAG_ONEWAY};
+use crate::error::{Error, Result};
+
+/// Limits of one connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionConfig {
+    pub max_frame_bytes: usize,
+    /// Requests we sent that await a response.
+    pub max_in_flight: usize,
+    /// Requests from the peer handled at once.
+    pub max_concurrent_requests: usize,
+    /// Frames queued for the socket.
+    pub write_queue_frames: usize,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_in_flight: 1024,
+            max_concurrent_requests: 256,
+            write_queue_frames: 1024,
+            connect_timeout_ms: 3000,
+        }
+    }
+}
+
+/// Serves the requests a peer sends on a connection.
+pub trait RequestHandler: Send + Sync + 'static {
+    /// Handles one request. The answer (if any, and unless the request was oneway) is
+    /// sent back with the request's opaque and header encoding.
+    fn handle(
+        &self,
+        conn: Connection,
+        request: RemotingCommand,
+    ) -> BoxFuture<'static, Option<RemotingCommand>>;
+
+    /// Called once when the connection has closed.
+    fn on_close(&self, _conn: &Connection) {}
+}
+
+/// Answers every request with REQUEST_CODE_NOT_SUPPORTED; for clients that serve nothing.
+pub struct NoRequests;
+
+impl RequestHandler for NoRequests {
+    fn handle(
+        &self,
+        _conn: Connection,
+        request: RemotingCommand,
+    ) -> BoxFuture<'static, Option<RemotingCommand>> {
+        let code = request.code;
+        Box::pin(async move {
+            Some(RemotingCommand::error(
+                crate::ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
+                format!("request code {code} is not supported here"),
+            ))
+        })
+    }
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    id: u64,
+    peer: SocketAddr,
+    writer: mpsc::Sender<RemotingCommand>,
+    pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
+    next_opaque: AtomicI32,
+    in_flight: Semaphore,
+    closed: CancellationToken,
+}
+
+/// A handle to one connection; cheap to clone.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.inner.id)
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects to `addr`; requests the peer sends are served by `handler`.
+    pub async fn connect(
+        addr: &str,
+        config: &ConnectionConfig,
+        handler: Arc<dyn RequestHandler>,
+    ) -> Result<Connection> {
+        let deadline = Duration::from_millis(config.connect_timeout_ms);
+        let stream = tokio::time::timeout(deadline, TcpStream::connect(addr))
+            .await
+            .map_err(|_| Error::Timeout(deadline))??;
+        Connection::start(stream, config, handler, CancellationToken::new())
+    }
+
+    /// Runs a connection over an accepted or connected stream. It closes when the peer
+    /// closes, on a bad frame, on [`Connection::close`], or when `parent` is cancelled.
+    pub fn start(
+        stream: TcpStream,
+        config: &ConnectionConfig,
+        handler: Arc<dyn RequestHandler>,
+        parent: CancellationToken,
+    ) -> Result<Connection> {
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(config.write_queue_frames.max(1));
+        let conn = Connection {
+            inner: Arc::new(Inner {
+                id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+                peer,
+                writer: tx,
+                pending: Mutex::new(HashMap::new()),
+                next_opaque: AtomicI32::new(1),
+                in_flight: Semaphore::new(config.max_in_flight.max(1)),
+                closed: parent.child_token(),
+            }),
+        };
+        let codec = FrameCodec::new(config.max_frame_bytes);
+        tokio::spawn(write_loop(conn.clone(), write_half, rx, codec));
+        tokio::spawn(read_loop(
+            conn.clone(),
+            FramedRead::new(read_half, codec),
+            handler,
+            config.max_concurrent_requests.max(1),
+        ));
+        Ok(conn)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+
+    /// Closes the connection; requests in flight end with an unknown outcome.
+    pub fn close(&self) {
+        self.inner.closed.cancel();
+    }
+
+    /// Resolves when the connection has closed.
+    pub async fn closed(&self) {
+        self.inner.closed.cancelled().await
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::ConnectionClosed {
+            peer: self.inner.peer.to_string(),
+        }
+    }
+
+    /// Sends a request and waits up to `timeout` for its response.
+    pub async fn request(
+        &self,
+        mut request: RemotingCommand,
+        timeout: Duration,
+    ) -> Result<RemotingCommand> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _permit = match tokio::time::timeout_at(deadline, self.inner.in_flight.acquire()).await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(self.closed_error()),
+            Err(_) => {
+                return Err(Error::Busy {
+                    peer: self.inner.peer.to_string(),
+                })
+            }
+        };
+        let opaque = self.inner.next_opaque.fetch_add(1, Ordering::Relaxed);
+        request.opaque = opaque;
+        request.flag &= !FLAG_ONEWAY;
+        let (tx, rx) = oneshot::channel();
+        self.inner.pending.lock().unwrap().insert(opaque, tx);
+        let guard = PendingGuard { conn: self, opaque };
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        match tokio::time::timeout_at(deadline, self.inner.writer.send(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.closed_error()),
+            // Still queued behind a full write queue: it may yet be written.
+            Err(_) => return Err(Error::Timeout(timeout)),
+        }
+        let result = tokio::select! {
+            response = tokio::time::timeout_at(deadline, rx) => match response {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(_)) => Err(self.closed_error()),
+                Err(_) => Err(Error::Timeout(timeout)),
+            },
+            _ = self.closed() => Err(self.closed_error()),
+        };
+        drop(guard);
+        result
+    }
+
+    /// Sends a request that wants no response.
+    pub async fn oneway(&self, request: RemotingCommand) -> Result<()> {
+        let request = request.oneway();
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    async fn send_response(&self, response: RemotingCommand) {
+        // A closed connection has no one to answer.
+        let _ = self.inner.writer.send(response).await;
+    }
+
+    fn complete(&self, response: RemotingCommand) {
+        let waiter = self.inner.pending.lock().unwrap().remove(&response.opaque);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(response);
+            }
+            None => debug!(
+                peer = %self.inner.peer,
+                opaque = response.opaque,
+                "response for no pending request (timed out?)"
+            ),
+        }
+    }
+}
+
+/// Removes a pending request however `request` ends.
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    opaque: i32,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.inner.pending.lock().unwrap().remove(&self.opaque);
+    }
+}
+
+async fn write_loop(
+    conn: Connection,
+    mut socket: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::Receiver<RemotingCommand>,
+    mut codec: FrameCodec,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let first = tokio::select! {
+            cmd = rx.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => break,
+            },
+            _ = conn.closed() => break,
+        };
+        // Coalesce whatever else is queued into one write.
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            if let Err(e) = codec.encode(cmd, &mut buf) {
+                warn!(peer = %conn.peer(), error = %e, "dropping a frame that cannot be encoded");
+            }
+            if buf.len() < 1024 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if let Err(e) = socket.write_all(&buf).await {
+            debug!(peer = %conn.peer(), error = %e, "write failed; closing");
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > 4 * 1024 * 1024 {
+            buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+    conn.close();
+    let _ = socket.shutdown().await;
+}
+
+async fn read_loop(
+    conn: Connection,
+    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    handler: Arc<dyn RequestHandler>,
+    max_concurrent_requests: usize,
+) {
+    let handling = Arc::new(Semaphore::new(max_concurrent_requests));
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = conn.closed() => break,
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => {
+                match &e {
+                    Error::Io(_) => debug!(peer = %conn.peer(), error = %e, "read failed; closing"),
+                    _ => warn!(peer = %conn.peer(), error = %e, "closing connection: bad frame"),
+                }
+                break;
+            }
+            Some(Ok(cmd)) if cmd.is_response() => conn.complete(cmd),
+            Some(Ok(request)) => {
+                let permit = tokio::select! {
+                    permit = handling.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = conn.closed() => break,
+                };
+                let conn = conn.clone();
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let oneway = request.is_oneway();
+                    let opaque = request.opaque;
+                    let serialize_type = request.serialize_type;
+                    let response = handler.handle(conn.clone(), request).await;
+                    if let (Some(mut response), false) = (response, oneway) {
+                        response.opaque = opaque;
+                        response.serialize_type = serialize_type;
+                        response.flag |= crate::command::FLAG_RESPONSE;
+                        conn.send_response(response).await;
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+    conn.close();
+    // Wake every waiter: their outcome is unknown.
+    conn.inner.pending.lock().unwrap().clear();
+    handler.on_close(&conn);
+}
+
+/// Accepts connections until `shutdown` resolves, serving each with `handler`. On
+/// shutdown every connection it accepted is closed.
+pub async fn serve(
+    listener: TcpListener,
+    config: ConnectionConfig,
+    handler: Arc<dyn RequestHandler>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let all = CancellationToken::new();
+    let local = listener.local_addr().ok();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = Connection::start(stream, &config, handler.clone(), all.clone()) {
+                        warn!(%peer, error = %e, "could not start connection");
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    info!(?local, "server stopped accepting; closing connections");
+    all.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::code::ResponseCode;
+    use tokio::io::AsyncReadExt;
+
+    struct Echo;
+
+    impl RequestHandler for Echo {
+        fn handle(
+            &self,
+            _conn: Connection,
+            request: RemotingCommand,
+        ) -> BoxFuture<'static, Option<RemotingCommand>> {
+            Box::pin(async move {
+                if request.code == 999 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Some(RemotingCommand::success().with_body(request.body.clone()))
+            })
+        }
+    }
+
+    async fn echo_server() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            ConnectionConfig::default(),
+            Arc::new(Echo),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        (addr, stop)
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_are_matched_by_opaque() {
+        let (addr, _stop) = echo_server().await;
+        let conn = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200u32 {
+            let conn = conn.clone();
+            tasks.push(tokio::spawn(async move {
+                let req = RemotingCommand::bare_request(1).with_body(i.to_be_bytes().to_vec());
+                let resp = conn.request(req, Duration::from_secs(5)).await.unwrap();
+                assert_eq!(resp.response_code(), Some(ResponseCode::SUCCESS));
+                assert_eq!(&resp.body[..], &i.to_be_bytes());
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_a_timeout_with_unknown_outcome() {
+        let (addr, _stop) = echo_server().await;
+        let conn = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let err = conn
+            .request(
+                RemotingCommand::bare_request(999),
+                Duration::from_millis(50),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err}");
+        assert!(err.is_outcome_unknown());
+        // The connection still works afterwards.
+        conn.request(RemotingCommand::bare_request(1), Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_closes_only_that_connection() {
+        let (addr, _stop) = echo_server().await;
+        let good = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let mut bad = TcpStream::connect(addr).await.unwrap();
+        bad.write_all(&[0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3])
+            .await
+            .unwrap();
+        let mut sink = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), bad.read(&mut sink))
+            .await
+            .expect("server closes a connection that sent garbage")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        good.request(RemotingCommand::bare_request(1), Duration::from_secs(2))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_the_server_fails_waiters_as_unknown() {
+        let (addr, stop) = echo_server().await;
+        let conn = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let waiter = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.request(RemotingCommand::bare_request(999), Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(()).unwrap();
+        let err = waiter.await.unwrap().unwrap_err();
+        assert!(err.is_outcome_unknown(), "{err}");
+        tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,36 @@
+//! RocketMQ's remoting protocol, wire-compatible with stock RocketMQ 4.x clients.
+//!
+//! # Layout
+//!
+//! - [`code`]: request, response and language codes with RocketMQ's numbers.
+//! - [`command`]: [`RemotingCommand`], its flags, and the two header encodings
+//!   (JSON and the `ROCKETMQ` binary form).
+//! - [`codec`]: the frame codec (`i32 total length | i32 serialize type << 24 | header
+//!   length | header | body`, big-endian) with a bounded frame size.
+//! - [`header`]: typed request and response headers carried in `extFields`.
+//! - [`message`]: the CommitLog message record codec (`MessageExtEncoder`'s layout),
+//!   the properties codec and msgId.
+//! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
+//!   register-broker and heartbeat bodies, data versions.
+//! - [`connection`]: one TCP connection used by every server and client: requests
+//!   matched to responses by `opaque` with a deadline, oneway sends, requests that the
+//!   peer starts, a bounded in-flight window; and [`connection::serve`], the accept loop.
+//!
+//! This crate depends on nothing else of rocketraft's.
+
+pub mod code;
+pub mod codec;
+pub mod command;
+pub mod config_file;
+pub mod connection;
+pub mod error;
+pub mod header;
+pub mod message;
+pub mod route;
+
+pub use code::{LanguageCode, RequestCode, ResponseCode};
+pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
+pub use command::{RemotingCommand, SerializeType};
+pub use connection::{Connection, ConnectionConfig, RequestHandler};
+pub use error::{Error, Result};
+pub use header::CommandHeader;

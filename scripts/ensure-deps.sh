@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build rocketraft: libclang, which the `rocksdb`
+# crate's build (bindgen) needs. Safe to run again: it does nothing when all is there.
+set -euo pipefail
+
+have_libclang() {
+  ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
+}
+
+if ! have_libclang; then
+  echo "ensure-deps: libclang missing; installing libclang-dev" >&2
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "ensure-deps: cargo not found; install Rust from rustup first" >&2
+  exit 1
+fi
