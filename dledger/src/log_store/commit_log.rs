@@ -1,0 +1,626 @@
+//! The CommitLog itself: entries laid out in segment files, the Raft-index → position index,
+//! and the dirty/flushed bookkeeping that durability is built on.
+//!
+//! Owns: the list of mapped segments, the in-memory index (rebuilt by [`super::recovery`] on
+//! open), the write position and the flushed position. Promises:
+//! - entries are contiguous in index and each is written once, at a position that depends only
+//!   on the entries before it and `segment_bytes` (an entry that does not fit the rest of a
+//!   segment starts the next one; the rest is a padding marker and zeros);
+//! - bytes below [`CommitLog::flushed_position`] have been `msync`'d;
+//! - truncated bytes are zeroed and `msync`'d before `truncate` returns, so a stale entry can
+//!   never reappear after a restart;
+//! - every entry read back is checked against its CRC and its expected index (pair assertion).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::RwLock;
+use std::sync::RwLockReadGuard;
+use std::sync::RwLockWriteGuard;
+
+use openraft::LogId;
+use tokio::sync::watch;
+
+use super::codec;
+use super::codec::Entry;
+use super::codec::EntryHeader;
+use super::codec::HEADER_BYTES;
+use super::codec::PAD_BYTES;
+use super::recovery;
+use super::segment::parse_segment_name;
+use super::segment::sync_dir;
+use super::segment::Segment;
+use super::segment::SegmentAllocator;
+use crate::error::DLedgerError;
+
+/// (last purged, last present or last purged) log ids.
+pub(crate) type LogBounds = (Option<LogId<u64>>, Option<LogId<u64>>);
+
+/// Where one entry lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EntryLocation {
+    pub(crate) header: EntryHeader,
+    /// CommitLog position of the header.
+    pub(crate) position: u64,
+}
+
+impl EntryLocation {
+    pub(crate) fn body_position(&self) -> u64 {
+        self.position + HEADER_BYTES as u64
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.position + self.header.total_bytes as u64
+    }
+}
+
+pub(crate) struct LogState {
+    /// Mapped segments, contiguous and ascending by start.
+    pub(crate) segments: Vec<Arc<Segment>>,
+    /// Raft index of `positions[0]`.
+    pub(crate) first_index: u64,
+    /// Position of every present entry, by index.
+    pub(crate) positions: VecDeque<u64>,
+    /// Where the next entry (or padding) is written.
+    pub(crate) write_pos: u64,
+    /// Lowest position written since the last flush.
+    dirty_from: u64,
+    pub(crate) last_purged: Option<LogId<u64>>,
+}
+
+impl LogState {
+    fn next_index(&self) -> Option<u64> {
+        if !self.positions.is_empty() {
+            Some(self.first_index + self.positions.len() as u64)
+        } else {
+            self.last_purged.map(|p| p.index + 1)
+        }
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        (!self.positions.is_empty()).then(|| self.first_index + self.positions.len() as u64 - 1)
+    }
+
+    fn segment_index(&self, position: u64, segment_bytes: u64) -> Option<usize> {
+        let first = self.segments.first()?.start;
+        if position < first {
+            return None;
+        }
+        let i = ((position - first) / segment_bytes) as usize;
+        (i < self.segments.len()).then_some(i)
+    }
+}
+
+/// The CommitLog of one node.
+pub(crate) struct CommitLog {
+    dir: PathBuf,
+    segment_bytes: u64,
+    state: RwLock<LogState>,
+    allocator: Arc<SegmentAllocator>,
+    prealloc_tx: Mutex<mpsc::SyncSender<u64>>,
+    flushed: watch::Sender<u64>,
+    committed_end: AtomicU64,
+    applied_end: AtomicU64,
+    /// Dropping this wakes and ends the ASYNC_FLUSH thread.
+    async_flusher_stop: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl CommitLog {
+    /// Opens (or creates) the CommitLog in `dir`, recovering its tail. See [`super::recovery`].
+    pub(crate) fn open(
+        dir: PathBuf,
+        segment_bytes: u64,
+        last_purged: Option<LogId<u64>>,
+        truncate_pending_position: Option<u64>,
+    ) -> Result<Arc<Self>, DLedgerError> {
+        std::fs::create_dir_all(&dir).map_err(|e| DLedgerError::io(&dir, e))?;
+        let allocator = SegmentAllocator::new(dir.clone(), segment_bytes);
+        let mut starts = Vec::new();
+        for item in std::fs::read_dir(&dir).map_err(|e| DLedgerError::io(&dir, e))? {
+            let item = item.map_err(|e| DLedgerError::io(&dir, e))?;
+            let name = item.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                // An unfinished pre-allocation: never used, safe to drop.
+                let _ = std::fs::remove_file(item.path());
+            } else if let Some(start) = parse_segment_name(&name) {
+                starts.push(start);
+            }
+        }
+        starts.sort_unstable();
+        if starts.is_empty() {
+            allocator.ensure(0)?;
+            starts.push(0);
+        }
+        let mut segments = Vec::with_capacity(starts.len());
+        for (i, start) in starts.iter().copied().enumerate() {
+            let path = dir.join(super::segment::segment_name(start));
+            if start % segment_bytes != 0 || (i > 0 && start != starts[i - 1] + segment_bytes) {
+                return Err(DLedgerError::Corrupt {
+                    file: path,
+                    file_offset: 0,
+                    position: start,
+                    reason: format!(
+                        "segment start is not the previous start + segment_bytes {segment_bytes}: \
+                         a segment is missing or segment_bytes changed"
+                    ),
+                });
+            }
+            segments.push(Arc::new(Segment::open(&path, start, segment_bytes)?));
+        }
+        if let Some(position) = truncate_pending_position {
+            recovery::finish_truncate(&segments, position)?;
+        }
+        let recovered = recovery::recover(&segments, segment_bytes, last_purged)?;
+        tracing::info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            entries = recovered.positions.len(),
+            first_index = recovered.first_index,
+            write_pos = recovered.write_pos,
+            "CommitLog recovered"
+        );
+        let prealloc_tx = allocator.spawn_preallocator();
+        let write_pos = recovered.write_pos;
+        let state = LogState {
+            segments,
+            first_index: recovered.first_index,
+            positions: recovered.positions,
+            write_pos,
+            dirty_from: write_pos,
+            last_purged,
+        };
+        let next_segment = write_pos - write_pos % segment_bytes + segment_bytes;
+        let _ = prealloc_tx.try_send(next_segment);
+        let (flushed, _) = watch::channel(write_pos);
+        Ok(Arc::new(CommitLog {
+            dir,
+            segment_bytes,
+            state: RwLock::new(state),
+            allocator,
+            prealloc_tx: Mutex::new(prealloc_tx),
+            flushed,
+            committed_end: AtomicU64::new(0),
+            applied_end: AtomicU64::new(0),
+            async_flusher_stop: Mutex::new(None),
+        }))
+    }
+
+    pub(crate) fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+
+    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, LogState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, LogState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_async_flusher_stop(&self, stop: mpsc::Sender<()>) {
+        *self
+            .async_flusher_stop
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(stop);
+    }
+
+    /// (last purged, last present or last purged) log ids.
+    pub(crate) fn log_state(&self) -> Result<LogBounds, DLedgerError> {
+        let state = self.read_state();
+        let last = match state.last_index() {
+            Some(index) => Some(self.location_locked(&state, index)?.header.log_id()),
+            None => state.last_purged,
+        };
+        Ok((state.last_purged, last))
+    }
+
+    fn corrupt(&self, segment: &Segment, position: u64, reason: String) -> DLedgerError {
+        DLedgerError::Corrupt {
+            file: segment.path.clone(),
+            file_offset: position - segment.start,
+            position,
+            reason,
+        }
+    }
+
+    /// Header and position of entry `index`, which must be present.
+    fn location_locked(&self, state: &LogState, index: u64) -> Result<EntryLocation, DLedgerError> {
+        let position = state.positions[(index - state.first_index) as usize];
+        let segment = &state.segments[state
+            .segment_index(position, self.segment_bytes)
+            .expect("indexed positions lie in mapped segments")];
+        let offset = (position - segment.start) as usize;
+        let available = (segment.end() - position) as usize;
+        // SAFETY: read lock held; indexed entries are complete and only truncate rewrites them.
+        let bytes = unsafe { segment.bytes(offset, available.min(HEADER_BYTES)) };
+        let header = codec::decode_header(bytes, available)
+            .map_err(|r| self.corrupt(segment, position, r))?;
+        if header.index != index {
+            return Err(self.corrupt(
+                segment,
+                position,
+                format!("index {} where {index} expected", header.index),
+            ));
+        }
+        Ok(EntryLocation { header, position })
+    }
+
+    /// Where entry `log_id` is, if it is present with exactly this log id.
+    pub(crate) fn location(
+        &self,
+        log_id: &LogId<u64>,
+    ) -> Result<Option<EntryLocation>, DLedgerError> {
+        let state = self.read_state();
+        match state.last_index() {
+            Some(last) if log_id.index >= state.first_index && log_id.index <= last => {
+                let location = self.location_locked(&state, log_id.index)?;
+                Ok((location.header.log_id() == *log_id).then_some(location))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Reads entries `range` (those present), each CRC-checked, stopping once `max_bytes` are
+    /// read (but always returning at least one entry when one is present).
+    pub(crate) fn entries(
+        &self,
+        range: Range<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, DLedgerError> {
+        let state = self.read_state();
+        let Some(last) = state.last_index() else {
+            return Ok(Vec::new());
+        };
+        let start = range.start.max(state.first_index);
+        let end = range.end.min(last + 1);
+        let mut out = Vec::new();
+        let mut read_bytes = 0usize;
+        for index in start..end {
+            if !out.is_empty() && read_bytes >= max_bytes {
+                break;
+            }
+            let location = self.location_locked(&state, index)?;
+            read_bytes += location.header.total_bytes as usize;
+            let segment = &state.segments[state
+                .segment_index(location.position, self.segment_bytes)
+                .expect("mapped")];
+            // SAFETY: read lock held.
+            let bytes = unsafe {
+                segment.bytes(
+                    (location.position - segment.start) as usize,
+                    location.header.total_bytes as usize,
+                )
+            };
+            codec::check_crc(&location.header, bytes)
+                .map_err(|r| self.corrupt(segment, location.position, r))?;
+            out.push(
+                codec::decode_entry(&location.header, bytes)
+                    .map_err(|r| self.corrupt(segment, location.position, r))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Writes `entries` after the last one; returns the write position after them.
+    ///
+    /// The bytes are in the page cache when this returns, durable only after a flush.
+    pub(crate) fn append(&self, entries: &[Entry]) -> Result<u64, DLedgerError> {
+        let mut buffer = Vec::new();
+        let mut spans = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let start = buffer.len();
+            codec::encode_entry(entry, &mut buffer).map_err(|reason| DLedgerError::Corrupt {
+                file: self.dir.clone(),
+                file_offset: 0,
+                position: 0,
+                reason: format!("refusing to write: {reason}"),
+            })?;
+            spans.push((start..buffer.len(), entry.log_id.index));
+        }
+        let mut state = self.write_state();
+        for (span, index) in spans {
+            if state.positions.is_empty() && state.last_purged.is_some_and(|p| index <= p.index) {
+                // Already covered by the purge point (openraft's storage suite does this after
+                // "cleaning the hole" below an applied state machine): nothing to store.
+                tracing::debug!(
+                    log_index = index,
+                    "skipping append of an entry at or below the purge point"
+                );
+                continue;
+            }
+            if let Some(expected) = state.next_index() {
+                if index != expected {
+                    return Err(DLedgerError::Raft {
+                        node_id: 0,
+                        reason: format!(
+                            "append of index {index} where {expected} is next: would leave a hole"
+                        ),
+                    });
+                }
+            }
+            let bytes = &buffer[span];
+            let len = bytes.len() as u64;
+            if len > self.segment_bytes - PAD_BYTES as u64 {
+                return Err(DLedgerError::InvalidConfig {
+                    field: "segment_bytes",
+                    reason: format!("entry {index} of {len} bytes does not fit a segment"),
+                });
+            }
+            let mut pos = state.write_pos;
+            state.dirty_from = state.dirty_from.min(pos);
+            let segment_start = pos - pos % self.segment_bytes;
+            let remaining = segment_start + self.segment_bytes - pos;
+            if len > remaining {
+                if remaining >= PAD_BYTES as u64 {
+                    let segment = self.segment_for_write(&mut state, pos)?;
+                    let pad = codec::encode_pad(remaining as u32);
+                    // SAFETY: write lock held; [pos, pos + 8) is beyond every indexed entry.
+                    unsafe { segment.write((pos - segment.start) as usize, &pad) };
+                }
+                pos = segment_start + self.segment_bytes;
+            }
+            let segment = self.segment_for_write(&mut state, pos)?;
+            // SAFETY: write lock held; the range is beyond every indexed entry.
+            unsafe { segment.write((pos - segment.start) as usize, bytes) };
+            if state.positions.is_empty() {
+                state.first_index = index;
+            }
+            state.positions.push_back(pos);
+            state.write_pos = pos + len;
+        }
+        Ok(state.write_pos)
+    }
+
+    fn segment_for_write(
+        &self,
+        state: &mut LogState,
+        position: u64,
+    ) -> Result<Arc<Segment>, DLedgerError> {
+        if let Some(i) = state.segment_index(position, self.segment_bytes) {
+            return Ok(Arc::clone(&state.segments[i]));
+        }
+        let start = position - position % self.segment_bytes;
+        let expected = state.segments.last().map(|s| s.end()).unwrap_or(start);
+        assert_eq!(start, expected, "segments are added one after another");
+        let path = self.allocator.ensure(start)?;
+        let segment = Arc::new(Segment::open(&path, start, self.segment_bytes)?);
+        state.segments.push(Arc::clone(&segment));
+        let _ = self
+            .prealloc_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_send(start + self.segment_bytes);
+        tracing::info!(file = %path.display(), "CommitLog rolled to a new segment");
+        Ok(segment)
+    }
+
+    /// Position of entry `index` if present.
+    pub(crate) fn position_of(&self, index: u64) -> Option<u64> {
+        let state = self.read_state();
+        let last = state.last_index()?;
+        (index >= state.first_index && index <= last)
+            .then(|| state.positions[(index - state.first_index) as usize])
+    }
+
+    /// Removes entries `index..`: zeroes their bytes and msyncs the zeroes before returning.
+    pub(crate) fn truncate(&self, index: u64) -> Result<(), DLedgerError> {
+        let mut state = self.write_state();
+        let Some(last) = state.last_index() else {
+            return Ok(());
+        };
+        if index > last {
+            return Ok(());
+        }
+        let keep = index.saturating_sub(state.first_index) as usize;
+        let from = state.positions[keep];
+        let to = state.write_pos;
+        zero_and_flush(&state.segments, from, to)?;
+        state.positions.truncate(keep);
+        state.write_pos = from;
+        state.dirty_from = state.dirty_from.min(from);
+        self.flushed.send_modify(|f| *f = (*f).min(from));
+        tracing::info!(dir = %self.dir.display(), log_index = index, position = from, bytes = to - from, "truncated CommitLog");
+        Ok(())
+    }
+
+    /// Forgets entries `..=log_id.index` and deletes segment files wholly before the first
+    /// entry that remains.
+    pub(crate) fn purge(&self, log_id: LogId<u64>) -> Result<(), DLedgerError> {
+        let mut state = self.write_state();
+        if state.last_purged.is_some_and(|p| p.index >= log_id.index) {
+            return Ok(());
+        }
+        state.last_purged = Some(log_id);
+        while !state.positions.is_empty() && state.first_index <= log_id.index {
+            state.positions.pop_front();
+            state.first_index += 1;
+        }
+        if state.positions.is_empty() {
+            state.first_index = log_id.index + 1;
+        }
+        let keep_from = state.positions.front().copied().unwrap_or(state.write_pos);
+        let mut removed = false;
+        while state.segments.len() > 1 && state.segments[0].end() <= keep_from {
+            let segment = state.segments.remove(0);
+            std::fs::remove_file(&segment.path).map_err(|e| DLedgerError::io(&segment.path, e))?;
+            tracing::info!(file = %segment.path.display(), "purged segment");
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// msyncs everything written since the last flush; returns the flushed position.
+    pub(crate) fn flush_dirty(&self) -> std::io::Result<u64> {
+        let (ranges, high) = {
+            let mut state = self.write_state();
+            let high = state.write_pos;
+            let low = state.dirty_from.min(high);
+            state.dirty_from = high;
+            (segment_ranges(&state.segments, low, high), high)
+        };
+        for (segment, offset, len) in ranges {
+            segment.flush(offset, len)?;
+        }
+        self.flushed.send_if_modified(|f| {
+            let changed = *f < high;
+            *f = (*f).max(high);
+            changed
+        });
+        Ok(high)
+    }
+
+    /// Waits until bytes below `position` are flushed.
+    pub(crate) async fn wait_flushed(&self, position: u64) {
+        let mut rx = self.flushed.subscribe();
+        let _ = rx.wait_for(|f| *f >= position).await;
+    }
+
+    pub(crate) fn set_committed_end(&self, position: u64) {
+        self.committed_end.fetch_max(position, Ordering::AcqRel);
+    }
+
+    pub(crate) fn committed_end(&self) -> u64 {
+        self.committed_end.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_applied_end(&self, position: u64) {
+        self.applied_end.fetch_max(position, Ordering::AcqRel);
+        self.set_committed_end(position);
+    }
+
+    pub(crate) fn applied_end(&self) -> u64 {
+        self.applied_end.load(Ordering::Acquire)
+    }
+
+    /// End of everything written (committed or not).
+    pub(crate) fn written_position(&self) -> u64 {
+        self.read_state().write_pos
+    }
+
+    /// Location and file of every present entry, in index order.
+    pub(crate) fn entry_infos(&self) -> Result<Vec<(EntryLocation, PathBuf, u64)>, DLedgerError> {
+        let state = self.read_state();
+        let Some(last) = state.last_index() else {
+            return Ok(Vec::new());
+        };
+        (state.first_index..=last)
+            .map(|index| {
+                let location = self.location_locked(&state, index)?;
+                let segment = &state.segments[state
+                    .segment_index(location.position, self.segment_bytes)
+                    .expect("mapped")];
+                Ok((
+                    location,
+                    segment.path.clone(),
+                    location.position - segment.start,
+                ))
+            })
+            .collect()
+    }
+
+    /// First position still stored.
+    pub(crate) fn start_position(&self) -> u64 {
+        self.read_state()
+            .segments
+            .first()
+            .map(|s| s.start)
+            .unwrap_or(0)
+    }
+
+    /// Copies up to `max_bytes` from `position`, never past `end` nor past its segment.
+    pub(crate) fn read(
+        &self,
+        position: u64,
+        max_bytes: usize,
+        end: u64,
+    ) -> Result<Vec<u8>, DLedgerError> {
+        let state = self.read_state();
+        let start = state.segments.first().map(|s| s.start).unwrap_or(0);
+        let out_of_range = || DLedgerError::PositionOutOfRange {
+            position,
+            start,
+            end,
+        };
+        if position < start || position >= end {
+            return Err(out_of_range());
+        }
+        let i = state
+            .segment_index(position, self.segment_bytes)
+            .ok_or_else(out_of_range)?;
+        let segment = &state.segments[i];
+        let len = (max_bytes as u64)
+            .min(end - position)
+            .min(segment.end() - position) as usize;
+        // SAFETY: read lock held; bytes below `end` are committed and never rewritten.
+        Ok(unsafe { segment.bytes((position - segment.start) as usize, len) }.to_vec())
+    }
+
+    /// CRC32 of the CommitLog bytes `[from, to)`.
+    pub(crate) fn digest(&self, from: u64, to: u64) -> Result<u32, DLedgerError> {
+        let state = self.read_state();
+        let start = state.segments.first().map(|s| s.start).unwrap_or(0);
+        let stored_end = state.segments.last().map(|s| s.end()).unwrap_or(0);
+        if from < start || to > stored_end || from > to {
+            return Err(DLedgerError::PositionOutOfRange {
+                position: from,
+                start,
+                end: stored_end,
+            });
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        for (segment, offset, len) in segment_ranges(&state.segments, from, to) {
+            // SAFETY: read lock held.
+            hasher.update(unsafe { segment.bytes(offset, len) });
+        }
+        Ok(hasher.finalize())
+    }
+}
+
+impl Drop for CommitLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush_dirty() {
+            tracing::error!(dir = %self.dir.display(), error = %e, "final CommitLog flush failed");
+        }
+    }
+}
+
+/// The pieces of `[from, to)` in each segment: (segment, offset in segment, length).
+fn segment_ranges(
+    segments: &[Arc<Segment>],
+    from: u64,
+    to: u64,
+) -> Vec<(Arc<Segment>, usize, usize)> {
+    segments
+        .iter()
+        .filter(|s| s.start < to && s.end() > from)
+        .map(|s| {
+            let lo = from.max(s.start);
+            let hi = to.min(s.end());
+            (Arc::clone(s), (lo - s.start) as usize, (hi - lo) as usize)
+        })
+        .collect()
+}
+
+/// Zeroes `[from, to)` and msyncs it.
+pub(crate) fn zero_and_flush(
+    segments: &[Arc<Segment>],
+    from: u64,
+    to: u64,
+) -> Result<(), DLedgerError> {
+    for (segment, offset, len) in segment_ranges(segments, from, to) {
+        // SAFETY: callers hold the write lock or run before the log is shared.
+        unsafe { segment.zero(offset, len) };
+        segment
+            .flush(offset, len)
+            .map_err(|e| DLedgerError::io(&segment.path, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The RocksDB at `<store>/meta`: Raft's small durable state and the apply hook's data.
+//!
+//! Owns the database handle and its two column families: `raft` (vote, purge point, applied
+//! point, last membership, current snapshot, `segment_bytes`, truncate-in-progress marker) and
+//! `app` (whatever the apply hook writes). Promises: [`MetaStore::put_sync`] returns only after
+//! RocksDB has synced its WAL (`WriteOptions::set_sync(true)`), which is how vote and purge
+//! point are durable before openraft's call returns; [`MetaStore::write`] applies a batch
+//! atomically, which is how the hook's data and the applied point move together.
+
+use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rocksdb::ColumnFamilyDescriptor;
+use rocksdb::Options;
+use rocksdb::WriteBatch;
+use rocksdb::WriteOptions;
+use rocksdb::DB;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::DLedgerError;
+
+pub(crate) const CF_RAFT: &str = "raft";
+pub(crate) const CF_APP: &str = "app";
+
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_PURGED: &[u8] = b"purged";
+pub(crate) const KEY_APPLIED: &[u8] = b"applied";
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const KEY_SNAPSHOT: &[u8] = b"snapshot";
+pub(crate) const KEY_SEGMENT_BYTES: &[u8] = b"segment_bytes";
+pub(crate) const KEY_TRUNCATE_PENDING: &[u8] = b"truncate_pending";
+
+/// Shared handle to the meta RocksDB.
+#[derive(Clone)]
+pub(crate) struct MetaStore {
+    db: Arc<DB>,
+    path: PathBuf,
+}
+
+impl MetaStore {
+    pub(crate) fn open(path: &Path) -> Result<Self, DLedgerError> {
+        std::fs::create_dir_all(path).map_err(|e| DLedgerError::io(path, e))?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = || {
+            [CF_RAFT, CF_APP]
+                .into_iter()
+                .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
+        };
+        // A previous instance in this process may still be releasing its handle (its Raft tasks
+        // wind down asynchronously): retry the lock briefly.
+        let mut attempts = 0;
+        let db = loop {
+            match DB::open_cf_descriptors(&options, path, families()) {
+                Ok(db) => break db,
+                Err(e) if attempts < 100 && e.to_string().contains("lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(DLedgerError::Meta {
+                        path: path.to_path_buf(),
+                        reason: format!("open: {e}"),
+                    })
+                }
+            }
+        };
+        Ok(MetaStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    fn err(&self, what: &str, reason: impl std::fmt::Display) -> DLedgerError {
+        DLedgerError::Meta {
+            path: self.path.clone(),
+            reason: format!("{what}: {reason}"),
+        }
+    }
+
+    fn raft_cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(CF_RAFT)
+            .expect("raft column family is created at open")
+    }
+
+    pub(crate) fn app_cf(&self) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(CF_APP)
+            .expect("app column family is created at open")
+    }
+
+    /// Reads and decodes one key of the `raft` family.
+    pub(crate) fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, DLedgerError> {
+        let raw = self
+            .db
+            .get_cf(self.raft_cf(), key)
+            .map_err(|e| self.err("get", format!("{}: {e}", String::from_utf8_lossy(key))))?;
+        raw.map(|bytes| {
+            bincode::deserialize(&bytes)
+                .map_err(|e| self.err("decode", format!("{}: {e}", String::from_utf8_lossy(key))))
+        })
+        .transpose()
+    }
+
+    /// Encodes `value` into `batch` under `key` of the `raft` family.
+    pub(crate) fn batch_put<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], value: &T) {
+        let bytes = bincode::serialize(value).expect("bincode encodes openraft types");
+        batch.put_cf(self.raft_cf(), key, bytes);
+    }
+
+    /// Writes one key and returns after the WAL is synced to disk.
+    pub(crate) fn put_sync<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), DLedgerError> {
+        let mut batch = WriteBatch::default();
+        self.batch_put(&mut batch, key, value);
+        self.write(batch, true)
+    }
+
+    /// Deletes one key and returns after the WAL is synced to disk.
+    pub(crate) fn delete_sync(&self, key: &[u8]) -> Result<(), DLedgerError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.raft_cf(), key);
+        self.write(batch, true)
+    }
+
+    /// Applies `batch` atomically; with `sync` it is durable when this returns.
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), DLedgerError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.err("write", e))
+    }
+}

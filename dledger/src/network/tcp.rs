@@ -1,0 +1,449 @@
+//! Peer RPCs as bincode frames over TCP.
+//!
+//! Frame: `u32 BE length` (of what follows) `| u64 BE request id | bincode body`. A length
+//! above `max_frame_bytes` closes the connection (never allocates it).
+//!
+//! Client ([`TcpTransport`]): one connection per peer, reused and multiplexed by request id;
+//! at most `max_inflight_rpcs_per_peer` requests in flight (a semaphore; callers wait within
+//! their deadline); reconnect with exponential backoff from `reconnect_backoff_min_ms` to
+//! `..._max_ms`, failing requests at once while the peer is down; a connection whose oldest
+//! request went unanswered for twice the rpc deadline is considered dead and re-opened.
+//!
+//! Server ([`serve`]): takes an already bound listener, the local [`PeerService`] and a
+//! shutdown future; each connection has a bounded number of requests in progress.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::PeerRequest;
+use super::PeerResponse;
+use super::PeerService;
+use super::PeerTransport;
+use super::TransportError;
+use crate::types::NodeId;
+
+/// Limits of the TCP transport (taken from [`crate::DLedgerConfig`]).
+#[derive(Debug, Clone)]
+pub struct TcpLimits {
+    pub max_frame_bytes: usize,
+    pub max_inflight_rpcs_per_peer: usize,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+    pub rpc_timeout_ms: u64,
+}
+
+type Reply = oneshot::Sender<Result<PeerResponse, TransportError>>;
+
+struct Outgoing {
+    frame: Vec<u8>,
+    id: u64,
+    reply: Reply,
+}
+
+struct PeerConnection {
+    tx: mpsc::Sender<Outgoing>,
+    inflight: Arc<Semaphore>,
+}
+
+/// TCP client side of the peer transport.
+pub struct TcpTransport {
+    limits: TcpLimits,
+    peers: Mutex<HashMap<NodeId, Arc<PeerConnection>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl TcpTransport {
+    pub fn new(limits: TcpLimits) -> Arc<Self> {
+        Arc::new(TcpTransport {
+            limits,
+            peers: Mutex::new(HashMap::new()),
+            next_id: 1.into(),
+        })
+    }
+
+    fn connection(&self, target: NodeId, addr: &str) -> Arc<PeerConnection> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let connection = peers.entry(target).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(self.limits.max_inflight_rpcs_per_peer);
+            tokio::spawn(connection_task(
+                target,
+                addr.to_string(),
+                rx,
+                self.limits.clone(),
+            ));
+            Arc::new(PeerConnection {
+                tx,
+                inflight: Arc::new(Semaphore::new(self.limits.max_inflight_rpcs_per_peer)),
+            })
+        });
+        Arc::clone(connection)
+    }
+}
+
+fn encode_frame<T: serde::Serialize>(
+    id: u64,
+    body: &T,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, String> {
+    let size = bincode::serialized_size(body).map_err(|e| e.to_string())? as usize + 8;
+    if size > max_frame_bytes {
+        return Err(format!(
+            "frame of {size} bytes exceeds max_frame_bytes {max_frame_bytes}"
+        ));
+    }
+    let mut frame = Vec::with_capacity(size + 4);
+    frame.extend_from_slice(&(size as u32).to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    bincode::serialize_into(&mut frame, body).map_err(|e| e.to_string())?;
+    Ok(frame)
+}
+
+/// Reads one frame: (request id, body). `Ok(None)` on a clean end of stream.
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    max_frame_bytes: usize,
+) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    let mut length = [0u8; 4];
+    match reader.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if !(8..=max_frame_bytes).contains(&length) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame length {length} outside [8, {max_frame_bytes}]"),
+        ));
+    }
+    let mut id = [0u8; 8];
+    reader.read_exact(&mut id).await?;
+    let mut body = vec![0u8; length - 8];
+    reader.read_exact(&mut body).await?;
+    Ok(Some((u64::from_be_bytes(id), body)))
+}
+
+impl PeerTransport for TcpTransport {
+    fn call(
+        &self,
+        target: NodeId,
+        target_addr: &str,
+        request: PeerRequest,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<PeerResponse, TransportError>> {
+        let connection = self.connection(target, target_addr);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let frame = encode_frame(id, &request, self.limits.max_frame_bytes);
+        let timeout_ms = deadline.as_millis() as u64;
+        Box::pin(async move {
+            let frame = frame.map_err(|reason| TransportError::Remote { target, reason })?;
+            let call = async {
+                let _permit = connection.inflight.acquire().await.map_err(|_| {
+                    TransportError::Unreachable {
+                        target,
+                        reason: "transport closed".into(),
+                    }
+                })?;
+                let (reply, rx) = oneshot::channel();
+                connection
+                    .tx
+                    .send(Outgoing { frame, id, reply })
+                    .await
+                    .map_err(|_| TransportError::Unreachable {
+                        target,
+                        reason: "connection task ended".into(),
+                    })?;
+                rx.await.map_err(|_| TransportError::Unreachable {
+                    target,
+                    reason: "connection dropped".into(),
+                })?
+            };
+            match tokio::time::timeout(deadline, call).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportError::Timeout { target, timeout_ms }),
+            }
+        })
+    }
+}
+
+/// Owns the connection to one peer for as long as the transport lives.
+async fn connection_task(
+    target: NodeId,
+    addr: String,
+    mut rx: mpsc::Receiver<Outgoing>,
+    limits: TcpLimits,
+) {
+    let backoff_min = Duration::from_millis(limits.reconnect_backoff_min_ms);
+    let backoff_max = Duration::from_millis(limits.reconnect_backoff_max_ms);
+    let mut backoff = backoff_min;
+    let mut carried: Option<Outgoing> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let connect = tokio::time::timeout(
+            Duration::from_millis(limits.rpc_timeout_ms),
+            TcpStream::connect(&addr),
+        )
+        .await;
+        match connect {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                tracing::debug!(target_node = target, addr = %addr, "connected to peer");
+                backoff = backoff_min;
+                match run_connection(target, stream, first, &mut rx, &limits).await {
+                    ConnectionEnd::TransportDropped => return,
+                    ConnectionEnd::Broken(reason) => {
+                        tracing::debug!(target_node = target, addr = %addr, reason = %reason, "peer connection closed");
+                    }
+                }
+            }
+            outcome => {
+                let reason = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connect timed out".to_string(),
+                };
+                let _ = first.reply.send(Err(TransportError::Unreachable {
+                    target,
+                    reason: reason.clone(),
+                }));
+                // While backing off, fail new requests at once instead of letting them time out.
+                let sleep = tokio::time::sleep(backoff);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        next = rx.recv() => match next {
+                            Some(request) => {
+                                let _ = request.reply.send(Err(TransportError::Unreachable { target, reason: reason.clone() }));
+                            }
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(backoff_max);
+            }
+        }
+    }
+}
+
+enum ConnectionEnd {
+    TransportDropped,
+    Broken(String),
+}
+
+async fn run_connection(
+    target: NodeId,
+    stream: TcpStream,
+    first: Outgoing,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    limits: &TcpLimits,
+) -> ConnectionEnd {
+    let (mut reader, mut writer) = stream.into_split();
+    let (response_tx, mut response_rx) =
+        mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(limits.max_inflight_rpcs_per_peer);
+    let max_frame_bytes = limits.max_frame_bytes;
+    let reader_task = tokio::spawn(async move {
+        loop {
+            let item = match read_frame(&mut reader, max_frame_bytes).await {
+                Ok(Some(frame)) => Ok(frame),
+                Ok(None) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "peer closed",
+                )),
+                Err(e) => Err(e),
+            };
+            let stop = item.is_err();
+            if response_tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let stale_after = Duration::from_millis(limits.rpc_timeout_ms * 2);
+    let mut pending: HashMap<u64, (Reply, Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next = Some(first);
+    let end = loop {
+        if let Some(outgoing) = next.take() {
+            if let Err(e) = writer.write_all(&outgoing.frame).await {
+                let _ = outgoing.reply.send(Err(TransportError::Unreachable {
+                    target,
+                    reason: e.to_string(),
+                }));
+                break ConnectionEnd::Broken(e.to_string());
+            }
+            pending.insert(outgoing.id, (outgoing.reply, Instant::now()));
+        }
+        tokio::select! {
+            outgoing = rx.recv() => match outgoing {
+                Some(outgoing) => next = Some(outgoing),
+                None => break ConnectionEnd::TransportDropped,
+            },
+            response = response_rx.recv() => match response {
+                Some(Ok((id, body))) => {
+                    if let Some((reply, _)) = pending.remove(&id) {
+                        let decoded = bincode::deserialize::<PeerResponse>(&body)
+                            .map_err(|e| TransportError::Remote { target, reason: format!("undecodable response: {e}") });
+                        let _ = reply.send(decoded);
+                    }
+                }
+                Some(Err(e)) => break ConnectionEnd::Broken(e.to_string()),
+                None => break ConnectionEnd::Broken("reader ended".into()),
+            },
+            _ = tick.tick() => {
+                if pending.values().any(|(_, sent)| sent.elapsed() > stale_after) {
+                    break ConnectionEnd::Broken("a request went unanswered for twice the rpc deadline".into());
+                }
+            }
+        }
+    };
+    reader_task.abort();
+    for (_, (reply, _)) in pending {
+        let _ = reply.send(Err(TransportError::Unreachable {
+            target,
+            reason: "connection lost".into(),
+        }));
+    }
+    end
+}
+
+/// Serves peer RPCs on `listener` until `shutdown` completes; then closes every connection.
+pub async fn serve(
+    listener: TcpListener,
+    service: PeerService,
+    max_frame_bytes: usize,
+    max_inflight_per_connection: usize,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = service.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = serve_connection(stream, service, max_frame_bytes, max_inflight_per_connection).await {
+                            tracing::debug!(remote = %remote, error = %e, "peer connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    service: PeerService,
+    max_frame_bytes: usize,
+    max_inflight: usize,
+) -> std::io::Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(max_inflight);
+    let writer_task = tokio::spawn(async move {
+        while let Some(frame) = out_rx.recv().await {
+            if writer.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let inflight = Arc::new(Semaphore::new(max_inflight));
+    let mut handlers = JoinSet::new();
+    let result = loop {
+        let frame = match read_frame(&mut reader, max_frame_bytes).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let (id, body) = frame;
+        let request: PeerRequest = match bincode::deserialize(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad request: {e}"),
+                ))
+            }
+        };
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+            break Ok(());
+        };
+        let service = service.clone();
+        let out_tx = out_tx.clone();
+        handlers.spawn(async move {
+            let response = service.handle(request).await;
+            if let Ok(frame) = encode_frame(id, &response, max_frame_bytes) {
+                let _ = out_tx.send(frame).await;
+            }
+            drop(permit);
+        });
+        while handlers.try_join_next().is_some() {}
+    };
+    handlers.shutdown().await;
+    drop(out_tx);
+    writer_task.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves frames round-trip and that an oversize or undersize length is refused before any
+    // allocation, as is an encode above the limit.
+    #[tokio::test]
+    async fn frame_limits() {
+        let frame = encode_frame(7, &vec![1u8, 2, 3], 1024).unwrap();
+        let mut reader = &frame[..];
+        let (id, body) = read_frame(&mut reader, 1024).await.unwrap().unwrap();
+        assert_eq!(id, 7);
+        assert_eq!(
+            bincode::deserialize::<Vec<u8>>(&body).unwrap(),
+            vec![1, 2, 3]
+        );
+
+        let mut oversize = Vec::new();
+        oversize.extend_from_slice(&(u32::MAX).to_be_bytes());
+        oversize.extend_from_slice(&[0u8; 16]);
+        let mut reader = &oversize[..];
+        assert!(read_frame(&mut reader, 1024).await.is_err());
+
+        let mut undersize = Vec::new();
+        undersize.extend_from_slice(&3u32.to_be_bytes());
+        let mut reader = &undersize[..];
+        assert!(read_frame(&mut reader, 1024).await.is_err());
+
+        let mut reader: &[u8] = &[];
+        assert!(read_frame(&mut reader, 1024).await.unwrap().is_none());
+        assert!(encode_frame(1, &vec![0u8; 2000], 1024).is_err());
+    }
+}

@@ -1,0 +1,737 @@
+//! The API the broker uses: start a node, append, read, watch the role.
+//!
+//! Owns: the running Raft instance, the group-commit batcher task, the role watcher task and
+//! (with TCP) the peer server task. Promises:
+//! - `append` answers only after the entry holding the records is committed (a quorum holds
+//!   it, and with `SYNC_FLUSH` has msync'd it) AND applied on this node; each record's answer
+//!   carries its CommitLog position, the same on every replica.
+//! - Concurrent `append` callers are coalesced into one Raft entry (at most
+//!   `max_records_per_entry` records and `max_entry_bytes` bytes), with at most
+//!   `max_inflight_entries` entries proposed and not yet applied; callers beyond
+//!   `append_queue_capacity` wait.
+//! - Every call has a deadline (`append_timeout_ms`); a timeout means "outcome unknown".
+//! - `read` returns committed bytes only.
+//! - A new store waits a randomized election timeout for a running group to reach it; if
+//!   none has, it initializes the group with the full peer set (idempotent: the first
+//!   entry is the same membership entry everywhere). Initializing at once would let a late
+//!   node depose a sitting leader (openraft's leader ids order candidates within a term).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
+use openraft::BasicNode;
+use openraft::Raft;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::sync::watch;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::DLedgerConfig;
+use crate::error::DLedgerError;
+use crate::log_store::CommitLog;
+use crate::network::tcp::TcpLimits;
+use crate::network::tcp::TcpTransport;
+use crate::network::NetworkFactory;
+use crate::network::PeerService;
+use crate::network::PeerTransport;
+use crate::state_machine::ApplyHook;
+use crate::state_machine::HookStore;
+use crate::storage::StorageOptions;
+use crate::types::AppliedEntry;
+use crate::types::NodeId;
+use crate::types::Payload;
+use crate::types::TypeConfig;
+
+/// This node's part in the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+/// What the name-server registration needs to know, published on every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleState {
+    pub node_id: NodeId,
+    pub role: Role,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    /// The leader's peer address (from `dLegerPeers`).
+    pub leader_addr: Option<String>,
+}
+
+/// One appended record, once committed and applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendedRecord {
+    /// CommitLog position of the record's first byte.
+    pub position: u64,
+    pub size_bytes: u32,
+    /// The apply hook's response for this record (empty if it gave none).
+    pub response: Vec<u8>,
+}
+
+/// The answer to [`DLedgerNode::append`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendResult {
+    pub log_index: u64,
+    pub term: u64,
+    /// One per appended record, in the order given.
+    pub records: Vec<AppendedRecord>,
+}
+
+/// The answer to [`DLedgerNode::append_command`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    pub log_index: u64,
+    pub term: u64,
+    /// CommitLog position of the command bytes.
+    pub position: u64,
+    pub response: Option<Vec<u8>>,
+}
+
+/// A CRC32 over the CommitLog bytes `[from_position, to_position)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitLogDigest {
+    pub from_position: u64,
+    pub to_position: u64,
+    pub crc32: u32,
+}
+
+struct AppendRequest {
+    records: Vec<Bytes>,
+    lengths: Vec<u32>,
+    bytes: usize,
+    reply: oneshot::Sender<Result<AppendResult, DLedgerError>>,
+}
+
+/// A running dledger node.
+pub struct DLedgerNode {
+    node_id: NodeId,
+    config: Arc<DLedgerConfig>,
+    raft: Raft<TypeConfig>,
+    log: Arc<CommitLog>,
+    hook_store: HookStore,
+    append_tx: mpsc::Sender<AppendRequest>,
+    role_rx: watch::Receiver<RoleState>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    server_shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl DLedgerNode {
+    /// Starts a node that listens for peers on its own `dLegerPeers` address.
+    pub async fn start(config: DLedgerConfig, hook: impl ApplyHook) -> Result<Self, DLedgerError> {
+        config.validate()?;
+        let addr = config.self_peer().expect("validated").addr.clone();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| DLedgerError::InvalidConfig {
+                field: "peers",
+                reason: format!("cannot listen on {addr}: {e}"),
+            })?;
+        Self::start_with_listener(config, hook, listener).await
+    }
+
+    /// Starts a node whose peer server uses an already bound `listener` (tests bind port 0).
+    pub async fn start_with_listener(
+        config: DLedgerConfig,
+        hook: impl ApplyHook,
+        listener: TcpListener,
+    ) -> Result<Self, DLedgerError> {
+        config.validate()?;
+        let transport = TcpTransport::new(TcpLimits {
+            max_frame_bytes: config.max_frame_bytes,
+            max_inflight_rpcs_per_peer: config.max_inflight_rpcs_per_peer,
+            reconnect_backoff_min_ms: config.reconnect_backoff_min_ms,
+            reconnect_backoff_max_ms: config.reconnect_backoff_max_ms,
+            rpc_timeout_ms: config.rpc_timeout_ms,
+        });
+        let max_frame_bytes = config.max_frame_bytes;
+        let max_inflight = config.max_inflight_rpcs_per_peer;
+        let node = Self::start_with_transport(config, hook, transport).await?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let service = node.peer_service();
+        node.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tokio::spawn(crate::network::tcp::serve(
+                listener,
+                service,
+                max_frame_bytes,
+                max_inflight,
+                async move {
+                    let _ = shutdown_rx.await;
+                },
+            )));
+        *node
+            .server_shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(shutdown_tx);
+        Ok(node)
+    }
+
+    /// Starts a node over any transport; the caller routes incoming requests to
+    /// [`DLedgerNode::peer_service`] (e.g. [`crate::network::memory::MemoryRouter::register`]).
+    pub async fn start_with_transport(
+        config: DLedgerConfig,
+        hook: impl ApplyHook,
+        transport: Arc<dyn PeerTransport>,
+    ) -> Result<Self, DLedgerError> {
+        config.validate()?;
+        let node_id = config.self_id;
+        let storage = crate::storage::open(
+            &config.store_path,
+            &StorageOptions {
+                segment_bytes: config.segment_bytes,
+                flush_mode: config.flush_mode,
+                flush_interval_ms: config.flush_interval_ms,
+                read_batch_bytes: config.max_append_entries_bytes,
+            },
+            Box::new(hook),
+        )?;
+        let log = Arc::clone(&storage.log);
+        let hook_store = HookStore::new(storage.meta.clone());
+        let (election_timeout_min, election_timeout_max) = openraft_election_timeouts(&config);
+        let raft_config = openraft::Config {
+            cluster_name: "dledger".into(),
+            heartbeat_interval: config.heartbeat_interval_ms,
+            election_timeout_min,
+            election_timeout_max,
+            install_snapshot_timeout: config.rpc_timeout_ms,
+            max_payload_entries: config.max_payload_entries,
+            // The CommitLog is the log: never snapshot (and so never purge) by policy.
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            ..Default::default()
+        };
+        let raft_config =
+            Arc::new(
+                raft_config
+                    .validate()
+                    .map_err(|e| DLedgerError::InvalidConfig {
+                        field: "election_timeout_min_ms",
+                        reason: e.to_string(),
+                    })?,
+            );
+        let network = NetworkFactory {
+            transport,
+            rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+        };
+        let raft = Raft::new(
+            node_id,
+            raft_config,
+            network,
+            storage.log_store,
+            storage.state_machine,
+        )
+        .await
+        .map_err(|e| DLedgerError::Raft {
+            node_id,
+            reason: e.to_string(),
+        })?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| DLedgerError::Raft {
+                node_id,
+                reason: e.to_string(),
+            })?;
+        // A fresh store does not start an election at once: it first gives a running
+        // group the chance to reach it. With openraft's default leader ids a candidacy in
+        // the current term outranks the sitting leader, so a node that joined late and
+        // initialized at once would depose a healthy leader. After a randomized election
+        // timeout, a node that has still heard from no leader initializes the group with
+        // the full peer set (idempotent: the first entry is the same everywhere).
+        let initializer = if initialized {
+            None
+        } else {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .peers
+                .iter()
+                .map(|p| {
+                    (
+                        p.id,
+                        BasicNode {
+                            addr: p.addr.clone(),
+                        },
+                    )
+                })
+                .collect();
+            let delay_ms = rand::Rng::gen_range(
+                &mut rand::thread_rng(),
+                config.election_timeout_min_ms..config.election_timeout_max_ms,
+            );
+            let raft = raft.clone();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                let heard_from_leader = raft.metrics().borrow().current_leader.is_some();
+                if heard_from_leader || raft.is_initialized().await.unwrap_or(true) {
+                    tracing::info!(node_id, "joined a running group");
+                    return;
+                }
+                match raft.initialize(members).await {
+                    Ok(()) => tracing::info!(node_id, delay_ms, "initialized a new group"),
+                    Err(e) => tracing::debug!(node_id, error = %e, "already initialized"),
+                }
+            }))
+        };
+
+        let initial = RoleState {
+            node_id,
+            role: Role::Follower,
+            term: 0,
+            leader_id: None,
+            leader_addr: None,
+        };
+        let (role_tx, role_rx) = watch::channel(initial);
+        let mut tasks = vec![tokio::spawn(watch_role(raft.clone(), role_tx))];
+        tasks.extend(initializer);
+        let (append_tx, append_rx) = mpsc::channel(config.append_queue_capacity);
+        tasks.push(tokio::spawn(batcher(
+            node_id,
+            raft.clone(),
+            append_rx,
+            config.max_records_per_entry,
+            config.max_entry_bytes,
+            Arc::new(Semaphore::new(config.max_inflight_entries)),
+        )));
+        Ok(DLedgerNode {
+            node_id,
+            config: Arc::new(config),
+            raft,
+            log,
+            hook_store,
+            append_tx,
+            role_rx,
+            tasks: std::sync::Mutex::new(tasks),
+            server_shutdown: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The receiving side of this node's peer RPCs.
+    pub fn peer_service(&self) -> PeerService {
+        PeerService::new(self.raft.clone())
+    }
+
+    /// Read access to the apply hook's data.
+    pub fn hook_store(&self) -> HookStore {
+        self.hook_store.clone()
+    }
+
+    /// Role, term and leader, updated on every change.
+    pub fn role_watch(&self) -> watch::Receiver<RoleState> {
+        self.role_rx.clone()
+    }
+
+    fn not_leader(&self) -> Option<DLedgerError> {
+        let state = self.role_rx.borrow();
+        (state.role != Role::Leader).then(|| DLedgerError::NotLeader {
+            node_id: self.node_id,
+            leader_id: state.leader_id,
+            leader_addr: state.leader_addr.clone(),
+        })
+    }
+
+    /// Appends records as one atomic group; answers once they are committed and applied.
+    ///
+    /// Each record must begin with its own big-endian u32 total length.
+    pub async fn append(&self, records: Vec<Bytes>) -> Result<AppendResult, DLedgerError> {
+        let mut lengths = Vec::with_capacity(records.len());
+        let mut bytes = 0usize;
+        for (record_index, record) in records.iter().enumerate() {
+            let declared = record
+                .get(..4)
+                .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+            match declared {
+                Some(length) if length as usize == record.len() => {}
+                _ => {
+                    return Err(DLedgerError::InvalidRecord {
+                        record_index,
+                        reason: format!(
+                            "is {} bytes but begins with TOTALSIZE {declared:?} (big-endian u32 of its own length)",
+                            record.len()
+                        ),
+                    })
+                }
+            }
+            lengths.push(record.len() as u32);
+            bytes += record.len();
+        }
+        if records.is_empty() {
+            return Err(DLedgerError::InvalidRecord {
+                record_index: 0,
+                reason: "no records to append".into(),
+            });
+        }
+        if records.len() > self.config.max_records_per_entry || bytes > self.config.max_entry_bytes
+        {
+            return Err(DLedgerError::TooLarge {
+                records: records.len(),
+                bytes,
+                max_records: self.config.max_records_per_entry,
+                max_bytes: self.config.max_entry_bytes,
+            });
+        }
+        if let Some(e) = self.not_leader() {
+            return Err(e);
+        }
+        let (reply, rx) = oneshot::channel();
+        let request = AppendRequest {
+            records,
+            lengths,
+            bytes,
+            reply,
+        };
+        let node_id = self.node_id;
+        let timeout_ms = self.config.append_timeout_ms;
+        let call = async {
+            self.append_tx
+                .send(request)
+                .await
+                .map_err(|_| DLedgerError::Shutdown { node_id })?;
+            rx.await.map_err(|_| DLedgerError::Shutdown { node_id })?
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), call)
+            .await
+            .map_err(|_| DLedgerError::Timeout {
+                node_id,
+                what: "append",
+                timeout_ms,
+            })?
+    }
+
+    /// Appends one opaque application command; answers once committed and applied.
+    pub async fn append_command(&self, command: Vec<u8>) -> Result<CommandResult, DLedgerError> {
+        if command.len() > self.config.max_entry_bytes {
+            return Err(DLedgerError::TooLarge {
+                records: 1,
+                bytes: command.len(),
+                max_records: 1,
+                max_bytes: self.config.max_entry_bytes,
+            });
+        }
+        if let Some(e) = self.not_leader() {
+            return Err(e);
+        }
+        let node_id = self.node_id;
+        let timeout_ms = self.config.append_timeout_ms;
+        let written = tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            self.raft.client_write(Payload::Command(command)),
+        )
+        .await
+        .map_err(|_| DLedgerError::Timeout {
+            node_id,
+            what: "append_command",
+            timeout_ms,
+        })?
+        .map_err(|e| write_error(node_id, e))?;
+        let AppliedEntry {
+            body_position,
+            responses,
+        } = written.data;
+        Ok(CommandResult {
+            log_index: written.log_id.index,
+            term: written.log_id.leader_id.term,
+            position: body_position,
+            response: responses.into_iter().next(),
+        })
+    }
+
+    /// Up to `max_bytes` committed CommitLog bytes from `position` (never past the end of its
+    /// segment). Entry headers and segment padding lie between records: read records at the
+    /// positions the apply hook was given.
+    pub fn read(&self, position: u64, max_bytes: usize) -> Result<Vec<u8>, DLedgerError> {
+        self.log.read(position, max_bytes, self.log.committed_end())
+    }
+
+    /// End of the committed CommitLog prefix known to this node.
+    pub fn committed_position(&self) -> u64 {
+        self.log.committed_end()
+    }
+
+    /// End of everything written to this node's CommitLog, committed or not.
+    pub fn written_position(&self) -> u64 {
+        self.log.written_position()
+    }
+
+    /// End of the prefix applied by this node's hook.
+    pub fn applied_position(&self) -> u64 {
+        self.log.applied_end()
+    }
+
+    /// A digest of this node's CommitLog bytes from its first stored position up to
+    /// `to_position`, which must be committed here. Equal digests at the same position mean
+    /// byte-identical prefixes.
+    pub fn commit_log_digest(&self, to_position: u64) -> Result<CommitLogDigest, DLedgerError> {
+        let from_position = self.log.start_position();
+        let end = self.log.committed_end();
+        if to_position > end {
+            return Err(DLedgerError::PositionOutOfRange {
+                position: to_position,
+                start: from_position,
+                end,
+            });
+        }
+        let crc32 = self.log.digest(from_position, to_position)?;
+        Ok(CommitLogDigest {
+            from_position,
+            to_position,
+            crc32,
+        })
+    }
+
+    /// Stops the node: peer server, batcher, Raft. Files stay as they are. The storage is
+    /// released once the last handle to this node is dropped.
+    pub async fn shutdown(&self) -> Result<(), DLedgerError> {
+        if let Some(tx) = self
+            .server_shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        let result = self.raft.shutdown().await;
+        tracing::info!(node_id = self.node_id, "dledger node stopped");
+        result.map_err(|e| DLedgerError::Raft {
+            node_id: self.node_id,
+            reason: e.to_string(),
+        })
+    }
+}
+
+impl Drop for DLedgerNode {
+    fn drop(&mut self) {
+        if let Some(tx) = self
+            .server_shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            task.abort();
+        }
+    }
+}
+
+/// Maps our election window onto openraft's timers.
+///
+/// A follower of a live leader starts an election once openraft's leader lease (equal to its
+/// `election_timeout_max`) plus its randomized election timeout have passed since the last
+/// heartbeat. To make that window `[election_timeout_min_ms, election_timeout_max_ms)` we give
+/// openraft half of our max as its max (the lease) and the rest of our min as its min (never
+/// below one heartbeat). Defaults 500-1000 ms give openraft 101-500 ms: a follower starts an
+/// election 601-1000 ms after the last heartbeat.
+fn openraft_election_timeouts(config: &DLedgerConfig) -> (u64, u64) {
+    let heartbeat = config.heartbeat_interval_ms;
+    let max = (config.election_timeout_max_ms / 2).max(heartbeat + 2);
+    let min = config
+        .election_timeout_min_ms
+        .saturating_sub(max)
+        .clamp(heartbeat + 1, max - 1);
+    (min, max)
+}
+
+fn write_error(
+    node_id: NodeId,
+    e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+) -> DLedgerError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => DLedgerError::NotLeader {
+            node_id,
+            leader_id: f.leader_id,
+            leader_addr: f.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(e) => DLedgerError::Raft {
+            node_id,
+            reason: e.to_string(),
+        },
+        RaftError::Fatal(e) => DLedgerError::Raft {
+            node_id,
+            reason: format!("raft stopped: {e}"),
+        },
+    }
+}
+
+fn duplicate(e: &DLedgerError) -> DLedgerError {
+    match e {
+        DLedgerError::NotLeader {
+            node_id,
+            leader_id,
+            leader_addr,
+        } => DLedgerError::NotLeader {
+            node_id: *node_id,
+            leader_id: *leader_id,
+            leader_addr: leader_addr.clone(),
+        },
+        DLedgerError::Shutdown { node_id } => DLedgerError::Shutdown { node_id: *node_id },
+        other => DLedgerError::Raft {
+            node_id: 0,
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Coalesces queued appends into Raft entries and fans the results out.
+async fn batcher(
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    max_records: usize,
+    max_bytes: usize,
+    inflight: Arc<Semaphore>,
+) {
+    let mut carried: Option<AppendRequest> = None;
+    loop {
+        let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut records = first.records.len();
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            if records + next.records.len() > max_records || bytes + next.bytes > max_bytes {
+                carried = Some(next);
+                break;
+            }
+            records += next.records.len();
+            bytes += next.bytes;
+            batch.push(next);
+        }
+        let mut body = Vec::with_capacity(bytes);
+        for request in &batch {
+            for record in &request.records {
+                body.extend_from_slice(record);
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let written = raft.client_write(Payload::Records(body)).await;
+            drop(permit);
+            match written {
+                Ok(written) => {
+                    let log_index = written.log_id.index;
+                    let term = written.log_id.leader_id.term;
+                    let AppliedEntry {
+                        body_position,
+                        mut responses,
+                    } = written.data;
+                    let mut position = body_position;
+                    let mut record_index = 0usize;
+                    for request in batch {
+                        let mut out = Vec::with_capacity(request.lengths.len());
+                        for length in request.lengths {
+                            let response = responses
+                                .get_mut(record_index)
+                                .map(std::mem::take)
+                                .unwrap_or_default();
+                            out.push(AppendedRecord {
+                                position,
+                                size_bytes: length,
+                                response,
+                            });
+                            position += length as u64;
+                            record_index += 1;
+                        }
+                        let _ = request.reply.send(Ok(AppendResult {
+                            log_index,
+                            term,
+                            records: out,
+                        }));
+                    }
+                }
+                Err(e) => {
+                    let e = write_error(node_id, e);
+                    tracing::debug!(node_id, error = %e, records, "append failed");
+                    for request in batch {
+                        let _ = request.reply.send(Err(duplicate(&e)));
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Publishes role changes from openraft's metrics and logs elections.
+async fn watch_role(raft: Raft<TypeConfig>, role_tx: watch::Sender<RoleState>) {
+    let mut metrics = raft.metrics();
+    loop {
+        let next = {
+            let m = metrics.borrow_and_update();
+            let role = match (m.running_state.is_ok(), m.state) {
+                (false, _) | (_, ServerState::Shutdown) => Role::Shutdown,
+                (true, ServerState::Leader) => Role::Leader,
+                (true, ServerState::Follower) => Role::Follower,
+                (true, ServerState::Candidate) => Role::Candidate,
+                (true, ServerState::Learner) => Role::Learner,
+            };
+            let leader_addr = m.current_leader.and_then(|l| {
+                m.membership_config
+                    .membership()
+                    .get_node(&l)
+                    .map(|n| n.addr.clone())
+            });
+            RoleState {
+                node_id: m.id,
+                role,
+                term: m.current_term,
+                leader_id: m.current_leader,
+                leader_addr,
+            }
+        };
+        let changed = role_tx.send_if_modified(|current| {
+            if *current == next {
+                return false;
+            }
+            if current.role != next.role || current.leader_id != next.leader_id {
+                tracing::info!(
+                    node_id = next.node_id,
+                    term = next.term,
+                    role = ?next.role,
+                    leader_id = ?next.leader_id,
+                    "role changed"
+                );
+            }
+            *current = next.clone();
+            true
+        });
+        let _ = changed;
+        if next.role == Role::Shutdown || metrics.changed().await.is_err() {
+            role_tx.send_modify(|s| s.role = Role::Shutdown);
+            return;
+        }
+    }
+}

@@ -1,0 +1,451 @@
+//! The apply side: committed entries handed to the broker's [`ApplyHook`], in log order.
+//!
+//! Owns: the [`ApplyHook`] contract, the hook's view of the meta RocksDB ([`HookStore`] for
+//! reads, [`HookWrites`] for writes), and [`StateMachine`], openraft's `RaftStateMachine`.
+//!
+//! Promises:
+//! - The hook sees every committed entry once, in log order, on every replica, with the
+//!   CommitLog position of each record (the same on every replica).
+//! - What the hook writes through [`HookWrites`] and the applied log id (plus the last
+//!   membership) go into ONE RocksDB write batch, so after a crash both are at the same entry;
+//!   on restart openraft re-applies from there, so the hook sees each entry exactly once per
+//!   persisted applied point.
+//! - With `SYNC_FLUSH`, that batch is written only after the applied entries are msync'd in the
+//!   CommitLog, so the applied point never survives a crash that the entries did not. (With
+//!   `ASYNC_FLUSH` an OS crash can break this; the node then refuses to start, see
+//!   [`DLedgerError::AppliedAheadOfLog`].)
+//! - A hook error is fatal: openraft stops the node rather than skip an entry.
+//!
+//! Snapshots: the state machine never builds one by itself (the node sets
+//! `SnapshotPolicy::Never`); the methods below keep openraft's metadata correct (that is what
+//! openraft's storage suite checks) but carry no data, since the CommitLog cannot be rebuilt
+//! from a snapshot. Installing a snapshot on a node behind the purge point is future work.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::storage::Snapshot;
+use openraft::AnyError;
+use openraft::EntryPayload;
+use openraft::LogId;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::SnapshotMeta;
+use openraft::StorageError;
+use openraft::StorageIOError;
+use openraft::StoredMembership;
+use rocksdb::WriteBatch;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::config::FlushMode;
+use crate::error::DLedgerError;
+use crate::log_store::CommitLog;
+use crate::meta::MetaStore;
+use crate::meta::KEY_APPLIED;
+use crate::meta::KEY_MEMBERSHIP;
+use crate::meta::KEY_SNAPSHOT;
+use crate::types::AppliedEntry;
+use crate::types::Payload;
+use crate::types::TypeConfig;
+
+/// Error type an [`ApplyHook`] returns; any error stops the node.
+pub type HookError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A key and its value in the hook's column family.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// One committed record, where it lives in the CommitLog.
+#[derive(Debug, Clone, Copy)]
+pub struct CommittedRecord<'a> {
+    /// CommitLog position of the record's first byte (its TOTALSIZE).
+    pub position: u64,
+    /// The record, TOTALSIZE included.
+    pub bytes: &'a [u8],
+}
+
+/// What a committed entry carries, as the hook sees it.
+#[derive(Debug, Clone)]
+pub enum CommittedPayload<'a> {
+    /// Records appended with `append`.
+    Records(Vec<CommittedRecord<'a>>),
+    /// A command appended with `append_command`, at CommitLog `position`.
+    Command { position: u64, bytes: &'a [u8] },
+}
+
+/// A committed entry handed to the hook.
+#[derive(Debug, Clone)]
+pub struct CommittedEntry<'a> {
+    pub log_index: u64,
+    pub term: u64,
+    pub payload: CommittedPayload<'a>,
+}
+
+/// Read access to the hook's column family in `<store>/meta`.
+#[derive(Clone)]
+pub struct HookStore {
+    meta: MetaStore,
+}
+
+impl HookStore {
+    pub(crate) fn new(meta: MetaStore) -> Self {
+        HookStore { meta }
+    }
+
+    /// The value stored under `key`, as of the last applied batch.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, DLedgerError> {
+        self.meta
+            .db()
+            .get_cf(self.meta.app_cf(), key)
+            .map_err(|e| DLedgerError::Meta {
+                path: self.meta.path().to_path_buf(),
+                reason: format!("hook get: {e}"),
+            })
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
+        let mut out = Vec::new();
+        let iter = self.meta.db().iterator_cf(
+            self.meta.app_cf(),
+            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| DLedgerError::Meta {
+                path: self.meta.path().to_path_buf(),
+                reason: format!("hook scan: {e}"),
+            })?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Writes of the hook, committed atomically with the applied point.
+pub struct HookWrites<'a> {
+    batch: &'a mut WriteBatch,
+    meta: &'a MetaStore,
+}
+
+impl HookWrites<'_> {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.meta.app_cf(), key, value);
+    }
+
+    pub fn delete(&mut self, key: &[u8]) {
+        self.batch.delete_cf(self.meta.app_cf(), key);
+    }
+}
+
+/// The broker's side of apply.
+///
+/// ### Contract
+/// - `open` is called once at start, before any `apply`, with the hook's stored data as of the
+///   persisted applied point.
+/// - `apply` is called for every committed records or command entry after that point, in log
+///   order. It must be deterministic in what it writes (every replica runs it) and must not
+///   write outside `writes` anything that has to survive a crash consistently with the log.
+/// - It returns the responses for the proposer: for a records entry either none or exactly one
+///   per record, for a command at most one. They reach the `append` caller on the leader.
+pub trait ApplyHook: Send + 'static {
+    fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
+        let _ = store;
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        entry: &CommittedEntry<'_>,
+        writes: &mut HookWrites<'_>,
+    ) -> Result<Vec<Vec<u8>>, HookError>;
+}
+
+/// A hook that stores nothing and answers nothing.
+pub struct NoopHook;
+
+impl ApplyHook for NoopHook {
+    fn apply(
+        &mut self,
+        _entry: &CommittedEntry<'_>,
+        _writes: &mut HookWrites<'_>,
+    ) -> Result<Vec<Vec<u8>>, HookError> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// openraft's state machine over the CommitLog and the apply hook.
+pub struct StateMachine {
+    log: Arc<CommitLog>,
+    meta: MetaStore,
+    /// A mutex only to make the state machine `Sync`; used through `get_mut`, never locked.
+    hook: std::sync::Mutex<Box<dyn ApplyHook>>,
+    flush_mode: FlushMode,
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, openraft::BasicNode>,
+    snapshot_seq: u64,
+}
+
+fn sm_read_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_state_machine(AnyError::error(e.to_string())).into()
+}
+
+fn sm_write_err(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+impl StateMachine {
+    pub(crate) fn open(
+        log: Arc<CommitLog>,
+        meta: MetaStore,
+        mut hook: Box<dyn ApplyHook>,
+        flush_mode: FlushMode,
+    ) -> Result<Self, DLedgerError> {
+        let applied: Option<LogId<u64>> = meta.get(KEY_APPLIED)?.flatten();
+        let membership = meta.get(KEY_MEMBERSHIP)?.unwrap_or_default();
+        if let Some(applied) = applied {
+            let (_, last) = log.log_state()?;
+            if last.is_none_or(|l| l.index < applied.index) {
+                return Err(DLedgerError::AppliedAheadOfLog {
+                    path: log.dir().clone(),
+                    applied_index: applied.index,
+                    last_log_index: last.map(|l| l.index),
+                });
+            }
+            if let Some(location) = log.location(&applied)? {
+                log.set_applied_end(location.end());
+            }
+        }
+        hook.open(&HookStore::new(meta.clone()))
+            .map_err(|e| DLedgerError::Raft {
+                node_id: 0,
+                reason: format!("apply hook open failed: {e}"),
+            })?;
+        Ok(StateMachine {
+            log,
+            meta,
+            hook: std::sync::Mutex::new(hook),
+            flush_mode,
+            applied,
+            membership,
+            snapshot_seq: 0,
+        })
+    }
+
+    fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, DLedgerError> {
+        self.snapshot_seq += 1;
+        let snapshot_id = match &self.applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshot_seq),
+            None => format!("none-{}", self.snapshot_seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: Vec::new(),
+        };
+        self.meta.put_sync(KEY_SNAPSHOT, &stored)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+/// Snapshot builder: captures the applied point at the time it is asked for.
+pub struct SnapshotBuilder {
+    snapshot: Result<Snapshot<TypeConfig>, String>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        match &self.snapshot {
+            Ok(s) => Ok(Snapshot {
+                meta: s.meta.clone(),
+                snapshot: s.snapshot.clone(),
+            }),
+            Err(e) => Err(sm_write_err(e)),
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<
+        (
+            Option<LogId<u64>>,
+            StoredMembership<u64, openraft::BasicNode>,
+        ),
+        StorageError<u64>,
+    > {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<AppliedEntry>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = WriteBatch::default();
+        let mut responses = Vec::new();
+        let mut applied_end = None;
+        let hook = self.hook.get_mut().unwrap_or_else(|e| e.into_inner());
+        for entry in entries {
+            let log_id = entry.log_id;
+            let location = self.log.location(&log_id).map_err(sm_read_err)?;
+            let body_position = location.map(|l| l.body_position()).unwrap_or(0);
+            let output = match &entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(log_id), m.clone());
+                    Vec::new()
+                }
+                EntryPayload::Normal(payload) => {
+                    if location.is_none() {
+                        return Err(StorageIOError::apply(
+                            log_id,
+                            AnyError::error(format!(
+                                "entry {log_id} to apply is not in the CommitLog"
+                            )),
+                        )
+                        .into());
+                    }
+                    let (committed, expected) = match payload {
+                        Payload::Records(bytes) => {
+                            let lengths =
+                                crate::types::validate_records(bytes).map_err(|(i, r)| {
+                                    StorageIOError::apply(
+                                        log_id,
+                                        AnyError::error(format!("record #{i}: {r}")),
+                                    )
+                                })?;
+                            let mut records = Vec::with_capacity(lengths.len());
+                            let mut offset = 0usize;
+                            for length in lengths {
+                                records.push(CommittedRecord {
+                                    position: body_position + offset as u64,
+                                    bytes: &bytes[offset..offset + length as usize],
+                                });
+                                offset += length as usize;
+                            }
+                            let n = records.len();
+                            (CommittedPayload::Records(records), n)
+                        }
+                        Payload::Command(bytes) => (
+                            CommittedPayload::Command {
+                                position: body_position,
+                                bytes,
+                            },
+                            1,
+                        ),
+                    };
+                    let committed_entry = CommittedEntry {
+                        log_index: log_id.index,
+                        term: log_id.leader_id.term,
+                        payload: committed,
+                    };
+                    let mut writes = HookWrites {
+                        batch: &mut batch,
+                        meta: &self.meta,
+                    };
+                    let output = hook.apply(&committed_entry, &mut writes).map_err(|e| {
+                        StorageIOError::apply(log_id, AnyError::error(format!("apply hook: {e}")))
+                    })?;
+                    let is_records = matches!(payload, Payload::Records(_));
+                    if !(output.is_empty()
+                        || (is_records && output.len() == expected)
+                        || (!is_records && output.len() == 1))
+                    {
+                        return Err(StorageIOError::apply(
+                            log_id,
+                            AnyError::error(format!(
+                                "apply hook returned {} responses for {expected} records",
+                                output.len()
+                            )),
+                        )
+                        .into());
+                    }
+                    output
+                }
+            };
+            if let Some(location) = location {
+                applied_end = Some(location.end());
+            }
+            self.applied = Some(log_id);
+            responses.push(AppliedEntry {
+                body_position,
+                responses: output,
+            });
+        }
+        self.meta.batch_put(&mut batch, KEY_APPLIED, &self.applied);
+        self.meta
+            .batch_put(&mut batch, KEY_MEMBERSHIP, &self.membership);
+        if let (FlushMode::Sync, Some(end)) = (self.flush_mode, applied_end) {
+            self.log.wait_flushed(end).await;
+        }
+        self.meta.write(batch, false).map_err(sm_write_err)?;
+        if let Some(end) = applied_end {
+            self.log.set_applied_end(end);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            snapshot: self.build_snapshot_now().map_err(|e| e.to_string()),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        tracing::warn!(snapshot = %meta, "installing a snapshot: the CommitLog below it is not transferred");
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot.into_inner(),
+        };
+        let mut batch = WriteBatch::default();
+        self.meta.batch_put(&mut batch, KEY_SNAPSHOT, &stored);
+        self.meta
+            .batch_put(&mut batch, KEY_APPLIED, &meta.last_log_id);
+        self.meta
+            .batch_put(&mut batch, KEY_MEMBERSHIP, &meta.last_membership);
+        self.meta.write(batch, true).map_err(sm_write_err)?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        let stored: Option<StoredSnapshot> = self.meta.get(KEY_SNAPSHOT).map_err(sm_read_err)?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
