@@ -14,8 +14,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a name server and a three-node broker group on loopback (conf/), for trying it out.
+    Dev(cmd::dev::Args),
     /// Run a name server.
     Namesrv(cmd::namesrv::Args),
+    /// Run one node of a broker group.
+    Broker(cmd::broker::Args),
+    /// Send messages (like RocketMQ's quickstart producer).
+    Send(cmd::send::Args),
+    /// Consume and print messages (like RocketMQ's quickstart consumer).
+    Consume(cmd::consume::Args),
+    /// Benchmarks against a running cluster.
+    Bench(cmd::bench::Args),
     /// Ask name servers about routes, clusters and topics (like RocketMQ's mqadmin).
     Admin(cmd::admin::Args),
 }
@@ -28,7 +38,12 @@ fn main() -> std::process::ExitCode {
         .and_then(|runtime| {
             let result = runtime.block_on(async move {
                 match cli.command {
+                    Command::Dev(args) => cmd::dev::run(args).await,
                     Command::Namesrv(args) => cmd::namesrv::run(args).await,
+                    Command::Broker(args) => cmd::broker::run(args).await,
+                    Command::Send(args) => cmd::send::run(args).await,
+                    Command::Consume(args) => cmd::consume::run(args).await,
+                    Command::Bench(args) => cmd::bench::run(args).await,
                     Command::Admin(args) => cmd::admin::run(args).await,
                 }
             });
@@ -48,7 +63,7 @@ fn main() -> std::process::ExitCode {
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,15 +1,77 @@
-//! The Rust client for rocketraft (and RocketMQ 4.x name servers).
+//! The Rust client for rocketraft (and RocketMQ 4.x brokers and name servers).
 //!
 //! # Layout
 //!
-//! - [`namesrv`]: [`NameServerClient`], route, cluster and topic-list look-ups against
-//!   one or more name servers, failing over between them.
-//! - [`error`]: the crate's error type.
+//! - [`producer`]: [`Producer`] — sync, async, callback, oneway, batch and ordered
+//!   sends, with retries across broker groups and fault avoidance.
+//! - [`pull_consumer`]: [`PullConsumer`] — pulls from explicit queues and offsets;
+//!   offset queries and commits.
+//! - [`push_consumer`]: [`PushConsumer`] — subscriptions, heartbeats, rebalancing, one
+//!   long-polling pull loop per owned queue, a bounded listener pool, offset commits.
+//! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
+//! - [`filter`]: tag expressions, [`tag_hash`] (the ConsumeQueue tag code), exact
+//!   client-side tag filtering.
+//! - [`allocate`]: RocketMQ's average queue allocation.
+//! - [`unique_id`]: UNIQ_KEY message ids.
+//! - [`instance`]: the shared link to the cluster: client id, routes, connections and
+//!   the leader-aware request path (follower redirects, dead-leader fallback).
+//! - [`route`]: the route cache. [`fault`]: send-side fault avoidance.
+//! - `offset_store`: consumer offsets, on the broker (clustering) or in a local file
+//!   (broadcasting).
+//! - [`admin`]: topic creation on every broker group (like `mqadmin updateTopic`).
+//! - [`namesrv`]: [`NameServerClient`], route, cluster and topic-list look-ups.
+//! - [`error`]: the crate's error type; an unanswered request is
+//!   [`ClientError::OutcomeUnknown`], never a failure.
 //!
-//! Producer and consumers come with the broker.
+//! # Example
+//!
+//! ```no_run
+//! use client::{ConsumeStatus, Message, Producer, ProducerConfig, PushConsumer, PushConsumerConfig};
+//!
+//! # async fn example() -> client::Result<()> {
+//! let producer = Producer::start(ProducerConfig::new("127.0.0.1:9876", "my-producers")).await?;
+//! let sent = producer.send(Message::new("TopicTest", "hello").with_tags("TagA")).await?;
+//! println!("stored as {} at {}", sent.msg_id, sent.queue);
+//!
+//! let mut consumer = PushConsumer::new(PushConsumerConfig::new("127.0.0.1:9876", "my-consumers"));
+//! consumer.subscribe("TopicTest", "TagA || TagB")?;
+//! consumer.register_message_listener(|msgs| {
+//!     for m in msgs {
+//!         println!("{} {:?}", m.msg_id(), m.body);
+//!     }
+//!     ConsumeStatus::ConsumeSuccess
+//! });
+//! consumer.start().await?;
+//! // ...
+//! consumer.shutdown().await;
+//! producer.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
+pub mod admin;
+pub mod allocate;
+mod api;
 pub mod error;
+pub mod fault;
+pub mod filter;
+pub mod instance;
+pub mod message;
 pub mod namesrv;
+mod offset_store;
+pub mod producer;
+pub mod pull_consumer;
+pub mod push_consumer;
+pub mod route;
+pub mod unique_id;
 
 pub use error::{ClientError, Result};
+pub use filter::{tag_hash, TagFilter};
+pub use instance::ClientConfig;
+pub use message::{Message, MessageExt, MessageQueue};
 pub use namesrv::NameServerClient;
+pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
+pub use pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
+pub use push_consumer::{
+    ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig,
+};

@@ -202,7 +202,11 @@ impl Connection {
         let _permit = match tokio::time::timeout_at(deadline, self.inner.in_flight.acquire()).await
         {
             Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Err(_)) => {
+                return Err(Error::NotSent {
+                    peer: self.inner.peer.to_string(),
+                })
+            }
             Err(_) => {
                 return Err(Error::Busy {
                     peer: self.inner.peer.to_string(),
@@ -215,12 +219,15 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().unwrap().insert(opaque, tx);
         let guard = PendingGuard { conn: self, opaque };
+        let not_sent = || Error::NotSent {
+            peer: self.inner.peer.to_string(),
+        };
         if self.is_closed() {
-            return Err(self.closed_error());
+            return Err(not_sent());
         }
         match tokio::time::timeout_at(deadline, self.inner.writer.send(request)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(self.closed_error()),
+            Ok(Err(_)) => return Err(not_sent()),
             // Still queued behind a full write queue: it may yet be written.
             Err(_) => return Err(Error::Timeout(timeout)),
         }
@@ -243,7 +250,9 @@ impl Connection {
             .writer
             .send(request)
             .await
-            .map_err(|_| self.closed_error())
+            .map_err(|_| Error::NotSent {
+                peer: self.inner.peer.to_string(),
+            })
     }
 
     async fn send_response(&self, response: RemotingCommand) {

@@ -41,6 +41,10 @@ pub enum Error {
     #[error("too many requests in flight to {peer}; not sent")]
     Busy { peer: String },
 
+    /// The connection was closed before the request was handed to it: it was not sent.
+    #[error("connection to {peer} is closed; request not sent")]
+    NotSent { peer: String },
+
     /// The connection is closed; requests in flight on it have an unknown outcome.
     #[error("connection to {peer} closed")]
     ConnectionClosed { peer: String },

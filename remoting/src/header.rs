@@ -167,7 +167,8 @@ command_header! {
         pub changed: bool => "changed",
     }
 
-    /// SEND_MESSAGE (10) and SEND_BATCH_MESSAGE (320).
+    /// SEND_MESSAGE (10). RocketMQ sends SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE
+    /// (320) with the one-letter names of [`SendMessageRequestHeaderV2`].
     pub struct SendMessageRequestHeader {
         pub producer_group: String => "producerGroup",
         pub topic: String => "topic",

@@ -193,7 +193,7 @@ impl<'a> MessageRecord<'a> {
             return Err(bad(0, format!("{} bytes cannot hold a record", buf.len())));
         }
         let total = i32::from_be_bytes(buf[0..4].try_into().unwrap());
-        if total < 0 || total as usize > buf.len() {
+        if total < 8 || total as usize > buf.len() {
             return Err(bad(
                 0,
                 format!("TOTALSIZE {total} but {} bytes available", buf.len()),
@@ -330,12 +330,12 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.buf.len() - self.pos < n {
+        if self.buf.len().saturating_sub(self.pos) < n {
             return Err(Error::BadRecord {
                 at: self.pos,
                 reason: format!(
                     "needs {n} bytes but {} remain within TOTALSIZE",
-                    self.buf.len() - self.pos
+                    self.buf.len().saturating_sub(self.pos)
                 ),
             });
         }
@@ -664,6 +664,14 @@ mod tests {
         bad[4] = 0;
         assert!(MessageRecord::decode(&bad).is_err());
         assert!(decode_message_id("zz").is_err());
+    }
+
+    /// Found by `cargo fuzz run record_decoder`: a TOTALSIZE of 0 made the reader
+    /// subtract past zero.
+    #[test]
+    fn fuzz_crash_zero_total_size_is_an_error() {
+        assert!(decode_records(&[0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
+        assert!(MessageRecord::decode(&[0, 0, 0, 7, 0xDA, 0xA3, 0x20, 0xA7]).is_err());
     }
 
     proptest! {

@@ -29,6 +29,14 @@ enum What {
     ClusterList,
     /// Every topic (GET_ALL_TOPIC_LIST_FROM_NAMESERVER).
     TopicList,
+    /// Create or update a topic on every broker group (UPDATE_AND_CREATE_TOPIC).
+    CreateTopic {
+        #[arg(short = 't', long)]
+        topic: String,
+        /// Read and write queues.
+        #[arg(short = 'q', long, default_value_t = 8)]
+        queues: i32,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -40,6 +48,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         What::ClusterList => serde_json::to_string_pretty(&client.cluster_info().await?)?,
         What::TopicList => serde_json::to_string_pretty(&client.all_topics().await?)?,
+        What::CreateTopic { topic, queues } => {
+            let groups =
+                client::admin::create_topic(&client, &topic, queues, Duration::from_secs(5))
+                    .await?;
+            anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
+            format!(
+                "created topic {topic} with {queues} queues on {}",
+                groups.join(", ")
+            )
+        }
     };
     println!("{json}");
     Ok(())

@@ -1,7 +1,12 @@
 //! One module per subcommand.
 
 pub mod admin;
+pub mod bench;
+pub mod broker;
+pub mod consume;
+pub mod dev;
 pub mod namesrv;
+pub mod send;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {

@@ -1,0 +1,158 @@
+//! Clients known to this node from their heartbeats: consumer groups, their members and
+//! subscriptions. Every node of a group tracks them (clients heartbeat to every member),
+//! so rebalancing keeps working after a failover.
+//!
+//! When a group's membership changes, each of its clients gets
+//! NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) so it rebalances at once. Clients silent for
+//! `client_expiry_ms`, or whose connection closes, are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use remoting::header::ConsumerGroupRequestHeader;
+use remoting::route::{HeartbeatData, SubscriptionData};
+use remoting::{Connection, RemotingCommand, RequestCode};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+struct Member {
+    conn: Connection,
+    last_seen: Instant,
+    subscriptions: Vec<SubscriptionData>,
+}
+
+#[derive(Default)]
+struct Group {
+    members: BTreeMap<String, Member>,
+}
+
+/// Consumer groups and their live members.
+#[derive(Default)]
+pub struct ClientManager {
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl ClientManager {
+    /// Records a heartbeat; notifies groups whose membership changed.
+    pub fn heartbeat(&self, conn: &Connection, data: HeartbeatData) {
+        let mut changed = Vec::new();
+        {
+            let mut groups = self.groups.lock().unwrap();
+            for consumer in data.consumer_data_set {
+                let group = groups.entry(consumer.group_name.clone()).or_default();
+                let member = Member {
+                    conn: conn.clone(),
+                    last_seen: Instant::now(),
+                    subscriptions: consumer.subscription_data_set,
+                };
+                let previous = group.members.insert(data.client_id.clone(), member);
+                let is_new = match previous {
+                    None => true,
+                    Some(p) => p.conn.id() != conn.id(),
+                };
+                if is_new {
+                    info!(consumer_group = %consumer.group_name, client_id = %data.client_id, "consumer joined");
+                    changed.push(consumer.group_name);
+                }
+            }
+        }
+        for group in changed {
+            self.notify(&group);
+        }
+    }
+
+    pub fn unregister(&self, client_id: &str, consumer_group: Option<&str>) {
+        let mut changed = Vec::new();
+        {
+            let mut groups = self.groups.lock().unwrap();
+            for (name, group) in groups.iter_mut() {
+                if consumer_group.is_some_and(|g| g != name) {
+                    continue;
+                }
+                if group.members.remove(client_id).is_some() {
+                    info!(consumer_group = %name, client_id, "consumer left");
+                    changed.push(name.clone());
+                }
+            }
+        }
+        for group in changed {
+            self.notify(&group);
+        }
+    }
+
+    pub fn connection_closed(&self, conn: &Connection) {
+        self.remove_where(|m| m.conn.id() == conn.id(), "connection closed");
+    }
+
+    /// Drops clients silent since before `deadline`.
+    pub fn expire(&self, deadline: Instant) {
+        self.remove_where(|m| m.last_seen < deadline, "expired");
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&Member) -> bool, why: &str) {
+        let mut changed = Vec::new();
+        {
+            let mut groups = self.groups.lock().unwrap();
+            for (name, group) in groups.iter_mut() {
+                let before = group.members.len();
+                group.members.retain(|client_id, m| {
+                    let drop = doomed(m);
+                    if drop {
+                        info!(consumer_group = %name, %client_id, why, "consumer dropped");
+                    }
+                    !drop
+                });
+                if group.members.len() != before {
+                    changed.push(name.clone());
+                }
+            }
+            groups.retain(|_, g| !g.members.is_empty());
+        }
+        for group in changed {
+            self.notify(&group);
+        }
+    }
+
+    /// The group's live client ids, sorted.
+    pub fn consumer_ids(&self, group: &str) -> Vec<String> {
+        self.groups
+            .lock()
+            .unwrap()
+            .get(group)
+            .map(|g| g.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A group's subscription to a topic, as its clients last reported it.
+    pub fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .get(group)?
+            .members
+            .values()
+            .find_map(|m| m.subscriptions.iter().find(|s| s.topic == topic).cloned())
+    }
+
+    fn notify(&self, group: &str) {
+        let conns: Vec<Connection> = self
+            .groups
+            .lock()
+            .unwrap()
+            .get(group)
+            .map(|g| g.members.values().map(|m| m.conn.clone()).collect())
+            .unwrap_or_default();
+        for conn in conns {
+            let request = RemotingCommand::request(
+                RequestCode::NOTIFY_CONSUMER_IDS_CHANGED,
+                &ConsumerGroupRequestHeader {
+                    consumer_group: group.to_string(),
+                },
+            );
+            tokio::spawn(async move {
+                if let Err(e) = conn.oneway(request).await {
+                    debug!(peer = %conn.peer(), error = %e, "could not notify a consumer");
+                }
+            });
+        }
+    }
+}

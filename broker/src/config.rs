@@ -1,0 +1,282 @@
+//! The broker's config: RocketMQ-style properties with RocketMQ's DLedger keys, so an
+//! existing DLedger config starts a rocketraft node. Every key may be overridden by a
+//! command-line flag; unknown keys are reported at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use remoting::config_file::{ConfigError, Properties};
+
+/// `flushDiskType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushDiskType {
+    SyncFlush,
+    AsyncFlush,
+}
+
+impl std::str::FromStr for FlushDiskType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "SYNC_FLUSH" => Ok(FlushDiskType::SyncFlush),
+            "ASYNC_FLUSH" => Ok(FlushDiskType::AsyncFlush),
+            other => Err(format!("`{other}` is neither SYNC_FLUSH nor ASYNC_FLUSH")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `brokerClusterName`.
+    pub cluster_name: String,
+    /// `brokerName`: the broker group; every member of one Raft group has the same name.
+    pub broker_name: String,
+    /// `brokerIP1`: the host clients reach this node at.
+    pub broker_ip: String,
+    /// `listenPort`: clients' port.
+    pub listen_port: u16,
+    /// `namesrvAddr`: `;`-separated.
+    pub namesrv_addr: String,
+    /// `storePathRootDir`.
+    pub store_path: PathBuf,
+    /// `dLegerGroup`: informational; must name this group.
+    pub dledger_group: String,
+    /// `dLegerPeers`: `n0-127.0.0.1:40911;n1-...`.
+    pub dledger_peers: String,
+    /// `dLegerSelfId`: `n0`, `n1`, ...
+    pub dledger_self_id: String,
+    /// `flushDiskType`.
+    pub flush_disk_type: FlushDiskType,
+    /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
+    pub flush_interval_ms: u64,
+    /// `mappedFileSizeCommitLog` (bytes): equal on every member of a group.
+    pub commit_log_segment_bytes: u64,
+    /// `mappedFileSizeConsumeQueue` (bytes): a multiple of 20.
+    pub consume_queue_file_bytes: u64,
+    /// `autoCreateTopicEnable`.
+    pub auto_create_topic: bool,
+    /// `defaultTopicQueueNums`: queues of an auto-created topic.
+    pub default_topic_queue_nums: i32,
+    /// `maxMessageSize` (bytes): the largest body accepted.
+    pub max_message_bytes: usize,
+    /// `registerNameServerPeriod` (ms).
+    pub register_namesrv_interval_ms: u64,
+    /// `longPollingHoldMaxMs`: the longest a pull with nothing new is held.
+    pub pull_hold_ms_max: u64,
+    /// `maxPullMsgNums`: most messages in one pull answer.
+    pub max_pull_msg_nums: i32,
+    /// `maxPullBytes`: most body bytes in one pull answer.
+    pub max_pull_bytes: usize,
+    /// `consumerOffsetCommitIntervalMs`: how often the leader commits consumer offsets
+    /// through the Raft log.
+    pub offset_commit_interval_ms: u64,
+    /// `clientChannelExpiredTimeMs`: clients silent this long are dropped.
+    pub client_expiry_ms: u64,
+    /// `dLegerHeartbeatIntervalMs`.
+    pub heartbeat_interval_ms: u64,
+    /// `dLegerElectionTimeoutMinMs` / `dLegerElectionTimeoutMaxMs`.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// `sendMessageTimeoutMs`: how long a send waits for its Raft commit.
+    pub send_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_ip: "127.0.0.1".into(),
+            listen_port: 10911,
+            namesrv_addr: "127.0.0.1:9876".into(),
+            store_path: PathBuf::from("store"),
+            dledger_group: "broker-a".into(),
+            dledger_peers: "n0-127.0.0.1:40911".into(),
+            dledger_self_id: "n0".into(),
+            flush_disk_type: FlushDiskType::AsyncFlush,
+            flush_interval_ms: 500,
+            commit_log_segment_bytes: 1 << 30,
+            consume_queue_file_bytes: 300_000 * 20,
+            auto_create_topic: true,
+            default_topic_queue_nums: 8,
+            max_message_bytes: 4 * 1024 * 1024,
+            register_namesrv_interval_ms: 30_000,
+            pull_hold_ms_max: 30_000,
+            max_pull_msg_nums: 64,
+            max_pull_bytes: 4 * 1024 * 1024,
+            offset_commit_interval_ms: 200,
+            client_expiry_ms: 120_000,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            send_timeout_ms: 3000,
+        }
+    }
+}
+
+/// RocketMQ keys that rocketraft accepts and ignores, because Raft makes them moot.
+const IGNORED_KEYS: &[&str] = &[
+    "brokerId",
+    "brokerRole",
+    "deleteWhen",
+    "fileReservedTime",
+    "storePathCommitLog",
+    "sendMessageThreadPoolNums",
+    "pullMessageThreadPoolNums",
+];
+
+impl BrokerConfig {
+    /// Reads a config file; returns the config, keys it did not know, and RocketMQ keys
+    /// it accepted but ignores.
+    pub fn load(path: &Path) -> Result<(Self, Vec<String>, Vec<String>), ConfigError> {
+        Self::from_properties(Properties::load(path)?)
+    }
+
+    pub fn from_properties(
+        mut p: Properties,
+    ) -> Result<(Self, Vec<String>, Vec<String>), ConfigError> {
+        let mut c = BrokerConfig::default();
+        macro_rules! set {
+            ($key:literal, $field:ident) => {
+                if let Some(v) = p.take($key)? {
+                    c.$field = v;
+                }
+            };
+        }
+        set!("brokerClusterName", cluster_name);
+        set!("brokerName", broker_name);
+        c.dledger_group = c.broker_name.clone();
+        set!("brokerIP1", broker_ip);
+        set!("listenPort", listen_port);
+        set!("namesrvAddr", namesrv_addr);
+        set!("storePathRootDir", store_path);
+        set!("dLegerGroup", dledger_group);
+        set!("dLegerPeers", dledger_peers);
+        set!("dLegerSelfId", dledger_self_id);
+        set!("flushDiskType", flush_disk_type);
+        set!("flushIntervalCommitLog", flush_interval_ms);
+        set!("mappedFileSizeCommitLog", commit_log_segment_bytes);
+        set!("mappedFileSizeConsumeQueue", consume_queue_file_bytes);
+        set!("autoCreateTopicEnable", auto_create_topic);
+        set!("defaultTopicQueueNums", default_topic_queue_nums);
+        set!("maxMessageSize", max_message_bytes);
+        set!("registerNameServerPeriod", register_namesrv_interval_ms);
+        set!("longPollingHoldMaxMs", pull_hold_ms_max);
+        set!("maxPullMsgNums", max_pull_msg_nums);
+        set!("maxPullBytes", max_pull_bytes);
+        set!("consumerOffsetCommitIntervalMs", offset_commit_interval_ms);
+        set!("clientChannelExpiredTimeMs", client_expiry_ms);
+        set!("dLegerHeartbeatIntervalMs", heartbeat_interval_ms);
+        set!("dLegerElectionTimeoutMinMs", election_timeout_min_ms);
+        set!("dLegerElectionTimeoutMaxMs", election_timeout_max_ms);
+        set!("sendMessageTimeoutMs", send_timeout_ms);
+        let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
+        if enable == Some(false) {
+            return Err(ConfigError::BadValue {
+                origin: p.origin.clone(),
+                key: "enableDLegerCommitLog".into(),
+                value: "false".into(),
+                reason: "rocketraft always replicates the CommitLog with Raft".into(),
+            });
+        }
+        let mut ignored = Vec::new();
+        for key in IGNORED_KEYS {
+            if p.take::<String>(key)?.is_some() {
+                ignored.push(key.to_string());
+            }
+        }
+        c.validate(&p.origin)?;
+        Ok((c, p.unknown_keys(), ignored))
+    }
+
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| ConfigError::BadValue {
+            origin: origin.into(),
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        if self.consume_queue_file_bytes == 0 || self.consume_queue_file_bytes % 20 != 0 {
+            return Err(bad(
+                "mappedFileSizeConsumeQueue",
+                self.consume_queue_file_bytes.to_string(),
+                "must be a positive multiple of 20",
+            ));
+        }
+        if !(1..=1024).contains(&self.default_topic_queue_nums) {
+            return Err(bad(
+                "defaultTopicQueueNums",
+                self.default_topic_queue_nums.to_string(),
+                "must be in 1..=1024",
+            ));
+        }
+        if self.max_pull_msg_nums < 1 {
+            return Err(bad(
+                "maxPullMsgNums",
+                self.max_pull_msg_nums.to_string(),
+                "must be >= 1",
+            ));
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > 64 << 20 {
+            return Err(bad(
+                "maxMessageSize",
+                self.max_message_bytes.to_string(),
+                "must be in 1..=64 MiB",
+            ));
+        }
+        if self.dledger_group != self.broker_name {
+            return Err(bad(
+                "dLegerGroup",
+                self.dledger_group.clone(),
+                "must equal brokerName: one broker group is one Raft group",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address clients reach this node at.
+    pub fn broker_addr(&self) -> String {
+        format!("{}:{}", self.broker_ip, self.listen_port)
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        format!("{}:{}", self.broker_ip, self.listen_port)
+            .parse()
+            .map_err(|e| format!("brokerIP1 `{}`: {e}", self.broker_ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dledger_keys_parse_and_unknown_keys_are_reported() {
+        let text = "brokerClusterName=C\nbrokerName=g\nlistenPort=10921\nenableDLegerCommitLog=true\n\
+                    dLegerGroup=g\ndLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912\ndLegerSelfId=n1\n\
+                    flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\ntypo=1\n";
+        let (c, unknown, ignored) =
+            BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
+        assert_eq!(c.broker_addr(), "127.0.0.1:10921");
+        assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
+        assert_eq!(c.dledger_self_id, "n1");
+        assert_eq!(unknown, vec!["b.conf:10: typo".to_string()]);
+        assert_eq!(ignored, vec!["brokerRole".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        for text in [
+            "enableDLegerCommitLog=false",
+            "flushDiskType=SOMETIMES",
+            "mappedFileSizeConsumeQueue=30",
+            "brokerName=a\ndLegerGroup=b",
+            "listenPort=99999",
+        ] {
+            let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("b.conf"), "{err}");
+        }
+    }
+}

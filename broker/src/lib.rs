@@ -1,0 +1,36 @@
+//! The broker: one member of a Raft-replicated broker group, serving stock RocketMQ 4.x
+//! clients over the remoting protocol.
+//!
+//! # Layout
+//!
+//! - [`config`]: RocketMQ-style properties with RocketMQ's DLedger keys.
+//! - [`store`]: the apply hook (queue offsets, ConsumeQueue entries, offsets, topics)
+//!   and the state every replica derives from the log.
+//! - [`consume_queue`]: ConsumeQueue files.
+//! - [`command`]: commands the broker puts in the Raft log besides messages.
+//! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
+//! - [`filter`]: tag expressions.
+//! - [`processor`]: one file per request family (send, pull, offsets, clients, admin).
+//! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
+//! - [`server`]: wiring: start dledger, the background tasks and the request handler.
+//!
+//! The broker never speaks openraft: everything Raft goes through `dledger`'s API.
+//!
+//! Durability of a send: answered SEND_OK only after its Raft entry is held by a quorum
+//! (and, with SYNC_FLUSH, fsync'd by each of them) and applied here, so its queue offset
+//! is known.
+
+pub mod clients;
+pub mod command;
+pub mod config;
+pub mod consume_queue;
+pub mod error;
+pub mod filter;
+pub mod processor;
+pub mod registration;
+pub mod server;
+pub mod store;
+
+pub use config::BrokerConfig;
+pub use error::{BrokerError, Result};
+pub use server::{run, Broker};

@@ -1,0 +1,71 @@
+//! UPDATE_AND_CREATE_TOPIC (17), GET_ALL_TOPIC_CONFIG (21), DELETE_TOPIC_IN_BROKER (215):
+//! topic changes go through the Raft log (invariant 4), so only the leader takes them.
+
+use remoting::header::CreateTopicRequestHeader;
+use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
+use remoting::{RemotingCommand, RequestCode, ResponseCode};
+
+use super::{check_topic, fail, ProcessResult};
+use crate::command::BrokerCommand;
+use crate::server::Broker;
+
+pub async fn process(
+    broker: &Broker,
+    code: RequestCode,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    match code {
+        RequestCode::GET_ALL_TOPIC_CONFIG => {
+            let wrapper = TopicConfigSerializeWrapper {
+                topic_config_table: broker.state.topics(),
+                data_version: broker.state.data_version(),
+            };
+            Ok(RemotingCommand::success().with_body(to_json(&wrapper)))
+        }
+        RequestCode::UPDATE_AND_CREATE_TOPIC => {
+            if !broker.is_leader() {
+                return Ok(broker.not_leader_response());
+            }
+            let h: CreateTopicRequestHeader = request.header()?;
+            check_topic(&h.topic)?;
+            if !(1..=1024).contains(&h.write_queue_nums) || !(1..=1024).contains(&h.read_queue_nums)
+            {
+                return Err(fail(
+                    ResponseCode::SYSTEM_ERROR,
+                    "readQueueNums and writeQueueNums must be in 1..=1024",
+                ));
+            }
+            let config = TopicConfig {
+                topic_name: h.topic,
+                read_queue_nums: h.read_queue_nums,
+                write_queue_nums: h.write_queue_nums,
+                perm: h.perm,
+                topic_filter_type: h.topic_filter_type,
+                topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+                order: h.order,
+            };
+            broker
+                .propose(&BrokerCommand::PutTopic { config })
+                .await
+                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+            broker.register_now.notify_one();
+            Ok(RemotingCommand::success())
+        }
+        RequestCode::DELETE_TOPIC_IN_BROKER => {
+            if !broker.is_leader() {
+                return Ok(broker.not_leader_response());
+            }
+            let topic = request
+                .ext("topic")
+                .ok_or_else(|| fail(ResponseCode::SYSTEM_ERROR, "missing header field `topic`"))?
+                .to_string();
+            broker
+                .propose(&BrokerCommand::DeleteTopic { topic })
+                .await
+                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+            broker.register_now.notify_one();
+            Ok(RemotingCommand::success())
+        }
+        _ => unreachable!("dispatched by code"),
+    }
+}

@@ -1,0 +1,295 @@
+//! PULL_MESSAGE (11), with long polling.
+//!
+//! Only applied, hence committed, messages are in a ConsumeQueue, so a pull never sees
+//! an uncommitted message (invariant 2). A pull with nothing new and the suspend flag is
+//! held up to `min(suspendTimeoutMillis, longPollingHoldMaxMs)` and answered as soon as
+//! a message for its queue is applied. Records are read from the CommitLog at the
+//! positions their ConsumeQueue entries give, checked against those entries (size and
+//! magic), and their QUEUEOFFSET and PHYSICALOFFSET are filled in from the entry.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use remoting::header::{PullMessageRequestHeader, PullMessageResponseHeader};
+use remoting::message::{patch_offsets, MAGIC_V1, MAGIC_V2};
+use remoting::route::perm;
+use remoting::{RemotingCommand, ResponseCode};
+use tracing::error;
+
+use super::{fail, ProcessResult};
+use crate::consume_queue::CqEntry;
+use crate::filter::TagFilter;
+use crate::server::Broker;
+
+/// RocketMQ's PullSysFlag bits.
+pub const FLAG_COMMIT_OFFSET: i32 = 1;
+pub const FLAG_SUSPEND: i32 = 1 << 1;
+pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
+
+enum Outcome {
+    Found { body: BytesMut, next: u64 },
+    NotFound { next: u64 },
+    NoMatch { next: u64 },
+    OffsetMoved { next: u64 },
+}
+
+pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResult {
+    let header: PullMessageRequestHeader = request.header()?;
+    let Some(topic) = broker.state.topic(&header.topic) else {
+        return Err(fail(
+            ResponseCode::TOPIC_NOT_EXIST,
+            format!("topic[{}] not exist, apply first please!", header.topic),
+        ));
+    };
+    if topic.perm & perm::READ == 0 {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            format!("topic[{}] is not readable", header.topic),
+        ));
+    }
+    if header.queue_id < 0 || header.queue_id >= topic.read_queue_nums {
+        return Err(fail(
+            ResponseCode::SYSTEM_ERROR,
+            format!(
+                "queueId[{}] is illegal, topic {} has {} read queues",
+                header.queue_id, header.topic, topic.read_queue_nums
+            ),
+        ));
+    }
+    if header.sys_flag & FLAG_COMMIT_OFFSET != 0 && header.commit_offset >= 0 && broker.is_leader()
+    {
+        broker.pending_offsets.lock().unwrap().insert(
+            (
+                header.consumer_group.clone(),
+                header.topic.clone(),
+                header.queue_id,
+            ),
+            header.commit_offset,
+        );
+    }
+    let filter = match (
+        &header.subscription,
+        header.sys_flag & FLAG_SUBSCRIPTION != 0,
+    ) {
+        (Some(expression), true) => TagFilter::parse(expression),
+        _ => broker
+            .clients
+            .subscription(&header.consumer_group, &header.topic)
+            .map(|s| TagFilter::parse(&s.sub_string))
+            .unwrap_or(TagFilter::All),
+    };
+    let max_nums = header
+        .max_msg_nums
+        .clamp(1, broker.config.max_pull_msg_nums) as usize;
+    let max_bytes = header
+        .max_msg_bytes
+        .filter(|b| *b > 0)
+        .map(|b| b as usize)
+        .unwrap_or(usize::MAX)
+        .min(broker.config.max_pull_bytes);
+    let hold_ms = if header.sys_flag & FLAG_SUSPEND != 0 {
+        (header.suspend_timeout_millis.max(0) as u64).min(broker.config.pull_hold_ms_max)
+    } else {
+        0
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms);
+    let offset = header.queue_offset.max(0) as u64;
+
+    let outcome = loop {
+        let queue = broker
+            .state
+            .consume_queues
+            .get(&header.topic, header.queue_id);
+        // Register for a wake-up before looking, so an append in between is not missed.
+        let wake = queue.as_ref().map(|q| q.appended.notified());
+        tokio::pin!(wake);
+        if let Some(w) = wake.as_mut().as_pin_mut() {
+            w.enable();
+        }
+        let outcome = read(
+            broker,
+            queue.as_deref(),
+            offset,
+            max_nums,
+            max_bytes,
+            &filter,
+        )?;
+        let Outcome::NotFound { .. } = outcome else {
+            break outcome;
+        };
+        if tokio::time::Instant::now() >= deadline {
+            break outcome;
+        }
+        match wake.as_mut().as_pin_mut() {
+            Some(w) => {
+                let _ = tokio::time::timeout_at(deadline, w).await;
+            }
+            // The queue does not exist yet: look again shortly.
+            None => {
+                tokio::time::sleep_until(
+                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
+                )
+                .await
+            }
+        }
+    };
+
+    let (min, max) = broker.state.queue_bounds(&header.topic, header.queue_id);
+    let (code, next, body) = match outcome {
+        Outcome::Found { body, next } => (ResponseCode::SUCCESS, next, body.freeze()),
+        Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
+        Outcome::NoMatch { next } => (
+            ResponseCode::PULL_RETRY_IMMEDIATELY,
+            next,
+            Default::default(),
+        ),
+        Outcome::OffsetMoved { next } => {
+            (ResponseCode::PULL_OFFSET_MOVED, next, Default::default())
+        }
+    };
+    Ok(RemotingCommand::response(code, None)
+        .with_header(&PullMessageResponseHeader {
+            suggest_which_broker_id: 0,
+            next_begin_offset: next as i64,
+            min_offset: min as i64,
+            max_offset: max as i64,
+        })
+        .with_body(body))
+}
+
+fn read(
+    broker: &Broker,
+    queue: Option<&crate::consume_queue::ConsumeQueue>,
+    offset: u64,
+    max_nums: usize,
+    max_bytes: usize,
+    filter: &TagFilter,
+) -> Result<Outcome, super::ProcessError> {
+    let Some(queue) = queue else {
+        // RocketMQ's NO_MESSAGE_IN_QUEUE: only offset 0 is a valid place to wait.
+        return Ok(if offset == 0 {
+            Outcome::NotFound { next: 0 }
+        } else {
+            Outcome::OffsetMoved { next: 0 }
+        });
+    };
+    let (min, max) = (queue.min_offset(), queue.max_offset());
+    if max == 0 {
+        return Ok(if offset == 0 {
+            Outcome::NotFound { next: 0 }
+        } else {
+            Outcome::OffsetMoved { next: 0 }
+        });
+    }
+    if offset < min {
+        return Ok(Outcome::OffsetMoved { next: min });
+    }
+    if offset == max {
+        return Ok(Outcome::NotFound { next: offset });
+    }
+    if offset > max {
+        return Ok(Outcome::OffsetMoved {
+            next: if min == 0 { 0 } else { max },
+        });
+    }
+    // Scan a bounded window of entries for matches.
+    let scan = (max_nums * 4).max(64);
+    let entries = queue
+        .read(offset, scan)
+        .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+    let mut body = BytesMut::new();
+    let mut taken = 0usize;
+    let mut next = offset;
+    let mut run: Vec<(u64, CqEntry)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        if taken == max_nums
+            || (taken > 0 && body.len() + run_bytes(&run) + entry.size as usize > max_bytes)
+        {
+            break;
+        }
+        next = offset + i as u64 + 1;
+        if !filter.matches(entry.tag_hash) {
+            continue;
+        }
+        // Coalesce records that lie back to back in the CommitLog into one read.
+        if let Some((_, last)) = run.last() {
+            if last.commit_log_offset + last.size as i64 != entry.commit_log_offset {
+                flush_run(broker, &mut run, &mut body)?;
+            }
+        }
+        run.push((offset + i as u64, *entry));
+        taken += 1;
+    }
+    flush_run(broker, &mut run, &mut body)?;
+    Ok(if taken > 0 {
+        Outcome::Found { body, next }
+    } else {
+        Outcome::NoMatch { next }
+    })
+}
+
+fn run_bytes(run: &[(u64, CqEntry)]) -> usize {
+    run.iter().map(|(_, e)| e.size as usize).sum()
+}
+
+fn flush_run(
+    broker: &Broker,
+    run: &mut Vec<(u64, CqEntry)>,
+    body: &mut BytesMut,
+) -> Result<(), super::ProcessError> {
+    let Some((_, first)) = run.first() else {
+        return Ok(());
+    };
+    let total = run_bytes(run);
+    let bytes = broker
+        .node
+        .read(first.commit_log_offset as u64, total)
+        .map_err(|e| {
+            fail(
+                ResponseCode::SYSTEM_ERROR,
+                format!("reading the CommitLog: {e}"),
+            )
+        })?;
+    if bytes.len() != total {
+        return Err(corrupt(first, "short read"));
+    }
+    let mut at = 0usize;
+    for (queue_offset, entry) in run.iter() {
+        let record = &bytes[at..at + entry.size as usize];
+        // Pair assertion: what the ConsumeQueue says must be what the CommitLog holds.
+        let size = i32::from_be_bytes(record[0..4].try_into().unwrap());
+        let magic = u32::from_be_bytes(record[4..8].try_into().unwrap());
+        if size != entry.size || (magic != MAGIC_V1 && magic != MAGIC_V2) {
+            return Err(corrupt(
+                entry,
+                "record does not match its ConsumeQueue entry",
+            ));
+        }
+        let start = body.len();
+        body.extend_from_slice(record);
+        patch_offsets(
+            &mut body[start..],
+            *queue_offset as i64,
+            entry.commit_log_offset,
+        );
+        at += entry.size as usize;
+    }
+    run.clear();
+    Ok(())
+}
+
+fn corrupt(entry: &CqEntry, what: &str) -> super::ProcessError {
+    error!(
+        commit_log_offset = entry.commit_log_offset,
+        size = entry.size,
+        what,
+        "ConsumeQueue and CommitLog disagree"
+    );
+    fail(
+        ResponseCode::SYSTEM_ERROR,
+        format!(
+            "store inconsistency at commit log offset {}: {what}",
+            entry.commit_log_offset
+        ),
+    )
+}

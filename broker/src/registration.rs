@@ -1,0 +1,183 @@
+//! Name-server registration: every node registers with every name server every
+//! `registerNameServerPeriod` and at once when its role, term or topics change. brokerId
+//! 0 with `raftTerm` T means "I lead this group in term T"; followers send their node id
+//! plus one. Between full registrations a QUERY_DATA_VERSION (322) serves as the
+//! heartbeat, and the topic table is sent again only when its version changed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dledger::Role;
+use remoting::connection::NoRequests;
+use remoting::header::{
+    QueryDataVersionRequestHeader, QueryDataVersionResponseHeader, RegisterBrokerRequestHeader,
+    UnRegisterBrokerRequestHeader,
+};
+use remoting::route::{to_json, DataVersion, RegisterBrokerBody, TopicConfigSerializeWrapper};
+use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
+use tracing::{debug, info, warn};
+
+use crate::server::Broker;
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a name server last accepted from us.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Registered {
+    broker_id: i64,
+    term: u64,
+    version: DataVersion,
+}
+
+fn namesrv_addrs(broker: &Broker) -> Vec<String> {
+    broker
+        .config
+        .namesrv_addr
+        .split(';')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn broker_id(broker: &Broker) -> (i64, u64) {
+    let role = broker.role();
+    let id = if role.role == Role::Leader {
+        0
+    } else {
+        role.node_id as i64 + 1
+    };
+    (id, role.term)
+}
+
+async fn connect(conns: &mut HashMap<String, Connection>, addr: &str) -> Option<Connection> {
+    if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
+        return Some(c.clone());
+    }
+    match Connection::connect(addr, &ConnectionConfig::default(), Arc::new(NoRequests)).await {
+        Ok(c) => {
+            conns.insert(addr.to_string(), c.clone());
+            Some(c)
+        }
+        Err(e) => {
+            debug!(namesrv = addr, error = %e, "name server unreachable");
+            None
+        }
+    }
+}
+
+pub async fn run(broker: Arc<Broker>) {
+    let mut conns = HashMap::new();
+    let mut registered: HashMap<String, Registered> = HashMap::new();
+    let period = Duration::from_millis(broker.config.register_namesrv_interval_ms);
+    loop {
+        let (broker_id, term) = broker_id(&broker);
+        let version = broker.state.data_version();
+        let now = Registered {
+            broker_id,
+            term,
+            version,
+        };
+        for addr in namesrv_addrs(&broker) {
+            let Some(conn) = connect(&mut conns, &addr).await else {
+                registered.remove(&addr);
+                continue;
+            };
+            let fresh = registered.get(&addr) == Some(&now)
+                && !query_changed(&broker, &conn, now).await.unwrap_or(true);
+            if fresh {
+                continue;
+            }
+            match register(&broker, &conn, now).await {
+                Ok(()) => {
+                    registered.insert(addr, now);
+                }
+                Err(e) => {
+                    warn!(namesrv = %addr, error = %e, "registration failed");
+                    registered.remove(&addr);
+                }
+            }
+        }
+        // Retry sooner while some name server is missing us.
+        let wait = if registered.len() < namesrv_addrs(&broker).len() {
+            period.min(Duration::from_secs(1))
+        } else {
+            period
+        };
+        let _ = tokio::time::timeout(wait, broker.register_now.notified()).await;
+    }
+}
+
+async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> Option<bool> {
+    let header = QueryDataVersionRequestHeader {
+        broker_name: broker.config.broker_name.clone(),
+        broker_addr: broker.config.broker_addr(),
+        cluster_name: broker.config.cluster_name.clone(),
+        broker_id: now.broker_id,
+        raft_term: Some(now.term),
+    };
+    let request = RemotingCommand::request(RequestCode::QUERY_DATA_VERSION, &header)
+        .with_body(to_json(&now.version));
+    let response = conn.request(request, REQUEST_TIMEOUT).await.ok()?;
+    let answer: QueryDataVersionResponseHeader = response.header().ok()?;
+    Some(answer.changed)
+}
+
+async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result<(), String> {
+    let header = RegisterBrokerRequestHeader {
+        broker_name: broker.config.broker_name.clone(),
+        broker_addr: broker.config.broker_addr(),
+        cluster_name: broker.config.cluster_name.clone(),
+        ha_server_addr: String::new(),
+        broker_id: now.broker_id,
+        heartbeat_timeout_millis: None,
+        enable_acting_master: Some(false),
+        compressed: Some(false),
+        body_crc32: None,
+        raft_term: Some(now.term),
+    };
+    let body = RegisterBrokerBody {
+        topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+            topic_config_table: broker.state.topics(),
+            data_version: now.version,
+        },
+        filter_server_list: Vec::new(),
+    };
+    let request =
+        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header).with_body(to_json(&body));
+    let response = conn
+        .request(request, REQUEST_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.response_code() != Some(ResponseCode::SUCCESS) {
+        return Err(format!("{:?}", response.remark));
+    }
+    info!(
+        namesrv = %conn.peer(),
+        broker_id = now.broker_id,
+        term = now.term,
+        stale = response.ext("staleLeaderClaim").is_some(),
+        "registered with name server"
+    );
+    Ok(())
+}
+
+/// Leaves every name server (graceful shutdown).
+pub async fn unregister_all(broker: &Broker) {
+    let (broker_id, _) = broker_id(broker);
+    let mut conns = HashMap::new();
+    for addr in namesrv_addrs(broker) {
+        let Some(conn) = connect(&mut conns, &addr).await else {
+            continue;
+        };
+        let header = UnRegisterBrokerRequestHeader {
+            broker_name: broker.config.broker_name.clone(),
+            broker_addr: broker.config.broker_addr(),
+            cluster_name: broker.config.cluster_name.clone(),
+            broker_id,
+        };
+        let request = RemotingCommand::request(RequestCode::UNREGISTER_BROKER, &header);
+        let _ = conn.request(request, Duration::from_secs(1)).await;
+    }
+}

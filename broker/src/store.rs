@@ -1,0 +1,301 @@
+//! What the broker builds from committed entries, and the apply hook that builds it.
+//!
+//! Queue offsets are assigned when a record is applied, in log order, so they are the
+//! same on every replica and never depend on who led when the record was appended: an
+//! old leader's uncommitted tail that Raft truncates never consumed an offset. The
+//! stored record keeps 0 in QUEUEOFFSET and PHYSICALOFFSET; both are filled in when the
+//! record is read for a pull (`remoting::message::patch_offsets`), from its ConsumeQueue
+//! entry. Writing them at append time would need the leader to predict them, and
+//! DLedger's recomputation after every election is exactly the fragile part we avoid.
+//!
+//! Durable state lives in dledger's RocksDB column family for the hook, written in the
+//! same batch as the applied point:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `q/<topic>\0<queueId>` | entries in that ConsumeQueue (u64 BE) |
+//! | `o/<group>\0<topic>\0<queueId>` | committed consumer offset (i64 BE) |
+//! | `t/<topic>` | topic config (JSON) |
+//! | `v` | topic table data version (JSON) |
+//! | `l/<nodeId>` | client address that node served on as leader |
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use dledger::{ApplyHook, CommittedEntry, CommittedPayload, HookError, HookStore, HookWrites};
+use remoting::message::{property, MessageRecord};
+use remoting::route::{DataVersion, TopicConfig};
+use tracing::{info, warn};
+
+use crate::command::{tag_hash, BrokerCommand};
+use crate::consume_queue::{ConsumeQueueStore, CqEntry};
+
+/// Key of one consumer offset.
+pub type OffsetKey = (String, String, i32);
+
+/// State every replica derives from the log; shared by the hook and the processors.
+pub struct BrokerState {
+    pub consume_queues: ConsumeQueueStore,
+    topics: RwLock<BTreeMap<String, TopicConfig>>,
+    data_version: RwLock<DataVersion>,
+    offsets: RwLock<HashMap<OffsetKey, i64>>,
+    leader_addrs: RwLock<HashMap<u64, String>>,
+    opened: AtomicBool,
+}
+
+impl BrokerState {
+    pub fn open(store_path: &std::path::Path, cq_file_bytes: u64) -> crate::Result<Arc<Self>> {
+        let consume_queues = ConsumeQueueStore::open(
+            PathBuf::from(store_path).join("consumequeue"),
+            cq_file_bytes,
+        )?;
+        Ok(Arc::new(BrokerState {
+            consume_queues,
+            topics: RwLock::new(BTreeMap::new()),
+            data_version: RwLock::new(DataVersion::default()),
+            offsets: RwLock::new(HashMap::new()),
+            leader_addrs: RwLock::new(HashMap::new()),
+            opened: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn topic(&self, topic: &str) -> Option<TopicConfig> {
+        self.topics.read().unwrap().get(topic).cloned()
+    }
+
+    pub fn topics(&self) -> BTreeMap<String, TopicConfig> {
+        self.topics.read().unwrap().clone()
+    }
+
+    pub fn data_version(&self) -> DataVersion {
+        *self.data_version.read().unwrap()
+    }
+
+    pub fn committed_offset(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        self.offsets
+            .read()
+            .unwrap()
+            .get(&(group.to_string(), topic.to_string(), queue_id))
+            .copied()
+    }
+
+    pub fn leader_addr(&self, node_id: u64) -> Option<String> {
+        self.leader_addrs.read().unwrap().get(&node_id).cloned()
+    }
+
+    /// Queue offsets `[min, max)` of a queue; `(0, 0)` for a queue never written.
+    pub fn queue_bounds(&self, topic: &str, queue_id: i32) -> (u64, u64) {
+        match self.consume_queues.get(topic, queue_id) {
+            Some(q) => (q.min_offset(), q.max_offset()),
+            None => (0, 0),
+        }
+    }
+}
+
+fn queue_key(topic: &str, queue_id: i32) -> Vec<u8> {
+    format!("q/{topic}\0{queue_id}").into_bytes()
+}
+
+fn offset_key(group: &str, topic: &str, queue_id: i32) -> Vec<u8> {
+    format!("o/{group}\0{topic}\0{queue_id}").into_bytes()
+}
+
+fn split_key(key: &[u8], prefix: &str) -> Option<Vec<String>> {
+    let s = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
+    Some(s.split('\0').map(str::to_string).collect())
+}
+
+fn be_u64(v: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(v.try_into().ok()?))
+}
+
+/// The broker's apply hook.
+pub struct BrokerHook {
+    state: Arc<BrokerState>,
+}
+
+impl BrokerHook {
+    pub fn new(state: Arc<BrokerState>) -> Self {
+        BrokerHook { state }
+    }
+
+    fn apply_records(
+        &mut self,
+        records: &[dledger::CommittedRecord<'_>],
+        writes: &mut HookWrites<'_>,
+    ) -> Result<Vec<Vec<u8>>, HookError> {
+        let mut out = Vec::with_capacity(records.len());
+        let mut touched: HashMap<(&str, i32), u64> = HashMap::new();
+        for record in records {
+            let (msg, _) = MessageRecord::decode(record.bytes)
+                .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
+            let queue = self
+                .state
+                .consume_queues
+                .get_or_create(msg.topic, msg.queue_id)?;
+            let queue_offset = queue.max_offset();
+            queue.append(
+                queue_offset,
+                CqEntry {
+                    commit_log_offset: record.position as i64,
+                    size: record.bytes.len() as i32,
+                    tag_hash: msg.property(property::TAGS).map(tag_hash).unwrap_or(0),
+                },
+            )?;
+            touched.insert((msg.topic, msg.queue_id), queue_offset + 1);
+            out.push(queue_offset.to_be_bytes().to_vec());
+        }
+        for ((topic, queue_id), count) in touched {
+            writes.put(&queue_key(topic, queue_id), &count.to_be_bytes());
+        }
+        Ok(out)
+    }
+
+    fn apply_command(
+        &mut self,
+        bytes: &[u8],
+        writes: &mut HookWrites<'_>,
+    ) -> Result<Vec<Vec<u8>>, HookError> {
+        let command = match BrokerCommand::decode(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                // Deterministic on every replica: an unknown command is skipped by all.
+                warn!(error = %e, "skipping a command this version does not understand");
+                return Ok(vec![Vec::new()]);
+            }
+        };
+        match command {
+            BrokerCommand::UpdateOffsets { offsets } => {
+                let mut map = self.state.offsets.write().unwrap();
+                for u in offsets {
+                    writes.put(
+                        &offset_key(&u.consumer_group, &u.topic, u.queue_id),
+                        &u.offset.to_be_bytes(),
+                    );
+                    map.insert((u.consumer_group, u.topic, u.queue_id), u.offset);
+                }
+            }
+            BrokerCommand::PutTopic { config } => {
+                writes.put(
+                    format!("t/{}", config.topic_name).as_bytes(),
+                    &serde_json::to_vec(&config)?,
+                );
+                info!(topic = %config.topic_name, queues = config.write_queue_nums, "topic updated");
+                self.state
+                    .topics
+                    .write()
+                    .unwrap()
+                    .insert(config.topic_name.clone(), config);
+                self.bump_version(writes)?;
+            }
+            BrokerCommand::DeleteTopic { topic } => {
+                writes.delete(format!("t/{topic}").as_bytes());
+                self.state.topics.write().unwrap().remove(&topic);
+                self.bump_version(writes)?;
+            }
+            BrokerCommand::LeaderInfo {
+                node_id,
+                broker_addr,
+                ..
+            } => {
+                writes.put(format!("l/{node_id}").as_bytes(), broker_addr.as_bytes());
+                self.state
+                    .leader_addrs
+                    .write()
+                    .unwrap()
+                    .insert(node_id, broker_addr);
+            }
+        }
+        Ok(vec![Vec::new()])
+    }
+
+    fn bump_version(&self, writes: &mut HookWrites<'_>) -> Result<(), HookError> {
+        let mut v = self.state.data_version.write().unwrap();
+        v.counter += 1;
+        writes.put(b"v", &serde_json::to_vec(&*v)?);
+        Ok(())
+    }
+}
+
+impl ApplyHook for BrokerHook {
+    fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
+        let state = &self.state;
+        // Topics and their version.
+        let mut topics = BTreeMap::new();
+        for (_, value) in store.scan_prefix(b"t/")? {
+            let config: TopicConfig = serde_json::from_slice(&value)?;
+            topics.insert(config.topic_name.clone(), config);
+        }
+        *state.topics.write().unwrap() = topics;
+        if let Some(v) = store.get(b"v")? {
+            *state.data_version.write().unwrap() = serde_json::from_slice(&v)?;
+        }
+        // Consumer offsets.
+        let mut offsets = HashMap::new();
+        for (key, value) in store.scan_prefix(b"o/")? {
+            let parts = split_key(&key, "o/").ok_or("bad offset key")?;
+            let [group, topic, queue_id] = parts.as_slice() else {
+                return Err(format!("bad offset key {key:?}").into());
+            };
+            let offset = be_u64(&value).ok_or("bad offset value")? as i64;
+            offsets.insert((group.clone(), topic.clone(), queue_id.parse()?), offset);
+        }
+        *state.offsets.write().unwrap() = offsets;
+        for (key, value) in store.scan_prefix(b"l/")? {
+            let node: u64 = std::str::from_utf8(&key[2..])?.parse()?;
+            state
+                .leader_addrs
+                .write()
+                .unwrap()
+                .insert(node, String::from_utf8(value)?);
+        }
+        // ConsumeQueues: cut each back to the count applied with the last batch.
+        let mut counts = HashMap::new();
+        for (key, value) in store.scan_prefix(b"q/")? {
+            let parts = split_key(&key, "q/").ok_or("bad queue key")?;
+            let [topic, queue_id] = parts.as_slice() else {
+                return Err(format!("bad queue key {key:?}").into());
+            };
+            counts.insert(
+                (topic.clone(), queue_id.parse::<i32>()?),
+                be_u64(&value).ok_or("bad queue count")?,
+            );
+        }
+        for ((topic, queue_id), queue) in state.consume_queues.all() {
+            let applied = counts.remove(&(topic.clone(), queue_id)).unwrap_or(0);
+            let on_disk = queue.max_offset();
+            if on_disk > applied {
+                info!(%topic, queue_id, on_disk, applied, "cutting ConsumeQueue back to the applied point");
+                queue.truncate(applied)?;
+            } else if on_disk < applied {
+                return Err(format!(
+                    "ConsumeQueue {topic}/{queue_id} holds {on_disk} entries but {applied} were applied: \
+                     it lost writes (an OS crash before they were flushed?); remove this node's \
+                     consumequeue/ and meta/ directories and let it catch up from its peers"
+                )
+                .into());
+            }
+        }
+        if let Some(((topic, queue_id), applied)) = counts.into_iter().find(|(_, n)| *n > 0) {
+            return Err(format!(
+                "ConsumeQueue {topic}/{queue_id} is missing but {applied} entries were applied"
+            )
+            .into());
+        }
+        state.opened.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn apply(
+        &mut self,
+        entry: &CommittedEntry<'_>,
+        writes: &mut HookWrites<'_>,
+    ) -> Result<Vec<Vec<u8>>, HookError> {
+        match &entry.payload {
+            CommittedPayload::Records(records) => self.apply_records(records, writes),
+            CommittedPayload::Command { bytes, .. } => self.apply_command(bytes, writes),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Admin requests: topic creation on every broker group of a cluster (like
+//! `mqadmin updateTopic`). Topic changes go through each group's Raft log, so they are
+//! sent to each group's leader; a follower's answer naming the leader is followed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use remoting::connection::NoRequests;
+use remoting::header::CreateTopicRequestHeader;
+use remoting::route::perm;
+use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
+
+use crate::error::{ClientError, Result};
+use crate::namesrv::NameServerClient;
+
+/// Creates (or updates) `topic` with `queue_nums` read and write queues on every broker
+/// group the name servers know; returns the groups it was created on.
+pub async fn create_topic(
+    namesrv: &NameServerClient,
+    topic: &str,
+    queue_nums: i32,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let info = namesrv.cluster_info().await?;
+    let mut created = Vec::new();
+    for (broker_name, data) in &info.broker_addr_table {
+        let mut target = data
+            .leader_addr()
+            .or_else(|| data.broker_addrs.values().next().map(String::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::NoLeader {
+                broker_name: broker_name.clone(),
+                reason: "no member registered".into(),
+            })?;
+        let header = CreateTopicRequestHeader {
+            topic: topic.to_string(),
+            default_topic: "TBW102".into(),
+            read_queue_nums: queue_nums,
+            write_queue_nums: queue_nums,
+            perm: perm::READ_WRITE,
+            topic_filter_type: "SINGLE_TAG".into(),
+            topic_sys_flag: Some(0),
+            order: false,
+        };
+        let mut answered = None;
+        for _ in 0..3 {
+            let conn =
+                Connection::connect(&target, &ConnectionConfig::default(), Arc::new(NoRequests))
+                    .await?;
+            let response = conn
+                .request(
+                    RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header),
+                    timeout,
+                )
+                .await?;
+            conn.close();
+            match (response.response_code(), response.ext("leaderAddr")) {
+                (Some(ResponseCode::SERVICE_NOT_AVAILABLE), Some(leader)) if leader != target => {
+                    target = leader.to_string();
+                }
+                _ => {
+                    answered = Some(response);
+                    break;
+                }
+            }
+        }
+        let response = answered.ok_or_else(|| ClientError::NoLeader {
+            broker_name: broker_name.clone(),
+            reason: "followed three redirects without reaching the leader".into(),
+        })?;
+        if response.response_code() != Some(ResponseCode::SUCCESS) {
+            return Err(ClientError::Broker {
+                broker_name: broker_name.clone(),
+                addr: target,
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            });
+        }
+        created.push(broker_name.clone());
+    }
+    Ok(created)
+}

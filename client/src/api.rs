@@ -1,0 +1,416 @@
+//! Typed broker requests the consumers share: pull, offset queries and commits, the
+//! queue offset range, search by time, and a group's consumer list. Each goes through
+//! [`ClientInstance::request_group`], so it reaches the group's leader (or, for reads,
+//! any member when the leader is down) and has a deadline.
+
+use std::time::Duration;
+
+use remoting::header::{
+    ConsumerGroupRequestHeader, OffsetResponseHeader, PullMessageRequestHeader,
+    PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueueOffsetRequestHeader,
+    SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
+};
+use remoting::route::{from_json, ConsumerListBody};
+use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode};
+
+use crate::error::{ClientError, Result};
+use crate::filter::{TagFilter, EXPRESSION_TYPE_TAG};
+use crate::instance::{Access, ClientInstance};
+use crate::message::{MessageExt, MessageQueue};
+
+/// RocketMQ's `PullSysFlag` bits.
+pub mod pull_sys_flag {
+    /// The request carries the consumer's offset to commit.
+    pub const COMMIT_OFFSET: i32 = 1;
+    /// The broker may hold the request until a message arrives (long polling).
+    pub const SUSPEND: i32 = 1 << 1;
+    /// The request carries its subscription expression.
+    pub const SUBSCRIPTION: i32 = 1 << 2;
+    /// Class filter mode (not used by this client).
+    pub const CLASS_FILTER: i32 = 1 << 3;
+
+    pub fn build(
+        commit_offset: bool,
+        suspend: bool,
+        subscription: bool,
+        class_filter: bool,
+    ) -> i32 {
+        let mut flag = 0;
+        if commit_offset {
+            flag |= COMMIT_OFFSET;
+        }
+        if suspend {
+            flag |= SUSPEND;
+        }
+        if subscription {
+            flag |= SUBSCRIPTION;
+        }
+        if class_filter {
+            flag |= CLASS_FILTER;
+        }
+        flag
+    }
+}
+
+/// What a pull found. Every variant carries where the next pull should start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PullResult {
+    /// Messages matching the subscription. Messages the broker's tag-hash filter let
+    /// through but whose exact tag does not match are removed; if none is left the
+    /// result is [`PullResult::NoMatchedMessage`] instead.
+    Found {
+        messages: Vec<MessageExt>,
+        next_begin_offset: i64,
+        min_offset: i64,
+        max_offset: i64,
+    },
+    /// Nothing new after the requested offset (PULL_NOT_FOUND).
+    NoNewMessage {
+        next_begin_offset: i64,
+        min_offset: i64,
+        max_offset: i64,
+    },
+    /// Messages exist but none matched the subscription (PULL_RETRY_IMMEDIATELY, or
+    /// all removed by the exact tag filter).
+    NoMatchedMessage {
+        next_begin_offset: i64,
+        min_offset: i64,
+        max_offset: i64,
+    },
+    /// The requested offset is outside the queue (PULL_OFFSET_MOVED).
+    OffsetIllegal {
+        next_begin_offset: i64,
+        min_offset: i64,
+        max_offset: i64,
+    },
+}
+
+impl PullResult {
+    pub fn next_begin_offset(&self) -> i64 {
+        match self {
+            PullResult::Found {
+                next_begin_offset, ..
+            }
+            | PullResult::NoNewMessage {
+                next_begin_offset, ..
+            }
+            | PullResult::NoMatchedMessage {
+                next_begin_offset, ..
+            }
+            | PullResult::OffsetIllegal {
+                next_begin_offset, ..
+            } => *next_begin_offset,
+        }
+    }
+}
+
+/// One pull request's parameters.
+pub(crate) struct PullArgs<'a> {
+    pub consumer_group: &'a str,
+    pub queue: &'a MessageQueue,
+    pub offset: i64,
+    pub max_nums: i32,
+    pub filter: &'a TagFilter,
+    pub sub_version: i64,
+    /// How long the broker may hold the request; zero for no long polling.
+    pub suspend: Duration,
+    /// The request's deadline (longer than `suspend`).
+    pub timeout: Duration,
+}
+
+fn bad_response(addr: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::BadResponse {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn refused(queue: &MessageQueue, addr: String, response: RemotingCommand) -> ClientError {
+    ClientError::Broker {
+        broker_name: queue.broker_name.clone(),
+        addr,
+        code: response.code,
+        remark: response.remark.unwrap_or_default(),
+    }
+}
+
+fn header<H: CommandHeader>(addr: &str, response: &RemotingCommand) -> Result<H> {
+    H::read(&response.ext_fields).map_err(|e| bad_response(addr, e))
+}
+
+pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Result<PullResult> {
+    let suspend = !args.suspend.is_zero();
+    let request = RemotingCommand::request(
+        RequestCode::PULL_MESSAGE,
+        &PullMessageRequestHeader {
+            consumer_group: args.consumer_group.to_string(),
+            topic: args.queue.topic.clone(),
+            queue_id: args.queue.queue_id,
+            queue_offset: args.offset,
+            max_msg_nums: args.max_nums,
+            sys_flag: pull_sys_flag::build(false, suspend, true, false),
+            commit_offset: 0,
+            suspend_timeout_millis: args.suspend.as_millis() as i64,
+            subscription: Some(args.filter.expression.clone()),
+            sub_version: args.sub_version,
+            expression_type: Some(EXPRESSION_TYPE_TAG.to_string()),
+            max_msg_bytes: None,
+        },
+    );
+    let (addr, response) = instance
+        .request_group(&args.queue.broker_name, request, args.timeout, Access::Read)
+        .await?;
+    let code = ResponseCode::from_i32(response.code);
+    if !matches!(
+        code,
+        Some(
+            ResponseCode::SUCCESS
+                | ResponseCode::PULL_NOT_FOUND
+                | ResponseCode::PULL_RETRY_IMMEDIATELY
+                | ResponseCode::PULL_OFFSET_MOVED
+        )
+    ) {
+        return Err(refused(args.queue, addr, response));
+    }
+    let h: PullMessageResponseHeader = header(&addr, &response)?;
+    let (next_begin_offset, min_offset, max_offset) =
+        (h.next_begin_offset, h.min_offset, h.max_offset);
+    Ok(match code {
+        Some(ResponseCode::SUCCESS) => {
+            let messages: Vec<MessageExt> =
+                MessageExt::decode_all(&response.body, &args.queue.broker_name)
+                    .map_err(|e| bad_response(&addr, e))?
+                    .into_iter()
+                    .filter(|m| args.filter.matches(m.tags()))
+                    .collect();
+            if messages.is_empty() {
+                PullResult::NoMatchedMessage {
+                    next_begin_offset,
+                    min_offset,
+                    max_offset,
+                }
+            } else {
+                PullResult::Found {
+                    messages,
+                    next_begin_offset,
+                    min_offset,
+                    max_offset,
+                }
+            }
+        }
+        Some(ResponseCode::PULL_NOT_FOUND) => PullResult::NoNewMessage {
+            next_begin_offset,
+            min_offset,
+            max_offset,
+        },
+        Some(ResponseCode::PULL_RETRY_IMMEDIATELY) => PullResult::NoMatchedMessage {
+            next_begin_offset,
+            min_offset,
+            max_offset,
+        },
+        _ => PullResult::OffsetIllegal {
+            next_begin_offset,
+            min_offset,
+            max_offset,
+        },
+    })
+}
+
+/// The group's committed offset, or `None` when it has none (QUERY_NOT_FOUND).
+pub(crate) async fn query_consumer_offset(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    queue: &MessageQueue,
+) -> Result<Option<i64>> {
+    let request = RemotingCommand::request(
+        RequestCode::QUERY_CONSUMER_OFFSET,
+        &QueryConsumerOffsetRequestHeader {
+            consumer_group: consumer_group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            set_zero_if_not_found: None,
+        },
+    );
+    let (addr, response) = instance
+        .request_group(
+            &queue.broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Read,
+        )
+        .await?;
+    match ResponseCode::from_i32(response.code) {
+        Some(ResponseCode::SUCCESS) => Ok(Some(
+            header::<OffsetResponseHeader>(&addr, &response)?.offset,
+        )),
+        Some(ResponseCode::QUERY_NOT_FOUND) => Ok(None),
+        _ => Err(refused(queue, addr, response)),
+    }
+}
+
+fn update_offset_request(
+    consumer_group: &str,
+    queue: &MessageQueue,
+    offset: i64,
+) -> RemotingCommand {
+    RemotingCommand::request(
+        RequestCode::UPDATE_CONSUMER_OFFSET,
+        &UpdateConsumerOffsetRequestHeader {
+            consumer_group: consumer_group.to_string(),
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            commit_offset: offset,
+        },
+    )
+}
+
+/// Commits an offset with a oneway UPDATE_CONSUMER_OFFSET to the leader. If the leader
+/// cannot be reached (nothing was sent), it is found through the group's members and
+/// the commit is sent as a request there (commits are idempotent).
+pub(crate) async fn update_consumer_offset_oneway(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    queue: &MessageQueue,
+    offset: i64,
+) -> Result<()> {
+    let request = update_offset_request(consumer_group, queue, offset);
+    match instance
+        .oneway_leader(&queue.broker_name, request.clone())
+        .await
+    {
+        Err(ClientError::NoLeader { .. }) => {
+            update_consumer_offset(instance, consumer_group, queue, offset).await
+        }
+        other => other,
+    }
+}
+
+/// Commits an offset and waits for the leader's answer.
+pub(crate) async fn update_consumer_offset(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    queue: &MessageQueue,
+    offset: i64,
+) -> Result<()> {
+    let request = update_offset_request(consumer_group, queue, offset);
+    let (addr, response) = instance
+        .request_group(
+            &queue.broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Write,
+        )
+        .await?;
+    if response.code == ResponseCode::SUCCESS as i32 {
+        Ok(())
+    } else {
+        Err(refused(queue, addr, response))
+    }
+}
+
+async fn offset_request(
+    instance: &ClientInstance,
+    queue: &MessageQueue,
+    request: RemotingCommand,
+) -> Result<i64> {
+    let (addr, response) = instance
+        .request_group(
+            &queue.broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Read,
+        )
+        .await?;
+    if response.code == ResponseCode::SUCCESS as i32 {
+        Ok(header::<OffsetResponseHeader>(&addr, &response)?.offset)
+    } else {
+        Err(refused(queue, addr, response))
+    }
+}
+
+fn queue_offset_header(queue: &MessageQueue) -> QueueOffsetRequestHeader {
+    QueueOffsetRequestHeader {
+        topic: queue.topic.clone(),
+        queue_id: queue.queue_id,
+    }
+}
+
+/// The offset after the queue's last message (GET_MAX_OFFSET).
+pub(crate) async fn max_offset(instance: &ClientInstance, queue: &MessageQueue) -> Result<i64> {
+    let request =
+        RemotingCommand::request(RequestCode::GET_MAX_OFFSET, &queue_offset_header(queue));
+    offset_request(instance, queue, request).await
+}
+
+/// The queue's first offset still stored (GET_MIN_OFFSET).
+pub(crate) async fn min_offset(instance: &ClientInstance, queue: &MessageQueue) -> Result<i64> {
+    let request =
+        RemotingCommand::request(RequestCode::GET_MIN_OFFSET, &queue_offset_header(queue));
+    offset_request(instance, queue, request).await
+}
+
+/// The first offset stored at or after `timestamp_ms` (SEARCH_OFFSET_BY_TIMESTAMP).
+pub(crate) async fn search_offset(
+    instance: &ClientInstance,
+    queue: &MessageQueue,
+    timestamp_ms: i64,
+) -> Result<i64> {
+    let request = RemotingCommand::request(
+        RequestCode::SEARCH_OFFSET_BY_TIMESTAMP,
+        &SearchOffsetRequestHeader {
+            topic: queue.topic.clone(),
+            queue_id: queue.queue_id,
+            timestamp: timestamp_ms,
+        },
+    );
+    offset_request(instance, queue, request).await
+}
+
+/// The live members of a consumer group, as the leader of `broker_name` knows them
+/// (GET_CONSUMER_LIST_BY_GROUP).
+pub(crate) async fn consumer_ids(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    broker_name: &str,
+) -> Result<Vec<String>> {
+    let request = RemotingCommand::request(
+        RequestCode::GET_CONSUMER_LIST_BY_GROUP,
+        &ConsumerGroupRequestHeader {
+            consumer_group: consumer_group.to_string(),
+        },
+    );
+    let (addr, response) = instance
+        .request_group(
+            broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Read,
+        )
+        .await?;
+    if response.code != ResponseCode::SUCCESS as i32 {
+        return Err(ClientError::Broker {
+            broker_name: broker_name.to_string(),
+            addr,
+            code: response.code,
+            remark: response.remark.unwrap_or_default(),
+        });
+    }
+    let body: ConsumerListBody =
+        from_json("consumer list", &response.body).map_err(|e| bad_response(&addr, e))?;
+    Ok(body.consumer_id_list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the sys flag bits are RocketMQ's PullSysFlag values.
+    #[test]
+    fn pull_sys_flag_bits_are_rocketmq_values() {
+        assert_eq!(pull_sys_flag::build(true, false, false, false), 1);
+        assert_eq!(pull_sys_flag::build(false, true, false, false), 2);
+        assert_eq!(pull_sys_flag::build(false, false, true, false), 4);
+        assert_eq!(pull_sys_flag::build(false, false, false, true), 8);
+        assert_eq!(pull_sys_flag::build(true, true, true, false), 7);
+    }
+}

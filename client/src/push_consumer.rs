@@ -1,0 +1,827 @@
+//! [`PushConsumer`]: subscribe, register a listener, start; the consumer pulls and calls
+//! the listener (RocketMQ's `DefaultMQPushConsumer` with a concurrent listener).
+//!
+//! # What runs
+//!
+//! - **Heartbeats** (HEART_BEAT with the group, model, subscriptions) at start and every
+//!   `heartbeat_broker_interval_ms` to every member of every group serving a
+//!   subscribed topic, leaders and followers alike, so any of them can answer for the
+//!   group after a failover.
+//! - **Rebalance** at start, every `rebalance_interval_ms`, and at once when a broker
+//!   sends NOTIFY_CONSUMER_IDS_CHANGED. Clustering: the topic's readable queues are
+//!   split among the group's live members (GET_CONSUMER_LIST_BY_GROUP, asked of a
+//!   leader) with [`crate::allocate::allocate_averagely`]. Broadcasting: every queue.
+//! - **One pull loop per owned queue**: long polling (`broker_suspend_max_time_ms`,
+//!   deadline `consumer_timeout_when_suspend_ms`), starting at the committed offset,
+//!   else per [`ConsumeFromWhere`]. Flow control: a queue holds at most
+//!   `pull_threshold_for_queue` pulled-but-unconsumed messages; its loop waits
+//!   while that many are in flight.
+//! - **One consume loop per owned queue**: batches (`consume_message_batch_max_size`)
+//!   go to the listener in queue order, one batch of a queue at a time; at most
+//!   `consume_thread_max` listener calls run at once across all queues.
+//! - **Offset commits** every `persist_consumer_offset_interval_ms`, when a queue is
+//!   rebalanced away, and at shutdown. The committed offset is the lowest offset of
+//!   the queue not yet consumed, so a crash re-delivers, never skips (at least once).
+//!
+//! # Giving a queue away
+//!
+//! When rebalancing takes a queue away, its loops are stopped and its state marked
+//! dropped *before* its offset is committed: a listener call still running finishes,
+//! but its result no longer moves the offset, and the new owner re-delivers it.
+//!
+//! # RECONSUME_LATER
+//!
+//! A batch the listener returns [`ConsumeStatus::ReconsumeLater`] for (or panics on)
+//! is retried here, after `reconsume_delay_ms` times the attempt number, up to
+//! `max_reconsume_times`; meanwhile it holds the queue's committed offset back, and
+//! later batches of the queue go on. After the last attempt it is logged and
+//! counted as consumed. Broker-side retry topics (CONSUMER_SEND_MSG_BACK) and
+//! dead-letter queues come later.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use remoting::route::{ConsumerData, HeartbeatData};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::allocate::allocate_averagely;
+use crate::api::{self, PullArgs, PullResult};
+use crate::error::{ClientError, Result};
+use crate::filter::TagFilter;
+use crate::instance::{ClientConfig, ClientInstance};
+use crate::message::{validate_topic, MessageExt, MessageQueue};
+use crate::offset_store::OffsetStore;
+use crate::unique_id::now_ms;
+
+/// RocketMQ's `MessageModel`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageModel {
+    /// Each message goes to one member of the group.
+    Clustering,
+    /// Each message goes to every member.
+    Broadcasting,
+}
+
+impl MessageModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageModel::Clustering => "CLUSTERING",
+            MessageModel::Broadcasting => "BROADCASTING",
+        }
+    }
+}
+
+/// Where a queue with no committed offset starts (RocketMQ's `ConsumeFromWhere`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeFromWhere {
+    /// The queue's end (but a new group on a queue whose min offset is 0 starts at 0:
+    /// the broker answers the offset query with 0 then).
+    LastOffset,
+    /// The queue's first stored message.
+    FirstOffset,
+    /// The first message stored at or after `consume_timestamp_ms`.
+    Timestamp,
+}
+
+impl ConsumeFromWhere {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumeFromWhere::LastOffset => "CONSUME_FROM_LAST_OFFSET",
+            ConsumeFromWhere::FirstOffset => "CONSUME_FROM_FIRST_OFFSET",
+            ConsumeFromWhere::Timestamp => "CONSUME_FROM_TIMESTAMP",
+        }
+    }
+}
+
+/// A listener's verdict on a batch (RocketMQ's `ConsumeConcurrentlyStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeStatus {
+    ConsumeSuccess,
+    ReconsumeLater,
+}
+
+/// A push consumer's settings, with RocketMQ's names.
+#[derive(Debug, Clone)]
+pub struct PushConsumerConfig {
+    pub client: ClientConfig,
+    pub consumer_group: String,
+    pub message_model: MessageModel,
+    pub consume_from_where: ConsumeFromWhere,
+    /// For [`ConsumeFromWhere::Timestamp`]; default: half an hour before start.
+    pub consume_timestamp_ms: i64,
+    /// Listener calls running at once, across all queues.
+    pub consume_thread_max: usize,
+    /// Messages per listener call.
+    pub consume_message_batch_max_size: usize,
+    /// Messages asked for per pull.
+    pub pull_batch_size: i32,
+    /// Pulled-but-unconsumed messages held per queue before its pulls pause.
+    pub pull_threshold_for_queue: usize,
+    /// How long a broker may hold a pull with nothing new.
+    pub broker_suspend_max_time_ms: u64,
+    /// The deadline of a held pull (longer than the hold).
+    pub consumer_timeout_when_suspend_ms: u64,
+    /// Pause after a failed pull.
+    pub pull_time_delay_when_exception_ms: u64,
+    pub rebalance_interval_ms: u64,
+    pub persist_consumer_offset_interval_ms: u64,
+    /// Base delay before a RECONSUME_LATER batch is retried (times the attempt).
+    pub reconsume_delay_ms: u64,
+    /// Local retries of a RECONSUME_LATER batch before it is given up.
+    pub max_reconsume_times: u32,
+    /// Broadcasting: where offsets are kept (RocketMQ's
+    /// `rocketmq.client.localOffsetStoreDir`).
+    pub local_offset_store_dir: PathBuf,
+    /// At shutdown, how long running listener calls may take to finish before offsets
+    /// are committed.
+    pub await_termination_when_shutdown_ms: u64,
+}
+
+impl PushConsumerConfig {
+    pub fn new(namesrv_addr: impl Into<String>, consumer_group: impl Into<String>) -> Self {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        PushConsumerConfig {
+            client: ClientConfig::new(namesrv_addr),
+            consumer_group: consumer_group.into(),
+            message_model: MessageModel::Clustering,
+            consume_from_where: ConsumeFromWhere::LastOffset,
+            consume_timestamp_ms: now_ms() - 30 * 60 * 1000,
+            consume_thread_max: 20,
+            consume_message_batch_max_size: 1,
+            pull_batch_size: 32,
+            pull_threshold_for_queue: 1000,
+            broker_suspend_max_time_ms: 15_000,
+            consumer_timeout_when_suspend_ms: 20_000,
+            pull_time_delay_when_exception_ms: 3_000,
+            rebalance_interval_ms: 20_000,
+            persist_consumer_offset_interval_ms: 5_000,
+            reconsume_delay_ms: 1_000,
+            max_reconsume_times: 16,
+            local_offset_store_dir: home.join(".rocketmq_offsets"),
+            await_termination_when_shutdown_ms: 5_000,
+        }
+    }
+}
+
+type SyncListener = dyn Fn(&[MessageExt]) -> ConsumeStatus + Send + Sync;
+type AsyncListener = dyn Fn(Vec<MessageExt>) -> BoxFuture<'static, ConsumeStatus> + Send + Sync;
+
+#[derive(Clone)]
+enum Listener {
+    /// Runs on Tokio's blocking pool.
+    Sync(Arc<SyncListener>),
+    /// Runs as a task.
+    Async(Arc<AsyncListener>),
+}
+
+/// A push consumer: [`PushConsumer::new`], [`PushConsumer::subscribe`], a listener,
+/// [`PushConsumer::start`], and at the end [`PushConsumer::shutdown`].
+pub struct PushConsumer {
+    config: PushConsumerConfig,
+    subscriptions: BTreeMap<String, TagFilter>,
+    listener: Option<Listener>,
+    running: Option<Arc<Shared>>,
+}
+
+impl PushConsumer {
+    pub fn new(config: PushConsumerConfig) -> Self {
+        PushConsumer {
+            config,
+            subscriptions: BTreeMap::new(),
+            listener: None,
+            running: None,
+        }
+    }
+
+    /// Subscribes to `topic` with a tag expression (`"*"`, `"TagA || TagB"`). Call
+    /// before [`Self::start`].
+    pub fn subscribe(&mut self, topic: &str, tag_expression: &str) -> Result<()> {
+        validate_topic(topic).map_err(|reason| ClientError::InvalidConfig {
+            reason: format!("topic `{topic}`: {reason}"),
+        })?;
+        self.subscriptions
+            .insert(topic.to_string(), TagFilter::parse(tag_expression));
+        Ok(())
+    }
+
+    /// The listener, called on Tokio's blocking pool (it may block).
+    pub fn register_message_listener<F>(&mut self, listener: F)
+    where
+        F: Fn(&[MessageExt]) -> ConsumeStatus + Send + Sync + 'static,
+    {
+        self.listener = Some(Listener::Sync(Arc::new(listener)));
+    }
+
+    /// An async listener, run as a task.
+    pub fn register_async_listener<F, Fut>(&mut self, listener: F)
+    where
+        F: Fn(Vec<MessageExt>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ConsumeStatus> + Send + 'static,
+    {
+        self.listener = Some(Listener::Async(Arc::new(move |msgs| {
+            Box::pin(listener(msgs)) as BoxFuture<'static, ConsumeStatus>
+        })));
+    }
+
+    /// Starts heartbeats, rebalancing and pulling on the current Tokio runtime.
+    pub async fn start(&mut self) -> Result<()> {
+        if self.running.is_some() {
+            return Ok(());
+        }
+        let invalid = |reason: &str| ClientError::InvalidConfig {
+            reason: reason.to_string(),
+        };
+        if self.config.consumer_group.is_empty() {
+            return Err(invalid("consumer_group is empty"));
+        }
+        if self.subscriptions.is_empty() {
+            return Err(invalid("subscribe to at least one topic before start"));
+        }
+        let Some(listener) = self.listener.clone() else {
+            return Err(invalid("register a listener before start"));
+        };
+        let instance = ClientInstance::new(self.config.client.clone())?;
+        let offsets = match self.config.message_model {
+            MessageModel::Clustering => {
+                OffsetStore::remote(instance.clone(), &self.config.consumer_group)
+            }
+            MessageModel::Broadcasting => OffsetStore::local(
+                instance.clone(),
+                &self.config.consumer_group,
+                &self.config.local_offset_store_dir,
+            )?,
+        };
+        let sub_version = now_ms();
+        let shared = Arc::new(Shared {
+            notify: Mutex::new(Some(
+                instance.watch_consumer_ids(&self.config.consumer_group),
+            )),
+            pool: Arc::new(Semaphore::new(self.config.consume_thread_max.max(1))),
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(t, f)| (t.clone(), (f.clone(), sub_version)))
+                .collect(),
+            config: self.config.clone(),
+            listener,
+            offsets,
+            queues: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            rebalance_lock: tokio::sync::Mutex::new(()),
+            instance,
+        });
+        for topic in shared.subscriptions.keys() {
+            if let Err(e) = shared.instance.refresh_topic(topic).await {
+                warn!(%topic, error = %e, "no route yet; will retry");
+            }
+        }
+        let refresher = shared.instance.start();
+        shared.heartbeat().await;
+        shared.rebalance().await;
+        let tasks = vec![
+            refresher,
+            tokio::spawn(shared.clone().heartbeat_loop()),
+            tokio::spawn(shared.clone().rebalance_loop()),
+            tokio::spawn(shared.clone().persist_loop()),
+        ];
+        shared.tasks.lock().unwrap().extend(tasks);
+        info!(client_id = %shared.instance.client_id, consumer_group = %self.config.consumer_group, "push consumer started");
+        self.running = Some(shared);
+        Ok(())
+    }
+
+    /// This consumer's client id, once started.
+    pub fn client_id(&self) -> Option<&str> {
+        self.running.as_ref().map(|s| s.instance.client_id.as_str())
+    }
+
+    /// The queues this consumer owns now, sorted.
+    pub fn owned_queues(&self) -> Vec<MessageQueue> {
+        let Some(shared) = &self.running else {
+            return Vec::new();
+        };
+        let mut out: Vec<MessageQueue> = shared.queues.lock().unwrap().keys().cloned().collect();
+        out.sort();
+        out
+    }
+
+    /// Stops pulling, lets running listener calls finish (bounded by
+    /// `await_termination_when_shutdown_ms`), commits offsets and waits for the
+    /// answers, unregisters from every broker and closes connections.
+    pub async fn shutdown(&mut self) {
+        let Some(shared) = self.running.take() else {
+            return;
+        };
+        shared.instance.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = shared.tasks.lock().unwrap().drain(..).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = shared
+            .queues
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(q, pq)| (q.clone(), pq.clone()))
+            .collect();
+        // Running listener calls may finish and move offsets, within the bound.
+        let wait = Duration::from_millis(self.config.await_termination_when_shutdown_ms);
+        let all = self.config.consume_thread_max.max(1) as u32;
+        let drained = tokio::time::timeout(wait, async {
+            futures::future::join_all(queues.iter().map(|(_, pq)| pq.stop_tasks(wait))).await;
+            shared.pool.acquire_many(all).await.map(|p| p.forget())
+        })
+        .await;
+        if drained.is_err() {
+            warn!("listener calls still running at shutdown; their messages will be re-delivered");
+        }
+        for (_, pq) in &queues {
+            pq.dropped.store(true, Ordering::SeqCst);
+        }
+        let owned: Vec<MessageQueue> = queues.into_iter().map(|(q, _)| q).collect();
+        shared.offsets.persist(&owned, true).await;
+        shared
+            .instance
+            .unregister(None, Some(&self.config.consumer_group))
+            .await;
+        shared.instance.close_connections();
+        info!(client_id = %shared.instance.client_id, "push consumer stopped");
+    }
+}
+
+impl Drop for PushConsumer {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.running {
+            shared.instance.cancel.cancel();
+        }
+    }
+}
+
+/// One owned queue's state.
+struct ProcessQueue {
+    queue: MessageQueue,
+    /// Stops its loops (rebalance or shutdown).
+    cancel: CancellationToken,
+    /// Set when the queue is given away: results no longer move its offset.
+    dropped: AtomicBool,
+    window: Mutex<Window>,
+    /// Wakes the pull loop when messages leave the window.
+    space: Notify,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// Offsets pulled and not yet consumed.
+    in_flight: BTreeSet<i64>,
+    /// Where the next pull starts: every offset below it was pulled (or filtered out).
+    pulled_until: Option<i64>,
+}
+
+impl Window {
+    /// The lowest offset not yet consumed.
+    fn consumed_offset(&self) -> Option<i64> {
+        self.in_flight.first().copied().or(self.pulled_until)
+    }
+}
+
+impl ProcessQueue {
+    fn in_flight(&self) -> usize {
+        self.window.lock().unwrap().in_flight.len()
+    }
+
+    /// Stops the queue's loops and waits up to `wait` for them (a listener call in
+    /// progress finishes on its own; the caller decides whether its result counts).
+    async fn stop_tasks(&self, wait: Duration) {
+        self.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().unwrap().drain(..).collect();
+        if tokio::time::timeout(wait, futures::future::join_all(tasks))
+            .await
+            .is_err()
+        {
+            debug!(queue = %self.queue, "a listener call outlived its queue's loops");
+        }
+    }
+}
+
+struct Shared {
+    instance: Arc<ClientInstance>,
+    config: PushConsumerConfig,
+    subscriptions: BTreeMap<String, (TagFilter, i64)>,
+    listener: Listener,
+    offsets: OffsetStore,
+    pool: Arc<Semaphore>,
+    queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    rebalance_lock: tokio::sync::Mutex<()>,
+    notify: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Shared {
+    async fn sleep_or_stop(&self, ms: u64) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => true,
+            _ = self.instance.cancel.cancelled() => false,
+        }
+    }
+
+    fn heartbeat_data(&self) -> HeartbeatData {
+        HeartbeatData {
+            client_id: self.instance.client_id.clone(),
+            producer_data_set: Vec::new(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: self.config.consumer_group.clone(),
+                consume_type: "CONSUME_PASSIVELY".into(),
+                message_model: self.config.message_model.name().into(),
+                consume_from_where: self.config.consume_from_where.name().into(),
+                subscription_data_set: self
+                    .subscriptions
+                    .iter()
+                    .map(|(topic, (filter, version))| filter.subscription_data(topic, *version))
+                    .collect(),
+                unit_mode: false,
+            }],
+        }
+    }
+
+    async fn heartbeat(&self) {
+        let topics: Vec<String> = self.subscriptions.keys().cloned().collect();
+        let ok = self
+            .instance
+            .heartbeat(&topics, &self.heartbeat_data())
+            .await;
+        debug!(brokers = ok, "heartbeat sent");
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        while self
+            .sleep_or_stop(self.config.client.heartbeat_broker_interval_ms)
+            .await
+        {
+            self.heartbeat().await;
+        }
+    }
+
+    async fn rebalance_loop(self: Arc<Self>) {
+        let Some(mut notified) = self.notify.lock().unwrap().take() else {
+            return;
+        };
+        let interval = Duration::from_millis(self.config.rebalance_interval_ms.max(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                Some(()) = notified.recv() => debug!("consumer ids changed: rebalancing now"),
+                _ = self.instance.cancel.cancelled() => return,
+            }
+            self.rebalance().await;
+        }
+    }
+
+    async fn persist_loop(self: Arc<Self>) {
+        while self
+            .sleep_or_stop(self.config.persist_consumer_offset_interval_ms)
+            .await
+        {
+            let owned: Vec<MessageQueue> = self.queues.lock().unwrap().keys().cloned().collect();
+            self.offsets.persist(&owned, false).await;
+        }
+    }
+
+    async fn rebalance(self: &Arc<Self>) {
+        let _one_at_a_time = self.rebalance_lock.lock().await;
+        for topic in self.subscriptions.keys() {
+            if self.instance.cancel.is_cancelled() {
+                return;
+            }
+            let queues = self.instance.routes().subscribe_queues(topic);
+            if queues.is_empty() {
+                debug!(%topic, "no readable queue known; keeping current queues");
+                continue;
+            }
+            let mine = match self.config.message_model {
+                MessageModel::Broadcasting => queues,
+                MessageModel::Clustering => match self.consumer_ids(&queues).await {
+                    Some(ids) => allocate_averagely(&self.instance.client_id, &queues, &ids),
+                    None => continue,
+                },
+            };
+            self.apply_allocation(topic, mine).await;
+        }
+    }
+
+    /// The group's members, asked of each group's leader in turn until one answers.
+    async fn consumer_ids(&self, queues: &[MessageQueue]) -> Option<Vec<String>> {
+        let mut groups: Vec<&str> = queues.iter().map(|q| q.broker_name.as_str()).collect();
+        groups.dedup();
+        for broker_name in groups {
+            match api::consumer_ids(&self.instance, &self.config.consumer_group, broker_name).await
+            {
+                Ok(ids) if !ids.is_empty() => return Some(ids),
+                Ok(_) => debug!(%broker_name, "the broker knows no member of the group yet"),
+                Err(e) => debug!(%broker_name, error = %e, "consumer list failed"),
+            }
+        }
+        None
+    }
+
+    async fn apply_allocation(self: &Arc<Self>, topic: &str, mine: Vec<MessageQueue>) {
+        let mine: BTreeSet<MessageQueue> = mine.into_iter().collect();
+        let (removed, added): (Vec<Arc<ProcessQueue>>, Vec<MessageQueue>) = {
+            let mut queues = self.queues.lock().unwrap();
+            let removed_keys: Vec<MessageQueue> = queues
+                .keys()
+                .filter(|q| q.topic == topic && !mine.contains(*q))
+                .cloned()
+                .collect();
+            let removed = removed_keys
+                .iter()
+                .filter_map(|q| queues.remove(q))
+                .collect();
+            let added = mine
+                .iter()
+                .filter(|q| !queues.contains_key(*q))
+                .cloned()
+                .collect();
+            (removed, added)
+        };
+        for pq in removed {
+            // Stop first, then commit: nothing moves the offset after this point.
+            pq.dropped.store(true, Ordering::SeqCst);
+            pq.stop_tasks(Duration::from_secs(1)).await;
+            self.offsets
+                .persist(std::slice::from_ref(&pq.queue), true)
+                .await;
+            self.offsets.remove(&pq.queue);
+            info!(queue = %pq.queue, "queue rebalanced away");
+        }
+        for queue in added {
+            let pq = Arc::new(ProcessQueue {
+                queue: queue.clone(),
+                cancel: self.instance.cancel.child_token(),
+                dropped: AtomicBool::new(false),
+                window: Mutex::new(Window::default()),
+                space: Notify::new(),
+                tasks: Mutex::new(Vec::new()),
+            });
+            let capacity = (self.config.pull_threshold_for_queue
+                / self.config.consume_message_batch_max_size.max(1))
+            .max(1);
+            let (tx, rx) = mpsc::channel(capacity);
+            let pull = tokio::spawn(self.clone().pull_loop(pq.clone(), tx));
+            let consume = tokio::spawn(self.clone().consume_loop(pq.clone(), rx));
+            pq.tasks.lock().unwrap().extend([pull, consume]);
+            self.queues.lock().unwrap().insert(queue.clone(), pq);
+            info!(%queue, "queue assigned");
+        }
+    }
+
+    /// The offset a newly owned queue starts at.
+    async fn start_offset(&self, queue: &MessageQueue) -> Result<i64> {
+        if let Some(offset) = self.offsets.read_committed(queue).await? {
+            if offset >= 0 {
+                return Ok(offset);
+            }
+        }
+        match self.config.consume_from_where {
+            ConsumeFromWhere::LastOffset if queue.topic.starts_with("%RETRY%") => Ok(0),
+            ConsumeFromWhere::LastOffset => api::max_offset(&self.instance, queue).await,
+            ConsumeFromWhere::FirstOffset => api::min_offset(&self.instance, queue).await,
+            ConsumeFromWhere::Timestamp => {
+                api::search_offset(&self.instance, queue, self.config.consume_timestamp_ms).await
+            }
+        }
+    }
+
+    async fn pull_loop(self: Arc<Self>, pq: Arc<ProcessQueue>, tx: mpsc::Sender<Vec<MessageExt>>) {
+        let queue = pq.queue.clone();
+        let (filter, sub_version) = self.subscriptions[&queue.topic].clone();
+        let delay_ms = self.config.pull_time_delay_when_exception_ms;
+        let mut offset = loop {
+            let attempt = tokio::select! {
+                r = self.start_offset(&queue) => r,
+                _ = pq.cancel.cancelled() => return,
+            };
+            match attempt {
+                Ok(offset) => break offset,
+                Err(e) => {
+                    warn!(%queue, error = %e, "cannot find the start offset; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                        _ = pq.cancel.cancelled() => return,
+                    }
+                }
+            }
+        };
+        pq.window.lock().unwrap().pulled_until = Some(offset);
+        if !pq.dropped.load(Ordering::SeqCst) {
+            // Remember the start so a restart before the first message begins here too.
+            self.offsets.update(&queue, offset, true);
+        }
+        debug!(%queue, offset, "pulling");
+        let batch = self.config.consume_message_batch_max_size.max(1);
+        loop {
+            if pq.in_flight() >= self.config.pull_threshold_for_queue {
+                tokio::select! {
+                    _ = pq.space.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+                    _ = pq.cancel.cancelled() => return,
+                }
+                continue;
+            }
+            let args = PullArgs {
+                consumer_group: &self.config.consumer_group,
+                queue: &queue,
+                offset,
+                max_nums: self.config.pull_batch_size,
+                filter: &filter,
+                sub_version,
+                suspend: Duration::from_millis(self.config.broker_suspend_max_time_ms),
+                timeout: Duration::from_millis(self.config.consumer_timeout_when_suspend_ms),
+            };
+            let result = tokio::select! {
+                r = api::pull(&self.instance, args) => r,
+                _ = pq.cancel.cancelled() => return,
+            };
+            match result {
+                Ok(PullResult::Found {
+                    messages,
+                    next_begin_offset,
+                    ..
+                }) => {
+                    {
+                        let mut w = pq.window.lock().unwrap();
+                        w.in_flight.extend(messages.iter().map(|m| m.queue_offset));
+                        w.pulled_until = Some(next_begin_offset);
+                    }
+                    offset = next_begin_offset;
+                    for chunk in messages.chunks(batch) {
+                        tokio::select! {
+                            sent = tx.send(chunk.to_vec()) => if sent.is_err() { return },
+                            _ = pq.cancel.cancelled() => return,
+                        }
+                    }
+                }
+                Ok(
+                    PullResult::NoNewMessage {
+                        next_begin_offset, ..
+                    }
+                    | PullResult::NoMatchedMessage {
+                        next_begin_offset, ..
+                    },
+                ) => {
+                    offset = next_begin_offset;
+                    self.advance_idle(&pq, next_begin_offset, false);
+                }
+                Ok(PullResult::OffsetIllegal {
+                    next_begin_offset, ..
+                }) => {
+                    warn!(%queue, offset, next_begin_offset, "offset illegal; moving to the broker's next offset");
+                    offset = next_begin_offset;
+                    self.advance_idle(&pq, next_begin_offset, true);
+                }
+                Err(e) => {
+                    debug!(%queue, offset, error = %e, "pull failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                        _ = pq.cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the pull position without new messages; with nothing in flight the
+    /// consumed offset follows it (RocketMQ's `correctTagsOffset`).
+    fn advance_idle(&self, pq: &ProcessQueue, next: i64, force: bool) {
+        let consumed = {
+            let mut w = pq.window.lock().unwrap();
+            w.pulled_until = Some(next);
+            w.consumed_offset()
+        };
+        if pq.dropped.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(consumed) = consumed {
+            self.offsets.update(&pq.queue, consumed, !force);
+        }
+    }
+
+    async fn consume_loop(
+        self: Arc<Self>,
+        pq: Arc<ProcessQueue>,
+        mut rx: mpsc::Receiver<Vec<MessageExt>>,
+    ) {
+        loop {
+            let batch = tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => return,
+                },
+                _ = pq.cancel.cancelled() => return,
+            };
+            match self.call_listener(batch.clone()).await {
+                ConsumeStatus::ConsumeSuccess => self.complete(&pq, &batch),
+                ConsumeStatus::ReconsumeLater => {
+                    let this = self.clone();
+                    let pq = pq.clone();
+                    tokio::spawn(async move { this.reconsume(pq, batch).await });
+                }
+            }
+        }
+    }
+
+    async fn reconsume(self: Arc<Self>, pq: Arc<ProcessQueue>, mut batch: Vec<MessageExt>) {
+        for attempt in 1..=self.config.max_reconsume_times {
+            let delay = Duration::from_millis(self.config.reconsume_delay_ms * attempt as u64)
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = pq.cancel.cancelled() => return,
+            }
+            for m in &mut batch {
+                m.reconsume_times += 1;
+            }
+            if self.call_listener(batch.clone()).await == ConsumeStatus::ConsumeSuccess {
+                self.complete(&pq, &batch);
+                return;
+            }
+        }
+        if !pq.cancel.is_cancelled() {
+            let first = batch.first().map(|m| m.queue_offset);
+            error!(
+                queue = %pq.queue,
+                queue_offset = ?first,
+                attempts = self.config.max_reconsume_times + 1,
+                "giving up on a batch the listener keeps refusing"
+            );
+            self.complete(&pq, &batch);
+        }
+    }
+
+    async fn call_listener(&self, batch: Vec<MessageExt>) -> ConsumeStatus {
+        let Ok(_slot) = self.pool.acquire().await else {
+            return ConsumeStatus::ReconsumeLater;
+        };
+        let outcome = match &self.listener {
+            Listener::Sync(f) => {
+                let f = f.clone();
+                tokio::task::spawn_blocking(move || f(&batch)).await
+            }
+            Listener::Async(f) => tokio::spawn(f(batch)).await,
+        };
+        outcome.unwrap_or_else(|e| {
+            warn!(error = %e, "the listener panicked; the batch will be retried");
+            ConsumeStatus::ReconsumeLater
+        })
+    }
+
+    /// Takes consumed messages out of the window and moves the offset.
+    fn complete(&self, pq: &ProcessQueue, batch: &[MessageExt]) {
+        let consumed = {
+            let mut w = pq.window.lock().unwrap();
+            for m in batch {
+                w.in_flight.remove(&m.queue_offset);
+            }
+            w.consumed_offset()
+        };
+        pq.space.notify_one();
+        if pq.dropped.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(consumed) = consumed {
+            self.offsets.update(&pq.queue, consumed, true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves the committed offset is the lowest in-flight offset, and the pull
+    /// position once nothing is in flight (so a crash re-delivers, never skips).
+    #[test]
+    fn consumed_offset_is_lowest_unconsumed() {
+        let mut w = Window::default();
+        assert_eq!(w.consumed_offset(), None);
+        w.pulled_until = Some(10);
+        assert_eq!(w.consumed_offset(), Some(10));
+        w.in_flight.extend([10, 11, 12]);
+        w.pulled_until = Some(13);
+        assert_eq!(w.consumed_offset(), Some(10));
+        w.in_flight.remove(&11);
+        w.in_flight.remove(&12);
+        assert_eq!(w.consumed_offset(), Some(10));
+        w.in_flight.remove(&10);
+        assert_eq!(w.consumed_offset(), Some(13));
+    }
+}

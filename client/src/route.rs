@@ -1,0 +1,322 @@
+//! The client's route cache: per topic, the name servers' route; per broker group, its
+//! members with the current leader as brokerId 0.
+//!
+//! Routes are replaced by each name-server refresh. Between refreshes the client
+//! learns of a new leader from a follower's redirect ([`RouteTable::learn_leader`]);
+//! the group's member list stays complete, so a dead leader's followers can still be
+//! asked who leads now. A learned leader outlives refreshes that still name another
+//! leader for [`LEARNED_LEADER_TTL`] (name servers may lag an election), until the
+//! name servers agree, or until it cannot be reached ([`RouteTable::forget_learned`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use remoting::route::{perm, TopicRouteData, LEADER_BROKER_ID};
+
+use crate::message::MessageQueue;
+
+/// How long a leader learned from a redirect wins over name-server routes that name
+/// another leader.
+pub const LEARNED_LEADER_TTL: Duration = Duration::from_secs(30);
+
+/// What the client knows of routes.
+#[derive(Debug, Default, Clone)]
+pub struct RouteTable {
+    topics: HashMap<String, TopicRouteData>,
+    groups: HashMap<String, BTreeMap<i64, String>>,
+    /// Leaders learned from redirects, and when.
+    learned: HashMap<String, (String, Instant)>,
+}
+
+impl RouteTable {
+    /// Stores a topic's route and the members of its groups.
+    pub fn update_topic(&mut self, topic: &str, route: TopicRouteData) {
+        self.update_topic_at(topic, route, Instant::now())
+    }
+
+    fn update_topic_at(&mut self, topic: &str, route: TopicRouteData, now: Instant) {
+        for broker in &route.broker_datas {
+            if broker.broker_addrs.is_empty() {
+                continue;
+            }
+            let name = &broker.broker_name;
+            self.groups
+                .insert(name.clone(), broker.broker_addrs.clone());
+            if let Some((addr, at)) = self.learned.get(name).cloned() {
+                let agrees = broker.leader_addr() == Some(addr.as_str());
+                if agrees || now.duration_since(at) >= LEARNED_LEADER_TTL {
+                    self.learned.remove(name);
+                } else {
+                    self.set_leader(name, &addr);
+                }
+            }
+        }
+        self.topics.insert(topic.to_string(), route);
+    }
+
+    /// Records a leader named by a redirect (or found answering writes): it leads the
+    /// group now, and keeps doing so across refreshes for [`LEARNED_LEADER_TTL`].
+    pub fn learn_leader(&mut self, broker_name: &str, addr: &str) {
+        self.learned
+            .insert(broker_name.to_string(), (addr.to_string(), Instant::now()));
+        self.set_leader(broker_name, addr);
+    }
+
+    /// Drops a learned leader that could not be reached.
+    pub fn forget_learned(&mut self, broker_name: &str, addr: &str) {
+        if self
+            .learned
+            .get(broker_name)
+            .is_some_and(|(a, _)| a == addr)
+        {
+            self.learned.remove(broker_name);
+        }
+    }
+
+    /// Forgets a topic the name servers no longer know.
+    pub fn remove_topic(&mut self, topic: &str) {
+        self.topics.remove(topic);
+    }
+
+    pub fn topic(&self, topic: &str) -> Option<&TopicRouteData> {
+        self.topics.get(topic)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.topics.keys().map(String::as_str)
+    }
+
+    /// A group's members by brokerId (0 = leader).
+    pub fn group(&self, broker_name: &str) -> Option<&BTreeMap<i64, String>> {
+        self.groups.get(broker_name)
+    }
+
+    pub fn leader(&self, broker_name: &str) -> Option<&str> {
+        self.groups
+            .get(broker_name)
+            .and_then(|g| g.get(&LEADER_BROKER_ID))
+            .map(String::as_str)
+    }
+
+    /// Every member's address, the leader first.
+    pub fn members(&self, broker_name: &str) -> Vec<String> {
+        self.groups
+            .get(broker_name)
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every address of every group serving `topic`.
+    pub fn topic_addrs(&self, topic: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(route) = self.topics.get(topic) {
+            for broker in &route.broker_datas {
+                for addr in self.members(&broker.broker_name) {
+                    out.push((broker.broker_name.clone(), addr));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every address of every group known.
+    pub fn all_addrs(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .groups
+            .iter()
+            .flat_map(|(name, g)| g.values().map(move |a| (name.clone(), a.clone())))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Records that `addr` leads `broker_name` now. A follower entry with that address
+    /// is removed, and the old leader, if different, is kept as a follower so it can be
+    /// asked again later.
+    pub fn set_leader(&mut self, broker_name: &str, addr: &str) {
+        let group = self.groups.entry(broker_name.to_string()).or_default();
+        if group.get(&LEADER_BROKER_ID).map(String::as_str) == Some(addr) {
+            return;
+        }
+        let freed = group
+            .iter()
+            .find(|(id, a)| **id != LEADER_BROKER_ID && a.as_str() == addr)
+            .map(|(id, _)| *id);
+        if let Some(id) = freed {
+            group.remove(&id);
+        }
+        if let Some(old) = group.insert(LEADER_BROKER_ID, addr.to_string()) {
+            let id = freed.unwrap_or_else(|| group.keys().max().copied().unwrap_or(0) + 1);
+            group.insert(id, old);
+        }
+    }
+
+    /// The writable queues of `topic`, sorted by group then queue id (RocketMQ's
+    /// `topicRouteData2TopicPublishInfo`). A group is included while it has any known
+    /// member: its followers can name the leader.
+    pub fn publish_queues(&self, topic: &str) -> Vec<MessageQueue> {
+        self.queues(topic, perm::WRITE, |q| q.write_queue_nums)
+    }
+
+    /// The readable queues of `topic`, sorted (RocketMQ's
+    /// `topicRouteData2TopicSubscribeInfo`).
+    pub fn subscribe_queues(&self, topic: &str) -> Vec<MessageQueue> {
+        self.queues(topic, perm::READ, |q| q.read_queue_nums)
+    }
+
+    fn queues(
+        &self,
+        topic: &str,
+        needed: i32,
+        count: impl Fn(&remoting::route::QueueData) -> i32,
+    ) -> Vec<MessageQueue> {
+        let Some(route) = self.topics.get(topic) else {
+            return Vec::new();
+        };
+        let mut datas: Vec<_> = route.queue_datas.iter().collect();
+        datas.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
+        let mut out = Vec::new();
+        for qd in datas {
+            if qd.perm & needed == 0 || self.members(&qd.broker_name).is_empty() {
+                continue;
+            }
+            for queue_id in 0..count(qd).max(0) {
+                out.push(MessageQueue::new(topic, qd.broker_name.clone(), queue_id));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remoting::route::{BrokerData, QueueData};
+
+    fn route() -> TopicRouteData {
+        let group = |name: &str, base: u16| BrokerData {
+            cluster: "c".into(),
+            broker_name: name.into(),
+            broker_addrs: (0..3)
+                .map(|i| (i as i64, format!("127.0.0.1:{}", base + i)))
+                .collect(),
+            enable_acting_master: false,
+        };
+        TopicRouteData {
+            queue_datas: vec![
+                QueueData {
+                    broker_name: "broker-b".into(),
+                    read_queue_nums: 2,
+                    write_queue_nums: 1,
+                    perm: perm::READ_WRITE,
+                    topic_sys_flag: 0,
+                },
+                QueueData {
+                    broker_name: "broker-a".into(),
+                    read_queue_nums: 2,
+                    write_queue_nums: 2,
+                    perm: perm::READ_WRITE,
+                    topic_sys_flag: 0,
+                },
+                QueueData {
+                    broker_name: "broker-c".into(),
+                    read_queue_nums: 1,
+                    write_queue_nums: 1,
+                    perm: perm::READ,
+                    topic_sys_flag: 0,
+                },
+            ],
+            broker_datas: vec![
+                group("broker-a", 100),
+                group("broker-b", 200),
+                group("broker-c", 300),
+            ],
+            ..Default::default()
+        }
+    }
+
+    /// Proves publish queues are the writable ones sorted by group and id, and
+    /// subscribe queues the readable ones; a read-only group takes no writes.
+    #[test]
+    fn queues_follow_perm_and_counts() {
+        let mut t = RouteTable::default();
+        t.update_topic("T", route());
+        let names = |qs: Vec<MessageQueue>| -> Vec<String> {
+            qs.iter()
+                .map(|q| format!("{}/{}", q.broker_name, q.queue_id))
+                .collect()
+        };
+        assert_eq!(
+            names(t.publish_queues("T")),
+            ["broker-a/0", "broker-a/1", "broker-b/0"]
+        );
+        assert_eq!(
+            names(t.subscribe_queues("T")),
+            [
+                "broker-a/0",
+                "broker-a/1",
+                "broker-b/0",
+                "broker-b/1",
+                "broker-c/0"
+            ]
+        );
+        assert!(t.publish_queues("other").is_empty());
+    }
+
+    /// Proves a redirect makes the named follower the leader and keeps the old leader
+    /// as a member, so the group still has three addresses to ask.
+    #[test]
+    fn set_leader_swaps_roles_and_keeps_members() {
+        let mut t = RouteTable::default();
+        t.update_topic("T", route());
+        t.set_leader("broker-a", "127.0.0.1:102");
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:102"));
+        let mut members = t.members("broker-a");
+        assert_eq!(members[0], "127.0.0.1:102");
+        members.sort();
+        assert_eq!(members, ["127.0.0.1:100", "127.0.0.1:101", "127.0.0.1:102"]);
+        // Idempotent.
+        t.set_leader("broker-a", "127.0.0.1:102");
+        assert_eq!(t.members("broker-a").len(), 3);
+        // An address never seen before joins as leader.
+        t.set_leader("broker-a", "127.0.0.1:999");
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:999"));
+        assert_eq!(t.members("broker-a").len(), 4);
+        // A name-server refresh replaces the group again.
+        t.update_topic("T", route());
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:100"));
+    }
+
+    /// Proves a leader learned from a redirect survives name-server refreshes that
+    /// still name the old leader, until the name servers agree, the TTL passes, or it
+    /// is forgotten as unreachable.
+    #[test]
+    fn learned_leader_outlives_stale_refreshes() {
+        let mut t = RouteTable::default();
+        let t0 = Instant::now();
+        t.update_topic_at("T", route(), t0);
+        t.learn_leader("broker-a", "127.0.0.1:101");
+        t.update_topic_at("T", route(), t0 + Duration::from_secs(1));
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:101"));
+        assert_eq!(t.members("broker-a").len(), 3);
+        t.update_topic_at(
+            "T",
+            route(),
+            t0 + LEARNED_LEADER_TTL + Duration::from_secs(1),
+        );
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:100"));
+
+        t.learn_leader("broker-a", "127.0.0.1:102");
+        t.forget_learned("broker-a", "127.0.0.1:999"); // another address: kept
+        t.update_topic("T", route());
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:102"));
+        t.forget_learned("broker-a", "127.0.0.1:102");
+        t.update_topic("T", route());
+        assert_eq!(t.leader("broker-a"), Some("127.0.0.1:100"));
+
+        // Once the name servers agree, the learned entry is dropped.
+        t.learn_leader("broker-a", "127.0.0.1:100");
+        t.update_topic("T", route());
+        assert!(t.learned.is_empty());
+    }
+}

@@ -1,0 +1,167 @@
+//! `rocketraft dev`: a name server and the three-node group of `conf/` on loopback, as
+//! child processes of this one, with all data and logs under one directory. Prints
+//! where everything is and who leads; Ctrl-C stops them all cleanly.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use client::NameServerClient;
+
+/// The group's configs, as shipped in `conf/` (built into the binary).
+const NODE_CONFS: [(&str, &str); 3] = [
+    ("n0", include_str!("../../conf/broker-n0.conf")),
+    ("n1", include_str!("../../conf/broker-n1.conf")),
+    ("n2", include_str!("../../conf/broker-n2.conf")),
+];
+const NAMESRV_CONF: &str = include_str!("../../conf/namesrv.conf");
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory for every node's data, config and log.
+    #[arg(long, default_value = "/tmp/rocketraft-dev")]
+    data_dir: PathBuf,
+    /// Remove the data directory first.
+    #[arg(long)]
+    clean: bool,
+    /// SYNC_FLUSH or ASYNC_FLUSH (default: as in conf/, ASYNC_FLUSH).
+    #[arg(long)]
+    flush_disk_type: Option<String>,
+}
+
+struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+fn terminate(procs: &mut [Proc]) {
+    for p in procs.iter() {
+        // SIGTERM: each process leaves its name servers and stops Raft cleanly.
+        unsafe {
+            libc::kill(p.child.id() as i32, libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in procs.iter_mut() {
+        loop {
+            match p.child.try_wait() {
+                Ok(Some(_)) => break,
+                _ if Instant::now() > deadline => {
+                    eprintln!("{} did not stop in time; killing it", p.name);
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = &args.data_dir;
+    if args.clean && dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let exe = std::env::current_exe().context("locating the rocketraft binary")?;
+    let namesrv_conf = dir.join("namesrv.conf");
+    std::fs::write(&namesrv_conf, NAMESRV_CONF)?;
+
+    let mut procs: Vec<Proc> = Vec::new();
+    let mut spawn = |name: &str, args: Vec<String>| -> anyhow::Result<()> {
+        let log = dir.join("logs").join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(&exe)
+            .args(&args)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        procs.push(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        });
+        Ok(())
+    };
+    spawn(
+        "namesrv",
+        vec![
+            "namesrv".into(),
+            "-c".into(),
+            namesrv_conf.display().to_string(),
+        ],
+    )?;
+    for (node, conf) in NODE_CONFS {
+        let conf_path = dir.join(format!("broker-{node}.conf"));
+        std::fs::write(&conf_path, conf)?;
+        let mut a = vec![
+            "broker".to_string(),
+            "-c".into(),
+            conf_path.display().to_string(),
+            "--store-path".into(),
+            dir.join(node).display().to_string(),
+        ];
+        if let Some(f) = &args.flush_disk_type {
+            a.push("--flush-disk-type".into());
+            a.push(f.clone());
+        }
+        spawn(&format!("broker-a-{node}"), a)?;
+    }
+
+    println!(
+        "rocketraft dev: data, configs and logs under {}",
+        dir.display()
+    );
+    for p in &procs {
+        println!(
+            "  {:<12} pid {:<7} log {}",
+            p.name,
+            p.child.id(),
+            p.log.display()
+        );
+    }
+    println!("  name server  127.0.0.1:9876");
+    println!("  broker-a     n0 127.0.0.1:10911, n1 127.0.0.1:10921, n2 127.0.0.1:10931 (Raft peers 40911-40913)");
+
+    let client = NameServerClient::new("127.0.0.1:9876", Duration::from_secs(2))?;
+    let mut last_leader = None;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => break,
+            _ = term.recv() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                anyhow::bail!("{} exited ({status}); see {}", p.name, p.log.display());
+            }
+        }
+        let leader = client.cluster_info().await.ok().and_then(|info| {
+            info.broker_addr_table
+                .get("broker-a")
+                .and_then(|b| b.leader_addr().map(str::to_string))
+        });
+        if leader != last_leader {
+            match &leader {
+                Some(addr) => println!(
+                    "broker-a leader: {addr} ({:.1} s after start); ready for clients at name server 127.0.0.1:9876",
+                    started.elapsed().as_secs_f64()
+                ),
+                None => println!("broker-a has no leader right now"),
+            }
+            last_leader = leader;
+        }
+    }
+    println!("stopping...");
+    terminate(&mut procs);
+    println!("stopped; data kept in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! A cluster of real `rocketraft` processes for whole-system tests: one name server and
+//! one three-node broker group on loopback, each node in its own process with its own
+//! data directory, so tests can SIGKILL, SIGSTOP and restart them. Every process is
+//! ended (by PID) when the cluster is dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::NameServerClient;
+
+pub const GROUP: &str = "broker-a";
+
+/// A free loopback port (bound then released; good enough on loopback for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub name: String,
+    pub addr: String,
+    pub conf: PathBuf,
+    pub store: PathBuf,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    pub namesrv_addr: String,
+    namesrv: Option<Child>,
+    pub nodes: Vec<Node>,
+}
+
+fn spawn(args: &[String], log: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start rocketraft")
+}
+
+fn signal(pid: i32, sig: i32) {
+    // Only processes this cluster started, by PID.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Cluster {
+    /// Starts a name server and a three-node group; `extra` lines go into every node's
+    /// config.
+    pub fn start(extra: &str) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let namesrv_addr = format!("127.0.0.1:{}", free_port());
+        let namesrv_log = dir.path().join("namesrv.log");
+        let namesrv = spawn(
+            &[
+                "namesrv".into(),
+                "--listen".into(),
+                namesrv_addr.clone(),
+                "--scan-interval-ms".into(),
+                "1000".into(),
+            ],
+            &namesrv_log,
+        );
+        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peers = peer_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("n{i}-127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        let mut nodes = Vec::new();
+        for i in 0..3 {
+            let port = free_port();
+            let store = dir.path().join(format!("n{i}"));
+            let conf = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
+                     namesrvAddr={namesrv_addr}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
+                     dLegerPeers={peers}\ndLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
+                     registerNameServerPeriod=2000\ndefaultTopicQueueNums=4\n{extra}\n",
+                    store.display()
+                ),
+            )
+            .unwrap();
+            nodes.push(Node {
+                name: format!("n{i}"),
+                addr: format!("127.0.0.1:{port}"),
+                log: dir.path().join(format!("n{i}.log")),
+                conf,
+                store,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            namesrv_addr,
+            namesrv: Some(namesrv),
+            nodes,
+        };
+        for i in 0..3 {
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "{} already running", node.name);
+        node.child = Some(spawn(
+            &[
+                "broker".into(),
+                "-c".into(),
+                node.conf.display().to_string(),
+            ],
+            &node.log,
+        ));
+    }
+
+    /// SIGKILL: the node stops at once; its files stay as they were.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            signal(child.id() as i32, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pause(&self, i: usize) {
+        signal(self.nodes[i].pid().expect("running"), libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, i: usize) {
+        signal(self.nodes[i].pid().expect("running"), libc::SIGCONT);
+    }
+
+    pub fn node_index(&self, addr: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.addr == addr)
+            .unwrap_or_else(|| panic!("no node at {addr}"))
+    }
+
+    pub fn namesrv(&self) -> NameServerClient {
+        NameServerClient::new(&self.namesrv_addr, Duration::from_secs(2)).unwrap()
+    }
+
+    /// The address the name server routes as brokerId 0, if any.
+    pub async fn routed_leader(&self) -> Option<String> {
+        let info = self.namesrv().cluster_info().await.ok()?;
+        info.broker_addr_table
+            .get(GROUP)?
+            .leader_addr()
+            .map(str::to_string)
+    }
+
+    /// Waits for a routed leader other than `not`, up to `timeout`.
+    pub async fn wait_for_leader(&self, not: Option<&str>, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(leader) = self.routed_leader().await {
+                if Some(leader.as_str()) != not {
+                    return leader;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader (other than {not:?}) within {timeout:?}; logs in {}",
+                self.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the group has a routed leader and its default topic (TBW102) is
+    /// registered, so producers can auto-create topics; returns the leader.
+    pub async fn wait_ready(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let leader = self.wait_for_leader(None, timeout).await;
+        while self
+            .namesrv()
+            .topic_route("TBW102")
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "TBW102 never registered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        leader
+    }
+
+    /// Each node's CommitLog bytes with trailing zero fill removed.
+    pub fn commit_logs(&self) -> Vec<Vec<u8>> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let dir = n.store.join("commitlog");
+                let mut files: Vec<_> = std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.file_name().unwrap().to_string_lossy().len() == 20)
+                    .collect();
+                files.sort();
+                let mut all = Vec::new();
+                for f in files {
+                    all.extend(std::fs::read(f).unwrap());
+                }
+                while all.last() == Some(&0) {
+                    all.pop();
+                }
+                all
+            })
+            .collect()
+    }
+
+    /// The directory holding every node's data, config and log.
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if let Some(pid) = self.nodes[i].pid() {
+                // A paused process must be woken to die from SIGKILL promptly.
+                signal(pid, libc::SIGCONT);
+            }
+            self.kill(i);
+        }
+        if let Some(mut ns) = self.namesrv.take() {
+            let _ = ns.kill();
+            let _ = ns.wait();
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("test failed: cluster logs kept in {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// Reads every message of `topic` from offset 0 with a pull consumer: queue id ->
+/// messages in queue-offset order.
+pub async fn drain_topic(
+    namesrv_addr: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<i32, Vec<client::MessageExt>> {
+    use client::{PullConsumer, PullConsumerConfig, PullResult};
+    let consumer = PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "drain-checker"))
+        .await
+        .unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for queue in consumer.fetch_queues(topic).await.unwrap() {
+        let mut offset = 0i64;
+        let mut messages = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "draining {queue} stalled at {offset}"
+            );
+            match consumer.pull(&queue, offset, 32, "*", Duration::ZERO).await {
+                Ok(PullResult::Found {
+                    messages: got,
+                    next_begin_offset,
+                    ..
+                }) => {
+                    messages.extend(got);
+                    offset = next_begin_offset;
+                }
+                Ok(PullResult::NoNewMessage { .. }) => break,
+                Ok(other) => panic!("pull of {queue} at {offset}: {other:?}"),
+                Err(e) => {
+                    eprintln!("pull of {queue} at {offset} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        out.insert(queue.queue_id, messages);
+    }
+    consumer.shutdown().await;
+    out
+}
+
+/// Asserts that every queue's offsets run 0, 1, 2, ... with no gap or repeat.
+pub fn assert_offsets_contiguous(
+    queues: &std::collections::BTreeMap<i32, Vec<client::MessageExt>>,
+) {
+    for (queue_id, messages) in queues {
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(
+                m.queue_offset, i as i64,
+                "queue {queue_id}: offset {} at position {i}",
+                m.queue_offset
+            );
+        }
+    }
+}
