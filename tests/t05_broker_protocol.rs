@@ -44,6 +44,16 @@ fn send_request(topic: &str, queue_id: i32, body: &[u8]) -> RemotingCommand {
 }
 
 fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) -> RemotingCommand {
+    pull_tags(topic, queue_id, offset, suspend_ms, "*")
+}
+
+fn pull_tags(
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    suspend_ms: i64,
+    tags: &str,
+) -> RemotingCommand {
     RemotingCommand::request(
         RequestCode::PULL_MESSAGE,
         &PullMessageRequestHeader {
@@ -52,10 +62,11 @@ fn pull_request(topic: &str, queue_id: i32, offset: i64, suspend_ms: i64) -> Rem
             queue_id,
             queue_offset: offset,
             max_msg_nums: 32,
-            sys_flag: if suspend_ms > 0 { 2 } else { 0 },
+            // Subscription flag (4), plus suspend (2) when held.
+            sys_flag: if suspend_ms > 0 { 4 | 2 } else { 4 },
             commit_offset: 0,
             suspend_timeout_millis: suspend_ms,
-            subscription: Some("*".into()),
+            subscription: Some(tags.into()),
             sub_version: 0,
             expression_type: Some("TAG".into()),
             max_msg_bytes: None,
@@ -127,6 +138,23 @@ async fn send_pull_and_offsets_over_the_wire() {
         let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
         assert_eq!(bodies, expected, "pulled from {addr}");
     }
+
+    // Tag filtering by hash: a subscription no message matches skips them all.
+    let r = conn
+        .request(pull_tags("TopicA", 1, 0, 0, "TagB"), T)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.response_code(),
+        Some(ResponseCode::PULL_RETRY_IMMEDIATELY)
+    );
+    let h: PullMessageResponseHeader = r.header().unwrap();
+    assert!(h.next_begin_offset > 0);
+    let r = conn
+        .request(pull_tags("TopicA", 1, 0, 0, "TagB || TagA"), T)
+        .await
+        .unwrap();
+    assert_eq!(r.response_code(), Some(ResponseCode::SUCCESS));
 
     // At the end of the queue: not found; past it: offset moved.
     let r = conn

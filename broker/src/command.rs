@@ -48,31 +48,9 @@ impl BrokerCommand {
     }
 }
 
-/// RocketMQ's tag code: Java's `String.hashCode` of the tags, widened to i64; 0 when
-/// there are no tags.
-pub fn tag_hash(tags: &str) -> i64 {
-    let mut h: i32 = 0;
-    for unit in tags.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(unit as i32);
-    }
-    h as i64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_hash_matches_java_string_hash_code() {
-        // Values of "...".hashCode() in Java.
-        assert_eq!(tag_hash(""), 0);
-        assert_eq!(tag_hash("TagA"), 2598919);
-        assert_eq!(tag_hash("hello"), 99162322);
-        // Java's famous collision, and the string whose hash is Integer.MIN_VALUE.
-        assert_eq!(tag_hash("Aa"), 2112);
-        assert_eq!(tag_hash("BB"), 2112);
-        assert_eq!(tag_hash("polygenelubricants"), i32::MIN as i64);
-    }
 
     #[test]
     fn commands_round_trip() {

@@ -9,7 +9,6 @@
 //! - [`consume_queue`]: ConsumeQueue files.
 //! - [`command`]: commands the broker puts in the Raft log besides messages.
 //! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
-//! - [`filter`]: tag expressions.
 //! - [`processor`]: one file per request family (send, pull, offsets, clients, admin).
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
@@ -25,7 +24,6 @@ pub mod command;
 pub mod config;
 pub mod consume_queue;
 pub mod error;
-pub mod filter;
 pub mod processor;
 pub mod registration;
 pub mod server;

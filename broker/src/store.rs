@@ -29,7 +29,9 @@ use remoting::message::{property, MessageRecord};
 use remoting::route::{DataVersion, TopicConfig};
 use tracing::{info, warn};
 
-use crate::command::{tag_hash, BrokerCommand};
+use remoting::filter::tag_hash;
+
+use crate::command::BrokerCommand;
 use crate::consume_queue::{ConsumeQueueStore, CqEntry};
 
 /// Key of one consumer offset.

@@ -54,7 +54,7 @@ pub mod allocate;
 mod api;
 pub mod error;
 pub mod fault;
-pub mod filter;
+pub use remoting::filter;
 pub mod instance;
 pub mod message;
 pub mod namesrv;

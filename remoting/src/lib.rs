@@ -8,6 +8,8 @@
 //! - [`codec`]: the frame codec (`i32 total length | i32 serialize type << 24 | header
 //!   length | header | body`, big-endian) with a bounded frame size.
 //! - [`header`]: typed request and response headers carried in `extFields`.
+//! - [`filter`]: tag expressions and the ConsumeQueue tag code (Java's `hashCode`),
+//!   shared by the broker's hash filter and the client's exact filter.
 //! - [`message`]: the CommitLog message record codec (`MessageExtEncoder`'s layout),
 //!   the properties codec and msgId.
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
@@ -24,6 +26,7 @@ pub mod command;
 pub mod config_file;
 pub mod connection;
 pub mod error;
+pub mod filter;
 pub mod header;
 pub mod message;
 pub mod route;

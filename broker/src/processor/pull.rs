@@ -7,6 +7,7 @@
 //! positions their ConsumeQueue entries give, checked against those entries (size and
 //! magic), and their QUEUEOFFSET and PHYSICALOFFSET are filled in from the entry.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -18,8 +19,8 @@ use tracing::error;
 
 use super::{fail, ProcessResult};
 use crate::consume_queue::CqEntry;
-use crate::filter::TagFilter;
 use crate::server::Broker;
+use remoting::filter::TagFilter;
 
 /// RocketMQ's PullSysFlag bits.
 pub const FLAG_COMMIT_OFFSET: i32 = 1;
@@ -67,7 +68,7 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
             header.commit_offset,
         );
     }
-    let filter = match (
+    let expression = match (
         &header.subscription,
         header.sys_flag & FLAG_SUBSCRIPTION != 0,
     ) {
@@ -76,8 +77,9 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
             .clients
             .subscription(&header.consumer_group, &header.topic)
             .map(|s| TagFilter::parse(&s.sub_string))
-            .unwrap_or(TagFilter::All),
+            .unwrap_or_else(|| TagFilter::parse("*")),
     };
+    let filter = HashFilter(expression.tag_hashes());
     let max_nums = header
         .max_msg_nums
         .clamp(1, broker.config.max_pull_msg_nums) as usize;
@@ -163,7 +165,7 @@ fn read(
     offset: u64,
     max_nums: usize,
     max_bytes: usize,
-    filter: &TagFilter,
+    filter: &HashFilter,
 ) -> Result<Outcome, super::ProcessError> {
     let Some(queue) = queue else {
         // RocketMQ's NO_MESSAGE_IN_QUEUE: only offset 0 is a valid place to wait.
@@ -226,6 +228,15 @@ fn read(
     } else {
         Outcome::NoMatch { next }
     })
+}
+
+/// The broker's half of tag filtering: by the tag code in each ConsumeQueue entry.
+struct HashFilter(Option<HashSet<i64>>);
+
+impl HashFilter {
+    fn matches(&self, tag_hash: i64) -> bool {
+        self.0.as_ref().is_none_or(|set| set.contains(&tag_hash))
+    }
 }
 
 fn run_bytes(run: &[(u64, CqEntry)]) -> usize {

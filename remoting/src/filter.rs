@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use remoting::route::SubscriptionData;
+use crate::route::SubscriptionData;
 
 /// The expression that subscribes to every tag.
 pub const SUB_ALL: &str = "*";
@@ -70,6 +70,12 @@ impl TagFilter {
 
     pub fn is_all(&self) -> bool {
         self.tags.is_empty()
+    }
+
+    /// The tag codes the broker compares with ConsumeQueue entries; `None` for every
+    /// tag. Two tags may share a code, so clients check the exact tag afterwards.
+    pub fn tag_hashes(&self) -> Option<std::collections::HashSet<i64>> {
+        (!self.is_all()).then(|| self.tags.iter().map(|t| tag_hash(t)).collect())
     }
 
     /// The exact match: every message for `*`, otherwise only messages whose tag is
