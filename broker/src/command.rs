@@ -29,6 +29,14 @@ pub enum BrokerCommand {
     DeleteTopic {
         topic: String,
     },
+    /// Creates or replaces a subscription group (RocketMQ's `SubscriptionGroupConfig`,
+    /// kept as sent so every field RocketMQ's tools set survives).
+    PutSubscriptionGroup {
+        config: serde_json::Value,
+    },
+    DeleteSubscriptionGroup {
+        group_name: String,
+    },
     /// A node that became leader announces the address clients reach it at, so
     /// followers can name it in not-leader answers.
     LeaderInfo {
@@ -67,6 +75,12 @@ mod tests {
                 config: TopicConfig::default(),
             },
             BrokerCommand::DeleteTopic { topic: "T".into() },
+            BrokerCommand::PutSubscriptionGroup {
+                config: serde_json::json!({"groupName": "g", "retryMaxTimes": 16}),
+            },
+            BrokerCommand::DeleteSubscriptionGroup {
+                group_name: "g".into(),
+            },
             BrokerCommand::LeaderInfo {
                 node_id: 1,
                 term: 3,

@@ -358,7 +358,10 @@ impl RequestHandler for Handler {
                 }
                 RequestCode::UPDATE_AND_CREATE_TOPIC
                 | RequestCode::GET_ALL_TOPIC_CONFIG
-                | RequestCode::DELETE_TOPIC_IN_BROKER => {
+                | RequestCode::DELETE_TOPIC_IN_BROKER
+                | RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP
+                | RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG
+                | RequestCode::DELETE_SUBSCRIPTIONGROUP => {
                     processor::admin::process(&broker, code, &request).await
                 }
                 other => Ok(RemotingCommand::error(

@@ -18,6 +18,7 @@
 //! | `t/<topic>` | topic config (JSON) |
 //! | `v` | topic table data version (JSON) |
 //! | `l/<nodeId>` | client address that node served on as leader |
+//! | `g/<group>` | subscription group config (JSON) |
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ pub struct BrokerState {
     data_version: RwLock<DataVersion>,
     offsets: RwLock<HashMap<OffsetKey, i64>>,
     leader_addrs: RwLock<HashMap<u64, String>>,
+    subscription_groups: RwLock<BTreeMap<String, serde_json::Value>>,
     opened: AtomicBool,
 }
 
@@ -59,6 +61,7 @@ impl BrokerState {
             data_version: RwLock::new(DataVersion::default()),
             offsets: RwLock::new(HashMap::new()),
             leader_addrs: RwLock::new(HashMap::new()),
+            subscription_groups: RwLock::new(BTreeMap::new()),
             opened: AtomicBool::new(false),
         }))
     }
@@ -81,6 +84,10 @@ impl BrokerState {
             .unwrap()
             .get(&(group.to_string(), topic.to_string(), queue_id))
             .copied()
+    }
+
+    pub fn subscription_groups(&self) -> BTreeMap<String, serde_json::Value> {
+        self.subscription_groups.read().unwrap().clone()
     }
 
     pub fn leader_addr(&self, node_id: u64) -> Option<String> {
@@ -197,6 +204,29 @@ impl BrokerHook {
                 self.state.topics.write().unwrap().remove(&topic);
                 self.bump_version(writes)?;
             }
+            BrokerCommand::PutSubscriptionGroup { config } => {
+                let Some(name) = config.get("groupName").and_then(|v| v.as_str()) else {
+                    warn!("skipping a subscription group without groupName");
+                    return Ok(vec![Vec::new()]);
+                };
+                writes.put(
+                    format!("g/{name}").as_bytes(),
+                    &serde_json::to_vec(&config)?,
+                );
+                self.state
+                    .subscription_groups
+                    .write()
+                    .unwrap()
+                    .insert(name.to_string(), config);
+            }
+            BrokerCommand::DeleteSubscriptionGroup { group_name } => {
+                writes.delete(format!("g/{group_name}").as_bytes());
+                self.state
+                    .subscription_groups
+                    .write()
+                    .unwrap()
+                    .remove(&group_name);
+            }
             BrokerCommand::LeaderInfo {
                 node_id,
                 broker_addr,
@@ -245,6 +275,14 @@ impl ApplyHook for BrokerHook {
             offsets.insert((group.clone(), topic.clone(), queue_id.parse()?), offset);
         }
         *state.offsets.write().unwrap() = offsets;
+        let mut groups = BTreeMap::new();
+        for (key, value) in store.scan_prefix(b"g/")? {
+            groups.insert(
+                String::from_utf8(key[2..].to_vec())?,
+                serde_json::from_slice(&value)?,
+            );
+        }
+        *state.subscription_groups.write().unwrap() = groups;
         for (key, value) in store.scan_prefix(b"l/")? {
             let node: u64 = std::str::from_utf8(&key[2..])?.parse()?;
             state

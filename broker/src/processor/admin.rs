@@ -1,5 +1,7 @@
-//! UPDATE_AND_CREATE_TOPIC (17), GET_ALL_TOPIC_CONFIG (21), DELETE_TOPIC_IN_BROKER (215):
-//! topic changes go through the Raft log (invariant 4), so only the leader takes them.
+//! UPDATE_AND_CREATE_TOPIC (17), GET_ALL_TOPIC_CONFIG (21), DELETE_TOPIC_IN_BROKER (215),
+//! UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201),
+//! DELETE_SUBSCRIPTIONGROUP (207): topic and subscription-group changes go through the
+//! Raft log (invariant 4), so only the leader takes them; every replica answers reads.
 
 use remoting::header::CreateTopicRequestHeader;
 use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
@@ -49,6 +51,57 @@ pub async fn process(
                 .await
                 .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
             broker.register_now.notify_one();
+            Ok(RemotingCommand::success())
+        }
+        RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+            if !broker.is_leader() {
+                return Ok(broker.not_leader_response());
+            }
+            let config: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
+                fail(
+                    ResponseCode::SYSTEM_ERROR,
+                    format!("bad subscription group body: {e}"),
+                )
+            })?;
+            match config.get("groupName").and_then(|v| v.as_str()) {
+                Some(name) if !name.is_empty() && name.len() <= 255 => {}
+                _ => {
+                    return Err(fail(
+                        ResponseCode::SYSTEM_ERROR,
+                        "subscription group body needs a groupName",
+                    ))
+                }
+            }
+            broker
+                .propose(&BrokerCommand::PutSubscriptionGroup { config })
+                .await
+                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+            Ok(RemotingCommand::success())
+        }
+        RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
+            let body = serde_json::json!({
+                "subscriptionGroupTable": broker.state.subscription_groups(),
+                "dataVersion": broker.state.data_version(),
+            });
+            Ok(RemotingCommand::success().with_body(serde_json::to_vec(&body).unwrap_or_default()))
+        }
+        RequestCode::DELETE_SUBSCRIPTIONGROUP => {
+            if !broker.is_leader() {
+                return Ok(broker.not_leader_response());
+            }
+            let group_name = request
+                .ext("groupName")
+                .ok_or_else(|| {
+                    fail(
+                        ResponseCode::SYSTEM_ERROR,
+                        "missing header field `groupName`",
+                    )
+                })?
+                .to_string();
+            broker
+                .propose(&BrokerCommand::DeleteSubscriptionGroup { group_name })
+                .await
+                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
             Ok(RemotingCommand::success())
         }
         RequestCode::DELETE_TOPIC_IN_BROKER => {
