@@ -34,17 +34,20 @@ struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// The command line that starts it again, for the operator.
+    restart: String,
+    exited: bool,
 }
 
 fn terminate(procs: &mut [Proc]) {
-    for p in procs.iter() {
+    for p in procs.iter().filter(|p| !p.exited) {
         // SIGTERM: each process leaves its name servers and stops Raft cleanly.
         unsafe {
             libc::kill(p.child.id() as i32, libc::SIGTERM);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    for p in procs.iter_mut() {
+    for p in procs.iter_mut().filter(|p| !p.exited) {
         loop {
             match p.child.try_wait() {
                 Ok(Some(_)) => break,
@@ -81,10 +84,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {name}"))?;
+        let restart = format!(
+            "{} {} >> {} 2>&1 &",
+            exe.display(),
+            args.join(" "),
+            log.display()
+        );
         procs.push(Proc {
             name: name.to_string(),
             child,
             log,
+            restart,
+            exited: false,
         });
         Ok(())
     };
@@ -140,8 +151,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         for p in procs.iter_mut() {
+            if p.exited {
+                continue;
+            }
             if let Ok(Some(status)) = p.child.try_wait() {
-                anyhow::bail!("{} exited ({status}); see {}", p.name, p.log.display());
+                p.exited = true;
+                println!(
+                    "{} exited ({status}); log {}. The others carry on; restart it with: {}",
+                    p.name,
+                    p.log.display(),
+                    p.restart
+                );
             }
         }
         let leader = client.cluster_info().await.ok().and_then(|info| {
