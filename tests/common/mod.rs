@@ -338,3 +338,51 @@ pub fn assert_offsets_contiguous(
         }
     }
 }
+
+/// Pulls every message of one queue straight from the node at `addr` (no routing):
+/// (queue offset, body) in order.
+pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64, Vec<u8>)> {
+    use remoting::header::{PullMessageRequestHeader, PullMessageResponseHeader};
+    use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
+    let conn = Connection::connect(
+        addr,
+        &ConnectionConfig::default(),
+        std::sync::Arc::new(remoting::connection::NoRequests),
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let mut offset = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "pulling {topic}:{queue_id} from {addr} stalled"
+        );
+        let request = RemotingCommand::request(
+            RequestCode::PULL_MESSAGE,
+            &PullMessageRequestHeader {
+                consumer_group: "direct-checker".into(),
+                topic: topic.into(),
+                queue_id,
+                queue_offset: offset,
+                max_msg_nums: 32,
+                sys_flag: 4,
+                subscription: Some("*".into()),
+                ..Default::default()
+            },
+        );
+        let r = conn.request(request, Duration::from_secs(5)).await.unwrap();
+        match r.response_code() {
+            Some(ResponseCode::SUCCESS) => {
+                let h: PullMessageResponseHeader = r.header().unwrap();
+                for rec in remoting::message::decode_records(&r.body).unwrap() {
+                    out.push((rec.queue_offset, rec.body.to_vec()));
+                }
+                offset = h.next_begin_offset;
+            }
+            Some(ResponseCode::PULL_NOT_FOUND) => return out,
+            _ => panic!("pull from {addr} at {offset}: {r:?}"),
+        }
+    }
+}
