@@ -167,33 +167,28 @@ fn read(
     max_bytes: usize,
     filter: &HashFilter,
 ) -> Result<Outcome, super::ProcessError> {
-    let Some(queue) = queue else {
-        // RocketMQ's NO_MESSAGE_IN_QUEUE: only offset 0 is a valid place to wait.
-        return Ok(if offset == 0 {
-            Outcome::NotFound { next: 0 }
-        } else {
-            Outcome::OffsetMoved { next: 0 }
-        });
-    };
-    let (min, max) = (queue.min_offset(), queue.max_offset());
-    if max == 0 {
-        return Ok(if offset == 0 {
-            Outcome::NotFound { next: 0 }
-        } else {
-            Outcome::OffsetMoved { next: 0 }
-        });
-    }
+    let (min, max) = queue.map_or((0, 0), |q| (q.min_offset(), q.max_offset()));
     if offset < min {
         return Ok(Outcome::OffsetMoved { next: min });
     }
-    if offset == max {
-        return Ok(Outcome::NotFound { next: offset });
-    }
-    if offset > max {
-        return Ok(Outcome::OffsetMoved {
-            next: if min == 0 { 0 } else { max },
+    if offset >= max {
+        // Past the end of this replica's queue. A follower, or a leader that has not
+        // applied all it has written (just elected, or busy), may simply be behind: the
+        // consumer keeps its offset and waits, as RocketMQ's slaves answer. Only an
+        // up-to-date leader moves it (RocketMQ's master rule: to 0 while the queue still
+        // holds its first message, else to the end). Moving a consumer to 0 because it
+        // asked a lagging replica would re-deliver the whole queue.
+        let authoritative =
+            broker.is_leader() && broker.node.applied_position() == broker.node.written_position();
+        return Ok(if offset == max || !authoritative {
+            Outcome::NotFound { next: offset }
+        } else {
+            Outcome::OffsetMoved {
+                next: if min == 0 { 0 } else { max },
+            }
         });
     }
+    let queue = queue.expect("a queue with entries exists");
     // Scan a bounded window of entries for matches.
     let scan = (max_nums * 4).max(64);
     let entries = queue
