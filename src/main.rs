@@ -28,6 +28,8 @@ enum Command {
     Bench(cmd::bench::Args),
     /// Ask name servers about routes, clusters and topics (like RocketMQ's mqadmin).
     Admin(cmd::admin::Args),
+    /// Chaos runs: a cluster under seeded faults, a recorded workload, a checker.
+    Chaos(cmd::chaos::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +47,7 @@ fn main() -> std::process::ExitCode {
                     Command::Consume(args) => cmd::consume::run(args).await,
                     Command::Bench(args) => cmd::bench::run(args).await,
                     Command::Admin(args) => cmd::admin::run(args).await,
+                    Command::Chaos(args) => cmd::chaos::run(args).await,
                 }
             });
             // Servers have shut down gracefully by now; do not wait on idle workers.

@@ -1,0 +1,904 @@
+//! The checker: reads a history (see [`crate::history`]) and decides whether the
+//! cluster kept its promises.
+//!
+//! What it proves, from the history alone (the drained queues are `recv` events of the
+//! `drain` consumer, which read every queue from offset 0 after healing):
+//!
+//! - **lost**: a value acknowledged (`ok`) but absent from the drained queues; and
+//!   **misplaced**: present, but not at the queue and offset its acknowledgement named.
+//! - **unexpected**: a value some consumer received that was never sent; and
+//!   **failed but stored**: every attempt of a value failed definitely, yet it is stored.
+//! - **divergent**: a push or pull consumer received, at some queue offset, a value
+//!   other than the one stored there after healing (it read data that was later
+//!   truncated: an uncommitted read).
+//! - **order**: the drained queues hold offsets 0, 1, 2, ... with no gap; each
+//!   consumer's offsets in each queue strictly increase (a repeat of an offset it
+//!   already had is a re-delivery, not a reorder); each sharding key's acknowledged
+//!   ordered sends sit at increasing offsets (**reordered**) in one queue (**ordered
+//!   key moved**: a key whose sends went to two queues cannot be consumed in order).
+//! - **not delivered**: acknowledged values a push or pull consumer never received.
+//! - **liveness**: after every heal, the group elected a leader and acknowledged a send
+//!   within the tool's bounds (the run records a `liveness:` note otherwise).
+//! - **quorum**: no send invoked while two of a group's three nodes were down was
+//!   acknowledged by that group.
+//! - **duplicated** (reported, not a failure): values stored more than once, split into
+//!   retries of unknown sends and unexplained copies; values a consumer received more
+//!   than once, split into re-deliveries of one offset and copies stored twice.
+//! - **recovery** per fault: from the first failed or unknown send at or after the
+//!   fault (invoked after the previous fault was healed) to the next acknowledged send
+//!   invoked after it; and the longest gap between two acknowledgements of the fault's
+//!   group, which shows unavailability even when sends only waited.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::history::{Event, QueueRef, SendKind};
+
+/// The consumer that reads every queue from 0 after healing.
+pub const DRAIN: &str = "drain";
+
+/// The prefix of a note saying service did not return in time; it fails the run.
+pub const LIVENESS: &str = "liveness: ";
+
+/// Examples kept per finding, so a report stays readable.
+const EXAMPLES_MAX: usize = 10;
+
+/// Replica agreement of one group, measured outside the history.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReplicaCheck {
+    pub group: String,
+    /// CommitLog bytes (trailing zero fill trimmed) per node.
+    pub lengths_bytes: Vec<usize>,
+    pub identical: bool,
+}
+
+/// Counts with a few examples.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Finding {
+    pub count: usize,
+    pub examples: Vec<String>,
+}
+
+impl Finding {
+    fn add(&mut self, example: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.examples.len() < EXAMPLES_MAX {
+            self.examples.push(example());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Duplicates {
+    /// Values stored at more than one queue offset after an unknown attempt was retried.
+    pub stored_by_retry_of_unknown: usize,
+    /// Values stored more than once with no retry to explain it.
+    pub stored_unexplained: Finding,
+    /// Per consumer: receipts of an offset it had already received (re-delivery after
+    /// failover or rebalance).
+    pub redelivered: BTreeMap<String, usize>,
+    /// Per consumer: values received at two different offsets (stored twice).
+    pub received_stored_twice: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovery {
+    pub id: u32,
+    pub fault: String,
+    pub target: String,
+    pub start_ms: f64,
+    pub end_ms: Option<f64>,
+    /// None: no send failed or was unknown in the fault's window.
+    pub disrupted_at_ms: Option<f64>,
+    /// None with `disrupted_at_ms` set: no send was acknowledged afterwards.
+    pub recovery_ms: Option<f64>,
+    /// The longest time without any acknowledgement from the fault's group, from the
+    /// last one before the fault to the next fault (or the end): unavailability even
+    /// when sends only waited and none failed.
+    pub ack_gap_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecoveryStats {
+    pub faults: usize,
+    pub disrupted: usize,
+    pub never_recovered: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub ack_gap_p50_ms: f64,
+    pub ack_gap_p99_ms: f64,
+    pub ack_gap_max_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdict {
+    pub sends_invoked: usize,
+    pub values: usize,
+    pub acked: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Unknown attempts whose value turned out stored / not stored.
+    pub unknown_stored: usize,
+    pub unknown_not_stored: usize,
+    pub stored_messages: usize,
+    pub received: BTreeMap<String, usize>,
+    pub lost: Finding,
+    pub misplaced: Finding,
+    pub unexpected: Finding,
+    pub failed_but_stored: Finding,
+    pub divergent: Finding,
+    pub reordered: Finding,
+    /// A sharding key whose acknowledged ordered sends went to more than one queue: no
+    /// consumer can see them in order.
+    pub ordered_key_moved: Finding,
+    pub not_delivered: BTreeMap<String, Finding>,
+    pub acked_without_quorum: Finding,
+    pub duplicates: Duplicates,
+    pub faults_by_kind: BTreeMap<String, usize>,
+    pub recovery: Vec<Recovery>,
+    pub recovery_stats: RecoveryStats,
+    pub recovery_by_kind: BTreeMap<String, RecoveryStats>,
+    pub replicas: Vec<ReplicaCheck>,
+    pub notes: Vec<String>,
+    /// Notes of the run that say service did not return in time (`liveness: ...`).
+    pub liveness: Vec<String>,
+    pub passed: bool,
+}
+
+impl Verdict {
+    pub fn reordered_count(&self) -> usize {
+        self.reordered.count
+    }
+
+    /// Why the run failed, one reason per line; empty when it passed.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |name: &str, f: &Finding| {
+            if f.count > 0 {
+                out.push(format!(
+                    "{name}: {} (e.g. {})",
+                    f.count,
+                    f.examples.join("; ")
+                ));
+            }
+        };
+        check("lost", &self.lost);
+        check("misplaced", &self.misplaced);
+        check("unexpected", &self.unexpected);
+        check("failed but stored", &self.failed_but_stored);
+        check("divergent", &self.divergent);
+        check("reordered", &self.reordered);
+        check(
+            "ordered key moved to another queue",
+            &self.ordered_key_moved,
+        );
+        check("acknowledged without quorum", &self.acked_without_quorum);
+        for (consumer, f) in &self.not_delivered {
+            check(&format!("not delivered to {consumer}"), f);
+        }
+        for r in &self.replicas {
+            if !r.identical {
+                out.push(format!(
+                    "replicas of {} disagree: CommitLog lengths {:?}",
+                    r.group, r.lengths_bytes
+                ));
+            }
+        }
+        for problem in &self.liveness {
+            out.push(format!("liveness: {problem}"));
+        }
+        if self.replicas.is_empty() {
+            out.push("replica agreement was not checked".into());
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct Send {
+    topic: String,
+    kind: Option<SendKind>,
+    sharding_key: Option<String>,
+    /// attempt -> invoke time
+    invoked_us: BTreeMap<u32, u64>,
+    acks: Vec<(u32, QueueRef, i64)>,
+    failed: usize,
+    unknown: usize,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn stats(recoveries: &[&Recovery]) -> RecoveryStats {
+    let mut times: Vec<f64> = recoveries.iter().filter_map(|r| r.recovery_ms).collect();
+    times.sort_by(f64::total_cmp);
+    let mut gaps: Vec<f64> = recoveries.iter().map(|r| r.ack_gap_ms).collect();
+    gaps.sort_by(f64::total_cmp);
+    RecoveryStats {
+        ack_gap_p50_ms: percentile(&gaps, 50.0),
+        ack_gap_p99_ms: percentile(&gaps, 99.0),
+        ack_gap_max_ms: gaps.last().copied().unwrap_or(0.0),
+        faults: recoveries.len(),
+        disrupted: recoveries
+            .iter()
+            .filter(|r| r.disrupted_at_ms.is_some())
+            .count(),
+        never_recovered: recoveries
+            .iter()
+            .filter(|r| r.disrupted_at_ms.is_some() && r.recovery_ms.is_none())
+            .count(),
+        p50_ms: percentile(&times, 50.0),
+        p99_ms: percentile(&times, 99.0),
+        max_ms: times.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// Checks a history. `replicas` comes from comparing CommitLogs after a clean stop.
+pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
+    let mut v = Verdict {
+        replicas,
+        ..Default::default()
+    };
+    let mut sends: BTreeMap<String, Send> = BTreeMap::new();
+    // (completion time, invoke time, broker_name) of every ack, in time order.
+    let mut acks: Vec<(u64, u64, String)> = Vec::new();
+    // (completion time, invoke time) of every failed or unknown attempt.
+    let mut troubles: Vec<(u64, u64)> = Vec::new();
+    let mut receipts: BTreeMap<String, Vec<(QueueRef, i64, String)>> = BTreeMap::new();
+    let mut faults: Vec<(u32, String, String, u64, Option<u64>)> = Vec::new();
+
+    for event in events {
+        match event {
+            Event::Invoke {
+                t_us,
+                value,
+                topic,
+                kind,
+                sharding_key,
+                attempt,
+            } => {
+                v.sends_invoked += 1;
+                let s = sends.entry(value.clone()).or_default();
+                s.topic = topic.clone();
+                s.kind = Some(*kind);
+                s.sharding_key = sharding_key.clone();
+                s.invoked_us.insert(*attempt, *t_us);
+            }
+            Event::Ok {
+                t_us,
+                value,
+                attempt,
+                queue,
+                queue_offset,
+                ..
+            } => {
+                v.acked += 1;
+                let s = sends.entry(value.clone()).or_default();
+                s.acks.push((*attempt, queue.clone(), *queue_offset));
+                let invoked = s.invoked_us.get(attempt).copied().unwrap_or(*t_us);
+                acks.push((*t_us, invoked, queue.broker_name.clone()));
+            }
+            Event::Fail {
+                t_us,
+                value,
+                attempt,
+                ..
+            }
+            | Event::Unknown {
+                t_us,
+                value,
+                attempt,
+                ..
+            } => {
+                let s = sends.entry(value.clone()).or_default();
+                if matches!(event, Event::Fail { .. }) {
+                    v.failed += 1;
+                    s.failed += 1;
+                } else {
+                    v.unknown += 1;
+                    s.unknown += 1;
+                }
+                let invoked = s.invoked_us.get(attempt).copied().unwrap_or(*t_us);
+                troubles.push((*t_us, invoked));
+            }
+            Event::Recv {
+                consumer,
+                queue,
+                queue_offset,
+                value,
+                ..
+            } => {
+                receipts.entry(consumer.clone()).or_default().push((
+                    queue.clone(),
+                    *queue_offset,
+                    value.clone(),
+                ));
+            }
+            Event::FaultStart {
+                t_us,
+                id,
+                fault,
+                target,
+            } => {
+                faults.push((*id, fault.clone(), target.clone(), *t_us, None));
+            }
+            Event::FaultEnd { t_us, id, .. } => {
+                if let Some(f) = faults.iter_mut().rev().find(|f| f.0 == *id) {
+                    f.4 = Some(*t_us);
+                }
+            }
+            Event::Note { text, .. } => {
+                if let Some(problem) = text.strip_prefix(LIVENESS) {
+                    v.liveness.push(problem.to_string());
+                }
+                v.notes.push(text.clone());
+            }
+        }
+    }
+    v.values = sends.len();
+    for (consumer, list) in &receipts {
+        v.received.insert(consumer.clone(), list.len());
+    }
+
+    // The store, as drained: place -> value, value -> places.
+    let drained = receipts.get(DRAIN).cloned().unwrap_or_default();
+    v.stored_messages = drained.len();
+    let mut stored_at: BTreeMap<(QueueRef, i64), String> = BTreeMap::new();
+    let mut places: BTreeMap<String, Vec<(QueueRef, i64)>> = BTreeMap::new();
+    let mut per_queue: BTreeMap<QueueRef, Vec<i64>> = BTreeMap::new();
+    for (queue, offset, value) in &drained {
+        stored_at.insert((queue.clone(), *offset), value.clone());
+        places
+            .entry(value.clone())
+            .or_default()
+            .push((queue.clone(), *offset));
+        per_queue.entry(queue.clone()).or_default().push(*offset);
+    }
+    for (queue, offsets) in &per_queue {
+        for (i, offset) in offsets.iter().enumerate() {
+            if *offset != i as i64 {
+                v.reordered.add(|| {
+                    format!("drained {queue}: offset {offset} at position {i} (gap or repeat)")
+                });
+                break;
+            }
+        }
+    }
+
+    for (value, s) in &sends {
+        let stored = places.get(value);
+        for (attempt, queue, offset) in &s.acks {
+            match stored {
+                None => v
+                    .lost
+                    .add(|| format!("{value} (acked at {queue}@{offset}, attempt {attempt})")),
+                Some(p) if !p.contains(&(queue.clone(), *offset)) => v
+                    .misplaced
+                    .add(|| format!("{value} acked at {queue}@{offset}, stored at {p:?}")),
+                Some(_) => {}
+            }
+        }
+        if s.unknown > 0 {
+            if stored.is_some() {
+                v.unknown_stored += s.unknown;
+            } else {
+                v.unknown_not_stored += s.unknown;
+            }
+        }
+        if let Some(p) = stored {
+            if s.acks.is_empty() && s.unknown == 0 && s.failed > 0 {
+                v.failed_but_stored
+                    .add(|| format!("{value}: {} definite failures, stored at {p:?}", s.failed));
+            }
+            if p.len() > 1 {
+                if s.invoked_us.len() > 1 && s.unknown > 0 {
+                    v.duplicates.stored_by_retry_of_unknown += 1;
+                } else {
+                    v.duplicates
+                        .stored_unexplained
+                        .add(|| format!("{value} stored at {p:?}"));
+                }
+            }
+        }
+    }
+
+    // Consumers.
+    for (consumer, list) in &receipts {
+        let mut seen: BTreeMap<QueueRef, BTreeSet<i64>> = BTreeMap::new();
+        let mut max_offset: BTreeMap<QueueRef, i64> = BTreeMap::new();
+        let mut value_places: BTreeMap<&str, BTreeSet<(QueueRef, i64)>> = BTreeMap::new();
+        let mut redelivered = 0;
+        for (queue, offset, value) in list {
+            if !sends.contains_key(value) {
+                v.unexpected
+                    .add(|| format!("{consumer} got {value:?} at {queue}@{offset}"));
+            }
+            if consumer != DRAIN {
+                match stored_at.get(&(queue.clone(), *offset)) {
+                    Some(stored) if stored == value => {}
+                    other => v.divergent.add(|| {
+                        format!(
+                            "{consumer} got {value} at {queue}@{offset}; stored there: {other:?}"
+                        )
+                    }),
+                }
+            }
+            let offsets = seen.entry(queue.clone()).or_default();
+            if offsets.contains(offset) {
+                redelivered += 1;
+            } else {
+                let max = max_offset.entry(queue.clone()).or_insert(-1);
+                if *offset < *max {
+                    v.reordered
+                        .add(|| format!("{consumer} got {queue}@{offset} after offset {max}"));
+                }
+                *max = (*max).max(*offset);
+                offsets.insert(*offset);
+            }
+            value_places
+                .entry(value.as_str())
+                .or_default()
+                .insert((queue.clone(), *offset));
+        }
+        v.duplicates
+            .redelivered
+            .insert(consumer.clone(), redelivered);
+        v.duplicates.received_stored_twice.insert(
+            consumer.clone(),
+            value_places.values().filter(|p| p.len() > 1).count(),
+        );
+        if consumer != DRAIN {
+            let mut missing = Finding::default();
+            for (value, s) in &sends {
+                if !s.acks.is_empty() && !value_places.contains_key(value.as_str()) {
+                    missing.add(|| value.clone());
+                }
+            }
+            v.not_delivered.insert(consumer.clone(), missing);
+        }
+    }
+
+    // Ordered sends: each key's acknowledged values, in invocation order, in one queue
+    // at increasing offsets.
+    let mut by_key: BTreeMap<&str, Vec<(u64, &str, &QueueRef, i64)>> = BTreeMap::new();
+    for (value, s) in &sends {
+        if let (Some(SendKind::Ordered), Some(key)) = (s.kind, s.sharding_key.as_deref()) {
+            for (attempt, queue, offset) in &s.acks {
+                let invoked = s.invoked_us.get(attempt).copied().unwrap_or(0);
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .push((invoked, value.as_str(), queue, *offset));
+            }
+        }
+    }
+    for (key, mut list) in by_key {
+        list.sort();
+        for pair in list.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            if a.2 != b.2 {
+                v.ordered_key_moved.add(|| {
+                    format!(
+                        "key {key}: {} at {}@{} then {} at {}@{}",
+                        a.1, a.2, a.3, b.1, b.2, b.3
+                    )
+                });
+            } else if a.3 >= b.3 {
+                v.reordered.add(|| {
+                    format!(
+                        "key {key}: {} at {}@{} then {} at {}@{}",
+                        a.1, a.2, a.3, b.1, b.2, b.3
+                    )
+                });
+            }
+        }
+    }
+
+    // Faults: quorum and recovery.
+    let last_ack_us = acks.iter().map(|a| a.0).max().unwrap_or(0);
+    for (id, fault, target, start, end) in &faults {
+        *v.faults_by_kind.entry(fault.clone()).or_default() += 1;
+        let group = target.split('/').next().unwrap_or_default();
+        if fault == "kill-two" {
+            let end = end.unwrap_or(u64::MAX);
+            for (done, invoked, broker) in &acks {
+                if broker == group && *invoked >= *start && *done < end {
+                    v.acked_without_quorum.add(|| {
+                        format!(
+                            "fault {id}: send invoked at {:.0} ms acked at {:.0} ms",
+                            ms(*invoked),
+                            ms(*done)
+                        )
+                    });
+                }
+            }
+        }
+        let next_start = faults
+            .iter()
+            .map(|f| f.3)
+            .filter(|t| t > start)
+            .min()
+            .unwrap_or(u64::MAX);
+        // Troubles of sends invoked before the previous fault was healed belong to it.
+        let previous_end = faults
+            .iter()
+            .filter(|f| f.3 < *start)
+            .filter_map(|f| f.4)
+            .max()
+            .unwrap_or(0);
+        let disrupted = troubles
+            .iter()
+            .filter(|(done, invoked)| {
+                *done >= *start && *done < next_start && *invoked >= previous_end
+            })
+            .map(|(_, invoked)| (*invoked).max(*start))
+            .min();
+        let recovered = disrupted.and_then(|d| {
+            acks.iter()
+                .filter(|(_, invoked, _)| *invoked >= d)
+                .map(|(done, _, _)| *done)
+                .min()
+                .map(|done| ms(done - d))
+        });
+        let window_end = next_start.min(last_ack_us).max(*start);
+        let mut group_acks = acks
+            .iter()
+            .filter(|(done, _, broker)| broker == group && *done <= window_end)
+            .map(|(done, _, _)| *done)
+            .collect::<Vec<_>>();
+        group_acks.sort_unstable();
+        let from = group_acks
+            .iter()
+            .copied()
+            .filter(|t| t < start)
+            .max()
+            .unwrap_or(*start);
+        let mut in_window = vec![from];
+        in_window.extend(group_acks.into_iter().filter(|t| *t >= from));
+        in_window.push(window_end);
+        let ack_gap_ms = in_window
+            .windows(2)
+            .map(|w| ms(w[1].saturating_sub(w[0])))
+            .fold(0.0, f64::max);
+        v.recovery.push(Recovery {
+            ack_gap_ms,
+            id: *id,
+            fault: fault.clone(),
+            target: target.clone(),
+            start_ms: ms(*start),
+            end_ms: end.map(ms),
+            disrupted_at_ms: disrupted.map(ms),
+            recovery_ms: if disrupted.is_some() {
+                recovered
+            } else {
+                Some(0.0)
+            },
+        });
+    }
+    let all: Vec<&Recovery> = v.recovery.iter().collect();
+    v.recovery_stats = stats(&all);
+    for kind in v.faults_by_kind.keys() {
+        let of_kind: Vec<&Recovery> = v.recovery.iter().filter(|r| &r.fault == kind).collect();
+        v.recovery_by_kind.insert(kind.clone(), stats(&of_kind));
+    }
+
+    v.passed = v.failures().is_empty();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    //! Hand-made histories: each kind of violation is caught, and a clean history
+    //! passes (a checker that cannot fail is a defect).
+    use super::*;
+
+    fn q(id: i32) -> QueueRef {
+        QueueRef {
+            topic: "T".into(),
+            broker_name: "broker-a".into(),
+            queue_id: id,
+        }
+    }
+
+    fn invoke(t: u64, value: &str, attempt: u32) -> Event {
+        Event::Invoke {
+            t_us: t,
+            value: value.into(),
+            topic: "T".into(),
+            kind: SendKind::Sync,
+            sharding_key: None,
+            attempt,
+        }
+    }
+
+    fn ordered(t: u64, value: &str, key: &str) -> Event {
+        Event::Invoke {
+            t_us: t,
+            value: value.into(),
+            topic: "T".into(),
+            kind: SendKind::Ordered,
+            sharding_key: Some(key.into()),
+            attempt: 1,
+        }
+    }
+
+    fn ok(t: u64, value: &str, attempt: u32, queue: i32, offset: i64) -> Event {
+        Event::Ok {
+            t_us: t,
+            value: value.into(),
+            attempt,
+            queue: q(queue),
+            queue_offset: offset,
+            latency_us: 1,
+        }
+    }
+
+    fn unknown(t: u64, value: &str, attempt: u32) -> Event {
+        Event::Unknown {
+            t_us: t,
+            value: value.into(),
+            attempt,
+            error: "timeout".into(),
+            latency_us: 1,
+        }
+    }
+
+    fn fail(t: u64, value: &str) -> Event {
+        Event::Fail {
+            t_us: t,
+            value: value.into(),
+            attempt: 1,
+            error: "refused".into(),
+            latency_us: 1,
+        }
+    }
+
+    fn recv(consumer: &str, queue: i32, offset: i64, value: &str) -> Event {
+        Event::Recv {
+            t_us: 0,
+            consumer: consumer.into(),
+            queue: q(queue),
+            queue_offset: offset,
+            value: value.into(),
+        }
+    }
+
+    fn agree() -> Vec<ReplicaCheck> {
+        vec![ReplicaCheck {
+            group: "broker-a".into(),
+            lengths_bytes: vec![10, 10, 10],
+            identical: true,
+        }]
+    }
+
+    /// Two acked values, stored and delivered once each.
+    fn clean() -> Vec<Event> {
+        vec![
+            invoke(1, "p0-0", 1),
+            ok(2, "p0-0", 1, 0, 0),
+            invoke(3, "p0-1", 1),
+            ok(4, "p0-1", 1, 0, 1),
+            recv("push", 0, 0, "p0-0"),
+            recv("push", 0, 1, "p0-1"),
+            recv(DRAIN, 0, 0, "p0-0"),
+            recv(DRAIN, 0, 1, "p0-1"),
+        ]
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let v = check(&clean(), agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(v.acked, 2);
+        assert_eq!(v.stored_messages, 2);
+    }
+
+    #[test]
+    fn a_lost_message_is_caught() {
+        let mut h = clean();
+        h.retain(|e| !matches!(e, Event::Recv { value, .. } if value == "p0-1"));
+        let v = check(&h, agree());
+        assert_eq!(v.lost.count, 1, "{v:?}");
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_misplaced_ack_is_caught() {
+        let mut h = clean();
+        h[3] = ok(4, "p0-1", 1, 0, 7);
+        let v = check(&h, agree());
+        assert_eq!(v.misplaced.count, 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn an_unexpected_message_is_caught() {
+        let mut h = clean();
+        h.push(recv(DRAIN, 0, 2, "ghost"));
+        let v = check(&h, agree());
+        assert_eq!(v.unexpected.count, 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_definitely_failed_send_that_is_stored_is_caught() {
+        let mut h = clean();
+        h.push(invoke(5, "p0-2", 1));
+        h.push(fail(6, "p0-2"));
+        h.push(recv(DRAIN, 0, 2, "p0-2"));
+        let v = check(&h, agree());
+        assert_eq!(v.failed_but_stored.count, 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_consumer_reorder_is_caught() {
+        let mut h = clean();
+        h.swap(4, 5);
+        let v = check(&h, agree());
+        assert_eq!(v.reordered.count, 1, "{:?}", v.reordered);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_gap_in_a_drained_queue_is_caught() {
+        let mut h = clean();
+        h[7] = recv(DRAIN, 0, 2, "p0-1");
+        h[3] = ok(4, "p0-1", 1, 0, 2);
+        h[5] = recv("push", 0, 2, "p0-1");
+        let v = check(&h, agree());
+        assert_eq!(v.reordered.count, 1, "{:?}", v.reordered);
+    }
+
+    #[test]
+    fn an_ordered_key_out_of_order_is_caught() {
+        let h = vec![
+            ordered(1, "p1-0", "k"),
+            ok(2, "p1-0", 1, 0, 1),
+            ordered(3, "p1-1", "k"),
+            ok(4, "p1-1", 1, 0, 0),
+            recv(DRAIN, 0, 0, "p1-1"),
+            recv(DRAIN, 0, 1, "p1-0"),
+        ];
+        let v = check(&h, agree());
+        assert_eq!(v.reordered.count, 1, "{:?}", v.reordered);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn an_ordered_key_that_moves_queue_is_caught() {
+        let h = vec![
+            ordered(1, "p1-0", "k"),
+            ok(2, "p1-0", 1, 0, 0),
+            ordered(3, "p1-1", "k"),
+            ok(4, "p1-1", 1, 1, 0),
+            recv(DRAIN, 0, 0, "p1-0"),
+            recv(DRAIN, 1, 0, "p1-1"),
+        ];
+        let v = check(&h, agree());
+        assert_eq!(v.ordered_key_moved.count, 1);
+        assert_eq!(v.reordered.count, 0);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn duplicates_are_attributed() {
+        let mut h = clean();
+        // Re-delivery of offset 0 to the push consumer.
+        h.push(recv("push", 0, 0, "p0-0"));
+        // p0-2: attempt 1 unknown but stored, attempt 2 acked: stored twice.
+        h.extend([
+            invoke(5, "p0-2", 1),
+            unknown(6, "p0-2", 1),
+            invoke(7, "p0-2", 2),
+            ok(8, "p0-2", 2, 0, 3),
+            recv(DRAIN, 0, 2, "p0-2"),
+            recv(DRAIN, 0, 3, "p0-2"),
+            recv("push", 0, 2, "p0-2"),
+            recv("push", 0, 3, "p0-2"),
+        ]);
+        // p0-3 stored twice with no retry.
+        h.extend([
+            invoke(9, "p0-3", 1),
+            ok(10, "p0-3", 1, 1, 0),
+            recv(DRAIN, 1, 0, "p0-3"),
+            recv(DRAIN, 1, 1, "p0-3"),
+            recv("push", 1, 0, "p0-3"),
+        ]);
+        let v = check(&h, agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(v.duplicates.redelivered["push"], 1);
+        assert_eq!(v.duplicates.stored_by_retry_of_unknown, 1);
+        assert_eq!(v.duplicates.stored_unexplained.count, 1);
+        assert_eq!(v.duplicates.received_stored_twice["push"], 1);
+        assert_eq!(v.unknown_stored, 1);
+    }
+
+    #[test]
+    fn an_uncommitted_read_and_a_missed_delivery_are_caught() {
+        let mut h = clean();
+        h[5] = recv("push", 0, 1, "p0-9");
+        let v = check(&h, agree());
+        assert_eq!(v.divergent.count, 1);
+        assert_eq!(v.not_delivered["push"].count, 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn an_ack_without_quorum_is_caught() {
+        let mut h = vec![Event::FaultStart {
+            t_us: 0,
+            id: 1,
+            fault: "kill-two".into(),
+            target: "broker-a/n0,n1".into(),
+        }];
+        h.extend(clean());
+        h.push(Event::FaultEnd {
+            t_us: 100,
+            id: 1,
+            fault: "kill-two".into(),
+        });
+        let v = check(&h, agree());
+        assert_eq!(v.acked_without_quorum.count, 2);
+    }
+
+    #[test]
+    fn a_liveness_note_fails_the_run() {
+        let mut h = clean();
+        h.push(Event::Note {
+            t_us: 9,
+            text: format!("{LIVENESS}fault #3: no ack within 30000 ms after healing"),
+        });
+        let v = check(&h, agree());
+        assert_eq!(v.liveness.len(), 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn replica_disagreement_fails_the_run() {
+        let v = check(
+            &clean(),
+            vec![ReplicaCheck {
+                group: "broker-a".into(),
+                lengths_bytes: vec![10, 9, 10],
+                identical: false,
+            }],
+        );
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn recovery_runs_from_first_trouble_to_next_ack() {
+        let h = vec![
+            Event::FaultStart {
+                t_us: 1_000,
+                id: 1,
+                fault: "kill-leader".into(),
+                target: "broker-a/n0".into(),
+            },
+            invoke(2_000, "p0-0", 1),
+            unknown(5_000, "p0-0", 1),
+            invoke(5_000, "p0-1", 1),
+            ok(9_000, "p0-1", 1, 0, 0),
+            recv(DRAIN, 0, 0, "p0-1"),
+        ];
+        let v = check(&h, agree());
+        // From p0-0's invocation (2 ms) to p0-1's ack (9 ms).
+        assert_eq!(v.recovery[0].recovery_ms, Some(7.0));
+        assert_eq!(v.recovery_stats.max_ms, 7.0);
+        // No ack from the fault (1 ms) to p0-1's (9 ms).
+        assert_eq!(v.recovery[0].ack_gap_ms, 8.0);
+    }
+}

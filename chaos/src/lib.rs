@@ -1,0 +1,434 @@
+//! rocketraft's chaos tool and checker: `rocketraft chaos run` starts a real cluster
+//! (a name server and one or two three-node groups, each node its own process), runs a
+//! recorded workload, injects faults on a seeded schedule bounded in count and time,
+//! heals, drains every queue, checks the history and writes a report. It exits
+//! non-zero on any lost, unexpected or reordered message, or replicas that disagree.
+//!
+//! # Layout
+//!
+//! - [`cluster`]: the processes: start, SIGKILL, SIGTERM, SIGSTOP/SIGCONT, restart,
+//!   routed leaders, CommitLog bytes per node.
+//! - [`history`]: the JSON-lines history every operation is recorded in.
+//! - [`workload`]: producers (sync, async, ordered), push and pull consumers, drain.
+//! - [`faults`]: fault kinds and the seeded schedule.
+//! - [`checker`]: what the history proves (lost, unexpected, order, duplicates,
+//!   recovery times, replica agreement).
+//! - [`report`]: summary text and JSON, and the timeline SVG.
+
+pub mod checker;
+pub mod cluster;
+pub mod faults;
+pub mod history;
+pub mod report;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use checker::ReplicaCheck;
+use cluster::Cluster;
+use faults::{FaultKind, Planned};
+use history::{Event, Recorder};
+use workload::Workload;
+
+/// Longest wait for a group to have a live leader again.
+const LEADER_WAIT_MS: u64 = 60_000;
+/// Longest wait for an acknowledged send after a heal.
+const SERVICE_WAIT_MS: u64 = 30_000;
+/// Longest wait for the consumers to catch up with the drained queues.
+const CONSUMER_CATCH_UP_MS: u64 = 60_000;
+/// Longest wait for replicas to converge before they are stopped and compared.
+const REPLICA_WAIT_MS: u64 = 60_000;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum What {
+    /// Start a cluster, run a workload under faults, check and report.
+    Run(RunArgs),
+    /// Check a run's history again (replica results are read from the summary.json
+    /// beside it) and rewrite its report.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The run directory (holding history.jsonl and summary.json).
+    pub dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Faults to inject (at most).
+    #[arg(long, default_value_t = 20)]
+    pub faults: usize,
+    /// Time budget of the fault phase, in seconds; no fault starts after it.
+    #[arg(long, default_value_t = 120)]
+    pub seconds: u64,
+    /// Seed of the fault schedule (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Where the history, report and node data go (default: /tmp/rocketraft-chaos-<seed>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Broker groups: 1 or 2.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub groups: u64,
+    /// flushDiskType of every node: SYNC_FLUSH or ASYNC_FLUSH.
+    #[arg(long, default_value = "ASYNC_FLUSH")]
+    pub flush: String,
+    /// The deck of faults, `kind=count,...`; shuffled by the seed and dealt until
+    /// `--faults` is reached.
+    #[arg(long, default_value = faults::DEFAULT_MIX)]
+    pub mix: String,
+    /// The rocketraft binary to start nodes from (default: this executable).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Keep node data after a passing run (it is always kept after a failing one).
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+/// `rocketraft chaos ...`.
+pub async fn main(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Run(run_args) => {
+            let verdict = run(run_args).await?;
+            if !verdict.passed {
+                bail!("chaos run failed: {}", verdict.failures().join("; "));
+            }
+            Ok(())
+        }
+        What::Check(check_args) => {
+            let verdict = recheck(&check_args.dir)?;
+            if !verdict.passed {
+                bail!("check failed: {}", verdict.failures().join("; "));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Re-runs the checker on a run directory and rewrites its report.
+pub fn recheck(dir: &Path) -> anyhow::Result<checker::Verdict> {
+    let events = history::read(&dir.join("history.jsonl"))?;
+    let replicas = std::fs::read(dir.join("summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value(v.get("replicas")?.clone()).ok())
+        .unwrap_or_default();
+    let verdict = checker::check(&events, replicas);
+    let header = format!("rocketraft chaos check of {}", dir.display());
+    println!("{}", report::write(dir, &verdict, &events, &header)?);
+    Ok(verdict)
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+/// Waits (bounded) for an acknowledgement later than `after_us`.
+async fn wait_for_ack(workload: &Workload, after_us: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if workload.last_ack_us.load(Ordering::Relaxed) > after_us {
+            return true;
+        }
+        sleep_ms(20).await;
+    }
+    false
+}
+
+fn labels(cluster: &Cluster, nodes: &[usize]) -> String {
+    let group = &cluster.nodes[nodes[0]].group;
+    let names: Vec<&str> = nodes
+        .iter()
+        .map(|i| cluster.nodes[*i].name.as_str())
+        .collect();
+    format!("{group}/{}", names.join(","))
+}
+
+/// Injects one fault, holds it, heals it, and waits for service to return.
+async fn inject(
+    cluster: &mut Cluster,
+    workload: &Workload,
+    recorder: &Recorder,
+    id: u32,
+    planned: &Planned,
+    partition: &Result<(), String>,
+) -> anyhow::Result<()> {
+    let groups = cluster.groups();
+    let group = groups[planned.group % groups.len()].clone();
+    let leader_wait = Duration::from_millis(LEADER_WAIT_MS);
+    let leader = cluster.wait_for_leader(&group, leader_wait).await?;
+    let followers: Vec<usize> = cluster
+        .group_nodes(&group)
+        .into_iter()
+        .filter(|i| *i != leader)
+        .collect();
+    let kind = planned.kind;
+    let victims: Vec<usize> = match kind {
+        FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PartitionLeader => {
+            vec![leader]
+        }
+        FaultKind::KillFollower => vec![followers[(id as usize) % followers.len()]],
+        FaultKind::KillTwo => vec![leader, followers[(id as usize) % followers.len()]],
+        FaultKind::RestartGroup => cluster.group_nodes(&group),
+    };
+    let target = labels(cluster, &victims);
+    if kind == FaultKind::PartitionLeader {
+        // Nodes run on the host's loopback, so there is nothing to cut yet (see
+        // `faults::partition_support`): the fault is recorded as skipped.
+        let reason = match partition {
+            Err(reason) => reason.clone(),
+            Ok(()) => "partitioning is not implemented".to_string(),
+        };
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!("fault #{id} partition-leader of {target} skipped: {reason}"),
+        });
+        return Ok(());
+    }
+    match kind {
+        FaultKind::PauseLeader => cluster.pause(leader),
+        _ => victims.iter().for_each(|i| cluster.kill(*i)),
+    }
+    recorder.record(|t_us| Event::FaultStart {
+        t_us,
+        id,
+        fault: kind.name().into(),
+        target: target.clone(),
+    });
+    println!("fault #{id}: {kind} {target} (hold {} ms)", planned.hold_ms);
+    sleep_ms(planned.hold_ms).await;
+    recorder.record(|t_us| Event::FaultEnd {
+        t_us,
+        id,
+        fault: kind.name().into(),
+    });
+    let healed_us = recorder.now_us();
+    match kind {
+        FaultKind::PauseLeader => cluster.resume(leader),
+        FaultKind::KillTwo => {
+            // One comes back: a quorum again, so service must return before the other.
+            cluster.start_node(victims[0])?;
+            cluster.wait_for_leader(&group, leader_wait).await?;
+            if !wait_for_ack(workload, healed_us, Duration::from_millis(SERVICE_WAIT_MS)).await {
+                recorder.record(|t_us| Event::Note {
+                    t_us,
+                    text: format!(
+                        "{}fault #{id}: no ack within {SERVICE_WAIT_MS} ms of quorum returning",
+                        checker::LIVENESS
+                    ),
+                });
+            }
+            cluster.start_node(victims[1])?;
+        }
+        _ => {
+            for i in &victims {
+                cluster.start_node(*i)?;
+            }
+        }
+    }
+    cluster.wait_for_leader(&group, leader_wait).await?;
+    if !wait_for_ack(workload, healed_us, Duration::from_millis(SERVICE_WAIT_MS)).await {
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!(
+                "{}fault #{id}: no ack within {SERVICE_WAIT_MS} ms after healing",
+                checker::LIVENESS
+            ),
+        });
+    }
+    sleep_ms(planned.gap_ms).await;
+    Ok(())
+}
+
+/// Compares each group's replicas: waits (bounded) for them to converge while
+/// running, stops every node cleanly, then compares the CommitLog bytes.
+async fn replica_agreement(cluster: &mut Cluster) -> anyhow::Result<Vec<ReplicaCheck>> {
+    let deadline = Instant::now() + Duration::from_millis(REPLICA_WAIT_MS);
+    loop {
+        let logs = cluster.commit_logs()?;
+        let converged = cluster.groups().iter().all(|g| {
+            let nodes = cluster.group_nodes(g);
+            nodes.iter().all(|i| logs[*i] == logs[nodes[0]])
+        });
+        if converged || Instant::now() > deadline {
+            break;
+        }
+        sleep_ms(500).await;
+    }
+    cluster.stop_all();
+    let logs = cluster.commit_logs()?;
+    Ok(cluster
+        .groups()
+        .iter()
+        .map(|g| {
+            let nodes = cluster.group_nodes(g);
+            ReplicaCheck {
+                group: g.clone(),
+                lengths_bytes: nodes.iter().map(|i| logs[*i].len()).collect(),
+                identical: nodes.iter().all(|i| logs[*i] == logs[nodes[0]]),
+            }
+        })
+        .collect())
+}
+
+/// Runs one chaos run and returns the checker's verdict (the report is written).
+pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/rocketraft-chaos-{seed}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("create {}", out.display()))?;
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("locate the rocketraft binary")?,
+    };
+    let deck = faults::parse_mix(&args.mix)?;
+    let groups = args.groups as usize;
+    let plan = faults::schedule(args.faults, &deck, groups, seed);
+    let header = format!(
+        "rocketraft chaos run: seed {seed}, {} faults planned (mix {}), {} s budget, {groups} group(s), {}; out {}",
+        plan.len(),
+        args.mix,
+        args.seconds,
+        args.flush,
+        out.display()
+    );
+    println!("{header}");
+
+    let partition = faults::partition_support();
+    let recorder = Arc::new(Recorder::create(&out.join("history.jsonl"))?);
+    if let Err(reason) = &partition {
+        if deck.contains(&FaultKind::PartitionLeader) {
+            println!("partition faults skipped: {reason}");
+        }
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!("partition faults skipped: {reason}"),
+        });
+    }
+
+    let cluster_dir = out.join("cluster");
+    let mut cluster = Cluster::start(&binary, &cluster_dir, groups, &args.flush)?;
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    workload::create_topics(&cluster.namesrv_addr, cluster::QUEUES_PER_TOPIC).await?;
+    let mut workload =
+        Workload::start(&cluster.namesrv_addr, recorder.clone(), Default::default()).await?;
+    if !wait_for_ack(&workload, 0, Duration::from_secs(30)).await {
+        bail!(
+            "no send acknowledged within 30 s of start; logs in {}",
+            cluster_dir.display()
+        );
+    }
+    sleep_ms(1_000).await;
+
+    let started = Instant::now();
+    let budget = Duration::from_secs(args.seconds);
+    for (n, planned) in plan.iter().enumerate() {
+        if started.elapsed() > budget {
+            let text = format!(
+                "time budget of {} s reached after {n} of {} faults",
+                args.seconds,
+                plan.len()
+            );
+            println!("{text}");
+            recorder.record(|t_us| Event::Note { t_us, text });
+            break;
+        }
+        let id = n as u32 + 1;
+        if let Err(e) = inject(&mut cluster, &workload, &recorder, id, planned, &partition).await {
+            let text = format!(
+                "{}fault phase stopped at fault #{id}: {e:#}",
+                checker::LIVENESS
+            );
+            println!("{text}");
+            recorder.record(|t_us| Event::Note { t_us, text });
+            break;
+        }
+    }
+
+    // Heal: every node up and running, service back, then a little more load.
+    for i in 0..cluster.nodes.len() {
+        cluster.resume(i);
+        cluster.start_node(i)?;
+    }
+    if let Err(e) = cluster
+        .wait_ready(Duration::from_millis(LEADER_WAIT_MS))
+        .await
+    {
+        let text = format!("{}after the final heal: {e:#}", checker::LIVENESS);
+        recorder.record(|t_us| Event::Note { t_us, text });
+    }
+    let healed = recorder.now_us();
+    if !wait_for_ack(&workload, healed, Duration::from_millis(SERVICE_WAIT_MS)).await {
+        let text = format!(
+            "{}no ack within {SERVICE_WAIT_MS} ms of the final heal",
+            checker::LIVENESS
+        );
+        recorder.record(|t_us| Event::Note { t_us, text });
+    }
+    sleep_ms(2_000).await;
+    workload.stop_producers().await;
+    println!(
+        "faults done after {:.0} s; draining",
+        started.elapsed().as_secs_f64()
+    );
+
+    let ends = workload::drain(&cluster.namesrv_addr, &recorder).await?;
+    let behind = workload
+        .wait_consumers(&ends, Duration::from_millis(CONSUMER_CATCH_UP_MS))
+        .await;
+    if !behind.is_empty() {
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!("consumers still behind after {CONSUMER_CATCH_UP_MS} ms: {behind:?}"),
+        });
+    }
+    workload.stop_consumers().await;
+    let replicas = replica_agreement(&mut cluster).await?;
+    recorder.flush()?;
+
+    let events = history::read(&out.join("history.jsonl"))?;
+    let verdict = checker::check(&events, replicas);
+    let text = report::write(&out, &verdict, &events, &header)?;
+    println!("{text}");
+    println!(
+        "report: {}/summary.txt, summary.json, timeline.svg; history: history.jsonl",
+        out.display()
+    );
+    if verdict.passed && !args.keep_data {
+        remove_node_data(&cluster);
+    }
+    Ok(verdict)
+}
+
+/// Removes node stores (configs and logs stay).
+fn remove_node_data(cluster: &Cluster) {
+    for n in &cluster.nodes {
+        let _ = std::fs::remove_dir_all(&n.store);
+    }
+}
+
+/// Where `cargo` put the `rocketraft` binary next to a test executable
+/// (`target/<profile>/deps/<test>` -> `target/<profile>/rocketraft`).
+pub fn binary_next_to(exe: &Path) -> Option<PathBuf> {
+    let candidate = exe.parent()?.parent()?.join("rocketraft");
+    candidate.exists().then_some(candidate)
+}

@@ -1,0 +1,527 @@
+//! The workload: producers sending unique values with sync, async and ordered sends
+//! over several topics, a push consumer group and a pull consumer receiving
+//! everything, and the final drain of every queue from offset 0. Every operation goes
+//! into the history ([`crate::history`]).
+//!
+//! Values are `p<producer>-<seq>`, unique in a run. A sync send whose outcome is
+//! unknown is retried once with the same value (attempt 2), as an application would;
+//! that is how stored duplicates arise and how the checker tells them apart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use client::{
+    ConsumeFromWhere, ConsumeStatus, Message, MessageExt, MessageQueue, Producer, ProducerConfig,
+    PullConsumer, PullConsumerConfig, PullResult, PushConsumer, PushConsumerConfig,
+};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::history::{Event, QueueRef, Recorder, SendKind};
+
+/// Topics written with round-robin sync and async sends.
+pub const ROUND_ROBIN_TOPICS: [&str; 2] = ["ChaosA", "ChaosB"];
+/// The topic written with ordered sends by sharding key.
+pub const ORDERED_TOPIC: &str = "ChaosOrdered";
+/// Sharding keys per ordered producer.
+const KEYS_PER_ORDERED_PRODUCER: usize = 4;
+/// Async sends one async producer keeps in flight.
+const ASYNC_IN_FLIGHT_MAX: usize = 8;
+/// Deadline of one send (retries inside the client included).
+const SEND_TIMEOUT_MS: u64 = 3_000;
+/// Pause between two sends of one producer, so a 2-core machine keeps up.
+const SEND_PAUSE_MS: u64 = 5;
+/// Attempts per value of a sync producer (the second only after an unknown outcome).
+const ATTEMPTS_MAX: u32 = 2;
+/// Messages per pull.
+const PULL_BATCH: i32 = 32;
+/// Long-poll time of the pull consumer.
+const PULL_SUSPEND_MS: u64 = 1_000;
+/// Longest a drain of one queue may take.
+const DRAIN_QUEUE_MS: u64 = 60_000;
+
+pub fn all_topics() -> Vec<&'static str> {
+    let mut t = ROUND_ROBIN_TOPICS.to_vec();
+    t.push(ORDERED_TOPIC);
+    t
+}
+
+/// How many producers of each kind.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub sync_producers: usize,
+    pub async_producers: usize,
+    pub ordered_producers: usize,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            sync_producers: 2,
+            async_producers: 1,
+            ordered_producers: 2,
+        }
+    }
+}
+
+fn queue_ref(m: &MessageExt) -> QueueRef {
+    QueueRef {
+        topic: m.topic.clone(),
+        broker_name: m.broker_name.clone(),
+        queue_id: m.queue_id,
+    }
+}
+
+fn queue_ref_of(q: &MessageQueue) -> QueueRef {
+    QueueRef {
+        topic: q.topic.clone(),
+        broker_name: q.broker_name.clone(),
+        queue_id: q.queue_id,
+    }
+}
+
+/// Per consumer, per queue: one past the highest offset received.
+type Progress = Arc<Mutex<HashMap<String, HashMap<QueueRef, i64>>>>;
+
+fn note_receipt(recorder: &Recorder, progress: &Progress, consumer: &str, m: &MessageExt) {
+    let queue = queue_ref(m);
+    let value = String::from_utf8_lossy(&m.body).to_string();
+    recorder.record(|t_us| Event::Recv {
+        t_us,
+        consumer: consumer.to_string(),
+        queue: queue.clone(),
+        queue_offset: m.queue_offset,
+        value,
+    });
+    let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+    let next = p
+        .entry(consumer.to_string())
+        .or_default()
+        .entry(queue)
+        .or_insert(0);
+    *next = (*next).max(m.queue_offset + 1);
+}
+
+/// A running workload.
+pub struct Workload {
+    recorder: Arc<Recorder>,
+    namesrv_addr: String,
+    producing: Arc<AtomicBool>,
+    pulling: Arc<AtomicBool>,
+    /// `t_us` of the latest acknowledgement.
+    pub last_ack_us: Arc<AtomicU64>,
+    producers: Vec<JoinHandle<()>>,
+    pullers: Vec<JoinHandle<()>>,
+    push: Option<PushConsumer>,
+    progress: Progress,
+}
+
+/// Creates the workload's topics on every group (bounded retries).
+pub async fn create_topics(namesrv_addr: &str, queues: i32) -> anyhow::Result<()> {
+    let namesrv = client::NameServerClient::new(namesrv_addr, Duration::from_secs(3))?;
+    for topic in all_topics() {
+        let mut last = None;
+        for _ in 0..20 {
+            match client::admin::create_topic(&namesrv, topic, queues, Duration::from_secs(5)).await
+            {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        if let Some(e) = last {
+            bail!("create topic {topic}: {e}");
+        }
+    }
+    Ok(())
+}
+
+fn producer_config(namesrv_addr: &str, id: usize) -> ProducerConfig {
+    let mut config = ProducerConfig::new(namesrv_addr, format!("chaos-p{id}"));
+    config.send_msg_timeout_ms = SEND_TIMEOUT_MS;
+    config.client.poll_name_server_interval_ms = 1_000;
+    config
+}
+
+/// Records the outcome of one attempt; returns whether it was unknown.
+fn record_outcome(
+    recorder: &Recorder,
+    last_ack_us: &AtomicU64,
+    value: &str,
+    attempt: u32,
+    started: Instant,
+    result: client::Result<client::SendResult>,
+) -> bool {
+    let latency_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(r) => {
+            recorder.record(|t_us| {
+                last_ack_us.fetch_max(t_us, Ordering::Relaxed);
+                Event::Ok {
+                    t_us,
+                    value: value.to_string(),
+                    attempt,
+                    queue: queue_ref_of(&r.queue),
+                    queue_offset: r.queue_offset,
+                    latency_us,
+                }
+            });
+            false
+        }
+        Err(e) if e.is_outcome_unknown() => {
+            recorder.record(|t_us| Event::Unknown {
+                t_us,
+                value: value.to_string(),
+                attempt,
+                error: e.to_string(),
+                latency_us,
+            });
+            true
+        }
+        Err(e) => {
+            recorder.record(|t_us| Event::Fail {
+                t_us,
+                value: value.to_string(),
+                attempt,
+                error: e.to_string(),
+                latency_us,
+            });
+            false
+        }
+    }
+}
+
+fn invoke(
+    recorder: &Recorder,
+    value: &str,
+    topic: &str,
+    kind: SendKind,
+    key: Option<&str>,
+    attempt: u32,
+) {
+    recorder.record(|t_us| Event::Invoke {
+        t_us,
+        value: value.to_string(),
+        topic: topic.to_string(),
+        kind,
+        sharding_key: key.map(str::to_string),
+        attempt,
+    });
+}
+
+impl Workload {
+    /// Starts consumers, then producers.
+    pub async fn start(
+        namesrv_addr: &str,
+        recorder: Arc<Recorder>,
+        shape: Shape,
+    ) -> anyhow::Result<Workload> {
+        let mut w = Workload {
+            recorder: recorder.clone(),
+            namesrv_addr: namesrv_addr.to_string(),
+            producing: Arc::new(AtomicBool::new(true)),
+            pulling: Arc::new(AtomicBool::new(true)),
+            last_ack_us: Arc::new(AtomicU64::new(0)),
+            producers: Vec::new(),
+            pullers: Vec::new(),
+            push: None,
+            progress: Progress::default(),
+        };
+        w.start_push().await?;
+        w.start_pull().await?;
+        let mut id = 0;
+        for _ in 0..shape.sync_producers {
+            w.start_sync_producer(id).await?;
+            id += 1;
+        }
+        for _ in 0..shape.async_producers {
+            w.start_async_producer(id).await?;
+            id += 1;
+        }
+        for _ in 0..shape.ordered_producers {
+            w.start_ordered_producer(id).await?;
+            id += 1;
+        }
+        Ok(w)
+    }
+
+    async fn start_push(&mut self) -> anyhow::Result<()> {
+        let mut config = PushConsumerConfig::new(&self.namesrv_addr, "chaos-push");
+        config.consume_from_where = ConsumeFromWhere::FirstOffset;
+        config.client.poll_name_server_interval_ms = 1_000;
+        config.client.heartbeat_broker_interval_ms = 1_000;
+        config.rebalance_interval_ms = 2_000;
+        config.pull_time_delay_when_exception_ms = 200;
+        config.consume_thread_max = 4;
+        let mut push = PushConsumer::new(config);
+        for topic in all_topics() {
+            push.subscribe(topic, "*")?;
+        }
+        let (recorder, progress) = (self.recorder.clone(), self.progress.clone());
+        push.register_message_listener(move |msgs| {
+            for m in msgs {
+                note_receipt(&recorder, &progress, "push", m);
+            }
+            ConsumeStatus::ConsumeSuccess
+        });
+        push.start().await.context("start push consumer")?;
+        self.push = Some(push);
+        Ok(())
+    }
+
+    async fn start_pull(&mut self) -> anyhow::Result<()> {
+        let mut config = PullConsumerConfig::new(&self.namesrv_addr, "chaos-pull");
+        config.client.poll_name_server_interval_ms = 1_000;
+        let consumer = Arc::new(PullConsumer::start(config).await?);
+        for topic in all_topics() {
+            for queue in consumer.fetch_queues(topic).await? {
+                let (consumer, recorder, progress, pulling) = (
+                    consumer.clone(),
+                    self.recorder.clone(),
+                    self.progress.clone(),
+                    self.pulling.clone(),
+                );
+                self.pullers.push(tokio::spawn(async move {
+                    let mut offset = 0;
+                    while pulling.load(Ordering::Relaxed) {
+                        let pulled = consumer
+                            .pull(
+                                &queue,
+                                offset,
+                                PULL_BATCH,
+                                "*",
+                                Duration::from_millis(PULL_SUSPEND_MS),
+                            )
+                            .await;
+                        match pulled {
+                            Ok(PullResult::Found {
+                                messages,
+                                next_begin_offset,
+                                ..
+                            }) => {
+                                for m in &messages {
+                                    note_receipt(&recorder, &progress, "pull", m);
+                                }
+                                offset = next_begin_offset;
+                            }
+                            Ok(other) => offset = other.next_begin_offset().max(offset),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_sync_producer(&mut self, id: usize) -> anyhow::Result<()> {
+        let producer = Producer::start(producer_config(&self.namesrv_addr, id)).await?;
+        let (recorder, producing, last_ack) = (
+            self.recorder.clone(),
+            self.producing.clone(),
+            self.last_ack_us.clone(),
+        );
+        self.producers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while producing.load(Ordering::Relaxed) {
+                let value = format!("p{id}-{seq}");
+                let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
+                seq += 1;
+                for attempt in 1..=ATTEMPTS_MAX {
+                    invoke(&recorder, &value, topic, SendKind::Sync, None, attempt);
+                    let started = Instant::now();
+                    let result = producer.send(Message::new(topic, value.clone())).await;
+                    let unknown =
+                        record_outcome(&recorder, &last_ack, &value, attempt, started, result);
+                    if !unknown || !producing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS)).await;
+            }
+            producer.shutdown().await;
+        }));
+        Ok(())
+    }
+
+    async fn start_async_producer(&mut self, id: usize) -> anyhow::Result<()> {
+        let producer = Arc::new(Producer::start(producer_config(&self.namesrv_addr, id)).await?);
+        let (recorder, producing, last_ack) = (
+            self.recorder.clone(),
+            self.producing.clone(),
+            self.last_ack_us.clone(),
+        );
+        self.producers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            let mut in_flight = JoinSet::new();
+            while producing.load(Ordering::Relaxed) {
+                while in_flight.len() >= ASYNC_IN_FLIGHT_MAX {
+                    in_flight.join_next().await;
+                }
+                let value = format!("p{id}-{seq}");
+                let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
+                seq += 1;
+                invoke(&recorder, &value, topic, SendKind::Async, None, 1);
+                let started = Instant::now();
+                match producer
+                    .send_async(Message::new(topic, value.clone()))
+                    .await
+                {
+                    Ok(handle) => {
+                        let (recorder, last_ack) = (recorder.clone(), last_ack.clone());
+                        in_flight.spawn(async move {
+                            let result = handle.await;
+                            record_outcome(&recorder, &last_ack, &value, 1, started, result);
+                        });
+                    }
+                    Err(e) => {
+                        record_outcome(&recorder, &last_ack, &value, 1, started, Err(e));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS)).await;
+            }
+            while in_flight.join_next().await.is_some() {}
+            producer.shutdown().await;
+        }));
+        Ok(())
+    }
+
+    async fn start_ordered_producer(&mut self, id: usize) -> anyhow::Result<()> {
+        let producer = Producer::start(producer_config(&self.namesrv_addr, id)).await?;
+        let (recorder, producing, last_ack) = (
+            self.recorder.clone(),
+            self.producing.clone(),
+            self.last_ack_us.clone(),
+        );
+        self.producers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while producing.load(Ordering::Relaxed) {
+                let value = format!("p{id}-{seq}");
+                let key = format!("p{id}-k{}", seq as usize % KEYS_PER_ORDERED_PRODUCER);
+                seq += 1;
+                invoke(
+                    &recorder,
+                    &value,
+                    ORDERED_TOPIC,
+                    SendKind::Ordered,
+                    Some(&key),
+                    1,
+                );
+                let started = Instant::now();
+                let result = producer
+                    .send_ordered(Message::new(ORDERED_TOPIC, value.clone()), &key)
+                    .await;
+                record_outcome(&recorder, &last_ack, &value, 1, started, result);
+                tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS)).await;
+            }
+            producer.shutdown().await;
+        }));
+        Ok(())
+    }
+
+    /// Stops the producers and waits for their last sends (bounded by the send
+    /// deadline).
+    pub async fn stop_producers(&mut self) {
+        self.producing.store(false, Ordering::Relaxed);
+        for p in self.producers.drain(..) {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(4 * SEND_TIMEOUT_MS + 5_000), p).await;
+        }
+    }
+
+    /// Waits (up to `timeout`) until the push and pull consumers have received up to
+    /// `ends` (one past the last offset of each drained queue). Returns the queues
+    /// still behind, per consumer.
+    pub async fn wait_consumers(
+        &self,
+        ends: &HashMap<QueueRef, i64>,
+        timeout: Duration,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let behind: Vec<String> = {
+                let p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+                let mut behind = Vec::new();
+                for consumer in ["push", "pull"] {
+                    for (queue, end) in ends {
+                        let got = p
+                            .get(consumer)
+                            .and_then(|m| m.get(queue))
+                            .copied()
+                            .unwrap_or(0);
+                        if got < *end {
+                            behind.push(format!("{consumer} at {queue}: {got} of {end}"));
+                        }
+                    }
+                }
+                behind
+            };
+            if behind.is_empty() || Instant::now() > deadline {
+                return behind;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the consumers.
+    pub async fn stop_consumers(&mut self) {
+        self.pulling.store(false, Ordering::Relaxed);
+        for p in self.pullers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_millis(PULL_SUSPEND_MS + 5_000), p).await;
+        }
+        if let Some(mut push) = self.push.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), push.shutdown()).await;
+        }
+    }
+}
+
+/// Reads every queue of every workload topic from offset 0 and records each message as
+/// a `drain` receipt. Returns one past the last offset of each queue.
+pub async fn drain(
+    namesrv_addr: &str,
+    recorder: &Recorder,
+) -> anyhow::Result<HashMap<QueueRef, i64>> {
+    let consumer =
+        PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "chaos-drain")).await?;
+    let mut ends = HashMap::new();
+    let progress = Progress::default();
+    for topic in all_topics() {
+        for queue in consumer.fetch_queues(topic).await? {
+            let mut offset = 0i64;
+            let deadline = Instant::now() + Duration::from_millis(DRAIN_QUEUE_MS);
+            loop {
+                if Instant::now() > deadline {
+                    bail!("draining {queue} stalled at offset {offset}");
+                }
+                match consumer
+                    .pull(&queue, offset, PULL_BATCH, "*", Duration::ZERO)
+                    .await
+                {
+                    Ok(PullResult::Found {
+                        messages,
+                        next_begin_offset,
+                        ..
+                    }) => {
+                        for m in &messages {
+                            note_receipt(recorder, &progress, crate::checker::DRAIN, m);
+                        }
+                        offset = next_begin_offset;
+                    }
+                    Ok(PullResult::NoNewMessage { .. }) => break,
+                    Ok(other) => bail!("drain pull of {queue} at {offset}: {other:?}"),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            ends.insert(queue_ref_of(&queue), offset);
+        }
+    }
+    consumer.shutdown().await;
+    Ok(ends)
+}
