@@ -144,6 +144,8 @@ pub struct SendResult {
 fn is_leaderless(error: &ClientError) -> bool {
     match error {
         ClientError::NoLeader { .. } => true,
+        // An ordered send's group with no member at all: it is restarting.
+        ClientError::UnknownBroker { .. } => true,
         ClientError::Broker { code, .. } => *code == ResponseCode::SERVICE_NOT_AVAILABLE as i32,
         _ => false,
     }
@@ -518,7 +520,8 @@ impl Inner {
                 .cloned()
                 .ok_or_else(|| no_route("no writable queue")),
             Choice::Ordered(key) => {
-                let q = select_by_hash(&queues, key)
+                let all = self.instance.routes().ordered_queues(topic);
+                let q = select_by_hash(&all, key)
                     .cloned()
                     .ok_or_else(|| no_route("no writable queue"))?;
                 *fixed = Some(q.clone());

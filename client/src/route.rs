@@ -155,13 +155,23 @@ impl RouteTable {
     /// `topicRouteData2TopicPublishInfo`). A group is included while it has any known
     /// member: its followers can name the leader.
     pub fn publish_queues(&self, topic: &str) -> Vec<MessageQueue> {
-        self.queues(topic, perm::WRITE, |q| q.write_queue_nums)
+        self.queues(topic, perm::WRITE, |q| q.write_queue_nums, true)
+    }
+
+    /// Every writable queue of `topic`, sorted, including those of a group that has no
+    /// member right now (the name server keeps a restarting group's queues, without
+    /// addresses, for an expiry period). Ordered sends hash over this list, so a key
+    /// keeps its queue while its group restarts instead of moving to another group.
+    pub fn ordered_queues(&self, topic: &str) -> Vec<MessageQueue> {
+        self.queues(topic, perm::WRITE, |q| q.write_queue_nums, false)
     }
 
     /// The readable queues of `topic`, sorted (RocketMQ's
-    /// `topicRouteData2TopicSubscribeInfo`).
+    /// `topicRouteData2TopicSubscribeInfo`): like Java's client, a group with no
+    /// member right now keeps its queues, so a group restart does not reshuffle the
+    /// consumers' allocation.
     pub fn subscribe_queues(&self, topic: &str) -> Vec<MessageQueue> {
-        self.queues(topic, perm::READ, |q| q.read_queue_nums)
+        self.queues(topic, perm::READ, |q| q.read_queue_nums, false)
     }
 
     fn queues(
@@ -169,6 +179,7 @@ impl RouteTable {
         topic: &str,
         needed: i32,
         count: impl Fn(&remoting::route::QueueData) -> i32,
+        live_groups_only: bool,
     ) -> Vec<MessageQueue> {
         let Some(route) = self.topics.get(topic) else {
             return Vec::new();
@@ -177,7 +188,9 @@ impl RouteTable {
         datas.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
         let mut out = Vec::new();
         for qd in datas {
-            if qd.perm & needed == 0 || self.members(&qd.broker_name).is_empty() {
+            if qd.perm & needed == 0
+                || (live_groups_only && self.members(&qd.broker_name).is_empty())
+            {
                 continue;
             }
             for queue_id in 0..count(qd).max(0) {
@@ -318,5 +331,37 @@ mod tests {
         t.learn_leader("broker-a", "127.0.0.1:100");
         t.update_topic("T", route());
         assert!(t.learned.is_empty());
+    }
+
+    /// Regression for a bug the two-group chaos run found (issue 5): when every node of
+    /// a group was gone, its queues dropped out of the client's queue list, the count
+    /// shrank, and ordered sends re-hashed their keys onto the other group's queues.
+    /// Now a group the name server lists without addresses is left out of round-robin
+    /// sends but kept for ordered sends and subscriptions, so a key keeps its queue.
+    #[test]
+    fn issue_5_ordered_keys_keep_their_queue_while_a_group_restarts() {
+        let mut live = RouteTable::default();
+        live.update_topic("T", route());
+        let mut down = route();
+        for b in &mut down.broker_datas {
+            if b.broker_name == "broker-b" {
+                b.broker_addrs.clear();
+            }
+        }
+        let mut restarting = RouteTable::default();
+        restarting.update_topic("T", down);
+
+        assert_eq!(restarting.ordered_queues("T"), live.ordered_queues("T"));
+        assert_eq!(restarting.subscribe_queues("T"), live.subscribe_queues("T"));
+        assert!(restarting
+            .publish_queues("T")
+            .iter()
+            .all(|q| q.broker_name != "broker-b"));
+        for key in ["k0", "k1", "order-42", "Aa", "BB"] {
+            let before = crate::producer::select_by_hash(&live.ordered_queues("T"), key).cloned();
+            let during =
+                crate::producer::select_by_hash(&restarting.ordered_queues("T"), key).cloned();
+            assert_eq!(before, during, "key {key} moved while broker-b restarted");
+        }
     }
 }

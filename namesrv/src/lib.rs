@@ -39,9 +39,7 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
         loop {
             tick.tick().await;
             let now = tokio::time::Instant::now();
-            if let Some(deadline) = now.checked_sub(expiry) {
-                scan_table.lock().unwrap().expire(deadline);
-            }
+            scan_table.lock().unwrap().expire(now, expiry);
         }
     });
     info!(addr = ?listener.local_addr().ok(), "name server listening");

@@ -49,6 +49,10 @@ struct Group {
     /// The member that is brokerId 0, if any.
     leader: Option<String>,
     topics: BTreeMap<String, TopicConfig>,
+    /// When the last member left; its queues stay in routes (with no address) for one
+    /// expiry period, so ordered sends keep their queue instead of re-hashing onto
+    /// another group's while a whole group restarts.
+    emptied_at: Option<Instant>,
 }
 
 impl Group {
@@ -114,6 +118,7 @@ impl RouteTable {
     pub fn register(&mut self, reg: Registration, now: Instant) -> RegisterOutcome {
         let group = self.groups.entry(reg.broker_name.clone()).or_default();
         group.cluster = reg.cluster;
+        group.emptied_at = None;
         let claims = reg.broker_id == 0;
         let stale_claim = claims && reg.term < group.newest_leader_term;
         if claims && !stale_claim {
@@ -182,6 +187,7 @@ impl RouteTable {
 
     pub fn unregister(&mut self, broker_name: &str, broker_addr: &str) -> bool {
         self.remove_where(
+            Instant::now(),
             |name, addr, _| name == broker_name && addr == broker_addr,
             "unregistered",
         )
@@ -190,18 +196,31 @@ impl RouteTable {
     /// Drops every member registered over a connection that has closed.
     pub fn connection_closed(&mut self, connection_id: u64) -> bool {
         self.remove_where(
+            Instant::now(),
             |_, _, m| m.connection_id == Some(connection_id),
             "connection closed",
         )
     }
 
-    /// Drops every member silent since before `deadline`.
-    pub fn expire(&mut self, deadline: Instant) -> bool {
-        self.remove_where(|_, _, m| m.last_seen < deadline, "expired")
+    /// Drops every member silent for `expiry`, and the queues of groups that have had
+    /// no member for that long.
+    pub fn expire(&mut self, now: Instant, expiry: std::time::Duration) -> bool {
+        let Some(deadline) = now.checked_sub(expiry) else {
+            return false;
+        };
+        let removed = self.remove_where(now, |_, _, m| m.last_seen < deadline, "expired");
+        for (name, group) in self.groups.iter_mut() {
+            if group.emptied_at.is_some_and(|t| t < deadline) && !group.topics.is_empty() {
+                info!(broker_name = %name, "group gone for a whole expiry period: its queues leave the routes");
+                group.topics.clear();
+            }
+        }
+        removed
     }
 
     fn remove_where(
         &mut self,
+        now: Instant,
         mut doomed: impl FnMut(&str, &str, &Member) -> bool,
         why: &str,
     ) -> bool {
@@ -218,24 +237,22 @@ impl RouteTable {
             if group.members.len() != before {
                 removed = true;
                 group.elect(name);
-            }
-        }
-        // A group with no members serves no topics, but keeps its newest leader term so
-        // a stale ex-leader cannot claim brokerId 0 when it comes back alone.
-        for group in self.groups.values_mut() {
-            if group.members.is_empty() {
-                group.topics.clear();
+                // A group with no members keeps its newest leader term, so a stale
+                // ex-leader cannot claim brokerId 0 when it comes back alone.
+                if group.members.is_empty() {
+                    group.emptied_at = Some(now);
+                }
             }
         }
         removed
     }
 
+    /// A group whose every member is gone still appears, with no address, until its
+    /// queues expire: clients skip it for round-robin sends, and ordered sends keep
+    /// hashing over the same queue count.
     pub fn topic_route(&self, topic: &str) -> Option<TopicRouteData> {
         let mut route = TopicRouteData::default();
         for (name, group) in &self.groups {
-            if group.members.is_empty() {
-                continue;
-            }
             if let Some(config) = group.topics.get(topic) {
                 route.queue_datas.push(QueueData {
                     broker_name: name.clone(),
@@ -270,7 +287,6 @@ impl RouteTable {
         let topic_list: BTreeSet<String> = self
             .groups
             .values()
-            .filter(|g| !g.members.is_empty())
             .flat_map(|g| g.topics.keys().cloned())
             .collect();
         TopicList {
@@ -354,10 +370,20 @@ mod tests {
         assert!(t.connection_closed(7));
         assert_eq!(leader(&t), None);
         assert!(t.topic_route("T").is_some());
-        assert!(t.expire(start + Duration::from_secs(6)));
+        let expiry = Duration::from_secs(1);
+        assert!(t.expire(start + Duration::from_secs(7), expiry));
+        // Every member gone: the queues stay, with no address, for one expiry period.
+        let route = t
+            .topic_route("T")
+            .expect("queues kept while the group restarts");
+        assert!(route.broker_datas[0].broker_addrs.is_empty());
+        assert_eq!(route.queue_datas[0].write_queue_nums, 4);
+        assert!(t.cluster_info().broker_addr_table.is_empty());
+        assert!(!t.expire(start + Duration::from_secs(7) + expiry / 2, expiry));
+        assert!(t.topic_route("T").is_some());
+        t.expire(start + Duration::from_secs(9), expiry);
         assert!(t.topic_route("T").is_none());
         assert!(t.all_topics().topic_list.is_empty());
-        assert!(t.cluster_info().broker_addr_table.is_empty());
     }
 
     #[test]

@@ -202,8 +202,25 @@ async fn silent_brokers_expire_after_the_configured_timeout() {
         "{route:?}"
     );
     assert!(!a.is_closed(), "expiry is by silence, not by connection");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(client.topic_route("TopicTest").await.unwrap(), None);
+    // Once b is silent too, the group keeps its queues (with no address) for one more
+    // expiry period, then leaves the route.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut saw_addressless = false;
+    loop {
+        match client.topic_route("TopicTest").await.unwrap() {
+            None => break,
+            Some(route) => saw_addressless |= route.broker_datas[0].broker_addrs.is_empty(),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never left the route"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        saw_addressless,
+        "an emptied group's queues must stay for an expiry period"
+    );
 }
 
 #[tokio::test]
