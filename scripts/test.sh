@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: format check, clippy with warnings denied, every
-# test of every crate. Ends with one line "test summary: N passed, N failed".
+# test of every crate (the whole-system tests and the short chaos run start real
+# processes on loopback), then a short side-by-side bench against NATS JetStream as a
+# smoke test. Ends with one line "test summary: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,21 @@ set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+# The side-by-side comparison with NATS JetStream, as a smoke test: a few seconds per
+# workload with debug binaries. It proves the script and both bench clients work; its
+# figures mean nothing (see docs/PERFORMANCE.md for real ones).
+if [ "$status" = 0 ]; then
+    echo "== bench/compare.sh --short --debug (smoke test, no timing assertions)"
+    smoke="$(mktemp -d)"
+    if bench/compare.sh --short --debug --out "$smoke" > "$smoke.log" 2>&1; then
+        echo "bench smoke test: ok"
+    else
+        tail -40 "$smoke.log"
+        echo "bench smoke test: FAILED (log above; full output in $smoke.log)"
+        status=1
+    fi
+fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "test summary: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

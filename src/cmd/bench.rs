@@ -6,6 +6,11 @@
 //! second; at the end p50/p90/p99/p999/max from an HDR histogram, msg/s and MB/s, and
 //! with `--json` one JSON object for scripts. Unknown outcomes and failures are counted,
 //! never hidden.
+//!
+//! `rocketraft bench consume`: catch-up read of messages already stored. Every readable
+//! queue of the topic is read from its min offset by its own task, as fast as the broker
+//! answers non-held pulls, until `--count` messages (over all queues) or the end of every
+//! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +30,29 @@ pub struct Args {
 enum What {
     /// Produce throughput and acknowledgement latency.
     Produce(ProduceArgs),
+    /// Catch-up consume: read stored messages back as fast as possible.
+    Consume(ConsumeArgs),
+}
+
+#[derive(clap::Args)]
+struct ConsumeArgs {
+    /// Name servers, `;`-separated.
+    #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    #[arg(short = 't', long, default_value = "BenchTopic")]
+    topic: String,
+    /// Stop after this many messages (default: everything stored when the run starts).
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Messages asked for in one pull (the broker caps it at its maxPullMsgNums).
+    #[arg(long, default_value_t = 64)]
+    batch: i32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_seconds: u64,
+    /// Print one JSON object at the end instead of the text report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +89,7 @@ struct Stats {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Produce(a) => produce(a).await,
+        What::Consume(a) => consume(a).await,
     }
 }
 
@@ -205,5 +234,136 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             h.max() as f64 / 1000.0
         );
     }
+    Ok(())
+}
+
+async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    use client::{PullConsumer, PullConsumerConfig, PullResult};
+
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let consumer = PullConsumer::start(PullConsumerConfig::new(
+        &args.namesrv,
+        "rocketraft-bench-consume",
+    ))
+    .await?;
+    let queues = consumer.fetch_queues(&args.topic).await?;
+    // What is stored now is what we read: each queue from its min to its current max.
+    let mut ranges = Vec::new();
+    let mut stored = 0u64;
+    for q in &queues {
+        let (min, max) = (consumer.min_offset(q).await?, consumer.max_offset(q).await?);
+        stored += (max - min).max(0) as u64;
+        ranges.push((q.clone(), min, max));
+    }
+    let want = args.count.unwrap_or(stored);
+    anyhow::ensure!(
+        stored >= want,
+        "topic {} holds {stored} messages, fewer than the {want} asked for",
+        args.topic
+    );
+    let received = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.timeout_seconds);
+    let mut tasks = Vec::new();
+    for (queue, min, max) in ranges {
+        let (consumer, received, bytes, errors) = (
+            consumer.clone(),
+            received.clone(),
+            bytes.clone(),
+            errors.clone(),
+        );
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut offset = min;
+            // Bounded: every pull either advances the offset or counts an error.
+            while offset < max
+                && received.load(Ordering::Relaxed) < want
+                && Instant::now() < deadline
+                && errors.load(Ordering::Relaxed) < 100
+            {
+                match consumer
+                    .pull(&queue, offset, batch, "*", Duration::ZERO)
+                    .await
+                {
+                    Ok(PullResult::Found {
+                        messages,
+                        next_begin_offset,
+                        ..
+                    }) => {
+                        let n: u64 = messages.len() as u64;
+                        let b: u64 = messages.iter().map(|m| m.body.len() as u64).sum();
+                        received.fetch_add(n, Ordering::Relaxed);
+                        bytes.fetch_add(b, Ordering::Relaxed);
+                        offset = next_begin_offset;
+                    }
+                    Ok(other) => {
+                        let next = other.next_begin_offset();
+                        if next <= offset {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        offset = next.max(offset);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let progress = {
+        let received = received.clone();
+        let quiet = args.json;
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = received.load(Ordering::Relaxed);
+                if !quiet {
+                    eprintln!(
+                        "[{:>4.0}s] {:>8} msg/s  ({now} of {want})",
+                        started.elapsed().as_secs_f64(),
+                        now - last
+                    );
+                }
+                last = now;
+            }
+        })
+    };
+    for t in tasks {
+        t.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    progress.abort();
+    consumer.shutdown().await;
+    let received = received.load(Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
+    let rate = received as f64 / elapsed;
+    let mb = bytes.load(Ordering::Relaxed) as f64 / elapsed / (1024.0 * 1024.0);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "consume",
+                "system": "rocketraft",
+                "queues": queues.len(),
+                "requested": want,
+                "received": received,
+                "errors": errors,
+                "seconds": elapsed,
+                "msg_per_s": rate,
+                "mb_per_s": mb,
+            })
+        );
+    } else {
+        println!(
+            "consume: {received} of {want} from {} queues in {elapsed:.1} s = {rate:.0} msg/s, {mb:.1} MB/s (errors {errors})",
+            queues.len()
+        );
+    }
+    anyhow::ensure!(received >= want, "read only {received} of {want} messages");
     Ok(())
 }
