@@ -7,12 +7,18 @@ have_libclang() {
   ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
 }
 
-if ! have_libclang; then
-  echo "ensure-deps: libclang missing; installing libclang-dev" >&2
+missing=()
+have_libclang || missing+=(libclang-dev)
+# bench/compare.sh (the NATS comparison) needs these; most machines have them.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "ensure-deps: installing ${missing[*]}" >&2
   SUDO=""
   if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libclang-dev >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
