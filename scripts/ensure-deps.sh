@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build rocketraft: libclang, which the `rocksdb`
-# crate's build (bindgen) needs. Safe to run again: it does nothing when all is there.
+# Installs what a fresh machine lacks to build and test rocketraft: libclang, which the
+# `rocksdb` crate's build (bindgen) needs, and curl and python3 for bench/compare.sh.
+# Safe to run again: it does nothing when all is there.
 set -euo pipefail
 
 have_libclang() {
