@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use remoting::filter::tag_hash;
 
 use crate::command::BrokerCommand;
-use crate::consume_queue::{ConsumeQueueStore, CqEntry};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
 
 /// Key of one consumer offset.
 pub type OffsetKey = (String, String, i32);
@@ -120,6 +120,10 @@ fn be_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
+/// ConsumeQueue entries one Raft entry adds to one queue: the queue, its topic and id,
+/// the first new queue offset, and the entries.
+type QueueBatch<'a> = (Arc<ConsumeQueue>, &'a str, i32, u64, Vec<CqEntry>);
+
 /// The broker's apply hook.
 pub struct BrokerHook {
     state: Arc<BrokerState>,
@@ -135,29 +139,38 @@ impl BrokerHook {
         records: &[dledger::CommittedRecord<'_>],
         writes: &mut HookWrites<'_>,
     ) -> Result<Vec<Vec<u8>>, HookError> {
+        // Entries are gathered per queue and written once per queue per Raft entry.
         let mut out = Vec::with_capacity(records.len());
-        let mut touched: HashMap<(&str, i32), u64> = HashMap::new();
+        let mut index: HashMap<(&str, i32), usize> = HashMap::new();
+        let mut batches: Vec<QueueBatch<'_>> = Vec::new();
         for record in records {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
-            let queue = self
-                .state
-                .consume_queues
-                .get_or_create(msg.topic, msg.queue_id)?;
-            let queue_offset = queue.max_offset();
-            queue.append(
-                queue_offset,
-                CqEntry {
-                    commit_log_offset: record.position as i64,
-                    size: record.bytes.len() as i32,
-                    tag_hash: msg.property(property::TAGS).map(tag_hash).unwrap_or(0),
-                },
-            )?;
-            touched.insert((msg.topic, msg.queue_id), queue_offset + 1);
-            out.push(queue_offset.to_be_bytes().to_vec());
+            let slot = match index.get(&(msg.topic, msg.queue_id)) {
+                Some(slot) => *slot,
+                None => {
+                    let queue = self
+                        .state
+                        .consume_queues
+                        .get_or_create(msg.topic, msg.queue_id)?;
+                    let first = queue.max_offset();
+                    batches.push((queue, msg.topic, msg.queue_id, first, Vec::new()));
+                    index.insert((msg.topic, msg.queue_id), batches.len() - 1);
+                    batches.len() - 1
+                }
+            };
+            let (_, _, _, first, entries) = &mut batches[slot];
+            out.push((*first + entries.len() as u64).to_be_bytes().to_vec());
+            entries.push(CqEntry {
+                commit_log_offset: record.position as i64,
+                size: record.bytes.len() as i32,
+                tag_hash: msg.property(property::TAGS).map(tag_hash).unwrap_or(0),
+            });
         }
-        for ((topic, queue_id), count) in touched {
-            writes.put(&queue_key(topic, queue_id), &count.to_be_bytes());
+        for (queue, topic, queue_id, first, entries) in &batches {
+            queue.append_many(*first, entries)?;
+            let count = first + entries.len() as u64;
+            writes.put(&queue_key(topic, *queue_id), &count.to_be_bytes());
         }
         Ok(out)
     }
