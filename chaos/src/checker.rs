@@ -123,6 +123,9 @@ pub struct Verdict {
     pub unknown_stored: usize,
     pub unknown_not_stored: usize,
     pub stored_messages: usize,
+    /// Messages consumers received that carry another run's tag (values left in an
+    /// attached cluster by earlier runs); not checked.
+    pub foreign: usize,
     pub received: BTreeMap<String, usize>,
     pub lost: Finding,
     pub misplaced: Finding,
@@ -259,6 +262,7 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     let mut receipts: BTreeMap<String, Vec<(QueueRef, i64, String)>> = BTreeMap::new();
     let mut faults: Vec<(u32, String, String, u64, Option<u64>)> = Vec::new();
 
+    let mut tag: Option<String> = None;
     for event in events {
         match event {
             Event::Invoke {
@@ -313,6 +317,16 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                 let invoked = s.invoked_us.get(attempt).copied().unwrap_or(*t_us);
                 troubles.push((*t_us, invoked));
             }
+            Event::Recv { value, .. }
+                if tag.as_deref().is_some_and(|tag| {
+                    value
+                        .strip_prefix(tag)
+                        .and_then(|v| v.strip_prefix('.'))
+                        .is_none()
+                }) =>
+            {
+                v.foreign += 1;
+            }
             Event::Recv {
                 consumer,
                 queue,
@@ -339,6 +353,7 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                     f.4 = Some(*t_us);
                 }
             }
+            Event::Start { tag: t, .. } => tag = Some(t.clone()),
             Event::Note { text, .. } => {
                 if let Some(problem) = text.strip_prefix(LIVENESS) {
                     v.liveness.push(problem.to_string());

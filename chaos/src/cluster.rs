@@ -1,16 +1,25 @@
 //! A cluster of real `rocketraft` processes: one name server and one or two three-node
-//! broker groups on loopback, each node a child process with its own data directory,
-//! config file and log under the run directory. Nodes can be SIGKILLed, stopped with
-//! SIGTERM, paused (SIGSTOP), resumed and restarted. Only processes this cluster
-//! started are signalled, by PID; every one is ended when the cluster is dropped.
+//! broker groups, each node a child process with its own data directory, config file
+//! and log under the run directory. Nodes run on loopback, or each in a network
+//! namespace of its own when the run partitions ([`crate::net`]). A cluster can also be
+//! *attached*: nodes someone else started, named by PID, whose command lines are read
+//! from `/proc` so that they can be restarted the same way.
+//!
+//! Nodes can be SIGKILLed, stopped with SIGTERM, paused (SIGSTOP), resumed and
+//! restarted. Only processes this cluster started, or was given by PID, are signalled;
+//! the ones it started are ended when the cluster is dropped (an attached cluster is
+//! left running).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use client::NameServerClient;
+
+use crate::net::Net;
 
 /// Group names, in order (`--groups 2` uses both).
 pub const GROUP_NAMES: [&str; 2] = ["broker-a", "broker-b"];
@@ -18,6 +27,10 @@ pub const GROUP_NAMES: [&str; 2] = ["broker-a", "broker-b"];
 pub const QUEUES_PER_TOPIC: i32 = 4;
 /// Longest wait for a SIGTERMed process to exit before it is killed.
 const STOP_WAIT_MS: u64 = 10_000;
+/// Ports used inside namespaces, where every node has an address of its own.
+const NS_NAMESRV_PORT: u16 = 9876;
+const NS_LISTEN_PORT: u16 = 10911;
+const NS_PEER_PORT: u16 = 40911;
 
 /// A free loopback port (bound then released; good enough on loopback).
 fn free_port() -> anyhow::Result<u16> {
@@ -29,9 +42,16 @@ pub struct Node {
     pub group: String,
     pub name: String,
     pub addr: String,
-    pub conf: PathBuf,
     pub store: PathBuf,
     pub log: PathBuf,
+    /// Program and arguments that (re)start it.
+    command: Vec<String>,
+    /// Working directory to start it in (attached nodes keep theirs).
+    cwd: Option<PathBuf>,
+    /// Its namespace index in [`Net`], when it runs in one.
+    pub net_index: Option<usize>,
+    pid: Option<i32>,
+    /// Set when this cluster started the process (an attached one is not our child).
     child: Option<Child>,
     paused: bool,
 }
@@ -43,70 +63,105 @@ impl Node {
     }
 
     pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
+        self.pid
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.pid.is_some()
     }
 }
 
 pub struct Cluster {
-    binary: PathBuf,
     dir: PathBuf,
     pub namesrv_addr: String,
     namesrv: Option<Child>,
     pub nodes: Vec<Node>,
+    /// The namespaces nodes run in, when the run partitions.
+    pub net: Option<Arc<Net>>,
+    /// Nodes were given by PID: leave them running at the end.
+    attached: bool,
 }
 
 fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a PID of a child this cluster started and has not reaped.
+    // SAFETY: kill(2) with the PID of a process this cluster started or was given.
     unsafe {
         libc::kill(pid, sig);
     }
 }
 
+/// Whether `pid` is gone (or a zombie waiting for a parent that is not us).
+fn exited(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'))
+            .unwrap_or(false),
+    }
+}
+
 impl Cluster {
     /// Starts a name server and `groups` three-node groups from `binary`, with all data
-    /// under `dir`. `flush` is the groups' `flushDiskType`.
-    pub fn start(binary: &Path, dir: &Path, groups: usize, flush: &str) -> anyhow::Result<Cluster> {
+    /// under `dir`. `flush` is the groups' `flushDiskType`. With `net`, node `k` runs in
+    /// namespace `k` and the name server in the hub (the caller must be in the hub).
+    pub fn start(
+        binary: &Path,
+        dir: &Path,
+        groups: usize,
+        flush: &str,
+        net: Option<Arc<Net>>,
+    ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let namesrv_addr = format!("127.0.0.1:{}", free_port()?);
+        let namesrv_addr = match &net {
+            Some(net) => format!("{}:{NS_NAMESRV_PORT}", net.hub_ip()),
+            None => format!("127.0.0.1:{}", free_port()?),
+        };
         let mut cluster = Cluster {
-            binary: binary.to_path_buf(),
             dir: dir.to_path_buf(),
             namesrv_addr: namesrv_addr.clone(),
             namesrv: None,
             nodes: Vec::new(),
+            net: net.clone(),
+            attached: false,
         };
-        let namesrv = cluster.spawn(
-            &[
+        let mut namesrv_cmd = vec![binary.display().to_string()];
+        namesrv_cmd.extend(
+            [
                 "namesrv",
                 "--listen",
                 &namesrv_addr,
                 "--scan-interval-ms",
                 "1000",
-            ],
-            &dir.join("namesrv.log"),
-        )?;
+            ]
+            .map(String::from),
+        );
+        let namesrv = spawn(&namesrv_cmd, None, &dir.join("namesrv.log"))?;
         cluster.namesrv = Some(namesrv);
         for group in GROUP_NAMES.iter().take(groups.clamp(1, 2)) {
-            let peer_ports = (0..3).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
-            let peers = peer_ports
+            let first = cluster.nodes.len();
+            // (host, client port, peer port) of each node.
+            let hosts = (0..3)
+                .map(|i| -> anyhow::Result<(String, u16, u16)> {
+                    Ok(match &net {
+                        Some(net) => (net.node_ip(first + i), NS_LISTEN_PORT, NS_PEER_PORT),
+                        None => ("127.0.0.1".to_string(), free_port()?, free_port()?),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let peers = hosts
                 .iter()
                 .enumerate()
-                .map(|(i, p)| format!("n{i}-127.0.0.1:{p}"))
+                .map(|(i, (host, _, peer))| format!("n{i}-{host}:{peer}"))
                 .collect::<Vec<_>>()
                 .join(";");
-            for i in 0..3 {
-                let port = free_port()?;
+            for (i, (host, port, _)) in hosts.iter().enumerate() {
                 let store = dir.join(format!("{group}-n{i}"));
                 let conf = dir.join(format!("{group}-n{i}.conf"));
                 std::fs::write(
                     &conf,
                     format!(
                         "brokerClusterName=ChaosCluster\nbrokerName={group}\ndLegerGroup={group}\n\
-                         brokerIP1=127.0.0.1\nlistenPort={port}\nnamesrvAddr={namesrv_addr}\n\
+                         brokerIP1={host}\nlistenPort={port}\nnamesrvAddr={namesrv_addr}\n\
                          storePathRootDir={}\nenableDLegerCommitLog=true\ndLegerPeers={peers}\n\
                          dLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
                          registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
@@ -114,13 +169,23 @@ impl Cluster {
                         store.display()
                     ),
                 )?;
+                let net_index = net.as_ref().map(|_| first + i);
+                let mut command = match (&net, net_index) {
+                    (Some(net), Some(k)) => net.exec_prefix(k),
+                    _ => Vec::new(),
+                };
+                command.push(binary.display().to_string());
+                command.extend(["broker".into(), "-c".into(), conf.display().to_string()]);
                 cluster.nodes.push(Node {
                     group: group.to_string(),
                     name: format!("n{i}"),
-                    addr: format!("127.0.0.1:{port}"),
+                    addr: format!("{host}:{port}"),
                     log: dir.join(format!("{group}-n{i}.log")),
-                    conf,
                     store,
+                    command,
+                    cwd: None,
+                    net_index,
+                    pid: None,
                     child: None,
                     paused: false,
                 });
@@ -132,19 +197,31 @@ impl Cluster {
         Ok(cluster)
     }
 
-    fn spawn(&self, args: &[&str], log: &Path) -> anyhow::Result<Child> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        Command::new(&self.binary)
-            .args(args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("start {}", self.binary.display()))
+    /// Attaches to a running cluster: its name server at `namesrv_addr` and broker
+    /// processes `pids`, each started as `rocketraft broker -c <conf> [flags]`. Each
+    /// node's group, address and store are read from its command line and config file;
+    /// a node this tool kills is restarted with the same command line and directory,
+    /// its output appended to a log under `dir`.
+    pub fn attach(namesrv_addr: &str, pids: &[i32], dir: &Path) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut nodes = Vec::new();
+        for &pid in pids {
+            let node = attached_node(pid, dir)
+                .with_context(|| format!("attach to broker process {pid}"))?;
+            nodes.push(node);
+        }
+        nodes.sort_by(|a, b| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
+        if nodes.is_empty() {
+            bail!("no broker PIDs given");
+        }
+        Ok(Cluster {
+            dir: dir.to_path_buf(),
+            namesrv_addr: namesrv_addr.to_string(),
+            namesrv: None,
+            nodes,
+            net: None,
+            attached: true,
+        })
     }
 
     /// The run directory (data, configs, logs).
@@ -166,49 +243,54 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
-        if self.nodes[i].child.is_some() {
+        let node = &mut self.nodes[i];
+        if node.pid.is_some() {
             return Ok(());
         }
-        let conf = self.nodes[i].conf.display().to_string();
-        let child = self.spawn(&["broker", "-c", &conf], &self.nodes[i].log.clone())?;
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
+        let child = spawn(&node.command, node.cwd.as_deref(), &node.log)?;
+        node.pid = Some(child.id() as i32);
+        node.child = Some(child);
+        node.paused = false;
         Ok(())
     }
 
     /// SIGKILL: the node stops at once; its files stay as they were.
     pub fn kill(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if let Some(mut child) = node.child.take() {
-            if node.paused {
-                signal(child.id() as i32, libc::SIGCONT);
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        node.paused = false;
+        self.end(i, libc::SIGKILL);
     }
 
-    /// SIGTERM and wait (bounded): a clean stop.
+    /// SIGTERM and wait (bounded, then SIGKILL): a clean stop.
     pub fn stop(&mut self, i: usize) {
+        self.end(i, libc::SIGTERM);
+    }
+
+    /// Sends `sig` to node `i` and waits for it to exit (bounded; SIGKILL after).
+    fn end(&mut self, i: usize, sig: i32) {
         let node = &mut self.nodes[i];
-        if let Some(mut child) = node.child.take() {
-            if node.paused {
-                signal(child.id() as i32, libc::SIGCONT);
-            }
-            signal(child.id() as i32, libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_millis(STOP_WAIT_MS);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    node.paused = false;
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(pid) = node.pid.take() else {
+            return;
+        };
+        if node.paused {
+            signal(pid, libc::SIGCONT);
         }
         node.paused = false;
+        signal(pid, sig);
+        let mut child = node.child.take();
+        let gone = |child: &mut Option<Child>| match child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => exited(pid),
+        };
+        let deadline = Instant::now() + Duration::from_millis(STOP_WAIT_MS);
+        while !gone(&mut child) {
+            if Instant::now() > deadline {
+                signal(pid, libc::SIGKILL);
+                if let Some(c) = child.as_mut() {
+                    let _ = c.wait();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pause(&mut self, i: usize) {
@@ -222,6 +304,29 @@ impl Cluster {
         if let Some(pid) = self.nodes[i].pid() {
             signal(pid, libc::SIGCONT);
             self.nodes[i].paused = false;
+        }
+    }
+
+    /// Cuts node `i` off the network (isolated) or reconnects it.
+    pub fn isolate(&self, i: usize, on: bool) -> anyhow::Result<()> {
+        let (net, k) = self.net_of(i)?;
+        net.isolate(k, on)
+    }
+
+    /// Cuts (or mends) the link between nodes `a` and `b` only.
+    pub fn cut(&self, a: usize, b: usize, on: bool) -> anyhow::Result<()> {
+        let (net, ka) = self.net_of(a)?;
+        let (_, kb) = self.net_of(b)?;
+        net.cut(ka, kb, on)
+    }
+
+    fn net_of(&self, i: usize) -> anyhow::Result<(&Net, usize)> {
+        match (&self.net, self.nodes[i].net_index) {
+            (Some(net), Some(k)) => Ok((net, k)),
+            _ => bail!(
+                "{} does not run in a network namespace",
+                self.nodes[i].label()
+            ),
         }
     }
 
@@ -294,8 +399,12 @@ impl Cluster {
             .collect()
     }
 
-    /// Stops every node and the name server cleanly.
+    /// Stops every node and the name server cleanly. An attached cluster is left
+    /// running (the nodes this tool restarted included).
     pub fn stop_all(&mut self) {
+        if self.attached {
+            return;
+        }
         for i in 0..self.nodes.len() {
             self.stop(i);
         }
@@ -304,6 +413,114 @@ impl Cluster {
             let _ = ns.wait();
         }
     }
+
+    /// Whether the nodes were given by PID (see [`Cluster::attach`]).
+    pub fn is_attached(&self) -> bool {
+        self.attached
+    }
+}
+
+/// Starts `command` (program, then arguments) in `cwd`, its output appended to `log`.
+fn spawn(command: &[String], cwd: Option<&Path>, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .stdin(Stdio::null());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
+    cmd.spawn()
+        .with_context(|| format!("start {}", command.join(" ")))
+}
+
+/// A running broker process, read from `/proc/<pid>`: its command line, directory,
+/// and the config it was started with (`-c`/`--config` plus the override flags).
+fn attached_node(pid: i32, dir: &Path) -> anyhow::Result<Node> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .with_context(|| format!("no process {pid}"))?;
+    let command: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .with_context(|| format!("working directory of {pid}"))?;
+    let Some(sub) = command.iter().position(|a| a == "broker") else {
+        bail!(
+            "`{}` is not a `rocketraft broker` command line",
+            command.join(" ")
+        );
+    };
+    let mut config: Option<PathBuf> = None;
+    let mut overrides: Vec<(&str, String)> = Vec::new();
+    let mut args = command[sub + 1..].iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let key = match flag {
+            "-c" | "--config" => None,
+            "--listen-port" => Some("listenPort"),
+            "--store-path" => Some("storePathRootDir"),
+            "-n" | "--namesrv" => Some("namesrvAddr"),
+            "--self-id" => Some("dLegerSelfId"),
+            "--peers" => Some("dLegerPeers"),
+            "--flush-disk-type" => Some("flushDiskType"),
+            other => bail!("unexpected argument `{other}` in `{}`", command.join(" ")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => args
+                .next()
+                .with_context(|| format!("`{flag}` without a value"))?
+                .clone(),
+        };
+        match key {
+            None => config = Some(cwd.join(value)),
+            Some(key) => overrides.push((key, value)),
+        }
+    }
+    let mut props = match &config {
+        Some(path) => remoting::config_file::Properties::load(path)
+            .with_context(|| format!("read {}", path.display()))?,
+        None => remoting::config_file::Properties::default(),
+    };
+    for (key, value) in overrides {
+        props.entries.insert(key.to_string(), (value, 0));
+    }
+    let mut get = |key: &str| -> anyhow::Result<Option<String>> {
+        props
+            .take::<String>(key)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    let group = get("brokerName")?.unwrap_or_else(|| "DefaultBrokerName".into());
+    let host = get("brokerIP1")?.unwrap_or_else(|| "127.0.0.1".into());
+    let port = get("listenPort")?.unwrap_or_else(|| "10911".into());
+    let name = get("dLegerSelfId")?.unwrap_or_else(|| format!("pid{pid}"));
+    let store = get("storePathRootDir")?
+        .map(|s| cwd.join(s))
+        .context("no storePathRootDir in the config or flags")?;
+    Ok(Node {
+        log: dir.join(format!("{group}-{name}.log")),
+        group,
+        name,
+        addr: format!("{host}:{port}"),
+        store,
+        command,
+        cwd: Some(cwd),
+        net_index: None,
+        pid: Some(pid),
+        child: None,
+        paused: false,
+    })
 }
 
 /// A node's CommitLog: its 20-digit segment files in order, concatenated, with the
@@ -331,6 +548,9 @@ pub fn read_commit_log(store: &Path) -> anyhow::Result<Vec<u8>> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if self.attached {
+            return;
+        }
         for i in 0..self.nodes.len() {
             self.kill(i);
         }

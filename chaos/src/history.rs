@@ -41,7 +41,7 @@ impl std::fmt::Display for QueueRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A send attempt began. `value` is unique per message (`p<producer>-<seq>`);
+    /// A send attempt began. `value` is unique per message (`<tag>.p<producer>-<seq>`);
     /// `attempt` > 1 is the workload retrying a value whose earlier attempt was unknown.
     Invoke {
         t_us: u64,
@@ -93,6 +93,12 @@ pub enum Event {
         id: u32,
         fault: String,
     },
+    /// The workload started; every value it sends begins with `<tag>.` (so values
+    /// of earlier runs against the same cluster are told apart).
+    Start {
+        t_us: u64,
+        tag: String,
+    },
     /// A free-form note (skipped faults, phase changes).
     Note {
         t_us: u64,
@@ -110,6 +116,7 @@ impl Event {
             | Event::Recv { t_us, .. }
             | Event::FaultStart { t_us, .. }
             | Event::FaultEnd { t_us, .. }
+            | Event::Start { t_us, .. }
             | Event::Note { t_us, .. } => *t_us,
         }
     }

@@ -19,6 +19,7 @@ pub mod checker;
 pub mod cluster;
 pub mod faults;
 pub mod history;
+pub mod net;
 pub mod report;
 pub mod workload;
 
@@ -33,6 +34,7 @@ use checker::ReplicaCheck;
 use cluster::Cluster;
 use faults::{FaultKind, Planned};
 use history::{Event, Recorder};
+use net::Net;
 use workload::Workload;
 
 /// Longest wait for a group to have a live leader again.
@@ -95,6 +97,39 @@ pub struct RunArgs {
     /// Keep node data after a passing run (it is always kept after a failing one).
     #[arg(long)]
     pub keep_data: bool,
+    /// Where nodes run: `namespaces` (each node in a network namespace of its own,
+    /// needed for partition faults; needs root), `loopback` (partitions are skipped),
+    /// or `auto` (namespaces when the machine allows them).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "namespaces", "loopback"])]
+    pub net: String,
+    /// Attach to a running cluster instead of starting one: its name server address.
+    /// Needs `--attach-pids`.
+    #[arg(long, requires = "attach_pids")]
+    pub attach_namesrv: Option<String>,
+    /// The broker processes of the attached cluster, by PID (comma separated); each
+    /// must be a `rocketraft broker -c <conf> ...` command. Killed nodes are restarted
+    /// with their own command line; the cluster is left running afterwards.
+    #[arg(long, value_delimiter = ',', requires = "attach_namesrv")]
+    pub attach_pids: Vec<i32>,
+}
+
+impl Default for RunArgs {
+    fn default() -> Self {
+        RunArgs {
+            faults: 20,
+            seconds: 120,
+            seed: None,
+            out: None,
+            groups: 1,
+            flush: "ASYNC_FLUSH".into(),
+            mix: faults::DEFAULT_MIX.into(),
+            binary: None,
+            keep_data: false,
+            net: "auto".into(),
+            attach_namesrv: None,
+            attach_pids: Vec::new(),
+        }
+    }
 }
 
 /// `rocketraft chaos ...`.
@@ -180,33 +215,44 @@ async fn inject(
             vec![leader]
         }
         FaultKind::KillFollower => vec![followers[(id as usize) % followers.len()]],
-        FaultKind::KillTwo => vec![leader, followers[(id as usize) % followers.len()]],
+        FaultKind::KillTwo | FaultKind::PartitionBridge => {
+            vec![leader, followers[(id as usize) % followers.len()]]
+        }
         FaultKind::RestartGroup => cluster.group_nodes(&group),
     };
     let target = labels(cluster, &victims);
-    if kind == FaultKind::PartitionLeader {
-        // Nodes run on the host's loopback, so there is nothing to cut yet (see
-        // `faults::partition_support`): the fault is recorded as skipped.
-        let reason = match partition {
-            Err(reason) => reason.clone(),
-            Ok(()) => "partitioning is not implemented".to_string(),
-        };
-        recorder.record(|t_us| Event::Note {
+    if kind.is_partition() {
+        if let Err(reason) = partition {
+            recorder.record(|t_us| Event::Note {
+                t_us,
+                text: format!("fault #{id} {kind} of {target} skipped: {reason}"),
+            });
+            return Ok(());
+        }
+    }
+    let record_start = || {
+        recorder.record(|t_us| Event::FaultStart {
             t_us,
-            text: format!("fault #{id} partition-leader of {target} skipped: {reason}"),
-        });
-        return Ok(());
+            id,
+            fault: kind.name().into(),
+            target: target.clone(),
+        })
+    };
+    // Recorded before the fault, so that every send failing from here on is this
+    // fault's; except kill-two, whose start must be when both are down (the quorum
+    // check counts acks of sends invoked after it).
+    if kind != FaultKind::KillTwo {
+        record_start();
     }
     match kind {
         FaultKind::PauseLeader => cluster.pause(leader),
+        FaultKind::PartitionLeader => cluster.isolate(leader, true)?,
+        FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], true)?,
         _ => victims.iter().for_each(|i| cluster.kill(*i)),
     }
-    recorder.record(|t_us| Event::FaultStart {
-        t_us,
-        id,
-        fault: kind.name().into(),
-        target: target.clone(),
-    });
+    if kind == FaultKind::KillTwo {
+        record_start();
+    }
     println!("fault #{id}: {kind} {target} (hold {} ms)", planned.hold_ms);
     sleep_ms(planned.hold_ms).await;
     recorder.record(|t_us| Event::FaultEnd {
@@ -217,6 +263,8 @@ async fn inject(
     let healed_us = recorder.now_us();
     match kind {
         FaultKind::PauseLeader => cluster.resume(leader),
+        FaultKind::PartitionLeader => cluster.isolate(leader, false)?,
+        FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], false)?,
         FaultKind::KillTwo => {
             // One comes back: a quorum again, so service must return before the other.
             cluster.start_node(victims[0])?;
@@ -285,6 +333,57 @@ async fn replica_agreement(cluster: &mut Cluster) -> anyhow::Result<Vec<ReplicaC
 
 /// Runs one chaos run and returns the checker's verdict (the report is written).
 pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
+    let deck = faults::parse_mix(&args.mix)?;
+    let wants_partitions = deck.iter().any(|k| k.is_partition());
+    let nodes = 3 * args.groups as usize;
+    let net = match args.net.as_str() {
+        _ if args.attach_namesrv.is_some() => {
+            Err("an attached cluster runs on the host's network".to_string())
+        }
+        "loopback" => Err("--net loopback".to_string()),
+        "auto" if !wants_partitions => Err("the mix has no partition faults".to_string()),
+        mode => match Net::create(nodes) {
+            Ok(net) => Ok(Arc::new(net)),
+            Err(e) if mode == "auto" => {
+                Err(format!("network namespaces are not available here: {e:#}"))
+            }
+            Err(e) => return Err(e.context("--net namespaces")),
+        },
+    };
+    let net = match net {
+        Ok(net) => net,
+        Err(reason) => return run_in(args, None, Err(reason)).await,
+    };
+    // The run itself (workload, name server, checker) lives in the hub namespace: a
+    // thread of its own enters it and runs a runtime whose threads inherit it.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("chaos-hub".into())
+        .spawn(move || {
+            let result = net.enter_hub().and_then(|()| {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(run_in(args, Some(net.clone()), Ok(())))
+            });
+            // The cluster (and every process in the namespaces) is gone by now: delete
+            // the namespaces before answering, so they are gone when the caller exits.
+            drop(net);
+            let _ = tx.send(result);
+        })
+        .context("start the chaos thread")?;
+    rx.await
+        .context("the chaos thread ended without a verdict")?
+}
+
+/// [`run`], in the network the cluster will use; `partition` says whether partition
+/// faults can run, or why not.
+async fn run_in(
+    args: RunArgs,
+    net: Option<Arc<Net>>,
+    partition: Result<(), String>,
+) -> anyhow::Result<checker::Verdict> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -301,7 +400,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
         None => std::env::current_exe().context("locate the rocketraft binary")?,
     };
     let deck = faults::parse_mix(&args.mix)?;
-    let groups = args.groups as usize;
+    let cluster_dir = out.join("cluster");
+    let mut cluster = match &args.attach_namesrv {
+        Some(namesrv) => Cluster::attach(namesrv, &args.attach_pids, &cluster_dir)?,
+        None => Cluster::start(
+            &binary,
+            &cluster_dir,
+            args.groups as usize,
+            &args.flush,
+            net,
+        )?,
+    };
+    let groups = cluster.groups().len();
     let plan = faults::schedule(args.faults, &deck, groups, seed);
     let header = format!(
         "rocketraft chaos run: seed {seed}, {} faults planned (mix {}), {} s budget, {groups} group(s), {}; out {}",
@@ -313,20 +423,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
     );
     println!("{header}");
 
-    let partition = faults::partition_support();
     let recorder = Arc::new(Recorder::create(&out.join("history.jsonl"))?);
-    if let Err(reason) = &partition {
-        if deck.contains(&FaultKind::PartitionLeader) {
+    match &partition {
+        Err(reason) if deck.iter().any(|k| k.is_partition()) => {
             println!("partition faults skipped: {reason}");
+            recorder.record(|t_us| Event::Note {
+                t_us,
+                text: format!("partition faults skipped: {reason}"),
+            });
         }
-        recorder.record(|t_us| Event::Note {
-            t_us,
-            text: format!("partition faults skipped: {reason}"),
-        });
+        Ok(()) => println!(
+            "nodes run in network namespaces (partitions on); name server {}",
+            cluster.namesrv_addr
+        ),
+        Err(_) => {}
     }
-
-    let cluster_dir = out.join("cluster");
-    let mut cluster = Cluster::start(&binary, &cluster_dir, groups, &args.flush)?;
     cluster.wait_ready(Duration::from_secs(60)).await?;
     workload::create_topics(&cluster.namesrv_addr, cluster::QUEUES_PER_TOPIC).await?;
     let mut workload =
@@ -364,7 +475,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
         }
     }
 
-    // Heal: every node up and running, service back, then a little more load.
+    // Heal: the network whole, every node up and running, service back, then a
+    // little more load.
+    if let Some(net) = &cluster.net {
+        net.heal()?;
+    }
     for i in 0..cluster.nodes.len() {
         cluster.resume(i);
         cluster.start_node(i)?;
@@ -413,7 +528,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<checker::Verdict> {
         "report: {}/summary.txt, summary.json, timeline.svg; history: history.jsonl",
         out.display()
     );
-    if verdict.passed && !args.keep_data {
+    if cluster.is_attached() {
+        // Nodes this run restarted have new PIDs: say which, for whoever runs the cluster.
+        let pids: String = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("{} {}\n", n.label(), n.pid().unwrap_or(0)))
+            .collect();
+        std::fs::write(out.join("pids.txt"), &pids)?;
+        println!(
+            "the attached cluster is left running; its brokers now (also in pids.txt):\n{pids}"
+        );
+    }
+    if verdict.passed && !args.keep_data && !cluster.is_attached() {
         remove_node_data(&cluster);
     }
     Ok(verdict)

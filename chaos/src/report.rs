@@ -49,6 +49,13 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
         "stored (drained): {}; received: {:?}",
         v.stored_messages, v.received
     );
+    if v.foreign > 0 {
+        let _ = writeln!(
+            s,
+            "received {} messages of earlier runs (another run's tag): not checked",
+            v.foreign
+        );
+    }
     let _ = writeln!(
         s,
         "lost: {}  misplaced: {}  unexpected: {}  failed-but-stored: {}  divergent: {}  reordered: {}  ordered-key-moved: {}  acked-without-quorum: {}",

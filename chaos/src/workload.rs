@@ -106,6 +106,8 @@ fn note_receipt(recorder: &Recorder, progress: &Progress, consumer: &str, m: &Me
 
 /// A running workload.
 pub struct Workload {
+    /// Prefix of every value this run sends.
+    tag: String,
     recorder: Arc<Recorder>,
     namesrv_addr: String,
     producing: Arc<AtomicBool>,
@@ -223,7 +225,21 @@ impl Workload {
         recorder: Arc<Recorder>,
         shape: Shape,
     ) -> anyhow::Result<Workload> {
+        // A tag per run: an attached cluster may hold values of earlier runs.
+        let tag = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0)
+                ^ u64::from(std::process::id())
+        );
+        recorder.record(|t_us| Event::Start {
+            t_us,
+            tag: tag.clone(),
+        });
         let mut w = Workload {
+            tag,
             recorder: recorder.clone(),
             namesrv_addr: namesrv_addr.to_string(),
             producing: Arc::new(AtomicBool::new(true)),
@@ -328,10 +344,11 @@ impl Workload {
             self.producing.clone(),
             self.last_ack_us.clone(),
         );
+        let tag = self.tag.clone();
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             while producing.load(Ordering::Relaxed) {
-                let value = format!("p{id}-{seq}");
+                let value = format!("{tag}.p{id}-{seq}");
                 let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
                 seq += 1;
                 for attempt in 1..=ATTEMPTS_MAX {
@@ -358,6 +375,7 @@ impl Workload {
             self.producing.clone(),
             self.last_ack_us.clone(),
         );
+        let tag = self.tag.clone();
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             let mut in_flight = JoinSet::new();
@@ -365,7 +383,7 @@ impl Workload {
                 while in_flight.len() >= ASYNC_IN_FLIGHT_MAX {
                     in_flight.join_next().await;
                 }
-                let value = format!("p{id}-{seq}");
+                let value = format!("{tag}.p{id}-{seq}");
                 let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
                 seq += 1;
                 invoke(&recorder, &value, topic, SendKind::Async, None, 1);
@@ -400,11 +418,12 @@ impl Workload {
             self.producing.clone(),
             self.last_ack_us.clone(),
         );
+        let tag = self.tag.clone();
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             while producing.load(Ordering::Relaxed) {
-                let value = format!("p{id}-{seq}");
-                let key = format!("p{id}-k{}", seq as usize % KEYS_PER_ORDERED_PRODUCER);
+                let value = format!("{tag}.p{id}-{seq}");
+                let key = format!("{tag}.p{id}-k{}", seq as usize % KEYS_PER_ORDERED_PRODUCER);
                 seq += 1;
                 invoke(
                     &recorder,

@@ -27,6 +27,7 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         mix: "kill-leader=5,pause-leader=1,kill-follower=1,kill-two=1".into(),
         binary: Some(binary),
         keep_data: false,
+        ..Default::default()
     };
     let verdict = chaos::run(args).await.expect("chaos run");
     println!(

@@ -1,0 +1,151 @@
+//! Proves that `chaos run --attach-namesrv ... --attach-pids ...` works on a cluster
+//! someone else started: this test starts a name server and a three-node group itself
+//! (plain `rocketraft` processes), attaches by PID, kills the leader and pauses the
+//! next one, and checks that the run passes, that killed nodes were restarted from
+//! their own command lines (new PIDs, same config), and that the cluster is left
+//! running with a leader afterwards.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(binary: &PathBuf, args: &[String], log: PathBuf) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    Command::new(binary)
+        .args(args)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z"))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn attaches_restarts_and_leaves_the_cluster_running() {
+    let binary = std::env::var_os("ROCKETRAFT_BIN")
+        .map(PathBuf::from)
+        .or_else(|| chaos::binary_next_to(&std::env::current_exe().unwrap()))
+        .expect("no rocketraft binary: run `cargo build -p rocketraft` or set ROCKETRAFT_BIN");
+    let dir = tempfile::tempdir().unwrap();
+    let namesrv = format!("127.0.0.1:{}", free_port());
+    let mut children = vec![start(
+        &binary,
+        &["namesrv".into(), "--listen".into(), namesrv.clone()],
+        dir.path().join("namesrv.log"),
+    )];
+    let peers = (0..3)
+        .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
+        .collect::<Vec<_>>()
+        .join(";");
+    for i in 0..3 {
+        let conf = dir.path().join(format!("n{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "brokerClusterName=C\nbrokerName=broker-a\nbrokerIP1=127.0.0.1\n\
+                 listenPort={}\nnamesrvAddr={namesrv}\nenableDLegerCommitLog=true\n\
+                 dLegerGroup=broker-a\ndLegerPeers={peers}\ndLegerSelfId=n{i}\n\
+                 mappedFileSizeCommitLog=67108864\nflushDiskType=ASYNC_FLUSH\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let store = dir.path().join(format!("store-n{i}"));
+        children.push(start(
+            &binary,
+            &[
+                "broker".into(),
+                "-c".into(),
+                conf.display().to_string(),
+                "--store-path".into(),
+                store.display().to_string(),
+            ],
+            dir.path().join(format!("n{i}.log")),
+        ));
+    }
+    let first_pids: Vec<i32> = children[1..].iter().map(|c| c.id() as i32).collect();
+
+    let out = dir.path().join("chaos");
+    let args = chaos::RunArgs {
+        faults: 2,
+        seconds: 60,
+        seed: Some(30),
+        out: Some(out.clone()),
+        mix: "kill-leader=1,pause-leader=1".into(),
+        attach_namesrv: Some(namesrv.clone()),
+        attach_pids: first_pids.clone(),
+        ..Default::default()
+    };
+    let verdict = chaos::run(args).await;
+    let pids_now: Vec<i32> = std::fs::read_to_string(out.join("pids.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+
+    // Is the cluster still running and led?
+    let client =
+        client::NameServerClient::new(&namesrv, Duration::from_secs(2)).expect("namesrv client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut led = false;
+    while Instant::now() < deadline && !led {
+        led = client
+            .cluster_info()
+            .await
+            .ok()
+            .and_then(|i| {
+                i.broker_addr_table
+                    .get("broker-a")?
+                    .leader_addr()
+                    .map(|_| ())
+            })
+            .is_some();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_alive = pids_now.len() == 3 && pids_now.iter().all(|p| alive(*p));
+
+    // Clean up: the nodes (some restarted by the chaos run, so not our children).
+    for pid in &pids_now {
+        // SAFETY: kill(2) on broker PIDs this test started or the chaos run restarted.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+        }
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    let verdict = verdict.expect("chaos run");
+    println!(
+        "{}",
+        std::fs::read_to_string(out.join("summary.txt")).unwrap()
+    );
+    assert!(verdict.passed, "{:?}", verdict.failures());
+    assert_eq!(verdict.faults_by_kind.get("kill-leader"), Some(&1));
+    assert_eq!(verdict.faults_by_kind.get("pause-leader"), Some(&1));
+    assert!(
+        all_alive,
+        "not every broker is running after the run: {pids_now:?}"
+    );
+    assert!(
+        pids_now.iter().any(|p| !first_pids.contains(p)),
+        "the killed leader was not restarted: {first_pids:?} -> {pids_now:?}"
+    );
+    assert!(led, "the cluster has no leader after the run");
+}
