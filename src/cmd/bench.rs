@@ -11,6 +11,8 @@
 //! queue of the topic is read from its min offset by its own task, as fast as the broker
 //! answers non-held pulls, until `--count` messages (over all queues) or the end of every
 //! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
+//!
+//! `rocketraft bench failover`: see [`super::failover_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,8 @@ enum What {
     Produce(ProduceArgs),
     /// Catch-up consume: read stored messages back as fast as possible.
     Consume(ConsumeArgs),
+    /// Kill the leader N times under load; report the acknowledgement gap per kill.
+    Failover(super::failover_bench::FailoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -90,6 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Produce(a) => produce(a).await,
         What::Consume(a) => consume(a).await,
+        What::Failover(a) => super::failover_bench::run(a).await,
     }
 }
 

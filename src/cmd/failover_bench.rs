@@ -1,0 +1,291 @@
+//! `rocketraft bench failover`: SIGKILL the leader N times under a steady produce load
+//! and measure, per kill, how long the group stopped acknowledging sends.
+//!
+//! The cluster is one this command starts (a name server and a three-node group on
+//! loopback, under `--dir`) or a running one given by `--attach-namesrv` and
+//! `--attach-pids` (the nodes are restarted from their own command lines). Between
+//! kills the killed node is restarted and the load runs steadily for `--settle-ms`.
+//!
+//! Per kill it reports:
+//! - **gap**: the longest time without any acknowledgement, from the last one before
+//!   the kill to the first one after the new leader is routed (what a producer sees;
+//!   sends wait, retry and follow the new leader meanwhile);
+//! - **routed**: from the kill until the name server routes a new leader;
+//! - the sends that ended unknown or failed in the window.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use chaos::cluster::Cluster;
+use client::{Message, Producer, ProducerConfig};
+
+#[derive(clap::Args)]
+pub struct FailoverArgs {
+    /// Leader kills.
+    #[arg(short = 'k', long, default_value_t = 10)]
+    kills: usize,
+    /// Sends in flight (tasks each sending one at a time).
+    #[arg(short = 'w', long, default_value_t = 32)]
+    in_flight: usize,
+    /// Body size in bytes.
+    #[arg(short = 's', long, default_value_t = 1024)]
+    size: usize,
+    #[arg(short = 't', long, default_value = "FailoverBench")]
+    topic: String,
+    /// Steady load before each kill (and after each restart), in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    settle_ms: u64,
+    /// flushDiskType of the cluster this command starts.
+    #[arg(long, default_value = "ASYNC_FLUSH")]
+    flush: String,
+    /// Where the started cluster keeps its data and logs.
+    #[arg(long, default_value = "/tmp/rocketraft-failover-bench")]
+    dir: PathBuf,
+    /// Use a running cluster: its name server (needs --attach-pids).
+    #[arg(long, requires = "attach_pids")]
+    attach_namesrv: Option<String>,
+    /// The running cluster's broker PIDs, comma separated.
+    #[arg(long, value_delimiter = ',', requires = "attach_namesrv")]
+    attach_pids: Vec<i32>,
+    /// Print one JSON object at the end instead of the text report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Longest wait for a new leader, or for the first acknowledgement after a kill.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Acknowledgement times (µs since start), kept only while a kill is being measured.
+struct Acks {
+    start: Instant,
+    acked: AtomicU64,
+    unknown: AtomicU64,
+    failed: AtomicU64,
+    last_us: AtomicU64,
+    window: Mutex<Vec<u64>>,
+    recording: AtomicBool,
+}
+
+impl Acks {
+    fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+}
+
+struct Kill {
+    victim: String,
+    gap_ms: f64,
+    routed_ms: f64,
+    unknown: u64,
+    failed: u64,
+}
+
+pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
+    anyhow::ensure!(args.kills > 0, "--kills must be at least 1");
+    let mut cluster = match &args.attach_namesrv {
+        Some(namesrv) => Cluster::attach(namesrv, &args.attach_pids, &args.dir.join("logs"))?,
+        None => {
+            if args.dir.exists() {
+                std::fs::remove_dir_all(&args.dir)
+                    .with_context(|| format!("clear {}", args.dir.display()))?;
+            }
+            let exe = std::env::current_exe().context("locate the rocketraft binary")?;
+            Cluster::start(&exe, &args.dir, 1, &args.flush, None)?
+        }
+    };
+    let group = cluster
+        .groups()
+        .first()
+        .cloned()
+        .context("the cluster has no group")?;
+    cluster.wait_ready(WAIT).await?;
+
+    let mut config = ProducerConfig::new(&cluster.namesrv_addr, "rocketraft-failover-bench");
+    config.max_async_sends_in_flight = args.in_flight;
+    let producer = Arc::new(Producer::start(config).await?);
+    let body = Bytes::from(vec![b'f'; args.size]);
+    producer
+        .send(Message::new(&args.topic, body.clone()))
+        .await
+        .context("first send (creates the topic)")?;
+    let acks = Arc::new(Acks {
+        start: Instant::now(),
+        acked: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+        window: Mutex::new(Vec::new()),
+        recording: AtomicBool::new(false),
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..args.in_flight {
+        let (producer, acks, stop, body, topic) = (
+            producer.clone(),
+            acks.clone(),
+            stop.clone(),
+            body.clone(),
+            args.topic.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match producer.send(Message::new(&topic, body.clone())).await {
+                    Ok(_) => {
+                        let now = acks.now_us();
+                        acks.acked.fetch_add(1, Ordering::Relaxed);
+                        acks.last_us.fetch_max(now, Ordering::Relaxed);
+                        if acks.recording.load(Ordering::Relaxed) {
+                            acks.window.lock().unwrap().push(now);
+                        }
+                    }
+                    Err(e) if e.is_outcome_unknown() => {
+                        acks.unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        acks.failed.fetch_add(1, Ordering::Relaxed);
+                        // A definite failure came back at once: do not spin.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut kills = Vec::new();
+    for n in 1..=args.kills {
+        tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
+        let leader = cluster.wait_for_leader(&group, WAIT).await?;
+        let victim = cluster.nodes[leader].label();
+        let (unknown0, failed0) = (
+            acks.unknown.load(Ordering::Relaxed),
+            acks.failed.load(Ordering::Relaxed),
+        );
+        acks.window.lock().unwrap().clear();
+        acks.recording.store(true, Ordering::Relaxed);
+        let before_us = acks.last_us.load(Ordering::Relaxed);
+        let kill_us = acks.now_us();
+        cluster.kill(leader);
+        cluster.wait_for_leader(&group, WAIT).await?;
+        let routed_ms = (acks.now_us() - kill_us) as f64 / 1000.0;
+        // Wait (bounded) for an acknowledgement after the new leader was routed; the
+        // gap is the longest time without acknowledgements from the last one before
+        // the kill up to it (responses already on their way when the leader died can
+        // land just after the kill and must not hide the outage).
+        let routed_us = acks.now_us();
+        let deadline = Instant::now() + WAIT;
+        let gap_us = loop {
+            let mut window: Vec<u64> = acks.window.lock().unwrap().clone();
+            window.sort_unstable();
+            if let Some(end) = window.iter().position(|t| *t > routed_us) {
+                let mut points = vec![before_us];
+                points.extend(window[..=end].iter().copied().filter(|t| *t > before_us));
+                break points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no send acknowledged within {WAIT:?} of killing {victim}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        acks.recording.store(false, Ordering::Relaxed);
+        let kill = Kill {
+            victim,
+            gap_ms: gap_us as f64 / 1000.0,
+            routed_ms,
+            unknown: acks.unknown.load(Ordering::Relaxed) - unknown0,
+            failed: acks.failed.load(Ordering::Relaxed) - failed0,
+        };
+        if !args.json {
+            eprintln!(
+                "kill {n}/{}: {}  gap {:.0} ms  new leader routed after {:.0} ms  (unknown {}, failed {})",
+                args.kills, kill.victim, kill.gap_ms, kill.routed_ms, kill.unknown, kill.failed
+            );
+        }
+        kills.push(kill);
+        cluster.start_node(leader)?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    producer.shutdown().await;
+    cluster.stop_all();
+    report(&args, &kills, &acks);
+    Ok(())
+}
+
+/// The `q` quantile (nearest rank) of `sorted`.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn report(args: &FailoverArgs, kills: &[Kill], acks: &Acks) {
+    let sorted = |f: fn(&Kill) -> f64| {
+        let mut v: Vec<f64> = kills.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let gaps = sorted(|k| k.gap_ms);
+    let routed = sorted(|k| k.routed_ms);
+    let summary = |v: &[f64]| {
+        serde_json::json!({
+            "p50": quantile(v, 0.5),
+            "p99": quantile(v, 0.99),
+            "max": v.last().copied().unwrap_or(0.0),
+        })
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "failover",
+                "kills": kills.len(),
+                "in_flight": args.in_flight,
+                "size_bytes": args.size,
+                "gap_ms": summary(&gaps),
+                "routed_ms": summary(&routed),
+                "per_kill": kills.iter().map(|k| serde_json::json!({
+                    "victim": k.victim,
+                    "gap_ms": k.gap_ms,
+                    "routed_ms": k.routed_ms,
+                    "unknown": k.unknown,
+                    "failed": k.failed,
+                })).collect::<Vec<_>>(),
+                "acked": acks.acked.load(Ordering::Relaxed),
+                "unknown": acks.unknown.load(Ordering::Relaxed),
+                "failed": acks.failed.load(Ordering::Relaxed),
+            })
+        );
+    } else {
+        println!(
+            "failover: {} leader kills, {} in flight, {} B; acked {}, unknown {}, failed {}",
+            kills.len(),
+            args.in_flight,
+            args.size,
+            acks.acked.load(Ordering::Relaxed),
+            acks.unknown.load(Ordering::Relaxed),
+            acks.failed.load(Ordering::Relaxed)
+        );
+        println!(
+            "ack gap ms:       p50 {:.0}  p99 {:.0}  max {:.0}",
+            quantile(&gaps, 0.5),
+            quantile(&gaps, 0.99),
+            gaps.last().copied().unwrap_or(0.0)
+        );
+        println!(
+            "leader routed ms: p50 {:.0}  p99 {:.0}  max {:.0}",
+            quantile(&routed, 0.5),
+            quantile(&routed, 0.99),
+            routed.last().copied().unwrap_or(0.0)
+        );
+    }
+}
