@@ -2,6 +2,12 @@
 
 mod cmd;
 
+/// mimalloc instead of the system allocator: the send path allocates small, short-lived
+/// buffers on several threads, where glibc malloc spent about a fifth of the broker's
+/// and the client's CPU (docs/PERFORMANCE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 /// Apache RocketMQ rebuilt in Rust, every broker group a Raft group.

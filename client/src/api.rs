@@ -11,7 +11,7 @@ use remoting::header::{
     SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use remoting::route::{from_json, ConsumerListBody};
-use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
 
 use crate::error::{ClientError, Result};
 use crate::filter::{TagFilter, EXPRESSION_TYPE_TAG};
@@ -156,7 +156,8 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
             expression_type: Some(EXPRESSION_TYPE_TAG.to_string()),
             max_msg_bytes: None,
         },
-    );
+    )
+    .serialized_as(SerializeType::RocketMq);
     let (addr, response) = instance
         .request_group(&args.queue.broker_name, request, args.timeout, Access::Read)
         .await?;

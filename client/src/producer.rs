@@ -475,7 +475,9 @@ impl Inner {
             code => RemotingCommand::request(code, &header),
         };
         request.body = out.body.clone();
-        request
+        // RocketMQ's binary header encoding: no JSON to write here or to parse at the
+        // broker (which answers in kind); RocketMQ brokers accept it too.
+        request.serialized_as(remoting::SerializeType::RocketMq)
     }
 
     fn counter(&self, topic: &str) -> usize {

@@ -128,6 +128,12 @@ impl RemotingCommand {
         self
     }
 
+    /// Encodes this command's header as `serialize_type` (a response follows its request).
+    pub fn serialized_as(mut self, serialize_type: SerializeType) -> Self {
+        self.serialize_type = serialize_type;
+        self
+    }
+
     pub fn with_ext(mut self, key: &str, value: impl Into<String>) -> Self {
         self.ext_fields.insert(key.to_string(), value.into());
         self
