@@ -27,6 +27,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# One Tokio worker thread per process (unless set): the name server, brokers and bench
+# client share a small machine, and both bench clients (ours and bench-nats, also on
+# Tokio) get the same setting. NATS servers are Go and keep their GOMAXPROCS default.
+export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
 SHORT=0
 BUILD=1
 PROFILE=release

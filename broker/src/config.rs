@@ -107,8 +107,8 @@ impl Default for BrokerConfig {
             offset_commit_interval_ms: 200,
             client_expiry_ms: 120_000,
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             send_timeout_ms: 3000,
         }
     }
