@@ -28,10 +28,22 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# One Tokio worker thread per process (unless set): the name server, brokers and bench
-# client share a small machine, and both bench clients (ours and bench-nats, also on
-# Tokio) get the same setting. NATS servers are Go and keep their GOMAXPROCS default.
-export TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1}
+# Tokio worker threads: rocketraft's processes (name server, brokers, bench client) get
+# RR_THREADS each (default 1: on a 2-core machine four processes oversubscribe it with
+# one thread per core; docs/PERFORMANCE.md). bench-nats, also on Tokio, gets
+# NATS_CLIENT_THREADS (default: Tokio's own, one per core, which measured faster for
+# it). NATS servers are Go and keep their GOMAXPROCS default.
+RR_THREADS=${RR_THREADS:-1}
+NATS_CLIENT_THREADS=${NATS_CLIENT_THREADS:-}
+export TOKIO_WORKER_THREADS=$RR_THREADS
+# bench-nats with its own thread setting.
+bench_nats() {
+    if [ -n "$NATS_CLIENT_THREADS" ]; then
+        TOKIO_WORKER_THREADS=$NATS_CLIENT_THREADS "$BN" "$@"
+    else
+        env -u TOKIO_WORKER_THREADS "$BN" "$@"
+    fi
+}
 SHORT=0
 BUILD=1
 PROFILE=release
@@ -306,10 +318,10 @@ wait_nats() {
 nats_workloads() { # PAIRING REPLICAS URLS
     local p=$1 r=$2 urls=$3
     run_json "$p-nats-r$r-throughput.json" \
-        "$BN" produce --servers "$urls" --stream "R${r}THROUGHPUT" --subject "r$r.throughput" \
+        bench_nats produce --servers "$urls" --stream "R${r}THROUGHPUT" --subject "r$r.throughput" \
         --replicas "$r" -s $SIZE -w $WINDOW -d "$SECONDS_PER_RUN"
     run_json "$p-nats-r$r-latency.json" \
-        "$BN" produce --servers "$urls" --stream "R${r}LATENCY" --subject "r$r.latency" \
+        bench_nats produce --servers "$urls" --stream "R${r}LATENCY" --subject "r$r.latency" \
         --replicas "$r" -s $SIZE -w 1 -d "$SECONDS_PER_RUN"
 }
 
@@ -327,10 +339,10 @@ run_nats() { # PAIRING SYNC
         nats_workloads "$p" 3 "$NATS_R3_URLS"
         if [ "$p" = async ] || [ "$CONSUME_ALL" = 1 ]; then
             run_json "$p-nats-r3-fill.json" \
-                "$BN" produce --servers "$NATS_R3_URLS" --stream CATCHUP --subject catchup \
+                bench_nats produce --servers "$NATS_R3_URLS" --stream CATCHUP --subject catchup \
                 --replicas 3 -s $SIZE -w $WINDOW -c "$CONSUME_N" -d 3600
             run_json "$p-nats-r3-consume.json" \
-                "$BN" consume --servers "$NATS_R3_URLS" --stream CATCHUP --subject catchup \
+                bench_nats consume --servers "$NATS_R3_URLS" --stream CATCHUP --subject catchup \
                 -c "$CONSUME_N"
         fi
     fi
