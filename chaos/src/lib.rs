@@ -559,3 +559,12 @@ pub fn binary_next_to(exe: &Path) -> Option<PathBuf> {
     let candidate = exe.parent()?.parent()?.join("rocketraft");
     candidate.exists().then_some(candidate)
 }
+
+/// The `rocketraft` binary a test should start: `ROCKETRAFT_BIN`, or the one `cargo`
+/// built next to the running test executable. Panics with what to do when there is none.
+pub fn test_binary() -> PathBuf {
+    std::env::var_os("ROCKETRAFT_BIN")
+        .map(PathBuf::from)
+        .or_else(|| binary_next_to(&std::env::current_exe().ok()?))
+        .expect("no rocketraft binary: run `cargo build -p rocketraft` or set ROCKETRAFT_BIN")
+}

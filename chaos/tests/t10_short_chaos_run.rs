@@ -8,14 +8,9 @@
 //! Needs the `rocketraft` binary next to this test's directory (`cargo build -p
 //! rocketraft`; `cargo test --workspace` builds it) or its path in `ROCKETRAFT_BIN`.
 
-use std::path::PathBuf;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_chaos_run_loses_and_reorders_nothing() {
-    let binary = std::env::var_os("ROCKETRAFT_BIN")
-        .map(PathBuf::from)
-        .or_else(|| chaos::binary_next_to(&std::env::current_exe().unwrap()))
-        .expect("no rocketraft binary: run `cargo build -p rocketraft` or set ROCKETRAFT_BIN");
+    let binary = chaos::test_binary();
     let out = tempfile::tempdir().unwrap();
     let args = chaos::RunArgs {
         faults: 8,

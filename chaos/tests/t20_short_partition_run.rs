@@ -7,8 +7,6 @@
 //! Needs root (`ip netns add`). Where the machine forbids namespaces the test fails,
 //! saying so, unless ROCKETRAFT_SKIP_NETNS=1 is set.
 
-use std::path::PathBuf;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_lose_and_reorder_nothing() {
     if let Err(reason) = chaos::net::Net::probe() {
@@ -18,10 +16,7 @@ async fn partitions_lose_and_reorder_nothing() {
         }
         panic!("{reason}; set ROCKETRAFT_SKIP_NETNS=1 to skip this test");
     }
-    let binary = std::env::var_os("ROCKETRAFT_BIN")
-        .map(PathBuf::from)
-        .or_else(|| chaos::binary_next_to(&std::env::current_exe().unwrap()))
-        .expect("no rocketraft binary: run `cargo build -p rocketraft` or set ROCKETRAFT_BIN");
+    let binary = chaos::test_binary();
     let out = tempfile::tempdir().unwrap();
     let args = chaos::RunArgs {
         faults: 4,

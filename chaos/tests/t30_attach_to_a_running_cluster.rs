@@ -37,10 +37,7 @@ fn alive(pid: i32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn attaches_restarts_and_leaves_the_cluster_running() {
-    let binary = std::env::var_os("ROCKETRAFT_BIN")
-        .map(PathBuf::from)
-        .or_else(|| chaos::binary_next_to(&std::env::current_exe().unwrap()))
-        .expect("no rocketraft binary: run `cargo build -p rocketraft` or set ROCKETRAFT_BIN");
+    let binary = chaos::test_binary();
     let dir = tempfile::tempdir().unwrap();
     let namesrv = format!("127.0.0.1:{}", free_port());
     let mut children = vec![start(
