@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test rocketraft: libclang, which the
-# `rocksdb` crate's build (bindgen) needs, and curl and python3 for bench/compare.sh.
+# `rocksdb` crate's build (bindgen) needs, curl and python3 for bench/compare.sh, and
+# iproute2 (`ip netns`) for the chaos tool's partitions.
 # Safe to run again: it does nothing when all is there.
 set -euo pipefail
 
@@ -13,6 +14,8 @@ have_libclang || missing+=(libclang-dev)
 # bench/compare.sh (the NATS comparison) needs these; most machines have them.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+# The chaos tool's partition faults create network namespaces with `ip`.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]}" >&2

@@ -443,13 +443,22 @@ fn spawn(command: &[String], cwd: Option<&Path>, log: &Path) -> anyhow::Result<C
 /// A running broker process, read from `/proc/<pid>`: its command line, directory,
 /// and the config it was started with (`-c`/`--config` plus the override flags).
 fn attached_node(pid: i32, dir: &Path) -> anyhow::Result<Node> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
-        .with_context(|| format!("no process {pid}"))?;
-    let command: Vec<String> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    // A process started a moment ago may not have exec'd yet (its command line is
+    // still empty or its parent's): give it a little time.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let command = loop {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .with_context(|| format!("no process {pid}"))?;
+        let command: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if command.iter().any(|a| a == "broker") || Instant::now() > deadline {
+            break command;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
         .with_context(|| format!("working directory of {pid}"))?;
     let Some(sub) = command.iter().position(|a| a == "broker") else {

@@ -29,6 +29,29 @@ fn start(binary: &PathBuf, args: &[String], log: PathBuf) -> Child {
         .unwrap()
 }
 
+/// Whether the name server routes a leader for broker-a within 30 s.
+async fn led(client: &client::NameServerClient) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let routed = client
+            .cluster_info()
+            .await
+            .ok()
+            .and_then(|i| {
+                i.broker_addr_table
+                    .get("broker-a")?
+                    .leader_addr()
+                    .map(|_| ())
+            })
+            .is_some();
+        if routed {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.contains(") Z"))
@@ -76,6 +99,10 @@ async fn attaches_restarts_and_leaves_the_cluster_running() {
         ));
     }
     let first_pids: Vec<i32> = children[1..].iter().map(|c| c.id() as i32).collect();
+    let client =
+        client::NameServerClient::new(&namesrv, Duration::from_secs(2)).expect("namesrv client");
+    // Attach to a cluster that is up, as a user would.
+    assert!(led(&client).await, "the cluster never elected a leader");
 
     let out = dir.path().join("chaos");
     let args = chaos::RunArgs {
@@ -96,24 +123,7 @@ async fn attaches_restarts_and_leaves_the_cluster_running() {
         .collect();
 
     // Is the cluster still running and led?
-    let client =
-        client::NameServerClient::new(&namesrv, Duration::from_secs(2)).expect("namesrv client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut led = false;
-    while Instant::now() < deadline && !led {
-        led = client
-            .cluster_info()
-            .await
-            .ok()
-            .and_then(|i| {
-                i.broker_addr_table
-                    .get("broker-a")?
-                    .leader_addr()
-                    .map(|_| ())
-            })
-            .is_some();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let led = led(&client).await;
     let all_alive = pids_now.len() == 3 && pids_now.iter().all(|p| alive(*p));
 
     // Clean up: the nodes (some restarted by the chaos run, so not our children).
