@@ -12,7 +12,8 @@
 //! answers non-held pulls, until `--count` messages (over all queues) or the end of every
 //! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
 //!
-//! `rocketraft bench failover`: see [`super::failover_bench`].
+//! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench e2e`:
+//! see [`super::e2e_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,8 @@ enum What {
     Consume(ConsumeArgs),
     /// Kill the leader N times under load; report the acknowledgement gap per kill.
     Failover(super::failover_bench::FailoverArgs),
+    /// End-to-end latency: from the producer's send to the consumer's receipt.
+    E2e(super::e2e_bench::E2eArgs),
 }
 
 #[derive(clap::Args)]
@@ -95,6 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Produce(a) => produce(a).await,
         What::Consume(a) => consume(a).await,
         What::Failover(a) => super::failover_bench::run(a).await,
+        What::E2e(a) => super::e2e_bench::run(a).await,
     }
 }
 

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod chaos;
 pub mod consume;
 pub mod dev;
+pub mod e2e_bench;
 pub mod failover_bench;
 pub mod namesrv;
 pub mod send;
