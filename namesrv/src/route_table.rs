@@ -153,8 +153,20 @@ impl RouteTable {
             );
         }
         if let Some(topics) = reg.topics {
-            // Every member holds the same Raft-replicated topic table; the newest wins.
-            group.topics = topics;
+            // Every member holds the same Raft-replicated topic table, its version counted
+            // at apply, so a lagging member sends an older one: take a table only if no
+            // other member holds a newer one. (Taking the last one received let a
+            // follower that had not yet applied TBW102 erase it, right after an election,
+            // until the next periodic registration 30 s later.)
+            let newest_other = group
+                .members
+                .iter()
+                .filter(|(addr, _)| **addr != reg.broker_addr)
+                .map(|(_, m)| m.data_version.counter)
+                .max();
+            if newest_other.is_none_or(|other| reg.data_version.counter >= other) {
+                group.topics = topics;
+            }
         }
         group.elect(&reg.broker_name);
         RegisterOutcome {
@@ -404,5 +416,38 @@ mod tests {
         assert!(t.query_data_version("g", "a", 0, 1, &newer, now));
         // A role or term change forces a re-registration.
         assert!(t.query_data_version("g", "a", 1, 2, &v, now));
+    }
+
+    /// Regression (found by the benchmark scripts: a fresh group's first sends failed
+    /// with "no route for TBW102" for 30 s): the leader registers its topic table with
+    /// TBW102 (version 1), then a follower that has not applied it yet registers its
+    /// older table (version 0). The newer table must stay.
+    #[test]
+    fn issue_6_a_lagging_member_does_not_erase_newer_topics() {
+        let now = Instant::now();
+        let mut t = RouteTable::default();
+        let mut leader = reg("a", 0, 1);
+        leader.data_version.counter = 1;
+        leader.topics.as_mut().unwrap().insert(
+            "TBW102".into(),
+            TopicConfig {
+                topic_name: "TBW102".into(),
+                read_queue_nums: 8,
+                write_queue_nums: 8,
+                ..Default::default()
+            },
+        );
+        t.register(leader, now);
+        let follower = reg("b", 1, 1); // version 0, no TBW102 yet
+        t.register(follower, now);
+        assert!(t.topic_route("TBW102").is_some(), "TBW102 was erased");
+        // Once the follower has caught up, its table is taken again.
+        let mut caught_up = reg("b", 1, 1);
+        caught_up.data_version.counter = 2;
+        t.register(caught_up, now);
+        assert!(
+            t.topic_route("TBW102").is_none(),
+            "the newer table (without TBW102) wins"
+        );
     }
 }
