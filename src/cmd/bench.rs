@@ -102,8 +102,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+/// The `q` quantile of a histogram of microseconds, in milliseconds.
+pub(super) fn percentile_ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// p50/p90/p99/p999/max of a histogram of microseconds, in milliseconds, as JSON.
+pub(super) fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "p50": percentile_ms(h, 0.5),
+        "p90": percentile_ms(h, 0.9),
+        "p99": percentile_ms(h, 0.99),
+        "p999": percentile_ms(h, 0.999),
+        "max": h.max() as f64 / 1000.0,
+    })
+}
+
+/// The same as one line of text.
+pub(super) fn latency_line(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {:.2}  p90 {:.2}  p99 {:.2}  p999 {:.2}  max {:.2}",
+        percentile_ms(h, 0.5),
+        percentile_ms(h, 0.9),
+        percentile_ms(h, 0.99),
+        percentile_ms(h, 0.999),
+        h.max() as f64 / 1000.0
+    )
 }
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
@@ -217,13 +241,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 "failed": stats.failed.load(Ordering::Relaxed),
                 "msg_per_s": rate,
                 "mb_per_s": mb,
-                "latency_ms": {
-                    "p50": percentile_ms(&h, 0.5),
-                    "p90": percentile_ms(&h, 0.9),
-                    "p99": percentile_ms(&h, 0.99),
-                    "p999": percentile_ms(&h, 0.999),
-                    "max": h.max() as f64 / 1000.0,
-                }
+                "latency_ms": latency_json(&h),
             })
         );
     } else {
@@ -234,14 +252,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             stats.unknown.load(Ordering::Relaxed),
             stats.failed.load(Ordering::Relaxed)
         );
-        println!(
-            "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p999 {:.2}  max {:.2}",
-            percentile_ms(&h, 0.5),
-            percentile_ms(&h, 0.9),
-            percentile_ms(&h, 0.99),
-            percentile_ms(&h, 0.999),
-            h.max() as f64 / 1000.0
-        );
+        println!("latency ms: {}", latency_line(&h));
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use client::{Message, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PullResult};
 use hdrhistogram::Histogram;
 
+use super::bench::{latency_json, latency_line, percentile_ms};
+
 #[derive(clap::Args)]
 pub struct E2eArgs {
     /// Name servers, `;`-separated.
@@ -47,10 +49,6 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-    h.value_at_quantile(q) as f64 / 1000.0
 }
 
 pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
@@ -167,8 +165,8 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
                         "[{:>4.0}s] {:>8} msg/s received  e2e p50 {:.2} ms  p99 {:.2} ms",
                         started.elapsed().as_secs_f64(),
                         now - last,
-                        ms(&h, 0.5),
-                        ms(&h, 0.99)
+                        percentile_ms(&h, 0.5),
+                        percentile_ms(&h, 0.99)
                     );
                 }
                 last = now;
@@ -216,13 +214,7 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
                 "failed_or_unknown": failed,
                 "received": received,
                 "msg_per_s": rate,
-                "e2e_latency_ms": {
-                    "p50": ms(&h, 0.5),
-                    "p90": ms(&h, 0.9),
-                    "p99": ms(&h, 0.99),
-                    "p999": ms(&h, 0.999),
-                    "max": h.max() as f64 / 1000.0,
-                }
+                "e2e_latency_ms": latency_json(&h),
             })
         );
     } else {
@@ -230,14 +222,7 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
             "e2e: {sent} sent, {acked} acked, {received} received in {elapsed:.1} s = {rate:.0} msg/s ({} B, {} in flight; failed or unknown {failed})",
             args.size, args.in_flight
         );
-        println!(
-            "end-to-end ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p999 {:.2}  max {:.2}",
-            ms(&h, 0.5),
-            ms(&h, 0.9),
-            ms(&h, 0.99),
-            ms(&h, 0.999),
-            h.max() as f64 / 1000.0
-        );
+        println!("end-to-end ms: {}", latency_line(&h));
     }
     anyhow::ensure!(
         received >= acked,
