@@ -32,9 +32,17 @@ const NS_NAMESRV_PORT: u16 = 9876;
 const NS_LISTEN_PORT: u16 = 10911;
 const NS_PEER_PORT: u16 = 40911;
 
-/// A free loopback port (bound then released; good enough on loopback).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` distinct free loopback ports. All are bound at once and then released: ports
+/// picked one at a time can repeat (a released port may be handed out again), which
+/// once gave a node's Raft port to another node's clients.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 /// One broker node.
@@ -112,9 +120,13 @@ impl Cluster {
         net: Option<Arc<Net>>,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let groups = groups.clamp(1, 2);
+        // Loopback ports for the name server and each node's client and Raft ports.
+        let mut ports = free_ports(1 + 6 * groups)?.into_iter();
+        let mut port = || ports.next().context("ran out of allocated ports");
         let namesrv_addr = match &net {
             Some(net) => format!("{}:{NS_NAMESRV_PORT}", net.hub_ip()),
-            None => format!("127.0.0.1:{}", free_port()?),
+            None => format!("127.0.0.1:{}", port()?),
         };
         let mut cluster = Cluster {
             dir: dir.to_path_buf(),
@@ -137,14 +149,14 @@ impl Cluster {
         );
         let namesrv = spawn(&namesrv_cmd, None, &dir.join("namesrv.log"))?;
         cluster.namesrv = Some(namesrv);
-        for group in GROUP_NAMES.iter().take(groups.clamp(1, 2)) {
+        for group in GROUP_NAMES.iter().take(groups) {
             let first = cluster.nodes.len();
             // (host, client port, peer port) of each node.
             let hosts = (0..3)
                 .map(|i| -> anyhow::Result<(String, u16, u16)> {
                     Ok(match &net {
                         Some(net) => (net.node_ip(first + i), NS_LISTEN_PORT, NS_PEER_PORT),
-                        None => ("127.0.0.1".to_string(), free_port()?, free_port()?),
+                        None => ("127.0.0.1".to_string(), port()?, port()?),
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;

@@ -5,18 +5,9 @@
 //! their own command lines (new PIDs, same config), and that the cluster is left
 //! running with a leader afterwards.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(binary: &PathBuf, args: &[String], log: PathBuf) -> Child {
     let out = std::fs::File::create(log).unwrap();
@@ -62,14 +53,17 @@ fn alive(pid: i32) -> bool {
 async fn attaches_restarts_and_leaves_the_cluster_running() {
     let binary = chaos::test_binary();
     let dir = tempfile::tempdir().unwrap();
-    let namesrv = format!("127.0.0.1:{}", free_port());
+    // All seven ports at once, so none repeats.
+    let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
+    let mut port = move || ports.next().unwrap();
+    let namesrv = format!("127.0.0.1:{}", port());
     let mut children = vec![start(
         &binary,
         &["namesrv".into(), "--listen".into(), namesrv.clone()],
         dir.path().join("namesrv.log"),
     )];
     let peers = (0..3)
-        .map(|i| format!("n{i}-127.0.0.1:{}", free_port()))
+        .map(|i| format!("n{i}-127.0.0.1:{}", port()))
         .collect::<Vec<_>>()
         .join(";");
     for i in 0..3 {
@@ -81,7 +75,7 @@ async fn attaches_restarts_and_leaves_the_cluster_running() {
                  listenPort={}\nnamesrvAddr={namesrv}\nenableDLegerCommitLog=true\n\
                  dLegerGroup=broker-a\ndLegerPeers={peers}\ndLegerSelfId=n{i}\n\
                  mappedFileSizeCommitLog=67108864\nflushDiskType=ASYNC_FLUSH\n",
-                free_port()
+                port()
             ),
         )
         .unwrap();

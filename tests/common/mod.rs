@@ -4,7 +4,6 @@
 //! ended (by PID) when the cluster is dropped.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,15 +11,6 @@ use std::time::{Duration, Instant};
 use client::NameServerClient;
 
 pub const GROUP: &str = "broker-a";
-
-/// A free loopback port (bound then released; good enough on loopback for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 pub struct Node {
     pub name: String,
@@ -72,7 +62,9 @@ impl Cluster {
     /// config.
     pub fn start(extra: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let namesrv_addr = format!("127.0.0.1:{}", free_port());
+        // All seven ports at once, so none repeats.
+        let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
+        let namesrv_addr = format!("127.0.0.1:{}", ports.next().unwrap());
         let namesrv_log = dir.path().join("namesrv.log");
         let namesrv = spawn(
             &[
@@ -84,7 +76,7 @@ impl Cluster {
             ],
             &namesrv_log,
         );
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peer_ports: Vec<u16> = ports.by_ref().take(3).collect();
         let peers = peer_ports
             .iter()
             .enumerate()
@@ -93,7 +85,7 @@ impl Cluster {
             .join(";");
         let mut nodes = Vec::new();
         for i in 0..3 {
-            let port = free_port();
+            let port = ports.next().unwrap();
             let store = dir.path().join(format!("n{i}"));
             let conf = dir.path().join(format!("n{i}.conf"));
             std::fs::write(
