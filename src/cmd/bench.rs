@@ -2,7 +2,9 @@
 //! running cluster and report throughput and acknowledgement latency.
 //!
 //! `--in-flight N` sends from N tasks, each waiting for its acknowledgement before the
-//! next send (N = 1 measures one-at-a-time latency). A progress line is printed every
+//! next send (N = 1 measures one-at-a-time latency), spread over `--producers P`
+//! producer instances and `--topics T` topics (created first with `--queues Q` queues
+//! per group when given). A progress line is printed every
 //! second; at the end p50/p90/p99/p999/max from an HDR histogram, msg/s and MB/s, and
 //! with `--json` one JSON object for scripts. Unknown outcomes and failures are counted,
 //! never hidden.
@@ -81,6 +83,17 @@ struct ProduceArgs {
     /// Stop after this many acknowledged messages instead.
     #[arg(short = 'c', long)]
     count: Option<u64>,
+    /// Producer instances (each its own client and connections); the in-flight tasks
+    /// are spread over them.
+    #[arg(short = 'p', long, default_value_t = 1)]
+    producers: usize,
+    /// Topics: with more than one, `<topic>-0`, `<topic>-1`, ..., spread over the tasks.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// Create the topics first with this many queues on every group (default: created
+    /// on first send with the broker's default).
+    #[arg(short = 'q', long)]
+    queues: Option<i32>,
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
@@ -132,16 +145,35 @@ pub(super) fn latency_line(h: &Histogram<u64>) -> String {
 
 async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.in_flight > 0, "--in-flight must be at least 1");
-    let mut config = ProducerConfig::new(&args.namesrv, "rocketraft-bench");
-    config.max_async_sends_in_flight = args.in_flight.max(1);
-    let producer = Arc::new(Producer::start(config).await?);
-    // Create the topic before timing anything.
-    producer
-        .send(Message::new(
-            &args.topic,
-            Bytes::from(vec![b'w'; args.size]),
-        ))
-        .await?;
+    anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
+    anyhow::ensure!(args.topics > 0, "--topics must be at least 1");
+    let topics: Vec<String> = if args.topics == 1 {
+        vec![args.topic.clone()]
+    } else {
+        (0..args.topics)
+            .map(|i| format!("{}-{i}", args.topic))
+            .collect()
+    };
+    if let Some(queues) = args.queues {
+        anyhow::ensure!(queues > 0, "--queues must be at least 1");
+        let namesrv = client::NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
+        for topic in &topics {
+            client::admin::create_topic(&namesrv, topic, queues, Duration::from_secs(5)).await?;
+        }
+    }
+    let mut producers = Vec::with_capacity(args.producers);
+    for _ in 0..args.producers {
+        let mut config = ProducerConfig::new(&args.namesrv, "rocketraft-bench");
+        config.max_async_sends_in_flight = args.in_flight.div_ceil(args.producers);
+        let producer = Arc::new(Producer::start(config).await?);
+        // Create the topics (and learn their routes) before timing anything.
+        for topic in &topics {
+            producer
+                .send(Message::new(topic, Bytes::from(vec![b'w'; args.size])))
+                .await?;
+        }
+        producers.push(producer);
+    }
     let body = Bytes::from(vec![b'x'; args.size]);
     let stats = Arc::new(Stats {
         histogram: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
@@ -153,13 +185,13 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
-    for _ in 0..args.in_flight {
+    for task in 0..args.in_flight {
         let (producer, stats, stop, body, topic) = (
-            producer.clone(),
+            producers[task % producers.len()].clone(),
             stats.clone(),
             stop.clone(),
             body.clone(),
-            args.topic.clone(),
+            topics[task % topics.len()].clone(),
         );
         let count = args.count;
         tasks.push(tokio::spawn(async move {
@@ -222,7 +254,9 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     progress.abort();
-    producer.shutdown().await;
+    for producer in &producers {
+        producer.shutdown().await;
+    }
 
     let h = stats.histogram.lock().unwrap();
     let acked = stats.acked.load(Ordering::Relaxed);
@@ -235,6 +269,8 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 "bench": "produce",
                 "size_bytes": args.size,
                 "in_flight": args.in_flight,
+                "producers": args.producers,
+                "topics": args.topics,
                 "seconds": elapsed,
                 "acked": acked,
                 "unknown": stats.unknown.load(Ordering::Relaxed),
