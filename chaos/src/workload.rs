@@ -218,6 +218,32 @@ fn invoke(
     });
 }
 
+/// The handles a producer task needs.
+struct ProducerTask {
+    recorder: Arc<Recorder>,
+    producing: Arc<AtomicBool>,
+    last_ack: Arc<AtomicU64>,
+    values: Values,
+}
+
+/// Names one producer's values and sharding keys: `<tag>.p<producer>-<seq>` and
+/// `<tag>.p<producer>-k<n>`.
+struct Values {
+    tag: String,
+    producer: usize,
+}
+
+impl Values {
+    fn value(&self, seq: u64) -> String {
+        format!("{}.p{}-{seq}", self.tag, self.producer)
+    }
+
+    fn key(&self, seq: u64) -> String {
+        let n = seq as usize % KEYS_PER_ORDERED_PRODUCER;
+        format!("{}.p{}-k{n}", self.tag, self.producer)
+    }
+}
+
 impl Workload {
     /// Starts consumers, then producers.
     pub async fn start(
@@ -337,18 +363,31 @@ impl Workload {
         Ok(())
     }
 
+    /// What every producer task shares with the workload.
+    fn producer_task(&self, id: usize) -> ProducerTask {
+        ProducerTask {
+            recorder: self.recorder.clone(),
+            producing: self.producing.clone(),
+            last_ack: self.last_ack_us.clone(),
+            values: Values {
+                tag: self.tag.clone(),
+                producer: id,
+            },
+        }
+    }
+
     async fn start_sync_producer(&mut self, id: usize) -> anyhow::Result<()> {
         let producer = Producer::start(producer_config(&self.namesrv_addr, id)).await?;
-        let (recorder, producing, last_ack) = (
-            self.recorder.clone(),
-            self.producing.clone(),
-            self.last_ack_us.clone(),
-        );
-        let tag = self.tag.clone();
+        let ProducerTask {
+            recorder,
+            producing,
+            last_ack,
+            values,
+        } = self.producer_task(id);
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             while producing.load(Ordering::Relaxed) {
-                let value = format!("{tag}.p{id}-{seq}");
+                let value = values.value(seq);
                 let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
                 seq += 1;
                 for attempt in 1..=ATTEMPTS_MAX {
@@ -370,12 +409,12 @@ impl Workload {
 
     async fn start_async_producer(&mut self, id: usize) -> anyhow::Result<()> {
         let producer = Arc::new(Producer::start(producer_config(&self.namesrv_addr, id)).await?);
-        let (recorder, producing, last_ack) = (
-            self.recorder.clone(),
-            self.producing.clone(),
-            self.last_ack_us.clone(),
-        );
-        let tag = self.tag.clone();
+        let ProducerTask {
+            recorder,
+            producing,
+            last_ack,
+            values,
+        } = self.producer_task(id);
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             let mut in_flight = JoinSet::new();
@@ -383,7 +422,7 @@ impl Workload {
                 while in_flight.len() >= ASYNC_IN_FLIGHT_MAX {
                     in_flight.join_next().await;
                 }
-                let value = format!("{tag}.p{id}-{seq}");
+                let value = values.value(seq);
                 let topic = ROUND_ROBIN_TOPICS[(seq % 2) as usize];
                 seq += 1;
                 invoke(&recorder, &value, topic, SendKind::Async, None, 1);
@@ -413,17 +452,17 @@ impl Workload {
 
     async fn start_ordered_producer(&mut self, id: usize) -> anyhow::Result<()> {
         let producer = Producer::start(producer_config(&self.namesrv_addr, id)).await?;
-        let (recorder, producing, last_ack) = (
-            self.recorder.clone(),
-            self.producing.clone(),
-            self.last_ack_us.clone(),
-        );
-        let tag = self.tag.clone();
+        let ProducerTask {
+            recorder,
+            producing,
+            last_ack,
+            values,
+        } = self.producer_task(id);
         self.producers.push(tokio::spawn(async move {
             let mut seq = 0u64;
             while producing.load(Ordering::Relaxed) {
-                let value = format!("{tag}.p{id}-{seq}");
-                let key = format!("{tag}.p{id}-k{}", seq as usize % KEYS_PER_ORDERED_PRODUCER);
+                let value = values.value(seq);
+                let key = values.key(seq);
                 seq += 1;
                 invoke(
                     &recorder,

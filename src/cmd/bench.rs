@@ -101,7 +101,7 @@ struct ProduceArgs {
 
 struct Stats {
     histogram: Mutex<Histogram<u64>>,
-    acked: AtomicU64,
+    acked: Arc<AtomicU64>,
     unknown: AtomicU64,
     failed: AtomicU64,
 }
@@ -113,6 +113,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Failover(a) => super::failover_bench::run(a).await,
         What::E2e(a) => super::e2e_bench::run(a).await,
     }
+}
+
+/// Prints a progress line to stderr every second (unless `quiet`) until aborted:
+/// `[<seconds>s] ` and then `line(per-second increase of the count, the count)`.
+pub(super) fn spawn_progress(
+    counter: Arc<AtomicU64>,
+    quiet: bool,
+    started: Instant,
+    line: impl Fn(u64, u64) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = counter.load(Ordering::Relaxed);
+            if !quiet {
+                eprintln!(
+                    "[{:>4.0}s] {}",
+                    started.elapsed().as_secs_f64(),
+                    line(now - last, now)
+                );
+            }
+            last = now;
+        }
+    })
 }
 
 /// The `q` quantile of a histogram of microseconds, in milliseconds.
@@ -177,7 +204,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let body = Bytes::from(vec![b'x'; args.size]);
     let stats = Arc::new(Stats {
         histogram: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        acked: AtomicU64::new(0),
+        acked: Arc::new(AtomicU64::new(0)),
         unknown: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
@@ -223,29 +250,16 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     }
     // One progress line a second.
     let progress = {
-        let (stats, stop) = (stats.clone(), stop.clone());
-        let quiet = args.json;
-        tokio::spawn(async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            while !stop.load(Ordering::Relaxed) {
-                tick.tick().await;
-                let acked = stats.acked.load(Ordering::Relaxed);
-                if !quiet {
-                    let h = stats.histogram.lock().unwrap();
-                    eprintln!(
-                        "[{:>4.0}s] {:>8} msg/s  p50 {:.2} ms  p99 {:.2} ms  (unknown {}, failed {})",
-                        started.elapsed().as_secs_f64(),
-                        acked - last,
-                        percentile_ms(&h, 0.5),
-                        percentile_ms(&h, 0.99),
-                        stats.unknown.load(Ordering::Relaxed),
-                        stats.failed.load(Ordering::Relaxed)
-                    );
-                }
-                last = acked;
-            }
+        let stats = stats.clone();
+        spawn_progress(stats.acked.clone(), args.json, started, move |rate, _| {
+            let h = stats.histogram.lock().unwrap();
+            format!(
+                "{rate:>8} msg/s  p50 {:.2} ms  p99 {:.2} ms  (unknown {}, failed {})",
+                percentile_ms(&h, 0.5),
+                percentile_ms(&h, 0.99),
+                stats.unknown.load(Ordering::Relaxed),
+                stats.failed.load(Ordering::Relaxed)
+            )
         })
     };
     for t in tasks {
@@ -368,27 +382,9 @@ async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
             }
         }));
     }
-    let progress = {
-        let received = received.clone();
-        let quiet = args.json;
-        tokio::spawn(async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let now = received.load(Ordering::Relaxed);
-                if !quiet {
-                    eprintln!(
-                        "[{:>4.0}s] {:>8} msg/s  ({now} of {want})",
-                        started.elapsed().as_secs_f64(),
-                        now - last
-                    );
-                }
-                last = now;
-            }
-        })
-    };
+    let progress = spawn_progress(received.clone(), args.json, started, move |rate, now| {
+        format!("{rate:>8} msg/s  ({now} of {want})")
+    });
     for t in tasks {
         t.await?;
     }

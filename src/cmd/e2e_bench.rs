@@ -16,7 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use client::{Message, Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PullResult};
 use hdrhistogram::Histogram;
 
-use super::bench::{latency_json, latency_line, percentile_ms};
+use super::bench::{latency_json, latency_line, percentile_ms, spawn_progress};
 
 #[derive(clap::Args)]
 pub struct E2eArgs {
@@ -150,27 +150,14 @@ pub async fn run(args: E2eArgs) -> anyhow::Result<()> {
         }));
     }
     let progress = {
-        let (received, histogram) = (received.clone(), histogram.clone());
-        let quiet = args.json;
-        tokio::spawn(async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let now = received.load(Ordering::Relaxed);
-                if !quiet {
-                    let h = histogram.lock().unwrap();
-                    eprintln!(
-                        "[{:>4.0}s] {:>8} msg/s received  e2e p50 {:.2} ms  p99 {:.2} ms",
-                        started.elapsed().as_secs_f64(),
-                        now - last,
-                        percentile_ms(&h, 0.5),
-                        percentile_ms(&h, 0.99)
-                    );
-                }
-                last = now;
-            }
+        let histogram = histogram.clone();
+        spawn_progress(received.clone(), args.json, started, move |rate, _| {
+            let h = histogram.lock().unwrap();
+            format!(
+                "{rate:>8} msg/s received  e2e p50 {:.2} ms  p99 {:.2} ms",
+                percentile_ms(&h, 0.5),
+                percentile_ms(&h, 0.99)
+            )
         })
     };
     for p in producers {
