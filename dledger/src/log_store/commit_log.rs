@@ -323,6 +323,26 @@ impl CommitLog {
             spans.push((start..buffer.len(), entry.log_id.index));
         }
         let mut state = self.write_state();
+        let before = (state.positions.len(), state.write_pos, state.first_index);
+        let result = self.append_encoded(&mut state, &buffer, spans);
+        if result.is_err() {
+            // Nothing of a failed append is indexed, written or not.
+            state.positions.truncate(before.0);
+            state.write_pos = before.1;
+            state.first_index = before.2;
+        }
+        result
+    }
+
+    fn append_encoded(
+        &self,
+        state: &mut LogState,
+        buffer: &[u8],
+        spans: Vec<(std::ops::Range<usize>, u64)>,
+    ) -> Result<u64, DLedgerError> {
+        // Entries that land back to back in one segment go out in one `pwrite`: `run` is the
+        // pending one (segment, offset in it, bytes of `buffer`).
+        let mut run: Option<(Arc<Segment>, usize, std::ops::Range<usize>)> = None;
         for (span, index) in spans {
             if state.positions.is_empty() && state.last_purged.is_some_and(|p| index <= p.index) {
                 // Already covered by the purge point (openraft's storage suite does this after
@@ -343,8 +363,7 @@ impl CommitLog {
                     });
                 }
             }
-            let bytes = &buffer[span];
-            let len = bytes.len() as u64;
+            let len = span.len() as u64;
             if len > self.segment_bytes - PAD_BYTES as u64 {
                 return Err(DLedgerError::InvalidConfig {
                     field: "segment_bytes",
@@ -356,22 +375,37 @@ impl CommitLog {
             let segment_start = pos - pos % self.segment_bytes;
             let remaining = segment_start + self.segment_bytes - pos;
             if len > remaining {
+                if let Some(pending) = run.take() {
+                    write_run(buffer, pending)?;
+                }
                 if remaining >= PAD_BYTES as u64 {
-                    let segment = self.segment_for_write(&mut state, pos)?;
+                    let segment = self.segment_for_write(state, pos)?;
                     let pad = codec::encode_pad(remaining as u32);
                     // SAFETY: write lock held; [pos, pos + 8) is beyond every indexed entry.
-                    unsafe { segment.write((pos - segment.start) as usize, &pad) };
+                    unsafe { segment.write((pos - segment.start) as usize, &pad) }
+                        .map_err(|e| DLedgerError::io(&segment.path, e))?;
                 }
                 pos = segment_start + self.segment_bytes;
             }
-            let segment = self.segment_for_write(&mut state, pos)?;
-            // SAFETY: write lock held; the range is beyond every indexed entry.
-            unsafe { segment.write((pos - segment.start) as usize, bytes) };
+            match &mut run {
+                Some((_, _, bytes)) if bytes.end == span.start => bytes.end = span.end,
+                _ => {
+                    if let Some(pending) = run.take() {
+                        write_run(buffer, pending)?;
+                    }
+                    let segment = self.segment_for_write(state, pos)?;
+                    let offset = (pos - segment.start) as usize;
+                    run = Some((segment, offset, span));
+                }
+            }
             if state.positions.is_empty() {
                 state.first_index = index;
             }
             state.positions.push_back(pos);
             state.write_pos = pos + len;
+        }
+        if let Some(pending) = run {
+            write_run(buffer, pending)?;
         }
         Ok(state.write_pos)
     }
@@ -609,6 +643,17 @@ fn segment_ranges(
         .collect()
 }
 
+/// Writes one run of back-to-back entries, `buffer[bytes]`, at `offset` in `segment`.
+///
+/// The caller holds the write lock and the range lies beyond every indexed entry.
+fn write_run(
+    buffer: &[u8],
+    (segment, offset, bytes): (Arc<Segment>, usize, std::ops::Range<usize>),
+) -> Result<(), DLedgerError> {
+    // SAFETY: as the caller promises, no reader can reach these bytes yet.
+    unsafe { segment.write(offset, &buffer[bytes]) }.map_err(|e| DLedgerError::io(&segment.path, e))
+}
+
 /// Zeroes `[from, to)` and msyncs it.
 pub(crate) fn zero_and_flush(
     segments: &[Arc<Segment>],
@@ -617,7 +662,7 @@ pub(crate) fn zero_and_flush(
 ) -> Result<(), DLedgerError> {
     for (segment, offset, len) in segment_ranges(segments, from, to) {
         // SAFETY: callers hold the write lock or run before the log is shared.
-        unsafe { segment.zero(offset, len) };
+        unsafe { segment.zero(offset, len) }.map_err(|e| DLedgerError::io(&segment.path, e))?;
         segment
             .flush(offset, len)
             .map_err(|e| DLedgerError::io(&segment.path, e))?;
