@@ -41,7 +41,7 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     }
 }
 
-/// One mapped segment file.
+/// One segment file, mapped read-only (writes go through the file).
 pub(crate) struct Segment {
     pub(crate) start: u64,
     pub(crate) path: PathBuf,
@@ -72,7 +72,7 @@ impl Segment {
         }
         let map = MmapOptions::new()
             .len(segment_bytes as usize)
-            .map_raw(&file)
+            .map_raw_read_only(&file)
             .map_err(|e| DLedgerError::io(path, e))?;
         Ok(Segment {
             start,
