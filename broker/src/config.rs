@@ -51,6 +51,9 @@ pub struct BrokerConfig {
     pub flush_interval_ms: u64,
     /// `mappedFileSizeCommitLog` (bytes): equal on every member of a group.
     pub commit_log_segment_bytes: u64,
+    /// `warmMapedFileEnable` (RocketMQ's spelling): write new CommitLog segments full of
+    /// zeros before use (true) or only reserve their blocks with `fallocate` (false).
+    pub warm_mapped_file: bool,
     /// `mappedFileSizeConsumeQueue` (bytes): a multiple of 20.
     pub consume_queue_file_bytes: u64,
     /// `autoCreateTopicEnable`.
@@ -96,6 +99,7 @@ impl Default for BrokerConfig {
             flush_disk_type: FlushDiskType::AsyncFlush,
             flush_interval_ms: 500,
             commit_log_segment_bytes: 1 << 30,
+            warm_mapped_file: true,
             consume_queue_file_bytes: 300_000 * 20,
             auto_create_topic: true,
             default_topic_queue_nums: 8,
@@ -156,6 +160,7 @@ impl BrokerConfig {
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);
+        set!("warmMapedFileEnable", warm_mapped_file);
         set!("mappedFileSizeConsumeQueue", consume_queue_file_bytes);
         set!("autoCreateTopicEnable", auto_create_topic);
         set!("defaultTopicQueueNums", default_topic_queue_nums);
@@ -254,12 +259,14 @@ mod tests {
     fn dledger_keys_parse_and_unknown_keys_are_reported() {
         let text = "brokerClusterName=C\nbrokerName=g\nlistenPort=10921\nenableDLegerCommitLog=true\n\
                     dLegerGroup=g\ndLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912\ndLegerSelfId=n1\n\
-                    flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\ntypo=1\n";
+                    flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\ntypo=1\nwarmMapedFileEnable=false\n";
         let (c, unknown, ignored) =
             BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
         assert_eq!(c.broker_addr(), "127.0.0.1:10921");
         assert_eq!(c.flush_disk_type, FlushDiskType::SyncFlush);
         assert_eq!(c.dledger_self_id, "n1");
+        assert!(!c.warm_mapped_file);
+        assert!(BrokerConfig::default().warm_mapped_file);
         assert_eq!(unknown, vec!["b.conf:10: typo".to_string()]);
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
@@ -272,6 +279,7 @@ mod tests {
             "mappedFileSizeConsumeQueue=30",
             "brokerName=a\ndLegerGroup=b",
             "listenPort=99999",
+            "warmMapedFileEnable=maybe",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()

@@ -121,6 +121,7 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     let self_id = dledger::parse_node_name(&config.dledger_self_id)?;
     let mut d = DLedgerConfig::new(self_id, peers, config.store_path.clone());
     d.segment_bytes = config.commit_log_segment_bytes;
+    d.warm_segments = config.warm_mapped_file;
     d.flush_mode = match config.flush_disk_type {
         FlushDiskType::SyncFlush => FlushMode::Sync,
         FlushDiskType::AsyncFlush => FlushMode::Async,

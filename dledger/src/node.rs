@@ -192,6 +192,7 @@ impl DLedgerNode {
         let storage = crate::storage::open(
             &config.store_path,
             &StorageOptions {
+                warm_segments: config.warm_segments,
                 segment_bytes: config.segment_bytes,
                 flush_mode: config.flush_mode,
                 flush_interval_ms: config.flush_interval_ms,

@@ -17,13 +17,16 @@ pub use crate::state_machine::StateMachine;
 pub use crate::types::TypeConfig;
 
 /// Storage settings (a subset of [`crate::DLedgerConfig`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct StorageOptions {
     pub segment_bytes: u64,
     pub flush_mode: FlushMode,
     pub flush_interval_ms: u64,
     /// Most bytes of entries read for one append-entries RPC.
     pub read_batch_bytes: usize,
+    /// New segments are written with zeros before use (true) or only have their blocks
+    /// reserved with `fallocate` (false). See [`crate::DLedgerConfig::warm_segments`].
+    pub warm_segments: bool,
 }
 
 /// Everything opened under one store path.
@@ -41,14 +44,7 @@ pub fn open(
     hook: Box<dyn ApplyHook>,
 ) -> Result<OpenedStorage, DLedgerError> {
     let meta = MetaStore::open(&store_path.join("meta"))?;
-    let log_store = LogStore::open(
-        store_path.join("commitlog"),
-        meta.clone(),
-        options.segment_bytes,
-        options.flush_mode,
-        options.flush_interval_ms,
-        options.read_batch_bytes,
-    )?;
+    let log_store = LogStore::open(store_path.join("commitlog"), meta.clone(), options)?;
     let log = std::sync::Arc::clone(log_store.commit_log());
     let state_machine = StateMachine::open(
         std::sync::Arc::clone(&log),

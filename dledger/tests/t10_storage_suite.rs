@@ -23,6 +23,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let options = StorageOptions {
+            warm_segments: true,
             segment_bytes: 64 * 1024,
             flush_mode: self.flush_mode,
             flush_interval_ms: 10,

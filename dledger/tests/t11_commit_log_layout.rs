@@ -1,7 +1,7 @@
 //! Proves the CommitLog layout rules directly on the store: an entry that does not fit the rest
 //! of a segment starts the next segment (20-digit file names at multiples of segment_bytes);
 //! reopening rebuilds the same index, positions and bytes; a truncation leaves no stale entry
-//! behind after a reopen; and a store refuses to open with another segment_bytes.
+//! behind after a reopen (with warm segments and with reserved ones); and a store refuses to open with another segment_bytes.
 
 use std::path::Path;
 
@@ -19,8 +19,9 @@ use openraft::LogId;
 
 const SEGMENT_BYTES: u64 = 64 * 1024;
 
-fn options(segment_bytes: u64) -> StorageOptions {
+fn options(segment_bytes: u64, warm_segments: bool) -> StorageOptions {
     StorageOptions {
+        warm_segments,
         segment_bytes,
         flush_mode: FlushMode::Sync,
         flush_interval_ms: 100,
@@ -29,7 +30,19 @@ fn options(segment_bytes: u64) -> StorageOptions {
 }
 
 fn open(dir: &Path, segment_bytes: u64) -> Result<OpenedStorage, DLedgerError> {
-    dledger::storage::open(dir, &options(segment_bytes), Box::new(NoopHook))
+    open_with(dir, segment_bytes, true)
+}
+
+fn open_with(
+    dir: &Path,
+    segment_bytes: u64,
+    warm_segments: bool,
+) -> Result<OpenedStorage, DLedgerError> {
+    dledger::storage::open(
+        dir,
+        &options(segment_bytes, warm_segments),
+        Box::new(NoopHook),
+    )
 }
 
 fn entry(index: u64, record_bytes: usize) -> openraft::Entry<dledger::storage::TypeConfig> {
@@ -43,9 +56,30 @@ fn entry(index: u64, record_bytes: usize) -> openraft::Entry<dledger::storage::T
 
 #[tokio::test]
 async fn entries_roll_segments_and_reopen_identically() {
+    roll_and_reopen(true).await;
+}
+
+/// The same with segments whose blocks are only reserved (`warmMapedFileEnable=false`).
+#[tokio::test]
+async fn entries_in_unwarmed_segments_roll_and_reopen_identically() {
+    let dir = roll_and_reopen(false).await;
+    // Every segment file has all its blocks: nothing was left sparse.
+    for item in std::fs::read_dir(dir.path().join("commitlog")).unwrap() {
+        let meta = item.unwrap().metadata().unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.len(), SEGMENT_BYTES);
+        assert!(
+            meta.blocks() * 512 >= SEGMENT_BYTES,
+            "{} of {SEGMENT_BYTES} bytes reserved",
+            meta.blocks() * 512
+        );
+    }
+}
+
+async fn roll_and_reopen(warm: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (before, written, digest) = {
-        let mut storage = open(dir.path(), SEGMENT_BYTES).unwrap();
+        let mut storage = open_with(dir.path(), SEGMENT_BYTES, warm).unwrap();
         for index in 1..=300u64 {
             let size = 500 + (index as usize * 37) % 3000;
             storage
@@ -88,10 +122,11 @@ async fn entries_roll_segments_and_reopen_identically() {
         "the test spans several segments ({rolled} rolls)"
     );
 
-    let reopened = open(dir.path(), SEGMENT_BYTES).unwrap();
+    let reopened = open_with(dir.path(), SEGMENT_BYTES, warm).unwrap();
     assert_eq!(reopened.entries().unwrap(), before);
     assert_eq!(reopened.written_position(), written);
     assert_eq!(reopened.digest(0, written).unwrap(), digest);
+    dir
 }
 
 #[tokio::test]

@@ -115,11 +115,12 @@ impl CommitLog {
     pub(crate) fn open(
         dir: PathBuf,
         segment_bytes: u64,
+        warm_segments: bool,
         last_purged: Option<LogId<u64>>,
         truncate_pending_position: Option<u64>,
     ) -> Result<Arc<Self>, DLedgerError> {
         std::fs::create_dir_all(&dir).map_err(|e| DLedgerError::io(&dir, e))?;
-        let allocator = SegmentAllocator::new(dir.clone(), segment_bytes);
+        let allocator = SegmentAllocator::new(dir.clone(), segment_bytes, warm_segments);
         let mut starts = Vec::new();
         for item in std::fs::read_dir(&dir).map_err(|e| DLedgerError::io(&dir, e))? {
             let item = item.map_err(|e| DLedgerError::io(&dir, e))?;

@@ -45,6 +45,7 @@ use crate::meta::MetaStore;
 use crate::meta::KEY_PURGED;
 use crate::meta::KEY_TRUNCATE_PENDING;
 use crate::meta::KEY_VOTE;
+use crate::storage::StorageOptions;
 use crate::types::TypeConfig;
 
 type Entry = openraft::Entry<TypeConfig>;
@@ -80,11 +81,15 @@ impl LogStore {
     pub(crate) fn open(
         dir: std::path::PathBuf,
         meta: MetaStore,
-        segment_bytes: u64,
-        flush_mode: FlushMode,
-        flush_interval_ms: u64,
-        read_batch_bytes: usize,
+        options: &StorageOptions,
     ) -> Result<Self, DLedgerError> {
+        let StorageOptions {
+            segment_bytes,
+            flush_mode,
+            flush_interval_ms,
+            read_batch_bytes,
+            warm_segments,
+        } = *options;
         let stored: Option<u64> = meta.get(crate::meta::KEY_SEGMENT_BYTES)?;
         match stored {
             Some(stored) if stored != segment_bytes => {
@@ -99,7 +104,13 @@ impl LogStore {
         }
         let last_purged: Option<LogId<u64>> = meta.get(KEY_PURGED)?;
         let truncate_pending: Option<u64> = meta.get(KEY_TRUNCATE_PENDING)?;
-        let log = CommitLog::open(dir, segment_bytes, last_purged, truncate_pending)?;
+        let log = CommitLog::open(
+            dir,
+            segment_bytes,
+            warm_segments,
+            last_purged,
+            truncate_pending,
+        )?;
         if truncate_pending.is_some() {
             meta.delete_sync(KEY_TRUNCATE_PENDING)?;
         }
