@@ -292,6 +292,9 @@ impl Drop for PendingGuard<'_> {
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
+/// The write loop yields for more frames only while its write is smaller than this.
+const YIELD_BELOW_BYTES: usize = 64 * 1024;
+
 /// Frames are coalesced into one write until it holds this many bytes.
 const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 
@@ -313,7 +316,9 @@ async fn write_loop(
         // Coalesce whatever else is queued into one write. Tasks woken together (say, by
         // one read that completed many requests) queue their frames one after another, but
         // Tokio polls the task they wake (this one) next, from its LIFO slot: without
-        // yielding once, each frame would go out in a syscall of its own.
+        // yielding once, each frame would go out in a syscall of its own. A write that is
+        // already large gains nothing from waiting, and a lone large response (a pull) would
+        // only be delayed: catch-up reads measured 30% slower when those yielded too.
         let mut next = Some(first);
         let mut yielded = false;
         loop {
@@ -325,7 +330,7 @@ async fn write_loop(
                     next = rx.try_recv().ok();
                 }
             }
-            if yielded || buf.len() >= WRITE_BATCH_BYTES {
+            if yielded || buf.len() >= YIELD_BELOW_BYTES {
                 break;
             }
             tokio::task::yield_now().await;

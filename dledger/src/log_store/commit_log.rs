@@ -422,15 +422,14 @@ impl CommitLog {
         let start = position - position % self.segment_bytes;
         let expected = state.segments.last().map(|s| s.end()).unwrap_or(start);
         assert_eq!(start, expected, "segments are added one after another");
-        let path = self.allocator.ensure(start)?;
-        let segment = Arc::new(Segment::open(&path, start, self.segment_bytes)?);
+        let segment = self.allocator.segment(start)?;
         state.segments.push(Arc::clone(&segment));
         let _ = self
             .prealloc_tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .try_send(start + self.segment_bytes);
-        tracing::info!(file = %path.display(), "CommitLog rolled to a new segment");
+        tracing::info!(file = %segment.path.display(), "CommitLog rolled to a new segment");
         Ok(segment)
     }
 
