@@ -152,16 +152,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Maps every page of the segment into this process now (`MADV_POPULATE_READ`), so that
-    /// reading what is later written costs no page fault per 4 KiB (with writes by `pwrite`
-    /// nothing else maps the pages). On catch-up reads here the gain was within noise.
-    /// Best effort: kernels before 5.14 refuse it, and then pages are mapped on first read.
-    fn populate(&self) {
-        if let Err(e) = self.map.advise(memmap2::Advice::PopulateRead) {
-            tracing::debug!(error = %e, file = %self.path.display(), "MADV_POPULATE_READ refused");
-        }
-    }
-
     /// `msync(MS_SYNC)` of a byte range: returns once those bytes are on disk.
     pub(crate) fn flush(&self, offset: usize, len: usize) -> std::io::Result<()> {
         if len == 0 {
@@ -178,8 +168,6 @@ pub(crate) struct SegmentAllocator {
     segment_bytes: u64,
     /// Write zeros (true) or `fallocate` (false); see the module comment.
     warm: bool,
-    /// The next segment, created, mapped and populated by the background thread.
-    prepared: Mutex<Option<Arc<Segment>>>,
     /// Serializes creation so the writer never maps a file that is then replaced.
     create_lock: Mutex<()>,
 }
@@ -190,7 +178,6 @@ impl SegmentAllocator {
             dir,
             segment_bytes,
             warm,
-            prepared: Mutex::new(None),
             create_lock: Mutex::new(()),
         })
     }
@@ -239,23 +226,15 @@ impl SegmentAllocator {
         Ok(path)
     }
 
-    /// The mapped segment starting at `start`: the one the background thread prepared, or
-    /// one created and mapped now.
+    /// The segment starting at `start`, mapped; created now if the background thread has not
+    /// created it yet.
     pub(crate) fn segment(&self, start: u64) -> Result<Arc<Segment>, DLedgerError> {
-        let prepared = self
-            .prepared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_if(|s| s.start == start);
-        if let Some(segment) = prepared {
-            return Ok(segment);
-        }
         let path = self.ensure(start)?;
         Ok(Arc::new(Segment::open(&path, start, self.segment_bytes)?))
     }
 
-    /// Starts the thread that creates, maps and populates requested segments ahead of the
-    /// writer; it ends when the sender is dropped.
+    /// Starts the thread that creates requested segments ahead of the writer; it ends when
+    /// the sender is dropped.
     pub(crate) fn spawn_preallocator(self: &Arc<Self>) -> mpsc::SyncSender<u64> {
         let (tx, rx) = mpsc::sync_channel::<u64>(2);
         let allocator = Arc::clone(self);
@@ -263,18 +242,8 @@ impl SegmentAllocator {
             .name("dledger-prealloc".into())
             .spawn(move || {
                 while let Ok(start) = rx.recv() {
-                    let prepared = allocator
-                        .ensure(start)
-                        .and_then(|path| Segment::open(&path, start, allocator.segment_bytes));
-                    match prepared {
-                        Ok(segment) => {
-                            segment.populate();
-                            *allocator.prepared.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(Arc::new(segment));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, start, "pre-allocating a segment failed; the writer will retry")
-                        }
+                    if let Err(e) = allocator.ensure(start) {
+                        tracing::warn!(error = %e, start, "pre-allocating a segment failed; the writer will retry");
                     }
                 }
             })
