@@ -223,6 +223,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         let count = args.count;
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+            let mut merged_at = Instant::now();
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if count.is_some_and(|c| stats.acked.load(Ordering::Relaxed) >= c) {
                     break;
@@ -240,9 +241,12 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if local.len() >= 256 {
+                // Merged in batches (one lock per 256 samples), and at least every 250 ms so
+                // that the progress line's percentiles are live with few sends in flight.
+                if local.len() >= 256 || merged_at.elapsed() >= Duration::from_millis(250) {
                     stats.histogram.lock().unwrap().add(&local).unwrap();
                     local.reset();
+                    merged_at = Instant::now();
                 }
             }
             stats.histogram.lock().unwrap().add(&local).unwrap();
