@@ -223,6 +223,8 @@ pub struct ConsumeQueueStore {
     root: PathBuf,
     file_bytes: u64,
     queues: RwLock<HashMap<(String, i32), Arc<ConsumeQueue>>>,
+    /// Woken when a queue is created: pulls held on a queue that did not exist yet.
+    pub(crate) created: Notify,
 }
 
 impl ConsumeQueueStore {
@@ -246,6 +248,7 @@ impl ConsumeQueueStore {
             root,
             file_bytes,
             queues: RwLock::new(queues),
+            created: Notify::new(),
         })
     }
 
@@ -271,6 +274,8 @@ impl ConsumeQueueStore {
         let dir = self.root.join(topic).join(queue_id.to_string());
         let queue = Arc::new(ConsumeQueue::open(dir, self.file_bytes)?);
         queues.insert(key, queue.clone());
+        drop(queues);
+        self.created.notify_waiters();
         Ok(queue)
     }
 

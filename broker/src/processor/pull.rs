@@ -97,12 +97,15 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
     let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms);
     let offset = header.queue_offset.max(0) as u64;
 
+    let store = &broker.state.consume_queues;
     let outcome = loop {
-        let queue = broker
-            .state
-            .consume_queues
-            .get(&header.topic, header.queue_id);
-        // Register for a wake-up before looking, so an append in between is not missed.
+        // Register for a wake-up before looking, so that a creation or an append in between
+        // is not missed: for the queue's creation first (a new topic's queue exists only
+        // from its first message on), then for appends to it.
+        let created = store.created.notified();
+        tokio::pin!(created);
+        created.as_mut().enable();
+        let queue = store.get(&header.topic, header.queue_id);
         let wake = queue.as_ref().map(|q| q.appended.notified());
         tokio::pin!(wake);
         if let Some(w) = wake.as_mut().as_pin_mut() {
@@ -126,12 +129,9 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
             Some(w) => {
                 let _ = tokio::time::timeout_at(deadline, w).await;
             }
-            // The queue does not exist yet: look again shortly.
+            // The queue does not exist yet: look again once some queue is created.
             None => {
-                tokio::time::sleep_until(
-                    deadline.min(tokio::time::Instant::now() + Duration::from_millis(100)),
-                )
-                .await
+                let _ = tokio::time::timeout_at(deadline, created).await;
             }
         }
     };
