@@ -118,14 +118,25 @@ stop_all() {
     PIDS=()
 }
 
+# Deletes a stopped system's data directory (a full run writes several GiB per system),
+# keeping rocketraft dev's own node logs if it has them.
+release_data() { # DIR
+    local dir=$1
+    if [ -d "$dir/logs" ]; then
+        mkdir -p "$OUT/logs"
+        cp -r "$dir/logs" "$OUT/logs/$(basename "$dir")" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}
+
 cleanup() {
     local rc=$?
     stop_all
     # Logs are worth keeping; data directories are not.
     cp -r "$WORK/logs" "$OUT/" 2>/dev/null || true
     local d
-    for d in "$WORK"/*-rocketraft-r3/logs; do # rocketraft dev's own node logs
-        [ -d "$d" ] && cp -r "$d" "$OUT/logs/$(basename "$(dirname "$d")")" 2>/dev/null || true
+    for d in "$WORK"/*-rocketraft-r3; do
+        [ -d "$d" ] && release_data "$d"
     done
     rm -rf "$WORK"
     exit $rc
@@ -258,6 +269,7 @@ run_rocketraft() { # PAIRING FLUSH
         if [ "$p" = async ] || [ "$CONSUME_ALL" = 1 ]; then rocketraft_consume "$p"; fi
     fi
     stop_all
+    release_data "$WORK/$p-rocketraft-r3"
 
     log "rocketraft R1 ($flush): one name server, a one-node group"
     mkdir -p "$WORK/$p-rocketraft-r1"
@@ -270,6 +282,7 @@ run_rocketraft() { # PAIRING FLUSH
         rocketraft_workloads "$p" 1
     fi
     stop_all
+    release_data "$WORK/$p-rocketraft-r1"
 }
 
 # ---- NATS JetStream ------------------------------------------------------------------------
@@ -347,6 +360,7 @@ run_nats() { # PAIRING SYNC
         fi
     fi
     stop_all
+    release_data "$WORK/$p-nats-r3"
 
     log "NATS R1 (sync_interval: $sync): one server"
     mkdir -p "$WORK/$p-nats-r1/n0"
@@ -357,6 +371,7 @@ run_nats() { # PAIRING SYNC
         nats_workloads "$p" 1 "$NATS_R1_URL"
     fi
     stop_all
+    release_data "$WORK/$p-nats-r1"
 }
 
 # ---- the run --------------------------------------------------------------------------------
