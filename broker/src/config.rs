@@ -118,6 +118,26 @@ impl Default for BrokerConfig {
     }
 }
 
+/// The flags of `rocketraft broker` that override a config key: (flags, key). One table for
+/// the command line and for the chaos tool, which reads a running broker's command line
+/// back into a config when it attaches to a cluster.
+pub const OVERRIDE_FLAGS: &[(&[&str], &str)] = &[
+    (&["--listen-port"], "listenPort"),
+    (&["--store-path"], "storePathRootDir"),
+    (&["-n", "--namesrv"], "namesrvAddr"),
+    (&["--self-id"], "dLegerSelfId"),
+    (&["--peers"], "dLegerPeers"),
+    (&["--flush-disk-type"], "flushDiskType"),
+];
+
+/// The config key a `rocketraft broker` flag overrides, if it is one of [`OVERRIDE_FLAGS`].
+pub fn override_key(flag: &str) -> Option<&'static str> {
+    OVERRIDE_FLAGS
+        .iter()
+        .find(|(flags, _)| flags.contains(&flag))
+        .map(|(_, key)| *key)
+}
+
 /// RocketMQ keys that rocketraft accepts and ignores, because Raft makes them moot.
 const IGNORED_KEYS: &[&str] = &[
     "brokerId",

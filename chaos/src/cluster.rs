@@ -489,13 +489,10 @@ fn attached_node(pid: i32, dir: &Path) -> anyhow::Result<Node> {
         };
         let key = match flag {
             "-c" | "--config" => None,
-            "--listen-port" => Some("listenPort"),
-            "--store-path" => Some("storePathRootDir"),
-            "-n" | "--namesrv" => Some("namesrvAddr"),
-            "--self-id" => Some("dLegerSelfId"),
-            "--peers" => Some("dLegerPeers"),
-            "--flush-disk-type" => Some("flushDiskType"),
-            other => bail!("unexpected argument `{other}` in `{}`", command.join(" ")),
+            other => match broker::config::override_key(other) {
+                Some(key) => Some(key),
+                None => bail!("unexpected argument `{other}` in `{}`", command.join(" ")),
+            },
         };
         let value = match inline {
             Some(v) => v,
