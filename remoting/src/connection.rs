@@ -298,6 +298,25 @@ const YIELD_BELOW_BYTES: usize = 64 * 1024;
 /// Frames are coalesced into one write until it holds this many bytes.
 const WRITE_BATCH_BYTES: usize = 1024 * 1024;
 
+/// Encodes `first` and whatever else is queued into `buf`, up to [`WRITE_BATCH_BYTES`].
+fn encode_queued(
+    conn: &Connection,
+    codec: &mut FrameCodec,
+    buf: &mut BytesMut,
+    rx: &mut mpsc::Receiver<RemotingCommand>,
+    first: RemotingCommand,
+) {
+    let mut next = Some(first);
+    while let Some(cmd) = next.take() {
+        if let Err(e) = codec.encode(cmd, buf) {
+            warn!(peer = %conn.peer(), error = %e, "dropping a frame that cannot be encoded");
+        }
+        if buf.len() < WRITE_BATCH_BYTES {
+            next = rx.try_recv().ok();
+        }
+    }
+}
+
 async fn write_loop(
     conn: Connection,
     mut socket: tokio::net::tcp::OwnedWriteHalf,
@@ -319,25 +338,11 @@ async fn write_loop(
         // yielding once, each frame would go out in a syscall of its own. A write that is
         // already large gains nothing from waiting, and a lone large response (a pull) would
         // only be delayed: catch-up reads measured 30% slower when those yielded too.
-        let mut next = Some(first);
-        let mut yielded = false;
-        loop {
-            while let Some(cmd) = next.take() {
-                if let Err(e) = codec.encode(cmd, &mut buf) {
-                    warn!(peer = %conn.peer(), error = %e, "dropping a frame that cannot be encoded");
-                }
-                if buf.len() < WRITE_BATCH_BYTES {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if yielded || buf.len() >= YIELD_BELOW_BYTES {
-                break;
-            }
+        encode_queued(&conn, &mut codec, &mut buf, &mut rx, first);
+        if buf.len() < YIELD_BELOW_BYTES {
             tokio::task::yield_now().await;
-            yielded = true;
-            next = rx.try_recv().ok();
-            if next.is_none() {
-                break;
+            if let Ok(next) = rx.try_recv() {
+                encode_queued(&conn, &mut codec, &mut buf, &mut rx, next);
             }
         }
         if let Err(e) = socket.write_all(&buf).await {

@@ -101,16 +101,12 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
     let outcome = loop {
         // Register for a wake-up before looking, so that a creation or an append in between
         // is not missed: for the queue's creation first (a new topic's queue exists only
-        // from its first message on), then for appends to it.
+        // from its first message on), then for appends to it. Both are `notify_waiters`,
+        // which wakes every `Notified` created before it, polled or not: creating one is
+        // registering (an atomic load), with no lock on this path.
         let created = store.created.notified();
-        tokio::pin!(created);
-        created.as_mut().enable();
         let queue = store.get(&header.topic, header.queue_id);
         let wake = queue.as_ref().map(|q| q.appended.notified());
-        tokio::pin!(wake);
-        if let Some(w) = wake.as_mut().as_pin_mut() {
-            w.enable();
-        }
         let outcome = read(
             broker,
             queue.as_deref(),
@@ -125,7 +121,7 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
         if tokio::time::Instant::now() >= deadline {
             break outcome;
         }
-        match wake.as_mut().as_pin_mut() {
+        match wake {
             Some(w) => {
                 let _ = tokio::time::timeout_at(deadline, w).await;
             }

@@ -25,7 +25,6 @@
 
 use std::fs::File;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
@@ -140,16 +139,7 @@ impl Segment {
             offset <= self.len && len <= self.len - offset,
             "zero beyond segment"
         );
-        const CHUNK: usize = 64 << 10;
-        let zeros = vec![0u8; len.min(CHUNK)];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(CHUNK);
-            // SAFETY: as for this function.
-            unsafe { self.write(offset + done, &zeros[..n])? };
-            done += n;
-        }
-        Ok(())
+        write_zeros(&self.file, offset as u64, len as u64, 64 << 10)
     }
 
     /// `msync(MS_SYNC)` of a byte range: returns once those bytes are on disk.
@@ -192,31 +182,20 @@ impl SegmentAllocator {
         }
         let tmp = self.dir.join(format!("{}.tmp", segment_name(start)));
         let io = |e| DLedgerError::io(&tmp, e);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
             .open(&tmp)
             .map_err(io)?;
-        let reserved = if self.warm {
-            false
-        } else {
-            match reserve(&file, self.segment_bytes) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, file = %tmp.display(), "fallocate refused; writing zeros instead");
-                    false
-                }
-            }
-        };
+        let reserved = !self.warm
+            && reserve(&file, self.segment_bytes)
+                .inspect_err(|e| {
+                    tracing::debug!(error = %e, file = %tmp.display(), "fallocate refused; writing zeros instead")
+                })
+                .is_ok();
         if !reserved {
-            let zeros = vec![0u8; 1 << 20];
-            let mut left = self.segment_bytes;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..n]).map_err(io)?;
-                left -= n as u64;
-            }
+            write_zeros(&file, 0, self.segment_bytes, 1 << 20).map_err(io)?;
         }
         file.sync_all().map_err(io)?;
         drop(file);
@@ -250,6 +229,18 @@ impl SegmentAllocator {
             .expect("spawn pre-allocation thread");
         tx
     }
+}
+
+/// Writes zeros over `[offset, offset + len)` of `file`, `chunk` bytes per `pwrite`.
+fn write_zeros(file: &File, offset: u64, len: u64, chunk: usize) -> std::io::Result<()> {
+    let zeros = vec![0u8; (len as usize).min(chunk)];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 /// Reserves the blocks of a `len`-byte file without writing them (`fallocate`, mode 0): they
