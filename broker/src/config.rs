@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     /// `warmMapedFileEnable` (RocketMQ's spelling): write new CommitLog segments full of
     /// zeros before use (true) or only reserve their blocks with `fallocate` (false).
     pub warm_mapped_file: bool,
+    /// `pageCacheWindowCommitLog` (bytes): the newest CommitLog bytes left in the page cache;
+    /// older ones are dropped from it once flushed. 0 leaves the cache to the kernel.
+    pub page_cache_window: u64,
     /// `mappedFileSizeConsumeQueue` (bytes): a multiple of 20.
     pub consume_queue_file_bytes: u64,
     /// `autoCreateTopicEnable`.
@@ -100,6 +103,7 @@ impl Default for BrokerConfig {
             flush_interval_ms: 500,
             commit_log_segment_bytes: 1 << 30,
             warm_mapped_file: true,
+            page_cache_window: 256 << 20,
             consume_queue_file_bytes: 300_000 * 20,
             auto_create_topic: true,
             default_topic_queue_nums: 8,
@@ -181,6 +185,7 @@ impl BrokerConfig {
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);
         set!("warmMapedFileEnable", warm_mapped_file);
+        set!("pageCacheWindowCommitLog", page_cache_window);
         set!("mappedFileSizeConsumeQueue", consume_queue_file_bytes);
         set!("autoCreateTopicEnable", auto_create_topic);
         set!("defaultTopicQueueNums", default_topic_queue_nums);
@@ -279,7 +284,8 @@ mod tests {
     fn dledger_keys_parse_and_unknown_keys_are_reported() {
         let text = "brokerClusterName=C\nbrokerName=g\nlistenPort=10921\nenableDLegerCommitLog=true\n\
                     dLegerGroup=g\ndLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912\ndLegerSelfId=n1\n\
-                    flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\ntypo=1\nwarmMapedFileEnable=false\n";
+                    flushDiskType=SYNC_FLUSH\nbrokerRole=ASYNC_MASTER\ntypo=1\nwarmMapedFileEnable=false\n\
+                    pageCacheWindowCommitLog=0\n";
         let (c, unknown, ignored) =
             BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
         assert_eq!(c.broker_addr(), "127.0.0.1:10921");
@@ -287,6 +293,8 @@ mod tests {
         assert_eq!(c.dledger_self_id, "n1");
         assert!(!c.warm_mapped_file);
         assert!(BrokerConfig::default().warm_mapped_file);
+        assert_eq!(c.page_cache_window, 0);
+        assert_eq!(BrokerConfig::default().page_cache_window, 256 << 20);
         assert_eq!(unknown, vec!["b.conf:10: typo".to_string()]);
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
@@ -300,6 +308,7 @@ mod tests {
             "brokerName=a\ndLegerGroup=b",
             "listenPort=99999",
             "warmMapedFileEnable=maybe",
+            "pageCacheWindowCommitLog=-1",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()

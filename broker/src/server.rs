@@ -122,6 +122,7 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     let mut d = DLedgerConfig::new(self_id, peers, config.store_path.clone());
     d.segment_bytes = config.commit_log_segment_bytes;
     d.warm_segments = config.warm_mapped_file;
+    d.page_cache_bytes = config.page_cache_window;
     d.flush_mode = match config.flush_disk_type {
         FlushDiskType::SyncFlush => FlushMode::Sync,
         FlushDiskType::AsyncFlush => FlushMode::Async,

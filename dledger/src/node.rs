@@ -193,6 +193,7 @@ impl DLedgerNode {
             &config.store_path,
             &StorageOptions {
                 warm_segments: config.warm_segments,
+                page_cache_bytes: config.page_cache_bytes,
                 segment_bytes: config.segment_bytes,
                 flush_mode: config.flush_mode,
                 flush_interval_ms: config.flush_interval_ms,

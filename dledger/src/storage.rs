@@ -27,6 +27,8 @@ pub struct StorageOptions {
     /// New segments are written with zeros before use (true) or only have their blocks
     /// reserved with `fallocate` (false). See [`crate::DLedgerConfig::warm_segments`].
     pub warm_segments: bool,
+    /// Newest bytes left in the page cache; see [`crate::DLedgerConfig::page_cache_bytes`].
+    pub page_cache_bytes: u64,
 }
 
 /// Everything opened under one store path.

@@ -24,6 +24,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let options = StorageOptions {
             warm_segments: true,
+            page_cache_bytes: 0,
             segment_bytes: 64 * 1024,
             flush_mode: self.flush_mode,
             flush_interval_ms: 10,

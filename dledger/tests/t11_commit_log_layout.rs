@@ -1,7 +1,9 @@
 //! Proves the CommitLog layout rules directly on the store: an entry that does not fit the rest
 //! of a segment starts the next segment (20-digit file names at multiples of segment_bytes);
 //! reopening rebuilds the same index, positions and bytes; a truncation leaves no stale entry
-//! behind after a reopen (with warm segments and with reserved ones); and a store refuses to open with another segment_bytes.
+//! behind after a reopen (with warm segments and with reserved ones); a store refuses to open with
+//! another segment_bytes; and flushed bytes older than the page-cache window leave the page cache
+//! and read back the same.
 
 use std::path::Path;
 
@@ -22,6 +24,7 @@ const SEGMENT_BYTES: u64 = 64 * 1024;
 fn options(segment_bytes: u64, warm_segments: bool) -> StorageOptions {
     StorageOptions {
         warm_segments,
+        page_cache_bytes: 0,
         segment_bytes,
         flush_mode: FlushMode::Sync,
         flush_interval_ms: 100,
@@ -182,4 +185,100 @@ async fn refuses_another_segment_size() {
         Err(other) => panic!("expected SegmentBytesMismatch, got {other}"),
         Ok(_) => panic!("opened with another segment_bytes"),
     }
+}
+
+/// How many of the pages of `path` are in the page cache (`mincore` on a fresh map of it).
+fn resident_pages(path: &Path, offset: usize, len: usize) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let page = 4096;
+    let start = offset / page * page;
+    let mut vec = vec![0u8; (offset + len - start).div_ceil(page)];
+    // SAFETY: a live map covering the range; `vec` has one byte per page of it.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr().add(start) as *mut libc::c_void,
+            offset + len - start,
+            vec.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&v| v & 1 == 1).count()
+}
+
+/// `pageCacheWindowCommitLog`: once more than the window is written and flushed, the older
+/// pages are no longer in the page cache, the newest are, and every byte reads back as in a
+/// store that keeps everything cached.
+#[tokio::test]
+async fn bytes_older_than_the_page_cache_window_leave_the_cache_and_read_back_the_same() {
+    const WINDOW: u64 = 128 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    // SAFETY: statfs into a zeroed struct of the right type.
+    let on_tmpfs = unsafe {
+        let mut fs: libc::statfs = std::mem::zeroed();
+        let path = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        libc::statfs(path.as_ptr(), &mut fs) == 0 && fs.f_type == libc::TMPFS_MAGIC
+    };
+    if on_tmpfs {
+        eprintln!("skipped: tmpfs keeps every page in memory, so nothing can leave the cache");
+        return;
+    }
+    let control = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for (path, window) in [(dir.path(), WINDOW), (control.path(), 0)] {
+        let mut storage = dledger::storage::open(
+            path,
+            &StorageOptions {
+                page_cache_bytes: window,
+                ..options(SEGMENT_BYTES, true)
+            },
+            Box::new(NoopHook),
+        )
+        .unwrap();
+        for index in 1..=300u64 {
+            let size = 500 + (index as usize * 37) % 3000;
+            // SYNC_FLUSH: each append returns after its flush, which drops what fell out.
+            storage
+                .log_store
+                .blocking_append([entry(index, size)])
+                .await
+                .unwrap();
+        }
+        let written = storage.written_position();
+        assert!(written > 4 * WINDOW, "the test writes well past the window");
+        if window > 0 {
+            // Read nothing before looking: a read would bring pages back.
+            let segment = |position: u64| {
+                let start = position - position % SEGMENT_BYTES;
+                (
+                    path.join("commitlog").join(format!("{start:020}")),
+                    (position - start) as usize,
+                )
+            };
+            let (file, offset) = segment(written - 1);
+            assert_eq!(
+                resident_pages(&file, offset, 1),
+                1,
+                "the newest page is cached"
+            );
+            // Everything a full window (and a drop step) behind the end has been dropped.
+            let dropped_below = (written - 2 * WINDOW) / 4096 * 4096 - 4096;
+            let mut start = 0;
+            while start < dropped_below {
+                let end = (start - start % SEGMENT_BYTES + SEGMENT_BYTES).min(dropped_below);
+                let (file, offset) = segment(start);
+                assert_eq!(
+                    resident_pages(&file, offset, (end - start) as usize),
+                    0,
+                    "[{start}, {end}) is still cached (written {written})"
+                );
+                start = end;
+            }
+        }
+        digests.push((written, storage.digest(0, written).unwrap()));
+    }
+    assert_eq!(
+        digests[0], digests[1],
+        "the same bytes with and without the window"
+    );
 }

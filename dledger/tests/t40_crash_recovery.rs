@@ -27,6 +27,7 @@ use rand::Rng;
 fn inspect(store: &std::path::Path) -> (Vec<EntryInfo>, u64) {
     let options = StorageOptions {
         warm_segments: true,
+        page_cache_bytes: 0,
         segment_bytes: 1 << 20,
         flush_mode: FlushMode::Sync,
         flush_interval_ms: 100,

@@ -36,7 +36,12 @@ use super::segment::parse_segment_name;
 use super::segment::sync_dir;
 use super::segment::Segment;
 use super::segment::SegmentAllocator;
+use super::segment::PAGE;
 use crate::error::DLedgerError;
+
+/// The least [`CommitLog::drop_cached`] drops at a time (unless the window is smaller), so
+/// its system calls stay rare.
+const DROP_STEP: u64 = 8 << 20;
 
 /// (last purged, last present or last purged) log ids.
 pub(crate) type LogBounds = (Option<LogId<u64>>, Option<LogId<u64>>);
@@ -106,6 +111,10 @@ pub(crate) struct CommitLog {
     flushed: watch::Sender<u64>,
     committed_end: AtomicU64,
     applied_end: AtomicU64,
+    /// Newest bytes left in the page cache (0: no limit); see [`CommitLog::drop_cached`].
+    page_cache_bytes: u64,
+    /// Bytes below this position have been dropped from the page cache.
+    dropped_below: AtomicU64,
     /// Dropping this wakes and ends the ASYNC_FLUSH thread.
     async_flusher_stop: Mutex<Option<mpsc::Sender<()>>>,
 }
@@ -116,6 +125,7 @@ impl CommitLog {
         dir: PathBuf,
         segment_bytes: u64,
         warm_segments: bool,
+        page_cache_bytes: u64,
         last_purged: Option<LogId<u64>>,
         truncate_pending_position: Option<u64>,
     ) -> Result<Arc<Self>, DLedgerError> {
@@ -187,6 +197,8 @@ impl CommitLog {
             flushed,
             committed_end: AtomicU64::new(0),
             applied_end: AtomicU64::new(0),
+            page_cache_bytes,
+            dropped_below: AtomicU64::new(write_pos.saturating_sub(page_cache_bytes)),
             async_flusher_stop: Mutex::new(None),
         }))
     }
@@ -503,12 +515,41 @@ impl CommitLog {
         for (segment, offset, len) in ranges {
             segment.flush(offset, len)?;
         }
+        self.drop_cached(high);
         self.flushed.send_if_modified(|f| {
             let changed = *f < high;
             *f = (*f).max(high);
             changed
         });
         Ok(high)
+    }
+
+    /// Drops the flushed bytes older than the newest `page_cache_bytes` from the page cache, a
+    /// step of at least [`DROP_STEP`] (or the window, if smaller) at a time.
+    ///
+    /// Why: new log bytes need new page-cache pages. On a VM that hands free memory back to its
+    /// host (this one does), a page never used or long free costs a host fault on first touch:
+    /// writing 256 MiB into new pages measured 0.54-0.66 s of CPU against 0.06 s into pages
+    /// just freed. Dropping old pages as new ones are written keeps the log's pages recycling;
+    /// a consumer further behind than the window reads from the disk instead. The bytes
+    /// dropped are all flushed (below `flushed`), so the kernel can drop them right away, and
+    /// a read of them finds the same bytes on the disk.
+    fn drop_cached(&self, flushed: u64) {
+        if self.page_cache_bytes == 0 {
+            return;
+        }
+        let to = flushed.saturating_sub(self.page_cache_bytes) & !(PAGE as u64 - 1);
+        let from = self.dropped_below.load(Ordering::Acquire);
+        if to < from + DROP_STEP.min(self.page_cache_bytes) {
+            return;
+        }
+        let ranges = segment_ranges(&self.read_state().segments, from, to);
+        for (segment, offset, len) in ranges {
+            if let Err(e) = segment.drop_cached(offset, len) {
+                tracing::debug!(error = %e, file = %segment.path.display(), "dropping cached CommitLog pages failed");
+            }
+        }
+        self.dropped_below.fetch_max(to, Ordering::AcqRel);
     }
 
     /// Waits until bytes below `position` are flushed.

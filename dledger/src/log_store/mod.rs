@@ -89,6 +89,7 @@ impl LogStore {
             flush_interval_ms,
             read_batch_bytes,
             warm_segments,
+            page_cache_bytes,
         } = *options;
         let stored: Option<u64> = meta.get(crate::meta::KEY_SEGMENT_BYTES)?;
         match stored {
@@ -108,6 +109,7 @@ impl LogStore {
             dir,
             segment_bytes,
             warm_segments,
+            page_cache_bytes,
             last_purged,
             truncate_pending,
         )?;
