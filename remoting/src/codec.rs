@@ -142,6 +142,48 @@ mod tests {
         Ok(out)
     }
 
+    /// A ROCKETMQ binary header with the given `extFields` pairs, as raw bytes.
+    fn binary_header(fields: &[(&str, &str)]) -> Vec<u8> {
+        let mut ext = Vec::new();
+        for (k, v) in fields {
+            ext.extend_from_slice(&(k.len() as i16).to_be_bytes());
+            ext.extend_from_slice(k.as_bytes());
+            ext.extend_from_slice(&(v.len() as i32).to_be_bytes());
+            ext.extend_from_slice(v.as_bytes());
+        }
+        let mut h = vec![0, 10, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+        h.extend_from_slice(&(ext.len() as i32).to_be_bytes());
+        h.extend_from_slice(&ext);
+        h
+    }
+
+    /// A repeated key keeps its last value (as a map would); more fields than any header
+    /// has is a clear error, not quadratic work.
+    #[test]
+    fn binary_ext_fields_repeat_and_limit() {
+        let cmd = RemotingCommand::decode_header(
+            SerializeType::RocketMq,
+            &binary_header(&[("topic", "A"), ("queueId", "1"), ("topic", "B")]),
+        )
+        .unwrap();
+        assert_eq!(cmd.ext("topic"), Some("B"));
+        assert_eq!(cmd.ext_fields.len(), 2);
+        let keys: Vec<String> = (0..=crate::ext::MAX_EXT_FIELDS)
+            .map(|i| format!("k{i}"))
+            .collect();
+        let many: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
+        let err = RemotingCommand::decode_header(SerializeType::RocketMq, &binary_header(&many))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 1024 extFields"), "{err}");
+        let ok = RemotingCommand::decode_header(
+            SerializeType::RocketMq,
+            &binary_header(&many[..crate::ext::MAX_EXT_FIELDS]),
+        )
+        .unwrap();
+        assert_eq!(ok.ext_fields.len(), crate::ext::MAX_EXT_FIELDS);
+    }
+
     fn sample(serialize_type: SerializeType) -> RemotingCommand {
         let mut cmd = RemotingCommand::request(
             RequestCode::GET_ROUTEINFO_BY_TOPIC,
@@ -297,7 +339,7 @@ mod tests {
             cmd.opaque = opaque;
             cmd.flag = flag;
             cmd.remark = remark.filter(|r| !r.is_empty());
-            cmd.ext_fields = ext;
+            cmd.ext_fields = ext.into_iter().collect();
             cmd.body = body.into();
             cmd.serialize_type = if binary { SerializeType::RocketMq } else { SerializeType::Json };
             let frame = encode_frame(&cmd).unwrap();

@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 use crate::code::{LanguageCode, ResponseCode};
 use crate::error::{Error, Result};
+use crate::ext::ExtFields;
+use crate::ext::MAX_EXT_FIELDS;
 use crate::header::CommandHeader;
 
 /// Flag bit 0: the command is a response.
@@ -60,7 +62,7 @@ pub struct RemotingCommand {
     pub opaque: i32,
     pub flag: i32,
     pub remark: Option<String>,
-    pub ext_fields: BTreeMap<String, String>,
+    pub ext_fields: ExtFields,
     pub body: Bytes,
     /// How the header is (or will be) serialized; a response uses its request's type.
     pub serialize_type: SerializeType,
@@ -75,7 +77,7 @@ impl RemotingCommand {
             opaque: 0,
             flag: 0,
             remark: None,
-            ext_fields: BTreeMap::new(),
+            ext_fields: ExtFields::new(),
             body: Bytes::new(),
             serialize_type: SerializeType::Json,
         }
@@ -84,6 +86,8 @@ impl RemotingCommand {
     /// A request with the given code and typed header.
     pub fn request(code: impl Into<i32>, header: &impl CommandHeader) -> Self {
         let mut cmd = RemotingCommand::new(code.into());
+        // Room for a send's header (about 200 bytes, 13 fields) in one allocation each.
+        cmd.ext_fields = ExtFields::with_capacity(256, 16);
         header.write(&mut cmd.ext_fields);
         cmd
     }
@@ -134,8 +138,8 @@ impl RemotingCommand {
         self
     }
 
-    pub fn with_ext(mut self, key: &str, value: impl Into<String>) -> Self {
-        self.ext_fields.insert(key.to_string(), value.into());
+    pub fn with_ext(mut self, key: &str, value: impl AsRef<str>) -> Self {
+        self.ext_fields.insert(key, value.as_ref());
         self
     }
 
@@ -163,7 +167,7 @@ impl RemotingCommand {
     }
 
     pub fn ext(&self, key: &str) -> Option<&str> {
-        self.ext_fields.get(key).map(String::as_str)
+        self.ext_fields.get(key)
     }
 
     /// Appends the encoded header to `out` and returns its length.
@@ -186,8 +190,8 @@ impl RemotingCommand {
             flag: i32,
             #[serde(skip_serializing_if = "Option::is_none")]
             remark: Option<&'a str>,
-            #[serde(rename = "extFields", skip_serializing_if = "BTreeMap::is_empty")]
-            ext_fields: &'a BTreeMap<String, String>,
+            #[serde(rename = "extFields", skip_serializing_if = "ExtFields::is_empty")]
+            ext_fields: &'a ExtFields,
             #[serde(rename = "serializeTypeCurrentRPC")]
             serialize_type: &'static str,
         }
@@ -224,7 +228,7 @@ impl RemotingCommand {
             .map(|(k, v)| 2 + k.len() + 4 + v.len())
             .sum();
         out.put_i32(ext_len as i32);
-        for (key, value) in &self.ext_fields {
+        for (key, value) in self.ext_fields.iter() {
             out.put_i16(key.len() as i16);
             out.put_slice(key.as_bytes());
             out.put_i32(value.len() as i32);
@@ -259,8 +263,14 @@ impl RemotingCommand {
         }
         let parsed: JsonHeaderIn = serde_json::from_slice(header)
             .map_err(|e| Error::bad_frame(format!("JSON header: {e}")))?;
-        let mut ext_fields = BTreeMap::new();
-        for (key, value) in parsed.ext_fields.unwrap_or_default() {
+        let parsed_ext = parsed.ext_fields.unwrap_or_default();
+        if parsed_ext.len() > MAX_EXT_FIELDS {
+            return Err(Error::bad_frame(format!(
+                "more than {MAX_EXT_FIELDS} extFields"
+            )));
+        }
+        let mut ext_fields = ExtFields::new();
+        for (key, value) in parsed_ext {
             let value = match value {
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Null => continue,
@@ -272,7 +282,7 @@ impl RemotingCommand {
                     )))
                 }
             };
-            ext_fields.insert(key, value);
+            ext_fields.insert(&key, &value);
         }
         Ok(RemotingCommand {
             code: parsed.code,
@@ -301,11 +311,10 @@ impl RemotingCommand {
                 Ok(())
             }
         }
-        fn string(buf: &mut &[u8], len: usize, what: &str) -> Result<String> {
+        fn string<'a>(buf: &mut &'a [u8], len: usize, what: &str) -> Result<&'a str> {
             need(buf, len, what)?;
             let s = std::str::from_utf8(&buf[..len])
-                .map_err(|_| Error::bad_frame(format!("{what} is not UTF-8")))?
-                .to_string();
+                .map_err(|_| Error::bad_frame(format!("{what} is not UTF-8")))?;
             buf.advance(len);
             Ok(s)
         }
@@ -321,7 +330,7 @@ impl RemotingCommand {
         }
         let remark = match remark_len {
             0 => None,
-            n => Some(string(&mut header, n as usize, "remark")?),
+            n => Some(string(&mut header, n as usize, "remark")?.to_string()),
         };
         need(header, 4, "extFields length")?;
         let ext_len = header.get_i32();
@@ -331,8 +340,13 @@ impl RemotingCommand {
                 header.remaining()
             )));
         }
-        let mut ext_fields = BTreeMap::new();
+        let mut ext_fields = ExtFields::with_capacity(header.remaining(), 16);
         while header.has_remaining() {
+            if ext_fields.len() == MAX_EXT_FIELDS {
+                return Err(Error::bad_frame(format!(
+                    "more than {MAX_EXT_FIELDS} extFields"
+                )));
+            }
             need(header, 2, "extFields key length")?;
             let key_len = header.get_i16();
             if key_len < 0 {

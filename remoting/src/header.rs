@@ -5,19 +5,19 @@
 //! [`Error::BadHeaderField`] naming the field, so the server can answer with a
 //! readable remark.
 
-use std::collections::BTreeMap;
-
 use crate::error::{Error, Result};
+use crate::ext::ExtFields;
 
 /// A header carried in `extFields`.
 pub trait CommandHeader: Sized {
-    fn write(&self, ext: &mut BTreeMap<String, String>);
-    fn read(ext: &BTreeMap<String, String>) -> Result<Self>;
+    fn write(&self, ext: &mut ExtFields);
+    fn read(ext: &ExtFields) -> Result<Self>;
 }
 
 /// A value that can stand in `extFields` (always a string on the wire).
 pub trait ExtValue: Sized {
-    fn to_ext(&self) -> Option<String>;
+    /// Sets `key` to this value; an absent optional value sets nothing.
+    fn put_ext(&self, key: &'static str, ext: &mut ExtFields);
     fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self>;
 }
 
@@ -29,8 +29,8 @@ fn missing(field: &'static str) -> Error {
 }
 
 impl ExtValue for String {
-    fn to_ext(&self) -> Option<String> {
-        Some(self.clone())
+    fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert(key, self);
     }
     fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
         value.map(str::to_string).ok_or_else(|| missing(field))
@@ -40,8 +40,8 @@ impl ExtValue for String {
 macro_rules! numeric_ext {
     ($($t:ty),*) => {$(
         impl ExtValue for $t {
-            fn to_ext(&self) -> Option<String> {
-                Some(self.to_string())
+            fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
+                ext.insert_display(key, self);
             }
             fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
                 let value = value.ok_or_else(|| missing(field))?;
@@ -56,8 +56,8 @@ macro_rules! numeric_ext {
 numeric_ext!(i32, i64, u64);
 
 impl ExtValue for bool {
-    fn to_ext(&self) -> Option<String> {
-        Some(self.to_string())
+    fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
+        ext.insert(key, if *self { "true" } else { "false" });
     }
     fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
         let value = value.ok_or_else(|| missing(field))?;
@@ -75,8 +75,10 @@ impl ExtValue for bool {
 }
 
 impl<T: ExtValue> ExtValue for Option<T> {
-    fn to_ext(&self) -> Option<String> {
-        self.as_ref().and_then(T::to_ext)
+    fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
+        if let Some(value) = self {
+            value.put_ext(key, ext);
+        }
     }
     fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
         match value {
@@ -102,16 +104,14 @@ macro_rules! command_header {
 
         impl CommandHeader for $name {
             #[allow(unused_variables)]
-            fn write(&self, ext: &mut BTreeMap<String, String>) {
-                $(if let Some(v) = ExtValue::to_ext(&self.$field) {
-                    ext.insert($key.to_string(), v);
-                })*
+            fn write(&self, ext: &mut ExtFields) {
+                $(ExtValue::put_ext(&self.$field, $key, ext);)*
             }
 
             #[allow(unused_variables)]
-            fn read(ext: &BTreeMap<String, String>) -> Result<Self> {
+            fn read(ext: &ExtFields) -> Result<Self> {
                 Ok($name {
-                    $($field: ExtValue::from_ext(ext.get($key).map(String::as_str), $key)?,)*
+                    $($field: ExtValue::from_ext(ext.get($key), $key)?,)*
                 })
             }
         }
@@ -340,7 +340,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip<H: CommandHeader + PartialEq + std::fmt::Debug>(h: H) {
-        let mut ext = BTreeMap::new();
+        let mut ext = ExtFields::new();
         h.write(&mut ext);
         assert_eq!(H::read(&ext).unwrap(), h);
     }
@@ -404,23 +404,23 @@ mod tests {
             max_reconsume_times: None,
         };
         let v2: SendMessageRequestHeaderV2 = v1.clone().into();
-        let mut ext = BTreeMap::new();
+        let mut ext = ExtFields::new();
         v2.write(&mut ext);
-        assert_eq!(ext.get("b").map(String::as_str), Some("T"));
-        assert_eq!(ext.get("e").map(String::as_str), Some("3"));
+        assert_eq!(ext.get("b"), Some("T"));
+        assert_eq!(ext.get("e"), Some("3"));
         let back: SendMessageRequestHeader = SendMessageRequestHeaderV2::read(&ext).unwrap().into();
         assert_eq!(back, v1);
     }
 
     #[test]
     fn missing_and_malformed_fields_name_the_field() {
-        let mut ext = BTreeMap::new();
+        let mut ext = ExtFields::new();
         match QueueOffsetRequestHeader::read(&ext) {
             Err(Error::BadHeaderField { field: "topic", .. }) => {}
             other => panic!("{other:?}"),
         }
-        ext.insert("topic".to_string(), "T".to_string());
-        ext.insert("queueId".to_string(), "x1".to_string());
+        ext.insert("topic", "T");
+        ext.insert("queueId", "x1");
         match QueueOffsetRequestHeader::read(&ext) {
             Err(Error::BadHeaderField {
                 field: "queueId",
@@ -437,6 +437,7 @@ mod tests {
         fn arbitrary_ext_fields_never_panic_header_readers(
             ext in proptest::collection::btree_map("[a-zA-Z]{1,12}", ".{0,12}", 0..12)
         ) {
+            let ext: ExtFields = ext.into_iter().collect();
             let _ = PullMessageRequestHeader::read(&ext);
             let _ = SendMessageRequestHeader::read(&ext);
             let _ = RegisterBrokerRequestHeader::read(&ext);

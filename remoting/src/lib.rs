@@ -7,6 +7,7 @@
 //!   (JSON and the `ROCKETMQ` binary form).
 //! - [`codec`]: the frame codec (`i32 total length | i32 serialize type << 24 | header
 //!   length | header | body`, big-endian) with a bounded frame size.
+//! - [`ext`]: [`ExtFields`], the `extFields` of a command, kept in one buffer.
 //! - [`header`]: typed request and response headers carried in `extFields`.
 //! - [`filter`]: tag expressions and the ConsumeQueue tag code (Java's `hashCode`),
 //!   shared by the broker's hash filter and the client's exact filter.
@@ -26,6 +27,7 @@ pub mod command;
 pub mod config_file;
 pub mod connection;
 pub mod error;
+pub mod ext;
 pub mod filter;
 pub mod header;
 pub mod message;
@@ -36,4 +38,5 @@ pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
 pub use command::{RemotingCommand, SerializeType};
 pub use connection::{Connection, ConnectionConfig, RequestHandler};
 pub use error::{Error, Result};
+pub use ext::ExtFields;
 pub use header::CommandHeader;
