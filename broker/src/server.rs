@@ -376,7 +376,7 @@ impl RequestHandler for Handler {
                 )),
             };
             Some(response.unwrap_or_else(|e| match e {
-                processor::ProcessError::Response(r) => r,
+                processor::ProcessError::Response(r) => *r,
                 processor::ProcessError::Header(e) => RemotingCommand::error(
                     ResponseCode::SYSTEM_ERROR,
                     format!("{}: {e}", code.name()),

@@ -11,8 +11,8 @@ use remoting::{RemotingCommand, ResponseCode};
 
 /// Why a processor answers with an error.
 pub enum ProcessError {
-    /// A ready error response.
-    Response(RemotingCommand),
+    /// A ready error response (boxed: errors stay small on the success path).
+    Response(Box<RemotingCommand>),
     /// A header that does not decode.
     Header(remoting::Error),
 }
@@ -26,7 +26,7 @@ impl From<remoting::Error> for ProcessError {
 pub type ProcessResult = Result<RemotingCommand, ProcessError>;
 
 pub(crate) fn fail(code: ResponseCode, remark: impl Into<String>) -> ProcessError {
-    ProcessError::Response(RemotingCommand::error(code, remark))
+    ProcessError::Response(Box::new(RemotingCommand::error(code, remark)))
 }
 
 /// RocketMQ's topic name rule: `[%|a-zA-Z0-9_-]`, at most 127 characters.

@@ -180,7 +180,9 @@ fn bad_record(e: remoting::Error) -> ProcessError {
 
 fn append_error(broker: &Broker, e: DLedgerError) -> ProcessError {
     match e {
-        DLedgerError::NotLeader { .. } => ProcessError::Response(broker.not_leader_response()),
+        DLedgerError::NotLeader { .. } => {
+            ProcessError::Response(Box::new(broker.not_leader_response()))
+        }
         DLedgerError::TooLarge { .. } | DLedgerError::InvalidRecord { .. } => {
             fail(ResponseCode::MESSAGE_ILLEGAL, e.to_string())
         }
