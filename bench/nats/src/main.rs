@@ -177,7 +177,6 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         );
         let count = args.count;
         tasks.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1, HISTOGRAM_MAX_US, 3).unwrap();
             while !stop.load(Ordering::Relaxed) && (count.is_some() || Instant::now() < deadline) {
                 if count.is_some_and(|c| stats.acked.load(Ordering::Relaxed) >= c) {
                     break;
@@ -189,7 +188,10 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                 };
                 match outcome {
                     Ok(_) => {
-                        let _ = local.record(begin.elapsed().as_micros().max(1) as u64);
+                        // One shared histogram, one short lock per sample, as in
+                        // rocketraft's bench.
+                        let micros = begin.elapsed().as_micros().max(1) as u64;
+                        let _ = stats.histogram.lock().unwrap().record(micros);
                         stats.acked.fetch_add(1, Ordering::Relaxed);
                     }
                     // A timed-out ack is "outcome unknown", as in rocketraft's bench.
@@ -200,12 +202,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
                         stats.failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if local.len() >= 256 {
-                    stats.histogram.lock().unwrap().add(&local).unwrap();
-                    local.reset();
-                }
             }
-            stats.histogram.lock().unwrap().add(&local).unwrap();
         }));
     }
     let progress = progress_line(stats.clone(), stop.clone(), started, args.common.json);
