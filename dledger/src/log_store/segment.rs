@@ -7,16 +7,19 @@
 //! written to it. A background thread creates the next segment before the writer needs it.
 //!
 //! Reserving means one of two things (`warmMapedFileEnable`, RocketMQ's name and spelling):
-//! - warm (the default): the whole file is written with zeros, so appends and fdatasyncs find
-//!   blocks already written and cached. That costs a full extra write of every byte, on a
-//!   thread of its own and on the disk.
+//! - warm (the default): the whole file is written with zeros, with `O_DIRECT` so that the
+//!   zeros never pass through the page cache, so appends and fdatasyncs find blocks already
+//!   written. That costs a full extra write of every byte on the disk, on a thread of its
+//!   own, and little CPU. Appends are padded to the end of their last page (see
+//!   [`Segment::write`]), so the kernel never reads a page of zeros back to merge into it.
 //! - not warm: the blocks are reserved with `fallocate` and read as zeros until written; the
 //!   writer pays for the first write to each block instead (extent conversion, page zeroing).
 //!
 //! On this machine (docs/PERFORMANCE.md) warm segments gave R3 ASYNC_FLUSH about 5% more
 //! throughput and SYNC_FLUSH with one write in flight 0.73 against 0.89 ms p50, while reserved
 //! ones gave SYNC_FLUSH under load about 18% more throughput (the zeros compete with the
-//! fsyncs for the disk).
+//! fsyncs for the disk). Those figures predate the `O_DIRECT` fill and the page-cache window
+//! (`pageCacheWindowCommitLog`), which changed what warm segments cost; not re-measured.
 //!
 //! Bytes are read through the map and written with `pwrite` (see [`Segment::write`] for why).
 //! Memory safety: a [`Segment`] hands out slices of its map. The caller
