@@ -79,18 +79,23 @@ async fn entries_in_unwarmed_segments_roll_and_reopen_identically() {
     }
 }
 
+/// Appends entries 1..=300 of 500 to 3,500 bytes, one at a time, each waiting for its flush.
+async fn append_mixed_sizes(storage: &mut OpenedStorage) {
+    for index in 1..=300u64 {
+        let size = 500 + (index as usize * 37) % 3000;
+        storage
+            .log_store
+            .blocking_append([entry(index, size)])
+            .await
+            .unwrap();
+    }
+}
+
 async fn roll_and_reopen(warm: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let (before, written, digest) = {
         let mut storage = open_with(dir.path(), SEGMENT_BYTES, warm).unwrap();
-        for index in 1..=300u64 {
-            let size = 500 + (index as usize * 37) % 3000;
-            storage
-                .log_store
-                .blocking_append([entry(index, size)])
-                .await
-                .unwrap();
-        }
+        append_mixed_sizes(&mut storage).await;
         let entries = storage.entries().unwrap();
         let written = storage.written_position();
         (entries, written, storage.digest(0, written).unwrap())
@@ -235,15 +240,8 @@ async fn bytes_older_than_the_page_cache_window_leave_the_cache_and_read_back_th
             Box::new(NoopHook),
         )
         .unwrap();
-        for index in 1..=300u64 {
-            let size = 500 + (index as usize * 37) % 3000;
-            // SYNC_FLUSH: each append returns after its flush, which drops what fell out.
-            storage
-                .log_store
-                .blocking_append([entry(index, size)])
-                .await
-                .unwrap();
-        }
+        // SYNC_FLUSH: each append returns after its flush, which drops what fell out.
+        append_mixed_sizes(&mut storage).await;
         let written = storage.written_position();
         assert!(written > 4 * WINDOW, "the test writes well past the window");
         if window > 0 {

@@ -158,7 +158,7 @@ mod tests {
     }
 
     /// A repeated key keeps its last value (as a map would); more fields than any header
-    /// has is a clear error, not quadratic work.
+    /// has, repeats included, is a clear error, not quadratic work.
     #[test]
     fn binary_ext_fields_repeat_and_limit() {
         let cmd = RemotingCommand::decode_header(
@@ -182,6 +182,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.ext_fields.len(), crate::ext::MAX_EXT_FIELDS);
+        let repeated = vec![("k", "v"); crate::ext::MAX_EXT_FIELDS + 1];
+        let err =
+            RemotingCommand::decode_header(SerializeType::RocketMq, &binary_header(&repeated))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("more than 1024 extFields"), "{err}");
     }
 
     fn sample(serialize_type: SerializeType) -> RemotingCommand {

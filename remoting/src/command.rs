@@ -18,6 +18,10 @@ use crate::ext::ExtFields;
 use crate::ext::MAX_EXT_FIELDS;
 use crate::header::CommandHeader;
 
+fn too_many_ext_fields() -> Error {
+    Error::bad_frame(format!("more than {MAX_EXT_FIELDS} extFields"))
+}
+
 /// Flag bit 0: the command is a response.
 pub const FLAG_RESPONSE: i32 = 1;
 /// Flag bit 1: the request wants no response.
@@ -265,9 +269,7 @@ impl RemotingCommand {
             .map_err(|e| Error::bad_frame(format!("JSON header: {e}")))?;
         let parsed_ext = parsed.ext_fields.unwrap_or_default();
         if parsed_ext.len() > MAX_EXT_FIELDS {
-            return Err(Error::bad_frame(format!(
-                "more than {MAX_EXT_FIELDS} extFields"
-            )));
+            return Err(too_many_ext_fields());
         }
         let mut ext_fields = ExtFields::new();
         for (key, value) in parsed_ext {
@@ -341,12 +343,14 @@ impl RemotingCommand {
             )));
         }
         let mut ext_fields = ExtFields::with_capacity(header.remaining(), 16);
+        // Counted with repeats: each insert scans the fields so far, so the work stays
+        // bounded however the keys repeat.
+        let mut read = 0usize;
         while header.has_remaining() {
-            if ext_fields.len() == MAX_EXT_FIELDS {
-                return Err(Error::bad_frame(format!(
-                    "more than {MAX_EXT_FIELDS} extFields"
-                )));
+            if read == MAX_EXT_FIELDS {
+                return Err(too_many_ext_fields());
             }
+            read += 1;
             need(header, 2, "extFields key length")?;
             let key_len = header.get_i16();
             if key_len < 0 {

@@ -10,8 +10,8 @@
 use std::fmt;
 use std::fmt::Write as _;
 
-/// The most fields a decoded header may carry; RocketMQ's headers carry at most a few
-/// dozen. Bounds the work of inserting with replacement (a linear scan each).
+/// The most fields a decoded header may carry, repeats included; RocketMQ's headers carry
+/// at most a few dozen. Bounds the work of inserting with replacement (a linear scan each).
 pub const MAX_EXT_FIELDS: usize = 1024;
 
 /// Keys and values of `extFields`. A key appears at most once: inserting an existing key
@@ -68,10 +68,6 @@ impl ExtFields {
         self.find(key).map(|i| self.value_at(&self.spans[i]))
     }
 
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_some()
-    }
-
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: &str, value: &str) {
         self.insert_with(key, |text| text.push_str(value));
@@ -97,17 +93,6 @@ impl ExtFields {
         match existing {
             Some(i) => self.spans[i] = span,
             None => self.spans.push(span),
-        }
-    }
-
-    /// Removes `key`, returning whether it was there.
-    pub fn remove(&mut self, key: &str) -> bool {
-        match self.find(key) {
-            Some(i) => {
-                self.spans.remove(i);
-                true
-            }
-            None => false,
         }
     }
 
@@ -172,11 +157,9 @@ mod tests {
         assert_eq!(ext.get("queueId"), Some("7"));
         assert_eq!(ext.get("bornTimestamp"), Some("-1"));
         assert_eq!(ext.get("queue"), None);
-        assert!(ext.remove("queueId"));
-        assert!(!ext.remove("queueId"));
         assert_eq!(
             ext.iter().collect::<Vec<_>>(),
-            vec![("topic", "U"), ("bornTimestamp", "-1")]
+            vec![("topic", "U"), ("queueId", "7"), ("bornTimestamp", "-1")]
         );
     }
 
