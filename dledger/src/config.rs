@@ -175,7 +175,7 @@ impl DLedgerConfig {
             store_path: store_path.into(),
             segment_bytes: 1 << 30,
             warm_segments: true,
-            page_cache_bytes: 256 << 20,
+            page_cache_bytes: 64 << 20,
             flush_mode: FlushMode::Sync,
             flush_interval_ms: 500,
             heartbeat_interval_ms: 100,

@@ -434,7 +434,8 @@ impl DLedgerNode {
         let timeout_ms = self.config.append_timeout_ms;
         let written = tokio::time::timeout(
             Duration::from_millis(timeout_ms),
-            self.raft.client_write(Payload::Command(command)),
+            self.raft
+                .client_write(Payload::Command(Bytes::from(command))),
         )
         .await
         .map_err(|_| DLedgerError::Timeout {
@@ -641,7 +642,7 @@ async fn batcher(
         }
         let raft = raft.clone();
         tokio::spawn(async move {
-            let written = raft.client_write(Payload::Records(body)).await;
+            let written = raft.client_write(Payload::Records(Bytes::from(body))).await;
             drop(permit);
             match written {
                 Ok(written) => {

@@ -93,6 +93,11 @@ impl OpenedStorage {
             .collect())
     }
 
+    /// Read access to the apply hook's data, as persisted so far.
+    pub fn hook_store(&self) -> crate::state_machine::HookStore {
+        crate::state_machine::HookStore::new(self.meta.clone())
+    }
+
     /// End of everything written to the CommitLog.
     pub fn written_position(&self) -> u64 {
         self.log.written_position()

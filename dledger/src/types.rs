@@ -9,6 +9,7 @@
 
 use std::io::Cursor;
 
+use bytes::Bytes;
 use openraft::BasicNode;
 use serde::Deserialize;
 use serde::Serialize;
@@ -29,50 +30,55 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
 );
 
-/// What one normal Raft entry carries.
+/// What one normal Raft entry carries. The bytes are shared, not copied, when an entry is
+/// cloned (the CommitLog keeps its newest entries in memory for replication and apply).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// One or more records, concatenated; each begins with its own big-endian u32 length.
-    Records(#[serde(with = "byte_buf")] Vec<u8>),
+    Records(#[serde(with = "byte_buf")] Bytes),
     /// One opaque application command (offsets, config), handed to the apply hook as is.
-    Command(#[serde(with = "byte_buf")] Vec<u8>),
+    Command(#[serde(with = "byte_buf")] Bytes),
 }
 
-/// Serializes a `Vec<u8>` as one byte string (a length and a copy) instead of a sequence of
+/// Serializes bytes as one byte string (a length and a copy) instead of a sequence of
 /// single bytes, which keeps bincode frames of large entries cheap to encode and decode.
 mod byte_buf {
+    use bytes::Bytes;
     use serde::de::Visitor;
     use serde::Deserializer;
     use serde::Serializer;
 
-    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        bytes: &Bytes,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_bytes(bytes)
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Vec<u8>, D::Error> {
+    ) -> Result<Bytes, D::Error> {
         struct ByteBuf;
         impl<'de> Visitor<'de> for ByteBuf {
-            type Value = Vec<u8>;
+            type Value = Bytes;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a byte string")
             }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-                Ok(v.to_vec())
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes::copy_from_slice(v))
             }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-                Ok(v)
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes::from(v))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            ) -> Result<Bytes, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
                 while let Some(b) = seq.next_element()? {
                     out.push(b);
                 }
-                Ok(out)
+                Ok(Bytes::from(out))
             }
         }
         deserializer.deserialize_byte_buf(ByteBuf)
@@ -145,8 +151,8 @@ mod tests {
     #[test]
     fn payload_bincode_round_trip() {
         for payload in [
-            Payload::Records(vec![0, 0, 0, 5, 9]),
-            Payload::Command(vec![1, 2, 3]),
+            Payload::Records(Bytes::from_static(&[0, 0, 0, 5, 9])),
+            Payload::Command(Bytes::from_static(&[1, 2, 3])),
         ] {
             let bytes = bincode::serialize(&payload).unwrap();
             assert_eq!(bincode::deserialize::<Payload>(&bytes).unwrap(), payload);

@@ -53,7 +53,7 @@ fn entry(index: u64, record_bytes: usize) -> openraft::Entry<dledger::storage::T
     record[..4].copy_from_slice(&(record_bytes as u32).to_be_bytes());
     openraft::Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
-        payload: EntryPayload::Normal(Payload::Records(record)),
+        payload: EntryPayload::Normal(Payload::Records(record.into())),
     }
 }
 

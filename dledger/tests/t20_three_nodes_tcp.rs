@@ -164,7 +164,7 @@ async fn three_nodes_tcp_failover_and_catch_up() {
         assert_eq!(&read[..], &acked[0].1[..]);
     }
     // Exactly-once apply: the persisted count equals the records in the common log everywhere.
-    let counts: Vec<u64> = all.iter().map(|n| stored_count(&n.hook_store())).collect();
+    let counts = settled_stored_counts(&all).await;
     assert!(
         counts.iter().all(|c| *c == counts[0]),
         "hook counts differ: {counts:?}"

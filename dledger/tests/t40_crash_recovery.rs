@@ -84,10 +84,7 @@ async fn check_all_readable_and_identical(group: &MemoryGroup, acked: &[(u64, by
             );
         }
     }
-    let counts: Vec<u64> = nodes
-        .iter()
-        .map(|n| stored_count(&n.hook_store()))
-        .collect();
+    let counts = settled_stored_counts(&nodes).await;
     assert!(
         counts.iter().all(|c| *c == counts[0]),
         "hook counts differ: {counts:?}"

@@ -113,10 +113,7 @@ async fn faults_during_appends_never_lose_a_committed_entry() {
             );
         }
     }
-    let counts: Vec<u64> = nodes
-        .iter()
-        .map(|n| stored_count(&n.hook_store()))
-        .collect();
+    let counts = settled_stored_counts(&nodes).await;
     for (id, seen) in group.seen.iter().enumerate() {
         let seen = seen.lock().unwrap();
         let positions: HashSet<u64> = seen.records.iter().map(|(p, _)| *p).collect();

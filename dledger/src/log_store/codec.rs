@@ -20,6 +20,7 @@
 //! does not fit (when at least 8 bytes remain). The encoding is a pure function of the LogId and
 //! payload, so every replica writes the same bytes for the same entry.
 
+use bytes::Bytes;
 use openraft::EntryPayload;
 use openraft::LogId;
 
@@ -176,8 +177,8 @@ pub(crate) fn decode_entry(header: &EntryHeader, bytes: &[u8]) -> Result<Entry, 
     let body = &bytes[HEADER_BYTES..header.total_bytes as usize];
     let payload = match header.kind {
         KIND_BLANK => EntryPayload::Blank,
-        KIND_RECORDS => EntryPayload::Normal(Payload::Records(body.to_vec())),
-        KIND_COMMAND => EntryPayload::Normal(Payload::Command(body.to_vec())),
+        KIND_RECORDS => EntryPayload::Normal(Payload::Records(Bytes::copy_from_slice(body))),
+        KIND_COMMAND => EntryPayload::Normal(Payload::Command(Bytes::copy_from_slice(body))),
         KIND_MEMBERSHIP => EntryPayload::Membership(
             bincode::deserialize(body)
                 .map_err(|e| format!("membership of entry {}: {e}", header.index))?,
@@ -236,7 +237,7 @@ mod tests {
         let mut records = Vec::new();
         records.extend_from_slice(&8u32.to_be_bytes());
         records.extend_from_slice(b"abcd");
-        let original = entry(7, EntryPayload::Normal(Payload::Records(records)));
+        let original = entry(7, EntryPayload::Normal(Payload::Records(records.into())));
         let mut bytes = Vec::new();
         encode_entry(&original, &mut bytes).unwrap();
         let header = valid_entry_at(&bytes).unwrap();

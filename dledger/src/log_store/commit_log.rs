@@ -9,7 +9,9 @@
 //! - bytes below [`CommitLog::flushed_position`] have been `msync`'d;
 //! - truncated bytes are zeroed and `msync`'d before `truncate` returns, so a stale entry can
 //!   never reappear after a restart;
-//! - every entry read back is checked against its CRC and its expected index (pair assertion).
+//! - every entry read back from a segment is checked against its CRC and its expected index
+//!   (pair assertion); the newest entries are served from memory instead (the entries
+//!   appended, kept as they were given: see [`RecentEntries`]).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -42,6 +44,97 @@ use crate::error::DLedgerError;
 /// The least [`CommitLog::drop_cached`] drops at a time (unless the window is smaller), so
 /// its system calls stay rare.
 const DROP_STEP: u64 = 8 << 20;
+
+/// How many bytes of the newest entries [`CommitLog::entries`] serves from memory.
+///
+/// Replication to each follower and apply on every node read an entry moments after it was
+/// appended; serving those reads from the appended entries themselves (their payload bytes are
+/// shared, not copied) saves a copy, a decode and a CRC pass per read. A follower further
+/// behind than this, or a node after a restart, reads from the segments.
+const RECENT_ENTRY_BYTES: usize = 16 << 20;
+
+/// The newest appended entries, contiguous by index and always ending at the log's last
+/// entry (or empty). Changed only under the state's write lock, in step with it.
+#[derive(Default)]
+struct RecentEntries {
+    /// (entry, its encoded size in the CommitLog).
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl RecentEntries {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn last_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds `entry` after the newest; forgets everything first unless it follows it directly.
+    fn push(&mut self, entry: Entry, size: usize) {
+        if self
+            .last_index()
+            .is_some_and(|last| last + 1 != entry.log_id.index)
+        {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.bytes > RECENT_ENTRY_BYTES && self.entries.len() > 1 {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets entries `index..`.
+    fn truncate(&mut self, index: u64) {
+        while self.last_index().is_some_and(|last| last >= index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets entries `..=index`.
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// Entries `range` (clamped to the newest), as [`CommitLog::entries`] would read them,
+    /// if the first of them is held here.
+    fn get(&self, range: &Range<u64>, max_bytes: usize) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        let last = self.last_index()?;
+        if range.start < first || range.start > last {
+            return None;
+        }
+        let skip = (range.start - first) as usize;
+        let count = range.end.min(last + 1).saturating_sub(range.start) as usize;
+        let mut out = Vec::with_capacity(count);
+        let mut read_bytes = 0usize;
+        for (entry, size) in self.entries.iter().skip(skip).take(count) {
+            if !out.is_empty() && read_bytes >= max_bytes {
+                break;
+            }
+            read_bytes += size;
+            out.push(entry.clone());
+        }
+        Some(out)
+    }
+}
 
 /// (last purged, last present or last purged) log ids.
 pub(crate) type LogBounds = (Option<LogId<u64>>, Option<LogId<u64>>);
@@ -117,6 +210,7 @@ pub(crate) struct CommitLog {
     dropped_below: AtomicU64,
     /// Dropping this wakes and ends the ASYNC_FLUSH thread.
     async_flusher_stop: Mutex<Option<mpsc::Sender<()>>>,
+    recent: Mutex<RecentEntries>,
 }
 
 impl CommitLog {
@@ -200,6 +294,7 @@ impl CommitLog {
             page_cache_bytes,
             dropped_below: AtomicU64::new(write_pos.saturating_sub(page_cache_bytes)),
             async_flusher_stop: Mutex::new(None),
+            recent: Mutex::new(RecentEntries::default()),
         }))
     }
 
@@ -278,9 +373,26 @@ impl CommitLog {
         }
     }
 
-    /// Reads entries `range` (those present), each CRC-checked, stopping once `max_bytes` are
-    /// read (but always returning at least one entry when one is present).
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEntries> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads entries `range` (those present), stopping once `max_bytes` are read (but always
+    /// returning at least one entry when one is present). The newest entries come from
+    /// memory; older ones from the segments, each CRC-checked.
     pub(crate) fn entries(
+        &self,
+        range: Range<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, DLedgerError> {
+        if let Some(entries) = self.recent().get(&range, max_bytes) {
+            return Ok(entries);
+        }
+        self.read_entries(range, max_bytes)
+    }
+
+    /// [`CommitLog::entries`], always from the segments.
+    pub(crate) fn read_entries(
         &self,
         range: Range<u64>,
         max_bytes: usize,
@@ -321,11 +433,12 @@ impl CommitLog {
 
     /// Writes `entries` after the last one; returns the write position after them.
     ///
-    /// The bytes are in the page cache when this returns, durable only after a flush.
-    pub(crate) fn append(&self, entries: &[Entry]) -> Result<u64, DLedgerError> {
+    /// The bytes are in the page cache when this returns, durable only after a flush. The
+    /// entries are kept in memory for the reads that follow (see [`RECENT_ENTRY_BYTES`]).
+    pub(crate) fn append(&self, entries: Vec<Entry>) -> Result<u64, DLedgerError> {
         let mut buffer = Vec::new();
         let mut spans = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for entry in &entries {
             let start = buffer.len();
             codec::encode_entry(entry, &mut buffer).map_err(|reason| DLedgerError::Corrupt {
                 file: self.dir.clone(),
@@ -335,14 +448,28 @@ impl CommitLog {
             })?;
             spans.push((start..buffer.len(), entry.log_id.index));
         }
+        let sizes: Vec<usize> = spans.iter().map(|(span, _)| span.len()).collect();
         let mut state = self.write_state();
         let before = (state.positions.len(), state.write_pos, state.first_index);
         let result = self.append_encoded(&mut state, &buffer, spans);
-        if result.is_err() {
-            // Nothing of a failed append is indexed, written or not.
-            state.positions.truncate(before.0);
-            state.write_pos = before.1;
-            state.first_index = before.2;
+        let mut recent = self.recent();
+        match (&result, state.last_index()) {
+            (Ok(_), Some(last)) => {
+                for (entry, size) in entries.into_iter().zip(sizes) {
+                    // Entries at or below the purge point were skipped, not stored.
+                    if entry.log_id.index >= state.first_index && entry.log_id.index <= last {
+                        recent.push(entry, size);
+                    }
+                }
+            }
+            (Ok(_), None) => recent.clear(),
+            (Err(_), _) => {
+                // Nothing of a failed append is indexed, written or not.
+                state.positions.truncate(before.0);
+                state.write_pos = before.1;
+                state.first_index = before.2;
+                recent.clear();
+            }
         }
         result
     }
@@ -462,6 +589,7 @@ impl CommitLog {
         if index > last {
             return Ok(());
         }
+        self.recent().truncate(index);
         let keep = index.saturating_sub(state.first_index) as usize;
         let from = state.positions[keep];
         let to = state.write_pos;
@@ -482,6 +610,7 @@ impl CommitLog {
             return Ok(());
         }
         state.last_purged = Some(log_id);
+        self.recent().purge(log_id.index);
         while !state.positions.is_empty() && state.first_index <= log_id.index {
             state.positions.pop_front();
             state.first_index += 1;

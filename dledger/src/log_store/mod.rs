@@ -283,7 +283,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.log.append(&entries).map_err(write_err)?;
+        self.log.append(entries).map_err(write_err)?;
         match &self.flush_tx {
             Some(tx) => tx
                 .send(callback)

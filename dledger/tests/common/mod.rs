@@ -78,6 +78,27 @@ pub fn stored_count(store: &HookStore) -> u64 {
         .unwrap_or(0)
 }
 
+/// Each node's persisted hook count, once the counts stop changing. The applied point and
+/// the hook's writes reach RocksDB within a few tens of milliseconds of an apply, not at it.
+pub async fn settled_stored_counts(nodes: &[Arc<DLedgerNode>]) -> Vec<u64> {
+    let read = || -> Vec<u64> {
+        nodes
+            .iter()
+            .map(|n| stored_count(&n.hook_store()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = read();
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let now = read();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 impl ApplyHook for RecordingHook {
     fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
         self.count = stored_count(store);
