@@ -103,7 +103,7 @@ impl Default for BrokerConfig {
             flush_interval_ms: 500,
             commit_log_segment_bytes: 1 << 30,
             warm_mapped_file: true,
-            page_cache_window: 256 << 20,
+            page_cache_window: 64 << 20,
             consume_queue_file_bytes: 300_000 * 20,
             auto_create_topic: true,
             default_topic_queue_nums: 8,
@@ -294,7 +294,7 @@ mod tests {
         assert!(!c.warm_mapped_file);
         assert!(BrokerConfig::default().warm_mapped_file);
         assert_eq!(c.page_cache_window, 0);
-        assert_eq!(BrokerConfig::default().page_cache_window, 256 << 20);
+        assert_eq!(BrokerConfig::default().page_cache_window, 64 << 20);
         assert_eq!(unknown, vec!["b.conf:10: typo".to_string()]);
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
