@@ -52,7 +52,7 @@ impl Broker {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.node.role_watch().borrow().role == Role::Leader
+        self.node.is_leader()
     }
 
     /// SERVICE_NOT_AVAILABLE naming the leader's client address (remark and `leaderAddr`).

@@ -189,7 +189,11 @@ impl RouteTable {
         let mut out = Vec::new();
         for qd in datas {
             if qd.perm & needed == 0
-                || (live_groups_only && self.members(&qd.broker_name).is_empty())
+                || (live_groups_only
+                    && self
+                        .groups
+                        .get(&qd.broker_name)
+                        .is_none_or(|g| g.is_empty()))
             {
                 continue;
             }

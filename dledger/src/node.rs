@@ -335,6 +335,11 @@ impl DLedgerNode {
         self.hook_store.clone()
     }
 
+    /// Whether this node is the leader right now (as last published by openraft).
+    pub fn is_leader(&self) -> bool {
+        self.role_rx.borrow().role == Role::Leader
+    }
+
     /// Role, term and leader, updated on every change.
     pub fn role_watch(&self) -> watch::Receiver<RoleState> {
         self.role_rx.clone()
