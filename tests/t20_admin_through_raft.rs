@@ -65,17 +65,21 @@ async fn config_changes_go_through_raft() {
         .await
         .unwrap();
     assert_eq!(groups, vec![common::GROUP.to_string()]);
-    let deadline = Instant::now() + T;
-    while cluster
+    // create_topic returns only once the name server routes the new queues: at once, no wait.
+    let route = cluster
         .namesrv()
         .topic_route("Created")
         .await
         .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "Created never registered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("the name server knows the topic when create_topic returns");
+    assert!(
+        route
+            .queue_datas
+            .iter()
+            .any(|q| q.broker_name == common::GROUP && q.write_queue_nums == 2),
+        "route right after create_topic: {:?}",
+        route.queue_datas
+    );
     let before = now_ms();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut sent = Vec::new();

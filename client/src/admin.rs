@@ -14,7 +14,9 @@ use crate::error::{ClientError, Result};
 use crate::namesrv::NameServerClient;
 
 /// Creates (or updates) `topic` with `queue_nums` read and write queues on every broker
-/// group the name servers know; returns the groups it was created on.
+/// group the name servers know; returns the groups it was created on. Returns once the name
+/// servers' route shows the new queues (or `timeout` has passed waiting for that), so a
+/// producer started right after is routed to the topic's own queues.
 pub async fn create_topic(
     namesrv: &NameServerClient,
     topic: &str,
@@ -78,5 +80,38 @@ pub async fn create_topic(
         }
         created.push(broker_name.clone());
     }
+    wait_for_route(namesrv, topic, queue_nums, &created, timeout).await;
     Ok(created)
+}
+
+/// Waits (at most `timeout`) until the name server's route for `topic` shows `queue_nums`
+/// write queues on every group in `groups`. A broker registers a new topic right after
+/// creating it, but without this wait a producer started at once could still be given the
+/// default topic's route, and send to a queue the new topic does not have.
+async fn wait_for_route(
+    namesrv: &NameServerClient,
+    topic: &str,
+    queue_nums: i32,
+    groups: &[String],
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(route)) = namesrv.topic_route(topic).await {
+            let has = |group: &String| {
+                route
+                    .queue_datas
+                    .iter()
+                    .any(|q| &q.broker_name == group && q.write_queue_nums == queue_nums)
+            };
+            if groups.iter().all(has) {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(topic, "the name servers do not show the new topic yet");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
