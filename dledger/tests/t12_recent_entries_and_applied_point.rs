@@ -7,10 +7,14 @@
 //!   nothing of it (nor anything waiting with it) is written, so the persisted count always
 //!   matches the persisted applied point.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 use std::time::Instant;
 
+use common::stored_count;
+use common::COUNT_KEY;
 use dledger::storage::OpenedStorage;
 use dledger::storage::StorageOptions;
 use dledger::storage::TypeConfig;
@@ -32,20 +36,11 @@ use openraft::RaftLogReader;
 
 type Entry = openraft::Entry<TypeConfig>;
 
-const COUNT_KEY: &[u8] = b"count";
 const POISON: &[u8] = b"poison";
 
 /// Counts applied records in the hook's column family; fails on a record holding `POISON`.
 struct CountingHook {
     count: u64,
-}
-
-fn stored_count(store: &HookStore) -> u64 {
-    store
-        .get(COUNT_KEY)
-        .unwrap()
-        .map(|v| u64::from_be_bytes(v.try_into().unwrap()))
-        .unwrap_or(0)
 }
 
 impl ApplyHook for CountingHook {

@@ -97,12 +97,16 @@ impl RecentEntries {
         }
     }
 
+    fn pop_back(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
+        }
+    }
+
     /// Forgets entries `index..`.
     fn truncate(&mut self, index: u64) {
         while self.last_index().is_some_and(|last| last >= index) {
-            if let Some((_, size)) = self.entries.pop_back() {
-                self.bytes -= size;
-            }
+            self.pop_back();
         }
     }
 
@@ -392,7 +396,7 @@ impl CommitLog {
     }
 
     /// [`CommitLog::entries`], always from the segments.
-    pub(crate) fn read_entries(
+    fn read_entries(
         &self,
         range: Range<u64>,
         max_bytes: usize,
