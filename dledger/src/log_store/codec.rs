@@ -20,6 +20,8 @@
 //! does not fit (when at least 8 bytes remain). The encoding is a pure function of the LogId and
 //! payload, so every replica writes the same bytes for the same entry.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use openraft::EntryPayload;
 use openraft::LogId;
@@ -83,49 +85,75 @@ pub(crate) fn encode_pad(remaining_bytes: u32) -> [u8; PAD_BYTES] {
     out
 }
 
-/// Appends the encoding of `entry` to `out`.
-pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
-    let start = out.len();
-    out.resize(start + HEADER_BYTES, 0);
-    let kind = match &entry.payload {
-        EntryPayload::Blank => KIND_BLANK,
+/// One entry ready to be written: its header, then its body where the entry keeps it (a
+/// records or command payload is written from its own bytes, not copied first).
+pub(crate) struct EncodedEntry<'a> {
+    pub(crate) header: [u8; HEADER_BYTES],
+    pub(crate) body: Cow<'a, [u8]>,
+}
+
+impl EncodedEntry<'_> {
+    /// Header plus body: the bytes the entry takes in the CommitLog.
+    pub(crate) fn len(&self) -> usize {
+        HEADER_BYTES + self.body.len()
+    }
+}
+
+/// Encodes `entry`: its header (with the CRC over header and body) and its body.
+pub(crate) fn encode(entry: &Entry) -> Result<EncodedEntry<'_>, String> {
+    let (kind, body): (u8, Cow<'_, [u8]>) = match &entry.payload {
+        EntryPayload::Blank => (KIND_BLANK, Cow::Borrowed(&[])),
         EntryPayload::Normal(Payload::Records(records)) => {
             crate::types::validate_records(records).map_err(|(i, reason)| {
                 format!("record #{i} of entry {}: {reason}", entry.log_id)
             })?;
-            out.extend_from_slice(records);
-            KIND_RECORDS
+            (KIND_RECORDS, Cow::Borrowed(&records[..]))
         }
         EntryPayload::Normal(Payload::Command(command)) => {
-            out.extend_from_slice(command);
-            KIND_COMMAND
+            (KIND_COMMAND, Cow::Borrowed(&command[..]))
         }
-        EntryPayload::Membership(membership) => {
-            bincode::serialize_into(&mut *out, membership)
-                .map_err(|e| format!("encode membership of entry {}: {e}", entry.log_id))?;
-            KIND_MEMBERSHIP
-        }
+        EntryPayload::Membership(membership) => (
+            KIND_MEMBERSHIP,
+            Cow::Owned(
+                bincode::serialize(membership)
+                    .map_err(|e| format!("encode membership of entry {}: {e}", entry.log_id))?,
+            ),
+        ),
     };
-    let total = out.len() - start;
+    let total = HEADER_BYTES + body.len();
     let total_bytes =
         u32::try_from(total).map_err(|_| format!("entry {} is {total} bytes", entry.log_id))?;
-    let header = &mut out[start..start + HEADER_BYTES];
+    let mut header = [0u8; HEADER_BYTES];
     header[0..4].copy_from_slice(&ENTRY_MAGIC.to_be_bytes());
     header[4..8].copy_from_slice(&total_bytes.to_be_bytes());
     header[8..16].copy_from_slice(&entry.log_id.leader_id.term.to_be_bytes());
     header[16..24].copy_from_slice(&entry.log_id.leader_id.node_id.to_be_bytes());
     header[24..32].copy_from_slice(&entry.log_id.index.to_be_bytes());
     header[32] = kind;
-    let crc = entry_crc(&out[start..]);
-    out[start + 36..start + 40].copy_from_slice(&crc.to_be_bytes());
+    let crc = crc_of(&header, &body);
+    header[36..40].copy_from_slice(&crc.to_be_bytes());
+    Ok(EncodedEntry { header, body })
+}
+
+/// Appends the encoding of `entry` to `out` (tests; the CommitLog writes [`encode`]'s parts).
+#[cfg(test)]
+pub(crate) fn encode_entry(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
+    let encoded = encode(entry)?;
+    out.extend_from_slice(&encoded.header);
+    out.extend_from_slice(&encoded.body);
     Ok(())
 }
 
-fn entry_crc(entry_bytes: &[u8]) -> u32 {
+/// The CRC of an entry: over header bytes `[0, 36)` and the body.
+fn crc_of(header: &[u8], body: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&entry_bytes[..36]);
-    hasher.update(&entry_bytes[HEADER_BYTES..]);
+    hasher.update(&header[..36]);
+    hasher.update(body);
     hasher.finalize()
+}
+
+fn entry_crc(entry_bytes: &[u8]) -> u32 {
+    crc_of(&entry_bytes[..HEADER_BYTES], &entry_bytes[HEADER_BYTES..])
 }
 
 /// Decodes and sanity-checks a header (not the CRC). `available` bounds `total_bytes`.

@@ -440,22 +440,22 @@ impl CommitLog {
     /// The bytes are in the page cache when this returns, durable only after a flush. The
     /// entries are kept in memory for the reads that follow (see [`RECENT_ENTRY_BYTES`]).
     pub(crate) fn append(&self, entries: Vec<Entry>) -> Result<u64, DLedgerError> {
-        let mut buffer = Vec::new();
-        let mut spans = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            let start = buffer.len();
-            codec::encode_entry(entry, &mut buffer).map_err(|reason| DLedgerError::Corrupt {
+        let encoded = entries
+            .iter()
+            .map(codec::encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| DLedgerError::Corrupt {
                 file: self.dir.clone(),
                 file_offset: 0,
                 position: 0,
                 reason: format!("refusing to write: {reason}"),
             })?;
-            spans.push((start..buffer.len(), entry.log_id.index));
-        }
-        let sizes: Vec<usize> = spans.iter().map(|(span, _)| span.len()).collect();
+        let sizes: Vec<usize> = encoded.iter().map(|e| e.len()).collect();
         let mut state = self.write_state();
         let before = (state.positions.len(), state.write_pos, state.first_index);
-        let result = self.append_encoded(&mut state, &buffer, spans);
+        let indexes = entries.iter().map(|e| e.log_id.index);
+        let result = self.append_encoded(&mut state, encoded.iter().zip(indexes));
+        drop(encoded);
         let mut recent = self.recent();
         match (&result, state.last_index()) {
             (Ok(_), Some(last)) => {
@@ -478,16 +478,14 @@ impl CommitLog {
         result
     }
 
-    fn append_encoded(
+    fn append_encoded<'a>(
         &self,
         state: &mut LogState,
-        buffer: &[u8],
-        spans: Vec<(std::ops::Range<usize>, u64)>,
+        entries: impl Iterator<Item = (&'a codec::EncodedEntry<'a>, u64)>,
     ) -> Result<u64, DLedgerError> {
-        // Entries that land back to back in one segment go out in one `pwrite`: `run` is the
-        // pending one (segment, offset in it, bytes of `buffer`).
-        let mut run: Option<(Arc<Segment>, usize, std::ops::Range<usize>)> = None;
-        for (span, index) in spans {
+        // Entries that land back to back in one segment go out in one `pwritev`.
+        let mut run: Option<Run<'a>> = None;
+        for (entry, index) in entries {
             if state.positions.is_empty() && state.last_purged.is_some_and(|p| index <= p.index) {
                 // Already covered by the purge point (openraft's storage suite does this after
                 // "cleaning the hole" below an applied state machine): nothing to store.
@@ -507,7 +505,7 @@ impl CommitLog {
                     });
                 }
             }
-            let len = span.len() as u64;
+            let len = entry.len() as u64;
             if len > self.segment_bytes - PAD_BYTES as u64 {
                 return Err(DLedgerError::InvalidConfig {
                     field: "segment_bytes",
@@ -520,7 +518,7 @@ impl CommitLog {
             let remaining = segment_start + self.segment_bytes - pos;
             if len > remaining {
                 if let Some(pending) = run.take() {
-                    write_run(buffer, pending)?;
+                    pending.write()?;
                 }
                 if remaining >= PAD_BYTES as u64 {
                     let segment = self.segment_for_write(state, pos)?;
@@ -531,17 +529,24 @@ impl CommitLog {
                 }
                 pos = segment_start + self.segment_bytes;
             }
-            match &mut run {
-                Some((_, _, bytes)) if bytes.end == span.start => bytes.end = span.end,
-                _ => {
-                    if let Some(pending) = run.take() {
-                        write_run(buffer, pending)?;
-                    }
-                    let segment = self.segment_for_write(state, pos)?;
-                    let offset = (pos - segment.start) as usize;
-                    run = Some((segment, offset, span));
+            if run.as_ref().is_none_or(|r| r.end != pos) {
+                if let Some(pending) = run.take() {
+                    pending.write()?;
                 }
+                let segment = self.segment_for_write(state, pos)?;
+                run = Some(Run {
+                    offset: (pos - segment.start) as usize,
+                    segment,
+                    end: pos,
+                    parts: Vec::new(),
+                });
             }
+            let pending = run.as_mut().expect("a run was started above");
+            pending.parts.push(&entry.header);
+            if !entry.body.is_empty() {
+                pending.parts.push(&entry.body);
+            }
+            pending.end = pos + len;
             if state.positions.is_empty() {
                 state.first_index = index;
             }
@@ -549,7 +554,7 @@ impl CommitLog {
             state.write_pos = pos + len;
         }
         if let Some(pending) = run {
-            write_run(buffer, pending)?;
+            pending.write()?;
         }
         Ok(state.write_pos)
     }
@@ -817,15 +822,26 @@ fn segment_ranges(
         .collect()
 }
 
-/// Writes one run of back-to-back entries, `buffer[bytes]`, at `offset` in `segment`.
+/// Entries that lie back to back in one segment, to be written with one `pwritev`.
 ///
-/// The caller holds the write lock and the range lies beyond every indexed entry.
-fn write_run(
-    buffer: &[u8],
-    (segment, offset, bytes): (Arc<Segment>, usize, std::ops::Range<usize>),
-) -> Result<(), DLedgerError> {
-    // SAFETY: as the caller promises, no reader can reach these bytes yet.
-    unsafe { segment.write(offset, &buffer[bytes]) }.map_err(|e| DLedgerError::io(&segment.path, e))
+/// Built under the write lock, for a range beyond every indexed entry.
+struct Run<'a> {
+    segment: Arc<Segment>,
+    /// Where the run starts in `segment`.
+    offset: usize,
+    /// The CommitLog position just past the run.
+    end: u64,
+    /// Each entry's header and body, in order.
+    parts: Vec<&'a [u8]>,
+}
+
+impl Run<'_> {
+    fn write(self) -> Result<(), DLedgerError> {
+        // SAFETY: the run was built under the write lock, beyond every indexed entry, so no
+        // reader can reach these bytes yet.
+        unsafe { self.segment.write_vectored(self.offset, &self.parts) }
+            .map_err(|e| DLedgerError::io(&self.segment.path, e))
+    }
 }
 
 /// Zeroes `[from, to)` and msyncs it.

@@ -126,20 +126,32 @@ impl Segment {
     /// No other thread may read these bytes concurrently (the CommitLog write lock
     /// guarantees this).
     pub(crate) unsafe fn write(&self, offset: usize, data: &[u8]) -> std::io::Result<()> {
+        // SAFETY: as promised by the caller.
+        unsafe { self.write_vectored(offset, &[data]) }
+    }
+
+    /// Writes the concatenation of `parts` at `offset`, with one `pwritev` where it fits
+    /// (as [`Segment::write`]; the parts are never copied into one buffer first).
+    ///
+    /// # Safety
+    /// As for [`Segment::write`].
+    pub(crate) unsafe fn write_vectored(
+        &self,
+        offset: usize,
+        parts: &[&[u8]],
+    ) -> std::io::Result<()> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         assert!(
-            offset <= self.len && data.len() <= self.len - offset,
+            offset <= self.len && len <= self.len - offset,
             "write beyond segment"
         );
         // Pad the write with zeros to the end of its last page (the segment holds zeros there
         // already), so the kernel never has to read a page of a pre-written segment from disk
         // to merge a partial write into it: the next write's first page is then in the page
         // cache whole.
-        let end = offset + data.len();
+        let end = offset + len;
         let pad = (end.next_multiple_of(PAGE) - end).min(self.len - end);
-        if pad == 0 {
-            return self.file.write_all_at(data, offset as u64);
-        }
-        write_all_vectored_at(&self.file, [data, &ZERO_PAGE[..pad]], offset as u64)
+        write_all_vectored_at(&self.file, parts, &ZERO_PAGE[..pad], offset as u64)
     }
 
     /// Sets `[offset, offset + len)` to zero.
@@ -290,34 +302,43 @@ pub(crate) const PAGE: usize = 4096;
 
 static ZERO_PAGE: [u8; PAGE] = [0; PAGE];
 
-/// `pwritev` of `bufs` at `offset`, repeated until every byte is written.
-fn write_all_vectored_at(file: &File, bufs: [&[u8]; 2], offset: u64) -> std::io::Result<()> {
+/// The most iovecs one `pwritev` takes (Linux's `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+/// `pwritev` of `parts` and then `tail` at `offset`, repeated until every byte is written.
+fn write_all_vectored_at(
+    file: &File,
+    parts: &[&[u8]],
+    tail: &[u8],
+    offset: u64,
+) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    let bufs = || parts.iter().copied().chain(std::iter::once(tail));
+    let total: usize = bufs().map(|b| b.len()).sum();
+    let mut iov = Vec::with_capacity((parts.len() + 1).min(MAX_IOVECS));
     let mut done = 0usize;
     while done < total {
         // The iovecs for the bytes not yet written.
+        iov.clear();
         let mut skip = done;
-        let mut iov = [libc::iovec {
-            iov_base: std::ptr::null_mut(),
-            iov_len: 0,
-        }; 2];
-        let mut count = 0;
-        for buf in bufs {
+        for buf in bufs() {
             if skip >= buf.len() {
                 skip -= buf.len();
                 continue;
             }
-            iov[count] = libc::iovec {
+            iov.push(libc::iovec {
                 iov_base: buf[skip..].as_ptr() as *mut libc::c_void,
                 iov_len: buf.len() - skip,
-            };
+            });
             skip = 0;
-            count += 1;
+            if iov.len() == MAX_IOVECS {
+                break;
+            }
         }
         let at = libc::off_t::try_from(offset + done as u64).map_err(std::io::Error::other)?;
-        // SAFETY: each iovec points into a live slice of `bufs` and is only read.
-        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), count as libc::c_int, at) };
+        // SAFETY: each iovec points into a live slice of `parts` or `tail` and is only read.
+        let n =
+            unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
         match n {
             n if n > 0 => done += n as usize,
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
