@@ -163,7 +163,7 @@ impl PeerTransport for MemoryTransport {
         let request_fate = self.fate(self.from, target, true);
         let response_fate = self.fate(target, self.from, false);
         let timeout_ms = deadline.as_millis() as u64;
-        let encoded = bincode::serialize(&request);
+        let encoded = super::wire::encode_request_to_vec(request);
         Box::pin(async move {
             let timeout = TransportError::Timeout { target, timeout_ms };
             let started = tokio::time::Instant::now();
@@ -182,15 +182,9 @@ impl PeerTransport for MemoryTransport {
                     (service.expect("checked when need_service"), delay)
                 }
             };
-            let encoded = encoded.map_err(|e| TransportError::Remote {
-                target,
-                reason: e.to_string(),
-            })?;
-            let request: PeerRequest =
-                bincode::deserialize(&encoded).map_err(|e| TransportError::Remote {
-                    target,
-                    reason: e.to_string(),
-                })?;
+            let encoded = encoded.map_err(|reason| TransportError::Remote { target, reason })?;
+            let request = super::wire::decode_request(encoded.into())
+                .map_err(|reason| TransportError::Remote { target, reason })?;
             tokio::time::sleep(delay.min(deadline)).await;
             let Ok(response) = tokio::time::timeout(
                 deadline.saturating_sub(started.elapsed()),

@@ -12,6 +12,7 @@
 
 pub mod memory;
 pub mod tcp;
+mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,10 +41,10 @@ use crate::types::NodeId;
 use crate::types::TypeConfig;
 
 /// A request from one peer to another. Opaque outside `dledger`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub struct PeerRequest(pub(crate) RequestBody);
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 pub(crate) enum RequestBody {
     Vote(VoteRequest<NodeId>),
     AppendEntries(AppendEntriesRequest<TypeConfig>),

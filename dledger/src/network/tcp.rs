@@ -1,7 +1,9 @@
 //! Peer RPCs as bincode frames over TCP.
 //!
-//! Frame: `u32 BE length` (of what follows) `| u64 BE request id | bincode body`. A length
-//! above `max_frame_bytes` closes the connection (never allocates it).
+//! Frame: `u32 BE length` (of what follows) `| u64 BE request id | body`. A request's body is
+//! its wire form ([`super::wire`]: a bincode head, then the entries' payloads, written from the
+//! entries and read as slices of the frame); a response's body is bincode. A length above
+//! `max_frame_bytes` closes the connection (never allocates it).
 //!
 //! Client ([`TcpTransport`]): one connection per peer, reused and multiplexed by request id;
 //! at most `max_inflight_rpcs_per_peer` requests in flight (a semaphore; callers wait within
@@ -19,8 +21,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -49,7 +53,10 @@ pub struct TcpLimits {
 type Reply = oneshot::Sender<Result<PeerResponse, TransportError>>;
 
 struct Outgoing {
+    /// The frame up to the payloads of an append-entries request (all of any other frame).
     frame: Vec<u8>,
+    /// Written after `frame`, from the entries' own bytes.
+    payloads: Vec<Bytes>,
     id: u64,
     reply: Reply,
 }
@@ -92,6 +99,58 @@ impl TcpTransport {
         });
         Arc::clone(connection)
     }
+}
+
+/// Encodes a request frame: the frame bytes up to the payloads, and the payloads (see
+/// [`super::wire`]).
+fn encode_request_frame(
+    id: u64,
+    request: PeerRequest,
+    max_frame_bytes: usize,
+) -> Result<(Vec<u8>, Vec<Bytes>), String> {
+    let mut frame = vec![0u8; 12];
+    let payloads = super::wire::encode_request(request, &mut frame)?;
+    let size = frame.len() - 4 + payloads.iter().map(|p| p.len()).sum::<usize>();
+    if size > max_frame_bytes {
+        return Err(format!(
+            "frame of {size} bytes exceeds max_frame_bytes {max_frame_bytes}"
+        ));
+    }
+    frame[..4].copy_from_slice(&(size as u32).to_be_bytes());
+    frame[4..12].copy_from_slice(&id.to_be_bytes());
+    Ok((frame, payloads))
+}
+
+/// Writes `frame` and then `payloads`, with as few `writev`s as the socket allows.
+async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    frame: &[u8],
+    payloads: &[Bytes],
+) -> std::io::Result<()> {
+    if payloads.is_empty() {
+        return writer.write_all(frame).await;
+    }
+    let parts = || std::iter::once(frame).chain(payloads.iter().map(|p| &p[..]));
+    let total: usize = parts().map(|p| p.len()).sum();
+    let mut slices = Vec::with_capacity(payloads.len() + 1);
+    let mut done = 0usize;
+    while done < total {
+        slices.clear();
+        let mut skip = done;
+        for part in parts() {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices.push(std::io::IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+        match writer.write_vectored(&slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => done += n,
+        }
+    }
+    Ok(())
 }
 
 fn encode_frame<T: serde::Serialize>(
@@ -157,10 +216,11 @@ impl PeerTransport for TcpTransport {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let frame = encode_frame(id, &request, self.limits.max_frame_bytes);
+        let frame = encode_request_frame(id, request, self.limits.max_frame_bytes);
         let timeout_ms = deadline.as_millis() as u64;
         Box::pin(async move {
-            let frame = frame.map_err(|reason| TransportError::Remote { target, reason })?;
+            let (frame, payloads) =
+                frame.map_err(|reason| TransportError::Remote { target, reason })?;
             let call = async {
                 let _permit = connection.inflight.acquire().await.map_err(|_| {
                     TransportError::Unreachable {
@@ -171,7 +231,12 @@ impl PeerTransport for TcpTransport {
                 let (reply, rx) = oneshot::channel();
                 connection
                     .tx
-                    .send(Outgoing { frame, id, reply })
+                    .send(Outgoing {
+                        frame,
+                        payloads,
+                        id,
+                        reply,
+                    })
                     .await
                     .map_err(|_| TransportError::Unreachable {
                         target,
@@ -293,7 +358,7 @@ async fn run_connection(
     let mut next = Some(first);
     let end = loop {
         if let Some(outgoing) = next.take() {
-            if let Err(e) = writer.write_all(&outgoing.frame).await {
+            if let Err(e) = write_frame(&mut writer, &outgoing.frame, &outgoing.payloads).await {
                 let _ = outgoing.reply.send(Err(TransportError::Unreachable {
                     target,
                     reason: e.to_string(),
@@ -393,7 +458,7 @@ async fn serve_connection(
             Err(e) => break Err(e),
         };
         let (id, body) = frame;
-        let request: PeerRequest = match bincode::deserialize(&body) {
+        let request = match super::wire::decode_request(Bytes::from(body)) {
             Ok(request) => request,
             Err(e) => {
                 break Err(std::io::Error::new(
