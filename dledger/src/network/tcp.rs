@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
+use tokio::io::BufReader;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
@@ -170,6 +171,11 @@ fn encode_frame<T: serde::Serialize>(
     bincode::serialize_into(&mut frame, body).map_err(|e| e.to_string())?;
     Ok(frame)
 }
+
+/// The buffer peer frames are read through: a frame's length and id, many small responses, or
+/// the first bytes of a large body come in one `recv` (not one each); the rest of a body larger
+/// than this is read straight into its own buffer, past this one.
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// Reads one frame: (request id, body). `Ok(None)` on a clean end of stream.
 async fn read_frame<R: AsyncReadExt + Unpin>(
@@ -332,7 +338,8 @@ async fn run_connection(
     rx: &mut mpsc::Receiver<Outgoing>,
     limits: &TcpLimits,
 ) -> ConnectionEnd {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (response_tx, mut response_rx) =
         mpsc::channel::<std::io::Result<(u64, Vec<u8>)>>(limits.max_inflight_rpcs_per_peer);
     let max_frame_bytes = limits.max_frame_bytes;
@@ -440,7 +447,8 @@ async fn serve_connection(
     max_frame_bytes: usize,
     max_inflight: usize,
 ) -> std::io::Result<()> {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(max_inflight);
     let writer_task = tokio::spawn(async move {
         while let Some(frame) = out_rx.recv().await {
