@@ -13,6 +13,9 @@
 #   (c) (a) and (b) with one replica (rocketraft one-node group, NATS one server, R1 stream)
 #   (d) catch-up consume of N stored messages (R3): msg/s (ASYNC pairing only, unless
 #       --consume-all-pairings: what is read back does not depend on when it was fsync'd)
+# Before (a) each system gets the same unmeasured warm-up: WARMUP_SECONDS (3 s; 1 s with
+# --short) of (a)'s workload on a topic or stream of its own, so that (a) measures a system
+# that has already run under load (allocators, page cache, connections), not its first seconds.
 # Prints a markdown table (both systems, ratios rocketraft/NATS, the pairing) and keeps
 # every run's raw JSON and every server's log in the output directory.
 #
@@ -72,9 +75,11 @@ done
 
 if [ "$SHORT" = 1 ]; then
     SECONDS_PER_RUN=${SECONDS_PER_RUN:-3}
+    WARMUP_SECONDS=${WARMUP_SECONDS:-1}
     CONSUME_N=${CONSUME_N:-50000}
 else
     SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
+    WARMUP_SECONDS=${WARMUP_SECONDS:-3}
     CONSUME_N=${CONSUME_N:-1000000}
 fi
 SIZE=1024
@@ -242,8 +247,22 @@ wait_rocketraft() {
     return 1
 }
 
+# warm_up NAME COMMAND...: runs an unmeasured warm-up; its output goes to logs/NAME.stderr only.
+warm_up() {
+    local name=$1
+    shift
+    log "warm-up $name: $*"
+    "$@" >/dev/null 2>"$WORK/logs/$name.stderr" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || log "warm-up $name failed (see logs/$name.stderr); measuring anyway"
+    unset 'PIDS[${#PIDS[@]}-1]'
+}
+
 rocketraft_workloads() { # PAIRING REPLICAS
     local p=$1 r=$2
+    warm_up "$p-rocketraft-r$r-warmup" \
+        "$RR" bench produce -n "$NAMESRV" -t "R${r}Warmup" -s $SIZE -w $WINDOW -d "$WARMUP_SECONDS"
     run_json "$p-rocketraft-r$r-throughput.json" \
         "$RR" bench produce -n "$NAMESRV" -t "R${r}Throughput" -s $SIZE -w $WINDOW -d "$SECONDS_PER_RUN"
     run_json "$p-rocketraft-r$r-latency.json" \
@@ -330,6 +349,9 @@ wait_nats() {
 
 nats_workloads() { # PAIRING REPLICAS URLS
     local p=$1 r=$2 urls=$3
+    warm_up "$p-nats-r$r-warmup" \
+        bench_nats produce --servers "$urls" --stream "R${r}WARMUP" --subject "r$r.warmup" \
+        --replicas "$r" -s $SIZE -w $WINDOW -d "$WARMUP_SECONDS"
     run_json "$p-nats-r$r-throughput.json" \
         bench_nats produce --servers "$urls" --stream "R${r}THROUGHPUT" --subject "r$r.throughput" \
         --replicas "$r" -s $SIZE -w $WINDOW -d "$SECONDS_PER_RUN"
@@ -382,7 +404,7 @@ run_nats() { # PAIRING SYNC
     echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "nats-server: $("$NATS" --version)"
     echo "rocketraft: commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo " + local changes")"
-    echo "mode: $([ "$SHORT" = 1 ] && echo short || echo full), $SECONDS_PER_RUN s per workload, catch-up N = $CONSUME_N"
+    echo "mode: $([ "$SHORT" = 1 ] && echo short || echo full), $SECONDS_PER_RUN s per workload (a $WARMUP_SECONDS s warm-up before the first), catch-up N = $CONSUME_N"
 } >"$OUT/machine.txt"
 
 for p in $PAIRINGS; do
