@@ -51,6 +51,7 @@ mod log_store;
 mod meta;
 pub mod network;
 pub mod node;
+mod parts;
 pub mod state_machine;
 pub mod storage;
 pub mod types;

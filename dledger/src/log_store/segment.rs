@@ -320,21 +320,14 @@ fn write_all_vectored_at(
     while done < total {
         // The iovecs for the bytes not yet written.
         iov.clear();
-        let mut skip = done;
-        for buf in bufs() {
-            if skip >= buf.len() {
-                skip -= buf.len();
-                continue;
-            }
-            iov.push(libc::iovec {
-                iov_base: buf[skip..].as_ptr() as *mut libc::c_void,
-                iov_len: buf.len() - skip,
-            });
-            skip = 0;
-            if iov.len() == MAX_IOVECS {
-                break;
-            }
-        }
+        iov.extend(
+            crate::parts::unwritten(bufs(), done)
+                .take(MAX_IOVECS)
+                .map(|buf| libc::iovec {
+                    iov_base: buf.as_ptr() as *mut libc::c_void,
+                    iov_len: buf.len(),
+                }),
+        );
         let at = libc::off_t::try_from(offset + done as u64).map_err(std::io::Error::other)?;
         // SAFETY: each iovec points into a live slice of `parts` or `tail` and is only read.
         let n =

@@ -25,8 +25,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
-use tokio::io::BufReader;
 use tokio::io::AsyncWriteExt;
+use tokio::io::BufReader;
 use tokio::net::TcpListener;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -137,15 +137,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
     let mut done = 0usize;
     while done < total {
         slices.clear();
-        let mut skip = done;
-        for part in parts() {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            slices.push(std::io::IoSlice::new(&part[skip..]));
-            skip = 0;
-        }
+        slices.extend(crate::parts::unwritten(parts(), done).map(std::io::IoSlice::new));
         match writer.write_vectored(&slices).await? {
             0 => return Err(std::io::ErrorKind::WriteZero.into()),
             n => done += n,
