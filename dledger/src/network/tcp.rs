@@ -538,4 +538,58 @@ mod tests {
         assert_eq!(id, 11);
         assert_eq!(bincode::deserialize::<Vec<u8>>(&body).unwrap(), big);
     }
+
+    // Proves an append-entries request frame, its payloads written after the head in pieces
+    // through a 4 KiB pipe, reads back as the same entries; and that a frame over the limit
+    // is refused before anything is written.
+    #[tokio::test]
+    async fn request_frames_with_payloads() {
+        use openraft::raft::AppendEntriesRequest;
+        use openraft::CommittedLeaderId;
+        use openraft::EntryPayload;
+        use openraft::LogId;
+        use openraft::Vote;
+
+        use super::super::RequestBody;
+        use crate::types::Payload;
+
+        let entries: Vec<openraft::Entry<crate::types::TypeConfig>> = (1..=5u64)
+            .map(|i| {
+                let len = 30_000 + i as usize;
+                let mut record = vec![i as u8; len];
+                record[..4].copy_from_slice(&(len as u32).to_be_bytes());
+                openraft::Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
+                    payload: EntryPayload::Normal(Payload::Records(Bytes::from(record))),
+                }
+            })
+            .collect();
+        let request = || {
+            PeerRequest(RequestBody::AppendEntries(AppendEntriesRequest {
+                vote: Vote::new_committed(1, 0),
+                prev_log_id: None,
+                leader_commit: None,
+                entries: entries.clone(),
+            }))
+        };
+        let (frame, payloads) = encode_request_frame(21, request(), 1 << 20).unwrap();
+        assert_eq!(payloads.len(), 5);
+        let (client, server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            let mut client = client;
+            write_frame(&mut client, &frame, &payloads).await.unwrap();
+        });
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, server);
+        let (id, body) = read_frame(&mut reader, 1 << 20).await.unwrap().unwrap();
+        writer.await.unwrap();
+        assert_eq!(id, 21);
+        let PeerRequest(RequestBody::AppendEntries(decoded)) =
+            super::super::wire::decode_request(Bytes::from(body)).unwrap()
+        else {
+            panic!("decoded as another kind");
+        };
+        assert_eq!(decoded.entries, entries);
+
+        assert!(encode_request_frame(22, request(), 100_000).is_err());
+    }
 }
