@@ -201,18 +201,19 @@ pub struct StateMachine {
     /// A mutex only to make the state machine `Sync`; used through `get_mut`, never locked.
     hook: std::sync::Mutex<Box<dyn ApplyHook>>,
     flush_mode: FlushMode,
-    applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, openraft::BasicNode>,
     snapshot_seq: u64,
-    /// Shared with the thread that writes it when no further apply comes.
+    /// The applied point and membership, and what is not yet written of them; shared with
+    /// the thread that writes it when no further apply comes.
     pending: Arc<Mutex<PendingApplies>>,
 }
 
-/// Applies not yet written to RocksDB: the hook's writes and the applied point (and
-/// membership) they belong to, written together (see [`APPLIED_WRITE_INTERVAL`]).
+/// The state machine's applied point and membership, and the applies not yet written to
+/// RocksDB: the hook's writes, written together with the applied point (and membership) they
+/// belong to (see [`APPLIED_WRITE_INTERVAL`]).
 struct PendingApplies {
     meta: MetaStore,
     batch: WriteBatch,
+    /// The last entry applied in memory (written to RocksDB with the batch).
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, openraft::BasicNode>,
     /// When the oldest apply not yet written was made; `None`: nothing to write.
@@ -314,7 +315,7 @@ impl StateMachine {
             meta: meta.clone(),
             batch: WriteBatch::default(),
             applied,
-            membership: membership.clone(),
+            membership,
             since: None,
             failed: false,
         }));
@@ -324,8 +325,6 @@ impl StateMachine {
             meta,
             hook: std::sync::Mutex::new(hook),
             flush_mode,
-            applied,
-            membership,
             snapshot_seq: 0,
             pending,
         })
@@ -354,6 +353,7 @@ impl StateMachine {
         let mut applied_end = None;
         let mut membership_changed = false;
         let hook = self.hook.get_mut().unwrap_or_else(|e| e.into_inner());
+        let pending = &mut *pending;
         let batch = &mut pending.batch;
         for entry in entries {
             let log_id = entry.log_id;
@@ -362,7 +362,7 @@ impl StateMachine {
             let output = match &entry.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(log_id), m.clone());
+                    pending.membership = StoredMembership::new(Some(log_id), m.clone());
                     membership_changed = true;
                     Vec::new()
                 }
@@ -437,15 +437,11 @@ impl StateMachine {
             if let Some(location) = location {
                 applied_end = Some(location.end());
             }
-            self.applied = Some(log_id);
+            pending.applied = Some(log_id);
             responses.push(AppliedEntry {
                 body_position,
                 responses: output,
             });
-        }
-        pending.applied = self.applied;
-        if membership_changed {
-            pending.membership = self.membership.clone();
         }
         let since = *pending.since.get_or_insert_with(Instant::now);
         if membership_changed || since.elapsed() >= APPLIED_WRITE_INTERVAL {
@@ -458,15 +454,19 @@ impl StateMachine {
     }
 
     fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, DLedgerError> {
-        lock(&self.pending).write()?;
+        let (applied, membership) = {
+            let mut pending = lock(&self.pending);
+            pending.write()?;
+            (pending.applied, pending.membership.clone())
+        };
         self.snapshot_seq += 1;
-        let snapshot_id = match &self.applied {
+        let snapshot_id = match &applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshot_seq),
             None => format!("none-{}", self.snapshot_seq),
         };
         let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
+            last_log_id: applied,
+            last_membership: membership,
             snapshot_id,
         };
         let stored = StoredSnapshot {
@@ -518,7 +518,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ),
         StorageError<u64>,
     > {
-        Ok((self.applied, self.membership.clone()))
+        let pending = lock(&self.pending);
+        Ok((pending.applied, pending.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<AppliedEntry>, StorageError<u64>>
@@ -564,11 +565,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.meta
             .batch_put(&mut batch, KEY_MEMBERSHIP, &meta.last_membership);
         self.meta.write(batch, true).map_err(sm_write_err)?;
-        self.applied = meta.last_log_id;
-        self.membership = meta.last_membership.clone();
         let mut pending = lock(&self.pending);
-        pending.applied = self.applied;
-        pending.membership = self.membership.clone();
+        pending.applied = meta.last_log_id;
+        pending.membership = meta.last_membership.clone();
         Ok(())
     }
 

@@ -41,7 +41,8 @@ pub enum Payload {
 }
 
 /// Serializes bytes as one byte string (a length and a copy) instead of a sequence of
-/// single bytes, which keeps bincode frames of large entries cheap to encode and decode.
+/// single bytes. openraft requires payloads to be serde; the peer transport does not use it
+/// for them (append-entries payloads travel beside the bincode head, see `network::wire`).
 mod byte_buf {
     use bytes::Bytes;
     use serde::de::Visitor;
