@@ -92,14 +92,19 @@ impl LatencyFaultTolerance {
         } else {
             latency_ms
         };
-        let duration = self.config.not_available_duration(counted);
-        self.items.lock().unwrap().insert(
-            broker_name.to_string(),
-            FaultItem {
-                latency_ms: counted,
-                available_at: now + duration,
-            },
-        );
+        let item = FaultItem {
+            latency_ms: counted,
+            available_at: now + self.config.not_available_duration(counted),
+        };
+        // Every send lands here: a group seen before is updated in place, without
+        // allocating its name again.
+        let mut items = self.items.lock().unwrap();
+        match items.get_mut(broker_name) {
+            Some(slot) => *slot = item,
+            None => {
+                items.insert(broker_name.to_string(), item);
+            }
+        }
     }
 
     pub fn is_available(&self, broker_name: &str, now: Instant) -> bool {

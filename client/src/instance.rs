@@ -314,13 +314,22 @@ impl ClientInstance {
     // ---- connections ----
 
     async fn connection(&self, addr: &str) -> remoting::Result<Connection> {
-        let slot = self
-            .conns
-            .lock()
-            .unwrap()
-            .entry(addr.to_string())
-            .or_default()
-            .clone();
+        // Every request comes here: an open connection is found without allocating or
+        // waiting. The slot's lock is only held long while a connect is under way.
+        let slot = {
+            let mut conns = self.conns.lock().unwrap();
+            match conns.get(addr) {
+                Some(slot) => {
+                    if let Ok(guard) = slot.try_lock() {
+                        if let Some(conn) = guard.as_ref().filter(|c| !c.is_closed()) {
+                            return Ok(conn.clone());
+                        }
+                    }
+                    slot.clone()
+                }
+                None => conns.entry(addr.to_string()).or_default().clone(),
+            }
+        };
         let mut guard = slot.lock().await;
         if let Some(conn) = guard.as_ref() {
             if !conn.is_closed() {
@@ -388,17 +397,20 @@ impl ClientInstance {
             broker_name: broker_name.to_string(),
             reason,
         };
-        if self.routes().group(broker_name).is_none() {
-            return Err(ClientError::UnknownBroker {
-                broker_name: broker_name.to_string(),
-            });
-        }
+        let mut target = {
+            let routes = self.routes();
+            if routes.group(broker_name).is_none() {
+                return Err(ClientError::UnknownBroker {
+                    broker_name: broker_name.to_string(),
+                });
+            }
+            routes.leader(broker_name).map(str::to_string)
+        };
         let mut tried: Vec<String> = Vec::new();
         let mut redirects = 0;
         let mut refreshed = false;
         let mut last_answer: Option<(String, RemotingCommand)> = None;
         let mut last_reason = String::from("no member is known");
-        let mut target = self.routes().leader(broker_name).map(str::to_string);
         loop {
             let addr = match target.take() {
                 Some(addr) => addr,

@@ -188,7 +188,7 @@ struct Inner {
     instance: Arc<ClientInstance>,
     config: ProducerConfig,
     fault: LatencyFaultTolerance,
-    counters: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    counters: Mutex<HashMap<String, AtomicUsize>>,
     async_slots: Arc<Semaphore>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -229,7 +229,7 @@ impl Producer {
     /// The topic's writable queues, sorted by group and id.
     pub async fn fetch_publish_queues(&self, topic: &str) -> Result<Vec<MessageQueue>> {
         self.inner.ensure_publish_route(topic).await?;
-        Ok(self.inner.instance.routes().publish_queues(topic))
+        Ok(self.inner.instance.routes().publish_queues(topic).to_vec())
     }
 
     /// Sends one message and waits for the broker's answer.
@@ -362,10 +362,26 @@ impl Inner {
             .await
     }
 
-    fn prepare_one(&self, mut msg: Message) -> Result<Outgoing> {
+    fn prepare_one(&self, msg: Message) -> Result<Outgoing> {
         msg.validate(self.config.max_message_bytes)?;
-        stamp(&mut msg);
-        let msg_id = msg.uniq_key().unwrap_or_default().to_string();
+        // What `stamp` adds, written straight into the encoded properties instead of
+        // into the message's map first: two map entries fewer to allocate per send.
+        let user_key = msg.uniq_key();
+        let msg_id = user_key.map_or_else(new_uniq_key, str::to_string);
+        let uniq = user_key
+            .is_none()
+            .then_some((property::UNIQ_KEY, msg_id.as_str()));
+        let wait = msg
+            .property(property::WAIT_STORE_MSG_OK)
+            .is_none()
+            .then_some((property::WAIT_STORE_MSG_OK, "true"));
+        let properties = encode_properties(
+            msg.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .chain(uniq)
+                .chain(wait),
+        );
         Ok(Outgoing {
             code: if self.config.use_send_message_v2 {
                 RequestCode::SEND_MESSAGE_V2
@@ -373,9 +389,7 @@ impl Inner {
                 RequestCode::SEND_MESSAGE
             },
             flag: msg.flag,
-            properties: encode_properties(
-                msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
+            properties,
             body: msg.body,
             topic: msg.topic,
             batch: false,
@@ -481,18 +495,13 @@ impl Inner {
     }
 
     fn counter(&self, topic: &str) -> usize {
-        let counter = self
-            .counters
-            .lock()
-            .unwrap()
-            .entry(topic.to_string())
-            .or_insert_with(|| {
-                Arc::new(AtomicUsize::new(
-                    (crate::unique_id::random_u64() % 1024) as usize,
-                ))
-            })
-            .clone();
-        counter.fetch_add(1, Ordering::Relaxed)
+        let mut counters = self.counters.lock().unwrap();
+        if let Some(counter) = counters.get(topic) {
+            return counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let start = (crate::unique_id::random_u64() % 1024) as usize;
+        counters.insert(topic.to_string(), AtomicUsize::new(start + 1));
+        start
     }
 
     fn choose(
@@ -501,6 +510,7 @@ impl Inner {
         choice: &Choice,
         fixed: &mut Option<MessageQueue>,
         last_failed: Option<&str>,
+        now: std::time::Instant,
     ) -> Result<MessageQueue> {
         if let Some(q) = fixed {
             return Ok(q.clone());
@@ -513,12 +523,7 @@ impl Inner {
         match choice {
             Choice::RoundRobin => self
                 .fault
-                .select(
-                    &queues,
-                    self.counter(topic),
-                    last_failed,
-                    Instant::now().into_std(),
-                )
+                .select(&queues, self.counter(topic), last_failed, now)
                 .cloned()
                 .ok_or_else(|| no_route("no writable queue")),
             Choice::Ordered(key) => {
@@ -553,12 +558,18 @@ impl Inner {
         let mut attempt = 0;
         let mut leaderless_waits = 0u32;
         while attempt < attempts {
-            let remaining = deadline.saturating_duration_since(Instant::now());
+            let begin = Instant::now();
+            let remaining = deadline.saturating_duration_since(begin);
             if remaining.is_zero() {
                 break;
             }
-            let queue = self.choose(&out.topic, &choice, &mut fixed, last_failed.as_deref())?;
-            let begin = Instant::now();
+            let queue = self.choose(
+                &out.topic,
+                &choice,
+                &mut fixed,
+                last_failed.as_deref(),
+                begin.into_std(),
+            )?;
             let result = self
                 .instance
                 .request_group(
@@ -590,7 +601,7 @@ impl Inner {
                     Some(status) => {
                         self.fault
                             .update(&queue.broker_name, latency_ms, false, now);
-                        return send_result(&out, &queue, addr, status, &response);
+                        return send_result(&out, queue, addr, status, &response);
                     }
                     None => {
                         let retry = is_retry_code(response.code);
@@ -671,6 +682,7 @@ impl Inner {
                 &Choice::RoundRobin,
                 &mut fixed,
                 last_failed.as_deref(),
+                Instant::now().into_std(),
             )?;
             match self
                 .instance
@@ -712,7 +724,7 @@ pub fn select_by_hash<'a>(queues: &'a [MessageQueue], key: &str) -> Option<&'a M
 
 fn send_result(
     out: &Outgoing,
-    queue: &MessageQueue,
+    queue: MessageQueue,
     addr: String,
     status: SendStatus,
     response: &RemotingCommand,
@@ -728,11 +740,16 @@ fn send_result(
         status,
         msg_id: out.msg_id.clone(),
         offset_msg_id: header.msg_id,
-        queue: MessageQueue::new(
-            out.topic.clone(),
-            queue.broker_name.clone(),
-            header.queue_id,
-        ),
+        queue: MessageQueue {
+            // The message's topic, also when the caller chose a queue of another name.
+            topic: if queue.topic == out.topic {
+                queue.topic
+            } else {
+                out.topic.clone()
+            },
+            broker_name: queue.broker_name,
+            queue_id: header.queue_id,
+        },
         queue_offset: header.queue_offset,
         broker_addr: addr,
     })

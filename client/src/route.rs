@@ -9,6 +9,7 @@
 //! name servers agree, or until it cannot be reached ([`RouteTable::forget_learned`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remoting::route::{perm, TopicRouteData, LEADER_BROKER_ID};
@@ -26,6 +27,9 @@ pub struct RouteTable {
     groups: HashMap<String, BTreeMap<i64, String>>,
     /// Leaders learned from redirects, and when.
     learned: HashMap<String, (String, Instant)>,
+    /// Per topic, its writable queues as [`RouteTable::publish_queues`] lists them: every
+    /// send chooses from this list, so it is built when routes change, not per send.
+    publish: HashMap<String, Arc<[MessageQueue]>>,
 }
 
 impl RouteTable {
@@ -35,13 +39,16 @@ impl RouteTable {
     }
 
     fn update_topic_at(&mut self, topic: &str, route: TopicRouteData, now: Instant) {
+        let mut new_groups = false;
         for broker in &route.broker_datas {
             if broker.broker_addrs.is_empty() {
                 continue;
             }
             let name = &broker.broker_name;
-            self.groups
-                .insert(name.clone(), broker.broker_addrs.clone());
+            new_groups |= self
+                .groups
+                .insert(name.clone(), broker.broker_addrs.clone())
+                .is_none_or(|g| g.is_empty());
             if let Some((addr, at)) = self.learned.get(name).cloned() {
                 let agrees = broker.leader_addr() == Some(addr.as_str());
                 if agrees || now.duration_since(at) >= LEARNED_LEADER_TTL {
@@ -52,6 +59,24 @@ impl RouteTable {
             }
         }
         self.topics.insert(topic.to_string(), route);
+        if new_groups {
+            // Other topics may have queues on a group that had no member until now.
+            self.rebuild_publish_all();
+        } else {
+            self.rebuild_publish(topic);
+        }
+    }
+
+    fn rebuild_publish(&mut self, topic: &str) {
+        let queues = self.queues(topic, perm::WRITE, |q| q.write_queue_nums, true);
+        self.publish.insert(topic.to_string(), queues.into());
+    }
+
+    fn rebuild_publish_all(&mut self) {
+        let topics: Vec<String> = self.topics.keys().cloned().collect();
+        for topic in topics {
+            self.rebuild_publish(&topic);
+        }
     }
 
     /// Records a leader named by a redirect (or found answering writes): it leads the
@@ -76,6 +101,7 @@ impl RouteTable {
     /// Forgets a topic the name servers no longer know.
     pub fn remove_topic(&mut self, topic: &str) {
         self.topics.remove(topic);
+        self.publish.remove(topic);
     }
 
     pub fn topic(&self, topic: &str) -> Option<&TopicRouteData> {
@@ -138,6 +164,7 @@ impl RouteTable {
         if group.get(&LEADER_BROKER_ID).map(String::as_str) == Some(addr) {
             return;
         }
+        let new_group = group.is_empty();
         let freed = group
             .iter()
             .find(|(id, a)| **id != LEADER_BROKER_ID && a.as_str() == addr)
@@ -149,13 +176,19 @@ impl RouteTable {
             let id = freed.unwrap_or_else(|| group.keys().max().copied().unwrap_or(0) + 1);
             group.insert(id, old);
         }
+        if new_group {
+            self.rebuild_publish_all();
+        }
     }
 
     /// The writable queues of `topic`, sorted by group then queue id (RocketMQ's
     /// `topicRouteData2TopicPublishInfo`). A group is included while it has any known
     /// member: its followers can name the leader.
-    pub fn publish_queues(&self, topic: &str) -> Vec<MessageQueue> {
-        self.queues(topic, perm::WRITE, |q| q.write_queue_nums, true)
+    pub fn publish_queues(&self, topic: &str) -> Arc<[MessageQueue]> {
+        match self.publish.get(topic) {
+            Some(queues) => Arc::clone(queues),
+            None => Arc::new([]),
+        }
     }
 
     /// Every writable queue of `topic`, sorted, including those of a group that has no
@@ -258,17 +291,17 @@ mod tests {
     fn queues_follow_perm_and_counts() {
         let mut t = RouteTable::default();
         t.update_topic("T", route());
-        let names = |qs: Vec<MessageQueue>| -> Vec<String> {
+        let names = |qs: &[MessageQueue]| -> Vec<String> {
             qs.iter()
                 .map(|q| format!("{}/{}", q.broker_name, q.queue_id))
                 .collect()
         };
         assert_eq!(
-            names(t.publish_queues("T")),
+            names(&t.publish_queues("T")),
             ["broker-a/0", "broker-a/1", "broker-b/0"]
         );
         assert_eq!(
-            names(t.subscribe_queues("T")),
+            names(&t.subscribe_queues("T")),
             [
                 "broker-a/0",
                 "broker-a/1",
@@ -367,5 +400,52 @@ mod tests {
                 crate::producer::select_by_hash(&restarting.ordered_queues("T"), key).cloned();
             assert_eq!(before, during, "key {key} moved while broker-b restarted");
         }
+    }
+
+    /// The publish list is built when routes change, not per send: it must follow every
+    /// change that adds a group's queues, including one learned through another topic's
+    /// route or a redirect, and a removed topic must have none.
+    #[test]
+    fn publish_queues_follow_route_changes() {
+        let names = |t: &RouteTable, topic: &str| -> Vec<String> {
+            t.publish_queues(topic)
+                .iter()
+                .map(|q| format!("{}/{}", q.broker_name, q.queue_id))
+                .collect()
+        };
+        let without_b = || {
+            let mut r = route();
+            for b in &mut r.broker_datas {
+                if b.broker_name == "broker-b" {
+                    b.broker_addrs.clear();
+                }
+            }
+            r
+        };
+        let mut t = RouteTable::default();
+        t.update_topic("T", without_b());
+        assert_eq!(names(&t, "T"), ["broker-a/0", "broker-a/1"]);
+        // Another topic's route names broker-b's members: T's queues there are usable.
+        t.update_topic("U", route());
+        assert_eq!(names(&t, "T"), ["broker-a/0", "broker-a/1", "broker-b/0"]);
+        assert_eq!(names(&t, "U"), names(&t, "T"));
+
+        // A redirect names a leader of a group no route listed yet.
+        let mut t = RouteTable::default();
+        t.update_topic("T", without_b());
+        t.learn_leader("broker-b", "127.0.0.1:20000");
+        assert_eq!(names(&t, "T"), ["broker-a/0", "broker-a/1", "broker-b/0"]);
+
+        // A refresh that changes the queue count, then the topic's removal.
+        let mut fewer = route();
+        for q in &mut fewer.queue_datas {
+            if q.broker_name == "broker-a" {
+                q.write_queue_nums = 1;
+            }
+        }
+        t.update_topic("T", fewer);
+        assert_eq!(names(&t, "T"), ["broker-a/0", "broker-b/0"]);
+        t.remove_topic("T");
+        assert!(t.publish_queues("T").is_empty());
     }
 }

@@ -22,7 +22,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -89,13 +90,37 @@ impl RequestHandler for NoRequests {
     }
 }
 
+/// Hashes an opaque (a counter) with one multiply: SipHash's protection against chosen
+/// keys buys nothing for numbers this side picks, and it was a visible part of each request.
+#[derive(Default)]
+struct OpaqueHasher(u64);
+
+impl std::hash::Hasher for OpaqueHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_i32(&mut self, n: i32) {
+        // Fibonacci hashing: the table uses the top bits, which the multiply fills.
+        self.0 = u64::from(n as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type OpaqueHash = std::hash::BuildHasherDefault<OpaqueHasher>;
+
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 struct Inner {
     id: u64,
     peer: SocketAddr,
     writer: mpsc::Sender<RemotingCommand>,
-    pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>>>,
+    pending: Mutex<HashMap<i32, oneshot::Sender<RemotingCommand>, OpaqueHash>>,
     next_opaque: AtomicI32,
     in_flight: Semaphore,
     closed: CancellationToken,
@@ -147,7 +172,7 @@ impl Connection {
                 id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
                 peer,
                 writer: tx,
-                pending: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::default()),
                 next_opaque: AtomicI32::new(1),
                 in_flight: Semaphore::new(config.max_in_flight.max(1)),
                 closed: parent.child_token(),
@@ -201,18 +226,21 @@ impl Connection {
         timeout: Duration,
     ) -> Result<RemotingCommand> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let _permit = match tokio::time::timeout_at(deadline, self.inner.in_flight.acquire()).await
-        {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => {
-                return Err(Error::NotSent {
-                    peer: self.inner.peer.to_string(),
-                })
-            }
-            Err(_) => {
-                return Err(Error::Busy {
-                    peer: self.inner.peer.to_string(),
-                })
+        // A free slot and room in the write queue are the common case: take them without
+        // a timer, and wait under one only when the window or the queue is full.
+        let _permit = match self.inner.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(self.not_sent()),
+            Err(TryAcquireError::NoPermits) => {
+                match tokio::time::timeout_at(deadline, self.inner.in_flight.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(self.not_sent()),
+                    Err(_) => {
+                        return Err(Error::Busy {
+                            peer: self.inner.peer.to_string(),
+                        })
+                    }
+                }
             }
         };
         let opaque = self.inner.next_opaque.fetch_add(1, Ordering::Relaxed);
@@ -221,28 +249,37 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().unwrap().insert(opaque, tx);
         let guard = PendingGuard { conn: self, opaque };
-        let not_sent = || Error::NotSent {
-            peer: self.inner.peer.to_string(),
-        };
+        // The read loop marks the connection closed and then empties `pending`: a request
+        // entered after that sees the mark here, one entered before has its sender dropped,
+        // which ends the wait below. So the wait needs no watch on the close of its own.
         if self.is_closed() {
-            return Err(not_sent());
+            return Err(self.not_sent());
         }
-        match tokio::time::timeout_at(deadline, self.inner.writer.send(request)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(not_sent()),
-            // Still queued behind a full write queue: it may yet be written.
-            Err(_) => return Err(Error::Timeout(timeout)),
+        match self.inner.writer.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Err(self.not_sent()),
+            Err(TrySendError::Full(request)) => {
+                match tokio::time::timeout_at(deadline, self.inner.writer.send(request)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(self.not_sent()),
+                    // Still queued behind a full write queue: it may yet be written.
+                    Err(_) => return Err(Error::Timeout(timeout)),
+                }
+            }
         }
-        let result = tokio::select! {
-            response = tokio::time::timeout_at(deadline, rx) => match response {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(_)) => Err(self.closed_error()),
-                Err(_) => Err(Error::Timeout(timeout)),
-            },
-            _ = self.closed() => Err(self.closed_error()),
+        let result = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => Err(Error::Timeout(timeout)),
         };
         drop(guard);
         result
+    }
+
+    fn not_sent(&self) -> Error {
+        Error::NotSent {
+            peer: self.inner.peer.to_string(),
+        }
     }
 
     /// Sends a request that wants no response.
@@ -252,9 +289,7 @@ impl Connection {
             .writer
             .send(request)
             .await
-            .map_err(|_| Error::NotSent {
-                peer: self.inner.peer.to_string(),
-            })
+            .map_err(|_| self.not_sent())
     }
 
     async fn send_response(&self, response: RemotingCommand) {

@@ -41,7 +41,8 @@ macro_rules! numeric_ext {
     ($($t:ty),*) => {$(
         impl ExtValue for $t {
             fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
-                ext.insert_display(key, self);
+                let value = *self as i128;
+                ext.insert_decimal(key, value < 0, value.unsigned_abs() as u64);
             }
             fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
                 let value = value.ok_or_else(|| missing(field))?;
