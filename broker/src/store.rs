@@ -120,9 +120,48 @@ fn be_u64(v: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(v.try_into().ok()?))
 }
 
-/// ConsumeQueue entries one Raft entry adds to one queue: the queue, its topic and id,
-/// the first new queue offset, and the entries.
-type QueueBatch<'a> = (Arc<ConsumeQueue>, &'a str, i32, u64, Vec<CqEntry>);
+/// ConsumeQueue entries one Raft entry adds to one queue: the queue, the first new queue
+/// offset, and the entries.
+type QueueBatch = (Arc<ConsumeQueue>, u64, Vec<CqEntry>);
+
+/// Queues of one Raft entry found by a scan; past this many, through a map.
+const SCAN_QUEUES: usize = 16;
+
+/// The queues (topic, queue id) one Raft entry touches, numbered in the order first seen.
+/// An entry touches a few as a rule: they are found by a scan, which costs less than
+/// hashing a topic name per record, and through a map once there are many.
+#[derive(Default)]
+struct EntryQueues<'a> {
+    keys: Vec<(&'a str, i32)>,
+    /// Empty until there are more than [`SCAN_QUEUES`] keys.
+    map: HashMap<(&'a str, i32), usize>,
+}
+
+impl<'a> EntryQueues<'a> {
+    /// The number of `key`, and whether it was seen here for the first time.
+    fn slot(&mut self, key: (&'a str, i32)) -> (usize, bool) {
+        let found = if self.keys.len() <= SCAN_QUEUES {
+            self.keys.iter().position(|k| k.1 == key.1 && k.0 == key.0)
+        } else {
+            if self.map.is_empty() {
+                let numbered = self.keys.iter().enumerate().map(|(i, k)| (*k, i));
+                self.map.extend(numbered);
+            }
+            self.map.get(&key).copied()
+        };
+        match found {
+            Some(slot) => (slot, false),
+            None => {
+                self.keys.push(key);
+                let slot = self.keys.len() - 1;
+                if !self.map.is_empty() {
+                    self.map.insert(key, slot);
+                }
+                (slot, true)
+            }
+        }
+    }
+}
 
 /// The broker's apply hook.
 pub struct BrokerHook {
@@ -141,25 +180,21 @@ impl BrokerHook {
     ) -> Result<Vec<Vec<u8>>, HookError> {
         // Entries are gathered per queue and written once per queue per Raft entry.
         let mut out = Vec::with_capacity(records.len());
-        let mut index: HashMap<(&str, i32), usize> = HashMap::new();
-        let mut batches: Vec<QueueBatch<'_>> = Vec::new();
+        let mut queues = EntryQueues::default();
+        let mut batches: Vec<QueueBatch> = Vec::new();
         for record in records {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
-            let slot = match index.get(&(msg.topic, msg.queue_id)) {
-                Some(slot) => *slot,
-                None => {
-                    let queue = self
-                        .state
-                        .consume_queues
-                        .get_or_create(msg.topic, msg.queue_id)?;
-                    let first = queue.max_offset();
-                    batches.push((queue, msg.topic, msg.queue_id, first, Vec::new()));
-                    index.insert((msg.topic, msg.queue_id), batches.len() - 1);
-                    batches.len() - 1
-                }
-            };
-            let (_, _, _, first, entries) = &mut batches[slot];
+            let (slot, new) = queues.slot((msg.topic, msg.queue_id));
+            if new {
+                let queue = self
+                    .state
+                    .consume_queues
+                    .get_or_create(msg.topic, msg.queue_id)?;
+                let first = queue.max_offset();
+                batches.push((queue, first, Vec::new()));
+            }
+            let (_, first, entries) = &mut batches[slot];
             out.push((*first + entries.len() as u64).to_be_bytes().to_vec());
             entries.push(CqEntry {
                 commit_log_offset: record.position as i64,
@@ -167,7 +202,7 @@ impl BrokerHook {
                 tag_hash: msg.property(property::TAGS).map(tag_hash).unwrap_or(0),
             });
         }
-        for (queue, topic, queue_id, first, entries) in &batches {
+        for ((topic, queue_id), (queue, first, entries)) in queues.keys.iter().zip(&batches) {
             queue.append_many(*first, entries)?;
             let count = first + entries.len() as u64;
             writes.put(&queue_key(topic, *queue_id), &count.to_be_bytes());
@@ -350,5 +385,39 @@ impl ApplyHook for BrokerHook {
             CommittedPayload::Records(records) => self.apply_records(records, writes),
             CommittedPayload::Command { bytes, .. } => self.apply_command(bytes, writes),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers queues in first-seen order, across the switch from scanning to the map:
+    /// 40 queues of two topics, visited three times in different orders.
+    #[test]
+    fn entry_queues_number_in_first_seen_order() {
+        let topics = ["TopicA", "TopicB"];
+        let mut keys: Vec<(&str, i32)> = Vec::new();
+        for round in 0..3 {
+            for i in 0..40 {
+                let i = if round == 1 { 39 - i } else { (i * 7) % 40 };
+                keys.push((topics[i % 2], (i / 2) as i32));
+            }
+        }
+        let mut queues = EntryQueues::default();
+        let mut seen: Vec<(&str, i32)> = Vec::new();
+        for key in keys {
+            let expected = seen.iter().position(|k| *k == key);
+            let (slot, new) = queues.slot(key);
+            match expected {
+                Some(i) => assert_eq!((slot, new), (i, false), "{key:?}"),
+                None => {
+                    seen.push(key);
+                    assert_eq!((slot, new), (seen.len() - 1, true), "{key:?}");
+                }
+            }
+        }
+        assert_eq!(queues.keys, seen);
+        assert_eq!(queues.map.len(), 40);
     }
 }

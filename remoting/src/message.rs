@@ -281,7 +281,7 @@ impl<'a> MessageRecord<'a> {
 
     /// The value of one property.
     pub fn property(&self, name: &str) -> Option<&'a str> {
-        properties_iter(self.properties).find_map(|(k, v)| (k == name).then_some(v))
+        property_value(self.properties, name)
     }
 
     /// msgId: store host and commit log offset, RocketMQ's hex form.
@@ -391,9 +391,28 @@ pub fn properties_iter(properties: &str) -> impl Iterator<Item = (&str, &str)> {
         .filter_map(|pair| pair.split_once(NAME_VALUE_SEPARATOR))
 }
 
-/// The value of one property in a `k\x01v\x02` string.
+/// The value of one property in a `k\x01v\x02` string: what [`properties_iter`] yields
+/// first for `name`. Every apply looks up TAGS of every record, so this compares bytes
+/// instead of splitting the string into pairs.
 pub fn property_value<'a>(properties: &'a str, name: &str) -> Option<&'a str> {
-    properties_iter(properties).find_map(|(k, v)| (k == name).then_some(v))
+    let (bytes, key) = (properties.as_bytes(), name.as_bytes());
+    let mut start = 0;
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == PROPERTY_SEPARATOR as u8)
+            .map_or(bytes.len(), |i| start + i);
+        let pair = &bytes[start..end];
+        if pair.len() > key.len()
+            && pair[key.len()] == NAME_VALUE_SEPARATOR as u8
+            && &pair[..key.len()] == key
+        {
+            // Both ends sit next to one-byte separators: char boundaries.
+            return Some(&properties[start + key.len() + 1..end]);
+        }
+        start = end + 1;
+    }
+    None
 }
 
 /// msgId: store host (IP and port) and commit log offset as uppercase hex, as
@@ -675,6 +694,17 @@ mod tests {
     }
 
     proptest! {
+        /// The byte-comparing lookup finds what the pair iterator finds first, over
+        /// strings made of the separators, a key's letters and a multi-byte char.
+        #[test]
+        fn property_value_agrees_with_properties_iter(
+            properties in "[\u{1}\u{2}TAGSé]{0,24}",
+            name in "[TAGSé]{0,5}",
+        ) {
+            let expected = properties_iter(&properties).find_map(|(k, v)| (k == name).then_some(v));
+            prop_assert_eq!(property_value(&properties, &name), expected);
+        }
+
         #[test]
         fn random_bytes_never_panic_the_record_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_records(&bytes);
