@@ -694,17 +694,22 @@ async fn batcher(
 }
 
 /// Publishes role changes from openraft's metrics and logs elections.
+///
+/// Watches openraft's server metrics, which change only with the vote, the role, the leader
+/// or the membership; the full metrics change with every entry written or applied, and
+/// following them woke this task for each. When Raft stops (on shutdown or a fatal error)
+/// the metrics' sender goes away with it, and the role becomes `Shutdown`.
 async fn watch_role(raft: Raft<TypeConfig>, role_tx: watch::Sender<RoleState>) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     loop {
         let next = {
             let m = metrics.borrow_and_update();
-            let role = match (m.running_state.is_ok(), m.state) {
-                (false, _) | (_, ServerState::Shutdown) => Role::Shutdown,
-                (true, ServerState::Leader) => Role::Leader,
-                (true, ServerState::Follower) => Role::Follower,
-                (true, ServerState::Candidate) => Role::Candidate,
-                (true, ServerState::Learner) => Role::Learner,
+            let role = match m.state {
+                ServerState::Shutdown => Role::Shutdown,
+                ServerState::Leader => Role::Leader,
+                ServerState::Follower => Role::Follower,
+                ServerState::Candidate => Role::Candidate,
+                ServerState::Learner => Role::Learner,
             };
             let leader_addr = m.current_leader.and_then(|l| {
                 m.membership_config
@@ -715,7 +720,7 @@ async fn watch_role(raft: Raft<TypeConfig>, role_tx: watch::Sender<RoleState>) {
             RoleState {
                 node_id: m.id,
                 role,
-                term: m.current_term,
+                term: m.vote.leader_id().get_term(),
                 leader_id: m.current_leader,
                 leader_addr,
             }
