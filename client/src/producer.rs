@@ -26,7 +26,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -188,7 +187,7 @@ struct Inner {
     instance: Arc<ClientInstance>,
     config: ProducerConfig,
     fault: LatencyFaultTolerance,
-    counters: Mutex<HashMap<String, AtomicUsize>>,
+    counters: Mutex<HashMap<String, usize>>,
     async_slots: Arc<Semaphore>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
@@ -496,11 +495,13 @@ impl Inner {
 
     fn counter(&self, topic: &str) -> usize {
         let mut counters = self.counters.lock().unwrap();
-        if let Some(counter) = counters.get(topic) {
-            return counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(counter) = counters.get_mut(topic) {
+            let next = *counter;
+            *counter = next.wrapping_add(1);
+            return next;
         }
         let start = (crate::unique_id::random_u64() % 1024) as usize;
-        counters.insert(topic.to_string(), AtomicUsize::new(start + 1));
+        counters.insert(topic.to_string(), start + 1);
         start
     }
 

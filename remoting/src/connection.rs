@@ -107,7 +107,8 @@ impl std::hash::Hasher for OpaqueHasher {
     }
 
     fn write_i32(&mut self, n: i32) {
-        // Fibonacci hashing: the table uses the top bits, which the multiply fills.
+        // Fibonacci hashing: the table indexes by the low bits, which stay distinct for
+        // consecutive opaques, and tags by the top ones, which the multiply spreads.
         self.0 = u64::from(n as u32).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
@@ -611,10 +612,52 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.send(()).unwrap();
-        let err = waiter.await.unwrap().unwrap_err();
+        // The waiter ends when its connection closes, not at its 5 s timeout: the read
+        // loop empties the waiters when it closes (the request has no close watch).
+        let err = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("the waiter outlived its connection")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
         assert!(err.is_outcome_unknown(), "{err}");
         tokio::time::timeout(Duration::from_secs(2), conn.closed())
             .await
             .unwrap();
+    }
+
+    /// The same when this side closes the connection while a request waits, and a request
+    /// made after the close is refused as not sent.
+    #[tokio::test]
+    async fn closing_here_fails_waiters_as_unknown() {
+        let (addr, _stop) = echo_server().await;
+        let conn = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let waiter = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.request(RemotingCommand::bare_request(999), Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.close();
+        let err = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("the waiter outlived its connection")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
+        let err = conn
+            .request(RemotingCommand::bare_request(1), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotSent { .. }), "{err}");
+        assert!(!err.is_outcome_unknown(), "{err}");
     }
 }
