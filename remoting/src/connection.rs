@@ -593,8 +593,14 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn closing_the_server_fails_waiters_as_unknown() {
+    /// Connects to an echo server and starts a request it answers only after 500 ms
+    /// (code 999), with a 5 s timeout; returns the connection, the waiting request and the
+    /// server's stop.
+    async fn waiting_request() -> (
+        Connection,
+        tokio::task::JoinHandle<Result<RemotingCommand>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
         let (addr, stop) = echo_server().await;
         let conn = Connection::connect(
             &addr.to_string(),
@@ -611,9 +617,12 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        stop.send(()).unwrap();
-        // The waiter ends when its connection closes, not at its 5 s timeout: the read
-        // loop empties the waiters when it closes (the request has no close watch).
+        (conn, waiter, stop)
+    }
+
+    /// The request's error, which must come well before its 5 s timeout: the read loop
+    /// empties the waiters when the connection closes (a request has no close watch).
+    async fn ended_by_the_close(waiter: tokio::task::JoinHandle<Result<RemotingCommand>>) -> Error {
         let err = tokio::time::timeout(Duration::from_secs(2), waiter)
             .await
             .expect("the waiter outlived its connection")
@@ -621,6 +630,14 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
         assert!(err.is_outcome_unknown(), "{err}");
+        err
+    }
+
+    #[tokio::test]
+    async fn closing_the_server_fails_waiters_as_unknown() {
+        let (conn, waiter, stop) = waiting_request().await;
+        stop.send(()).unwrap();
+        ended_by_the_close(waiter).await;
         tokio::time::timeout(Duration::from_secs(2), conn.closed())
             .await
             .unwrap();
@@ -630,29 +647,9 @@ mod tests {
     /// made after the close is refused as not sent.
     #[tokio::test]
     async fn closing_here_fails_waiters_as_unknown() {
-        let (addr, _stop) = echo_server().await;
-        let conn = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
-        let waiter = {
-            let conn = conn.clone();
-            tokio::spawn(async move {
-                conn.request(RemotingCommand::bare_request(999), Duration::from_secs(5))
-                    .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (conn, waiter, _stop) = waiting_request().await;
         conn.close();
-        let err = tokio::time::timeout(Duration::from_secs(2), waiter)
-            .await
-            .expect("the waiter outlived its connection")
-            .unwrap()
-            .unwrap_err();
-        assert!(matches!(err, Error::ConnectionClosed { .. }), "{err}");
+        ended_by_the_close(waiter).await;
         let err = conn
             .request(RemotingCommand::bare_request(1), Duration::from_secs(5))
             .await
