@@ -363,24 +363,7 @@ impl Inner {
 
     fn prepare_one(&self, msg: Message) -> Result<Outgoing> {
         msg.validate(self.config.max_message_bytes)?;
-        // What `stamp` adds, written straight into the encoded properties instead of
-        // into the message's map first: two map entries fewer to allocate per send.
-        let user_key = msg.uniq_key();
-        let msg_id = user_key.map_or_else(new_uniq_key, str::to_string);
-        let uniq = user_key
-            .is_none()
-            .then_some((property::UNIQ_KEY, msg_id.as_str()));
-        let wait = msg
-            .property(property::WAIT_STORE_MSG_OK)
-            .is_none()
-            .then_some((property::WAIT_STORE_MSG_OK, "true"));
-        let properties = encode_properties(
-            msg.properties
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .chain(uniq)
-                .chain(wait),
-        );
+        let (msg_id, properties) = stamped_properties(&msg);
         Ok(Outgoing {
             code: if self.config.use_send_message_v2 {
                 RequestCode::SEND_MESSAGE_V2
@@ -405,7 +388,7 @@ impl Inner {
         let topic = first.topic.clone();
         let mut body = BytesMut::new();
         let mut ids = Vec::with_capacity(msgs.len());
-        for mut msg in msgs {
+        for msg in msgs {
             let bad = |reason: &str| ClientError::InvalidMessage {
                 topic: msg.topic.clone(),
                 reason: reason.to_string(),
@@ -417,10 +400,8 @@ impl Inner {
                 return Err(bad("a batch cannot hold delayed messages"));
             }
             msg.validate(self.config.max_message_bytes)?;
-            stamp(&mut msg);
-            ids.push(msg.uniq_key().unwrap_or_default().to_string());
-            let properties =
-                encode_properties(msg.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let (id, properties) = stamped_properties(&msg);
+            ids.push(id);
             BatchMessage {
                 flag: msg.flag,
                 body: &msg.body,
@@ -704,14 +685,27 @@ impl Inner {
     }
 }
 
-/// Adds the UNIQ_KEY (unless the user set one) and WAIT=true (unless set).
-fn stamp(msg: &mut Message) {
-    msg.properties
-        .entry(property::UNIQ_KEY.to_string())
-        .or_insert_with(new_uniq_key);
-    msg.properties
-        .entry(property::WAIT_STORE_MSG_OK.to_string())
-        .or_insert_with(|| "true".to_string());
+/// The message's UNIQ_KEY and its properties encoded for the wire, with a new UNIQ_KEY
+/// (unless the user set one) and WAIT=true (unless set) added. They go straight into the
+/// encoded string, not into the message's map first: two map entries fewer per send.
+fn stamped_properties(msg: &Message) -> (String, String) {
+    let user_key = msg.uniq_key();
+    let msg_id = user_key.map_or_else(new_uniq_key, str::to_string);
+    let uniq = user_key
+        .is_none()
+        .then_some((property::UNIQ_KEY, msg_id.as_str()));
+    let wait = msg
+        .property(property::WAIT_STORE_MSG_OK)
+        .is_none()
+        .then_some((property::WAIT_STORE_MSG_OK, "true"));
+    let properties = encode_properties(
+        msg.properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(uniq)
+            .chain(wait),
+    );
+    (msg_id, properties)
 }
 
 /// RocketMQ's `SelectMessageQueueByHash`: `abs(key.hashCode() % n)`.
@@ -759,6 +753,7 @@ fn send_result(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use remoting::message::property_value;
 
     /// Proves ordered sends pick `abs(hashCode % n)` as RocketMQ's
     /// SelectMessageQueueByHash, including keys with negative hashes.
@@ -791,15 +786,23 @@ mod tests {
     /// UNIQ_KEY and WAIT are kept.
     #[test]
     fn stamp_adds_uniq_key_and_wait() {
-        let mut m = Message::new("T", "x");
-        stamp(&mut m);
-        assert_eq!(m.uniq_key().unwrap().len(), 32);
-        assert_eq!(m.property("WAIT"), Some("true"));
-        let mut mine = Message::new("T", "x")
+        let m = Message::new("T", "x");
+        let (id, properties) = stamped_properties(&m);
+        assert_eq!(
+            property_value(&properties, property::UNIQ_KEY),
+            Some(id.as_str())
+        );
+        assert_eq!(id.len(), 32);
+        assert_eq!(property_value(&properties, "WAIT"), Some("true"));
+        let mine = Message::new("T", "x")
             .with_property(property::UNIQ_KEY, "MINE")
             .with_wait_store_msg_ok(false);
-        stamp(&mut mine);
-        assert_eq!(mine.uniq_key(), Some("MINE"));
-        assert_eq!(mine.property("WAIT"), Some("false"));
+        let (id, properties) = stamped_properties(&mine);
+        assert_eq!(id, "MINE");
+        assert_eq!(
+            property_value(&properties, property::UNIQ_KEY),
+            Some("MINE")
+        );
+        assert_eq!(property_value(&properties, "WAIT"), Some("false"));
     }
 }

@@ -8,7 +8,6 @@
 //! building, cloning, encoding and dropping these maps (docs/PERFORMANCE.md).
 
 use std::fmt;
-use std::fmt::Write as _;
 
 /// The most fields a decoded header may carry, repeats included; RocketMQ's headers carry
 /// at most a few dozen. Bounds the work of inserting with replacement (a linear scan each).
@@ -71,14 +70,6 @@ impl ExtFields {
     /// Sets `key` to `value`.
     pub fn insert(&mut self, key: &str, value: &str) {
         self.insert_with(key, |text| text.push_str(value));
-    }
-
-    /// Sets `key` to `value` formatted with `Display`, written straight into the buffer.
-    pub fn insert_display(&mut self, key: &str, value: impl fmt::Display) {
-        // Writing into a String cannot fail.
-        self.insert_with(key, |text| {
-            write!(text, "{value}").expect("write to String")
-        });
     }
 
     /// Sets `key` to the decimal form of an integer (`-` when `negative`, then
@@ -172,8 +163,8 @@ mod tests {
     fn insert_replaces_and_get_finds_the_latest_value() {
         let mut ext = ExtFields::new();
         ext.insert("topic", "T");
-        ext.insert_display("queueId", 7);
-        ext.insert_display("bornTimestamp", -1i64);
+        ext.insert_decimal("queueId", false, 7);
+        ext.insert_decimal("bornTimestamp", true, 1);
         ext.insert("topic", "U");
         assert_eq!(ext.len(), 3);
         assert_eq!(ext.get("topic"), Some("U"));
