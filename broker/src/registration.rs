@@ -105,8 +105,23 @@ pub async fn run(broker: Arc<Broker>) {
         } else {
             period
         };
-        let _ = tokio::time::timeout(wait, broker.register_now.notified()).await;
+        // A name server drops a member whose connection closes, so a closed connection
+        // is a reason to register again at once, not at the next period.
+        conns.retain(|_, c| !c.is_closed());
+        tokio::select! {
+            _ = broker.register_now.notified() => {}
+            _ = any_closed(&conns) => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
     }
+}
+
+/// Resolves when one of `conns` closes; never when there are none.
+async fn any_closed(conns: &HashMap<String, Connection>) {
+    if conns.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(conns.values().map(|c| Box::pin(c.closed()))).await;
 }
 
 async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> Option<bool> {

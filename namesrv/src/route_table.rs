@@ -1,12 +1,18 @@
 //! The route table: broker groups, their members, and the topics they serve.
 //!
-//! Leader tracking by term (invariant 6): in each group (`brokerName`) the member with
-//! the newest term that says it leads is brokerId 0; the others get 1, 2, ... in address
-//! order. A claim of leadership with a term older than the newest claim ever seen for
-//! that group is recorded as a follower, even after the newer leader has gone, so a
-//! paused ex-leader that wakes up is never routed to as brokerId 0. Follower terms do
-//! not count: a partitioned follower that keeps raising its term must not take the
-//! route away from a leader that still has a quorum.
+//! Leader tracking by term (invariant 6): in each group (`brokerName`) the registered
+//! member with the newest term that says it leads is brokerId 0; the others get 1, 2, ...
+//! in address order. A claim of leadership with a term older than another registered
+//! member's claim is routed as a follower, so a paused ex-leader that wakes up is never
+//! brokerId 0 while the leader that replaced it is registered.
+//!
+//! Fencing follows live members only: a claim fences older claims while its claimant is
+//! registered, and when that member goes (unregistered, its connection closed, expired),
+//! the best claim among those still registered leads again. A term remembered after its
+//! claimant left would let one wrong or forged claim (`raftTerm` i64::MAX from an address
+//! that then disconnects) fence the real leader until the name server restarts.
+//! Follower terms do not count: a partitioned follower that keeps raising its term must
+//! not take the route away from a leader that still has a quorum.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +39,8 @@ pub struct Registration {
 
 #[derive(Debug, Clone)]
 struct Member {
+    /// It registered as brokerId 0: "I lead in `term`". Whether it is routed as the
+    /// leader is decided against the other members' claims in [`Group::elect`].
     claims_leadership: bool,
     term: u64,
     data_version: DataVersion,
@@ -44,8 +52,6 @@ struct Member {
 struct Group {
     cluster: String,
     members: BTreeMap<String, Member>,
-    /// The newest term in which any member claimed leadership; kept after it leaves.
-    newest_leader_term: u64,
     /// The member that is brokerId 0, if any.
     leader: Option<String>,
     topics: BTreeMap<String, TopicConfig>,
@@ -56,18 +62,27 @@ struct Group {
 }
 
 impl Group {
+    /// The newest term any registered member claims to lead in, except `except`'s claim.
+    fn newest_claim(&self, except: Option<&str>) -> Option<u64> {
+        self.members
+            .iter()
+            .filter(|(addr, m)| m.claims_leadership && except != Some(addr.as_str()))
+            .map(|(_, m)| m.term)
+            .max()
+    }
+
     fn elect(&mut self, broker_name: &str) {
-        let newest = self.newest_leader_term;
+        let newest = self.newest_claim(None);
         let leader = self
             .members
             .iter()
-            .filter(|(_, m)| m.claims_leadership && m.term == newest)
+            .filter(|(_, m)| m.claims_leadership && Some(m.term) == newest)
             .max_by_key(|(_, m)| m.last_seen)
             .map(|(addr, _)| addr.clone());
         if leader != self.leader {
             info!(
                 broker_name,
-                term = newest,
+                term = newest.unwrap_or(0),
                 leader = leader.as_deref().unwrap_or("none"),
                 "route leader changed"
             );
@@ -104,7 +119,8 @@ impl Group {
 pub struct RegisterOutcome {
     /// The group's leader after this registration, if any.
     pub leader_addr: Option<String>,
-    /// True if this member's leadership claim was refused as stale.
+    /// True if this member claims to lead in a term older than another registered
+    /// member's claim, so it is routed as a follower.
     pub stale_claim: bool,
 }
 
@@ -120,12 +136,12 @@ impl RouteTable {
         group.cluster = reg.cluster;
         group.emptied_at = None;
         let claims = reg.broker_id == 0;
-        let stale_claim = claims && reg.term < group.newest_leader_term;
-        if claims && !stale_claim {
-            group.newest_leader_term = reg.term;
-        }
+        let stale_claim = claims
+            && group
+                .newest_claim(Some(&reg.broker_addr))
+                .is_some_and(|t| reg.term < t);
         let member = Member {
-            claims_leadership: claims && !stale_claim,
+            claims_leadership: claims,
             term: reg.term,
             data_version: reg.data_version,
             last_seen: now,
@@ -148,8 +164,8 @@ impl RouteTable {
                 broker_name = %reg.broker_name,
                 broker_addr = %reg.broker_addr,
                 term = reg.term,
-                newest_leader_term = group.newest_leader_term,
-                "stale leadership claim recorded as follower"
+                newest_claim = group.newest_claim(Some(&reg.broker_addr)).unwrap_or(0),
+                "stale leadership claim routed as a follower"
             );
         }
         if let Some(topics) = reg.topics {
@@ -249,8 +265,6 @@ impl RouteTable {
             if group.members.len() != before {
                 removed = true;
                 group.elect(name);
-                // A group with no members keeps its newest leader term, so a stale
-                // ex-leader cannot claim brokerId 0 when it comes back alone.
                 if group.members.is_empty() {
                     group.emptied_at = Some(now);
                 }
@@ -360,15 +374,47 @@ mod tests {
         let out = t.register(reg("a", 0, 3), now);
         assert!(out.stale_claim);
         assert_eq!(leader(&t).as_deref(), Some("b"));
-        // b leaves; a's old claim is still stale.
+        // b leaves: fencing follows live members, so a's claim, the best one left, leads.
         t.unregister("g", "b");
-        assert_eq!(leader(&t), None);
-        t.register(reg("a", 0, 3), now);
-        assert_eq!(leader(&t), None);
+        assert_eq!(leader(&t).as_deref(), Some("a"));
+        // b comes back as the leader of term 4 and fences a again.
+        let out = t.register(reg("b", 0, 4), now);
+        assert!(!out.stale_claim);
+        assert_eq!(leader(&t).as_deref(), Some("b"));
         // A follower with a huge term does not take the route away from a leader.
         t.register(reg("c", 0, 5), now);
         t.register(reg("a", 1, 90), now);
         assert_eq!(leader(&t).as_deref(), Some("c"));
+    }
+
+    /// Regression (issue 15): one forged registration claiming brokerId 0 in term
+    /// i64::MAX fenced the real leader for good, even after the forger disconnected.
+    /// Now its claim fences only while it is registered.
+    #[test]
+    fn issue_15_a_departed_claim_fences_no_one() {
+        let now = Instant::now();
+        let mut t = RouteTable::default();
+        t.register(reg("real", 0, 7), now);
+        t.register(reg("f1", 1, 7), now);
+        let mut forged = reg("127.0.0.1:1", 0, i64::MAX as u64);
+        forged.connection_id = Some(99);
+        t.register(forged, now);
+        assert_eq!(leader(&t).as_deref(), Some("127.0.0.1:1"));
+        // While the forger is registered, the real leader's claim is older.
+        assert!(t.register(reg("real", 0, 7), now).stale_claim);
+        assert!(t.connection_closed(99));
+        assert_eq!(leader(&t).as_deref(), Some("real"), "no leader routed");
+        let out = t.register(reg("real", 0, 7), now);
+        assert!(!out.stale_claim);
+        assert_eq!(out.leader_addr.as_deref(), Some("real"));
+        // The same after expiry: a member that reported a wrong term and went silent.
+        let later = now + Duration::from_secs(10);
+        t.register(reg("wrong", 0, 1_000), now);
+        t.register(reg("real", 0, 7), later);
+        t.register(reg("f1", 1, 7), later);
+        assert_eq!(leader(&t).as_deref(), Some("wrong"));
+        t.expire(later + Duration::from_secs(1), Duration::from_secs(5));
+        assert_eq!(leader(&t).as_deref(), Some("real"));
     }
 
     #[test]
