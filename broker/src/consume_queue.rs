@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
+use tracing::warn;
 
 use crate::error::{BrokerError, Result};
 
@@ -234,12 +235,19 @@ impl ConsumeQueueStore {
         let mut queues = HashMap::new();
         for topic_dir in std::fs::read_dir(&root).map_err(|e| io_err(&root, e))? {
             let topic_dir = topic_dir.map_err(|e| io_err(&root, e))?;
+            if !topic_dir.file_type().is_ok_and(|t| t.is_dir()) {
+                warn!(path = %topic_dir.path().display(), "not a ConsumeQueue topic directory; ignored");
+                continue;
+            }
             let topic = topic_dir.file_name().to_string_lossy().to_string();
             for queue_dir in std::fs::read_dir(topic_dir.path()).map_err(|e| io_err(&root, e))? {
                 let queue_dir = queue_dir.map_err(|e| io_err(&root, e))?;
                 let Ok(queue_id) = queue_dir.file_name().to_string_lossy().parse::<i32>() else {
                     continue;
                 };
+                if !queue_dir.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
                 let queue = ConsumeQueue::open(queue_dir.path(), file_bytes)?;
                 queues.insert((topic.clone(), queue_id), Arc::new(queue));
             }

@@ -7,6 +7,7 @@
 //! - [`store`]: the apply hook (queue offsets, ConsumeQueue entries, offsets, topics)
 //!   and the state every replica derives from the log.
 //! - [`consume_queue`]: ConsumeQueue files.
+//! - [`keys`]: how names are laid out in the keys of the stored state.
 //! - [`command`]: commands the broker puts in the Raft log besides messages.
 //! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
 //! - [`processor`]: one file per request family (send, pull, offsets, clients, admin).
@@ -24,6 +25,7 @@ pub mod command;
 pub mod config;
 pub mod consume_queue;
 pub mod error;
+pub mod keys;
 pub mod processor;
 pub mod registration;
 pub mod server;

@@ -375,13 +375,24 @@ impl RequestHandler for Handler {
                     ),
                 )),
             };
-            Some(response.unwrap_or_else(|e| match e {
+            let response = response.unwrap_or_else(|e| match e {
                 processor::ProcessError::Response(r) => *r,
                 processor::ProcessError::Header(e) => RemotingCommand::error(
                     ResponseCode::SYSTEM_ERROR,
                     format!("{}: {e}", code.name()),
                 ),
-            }))
+            });
+            if request.is_oneway() && response.code != ResponseCode::SUCCESS as i32 {
+                // No one reads this answer: say it here, or a client bug goes unseen.
+                warn!(
+                    peer = %conn.peer(),
+                    request = code.name(),
+                    code = response.code,
+                    remark = response.remark.as_deref().unwrap_or(""),
+                    "oneway request refused"
+                );
+            }
+            Some(response)
         })
     }
 

@@ -9,16 +9,8 @@
 //! DLedger's recomputation after every election is exactly the fragile part we avoid.
 //!
 //! Durable state lives in dledger's RocksDB column family for the hook, written in the
-//! same batch as the applied point:
-//!
-//! | key | value |
-//! | --- | --- |
-//! | `q/<topic>\0<queueId>` | entries in that ConsumeQueue (u64 BE) |
-//! | `o/<group>\0<topic>\0<queueId>` | committed consumer offset (i64 BE) |
-//! | `t/<topic>` | topic config (JSON) |
-//! | `v` | topic table data version (JSON) |
-//! | `l/<nodeId>` | client address that node served on as leader |
-//! | `g/<group>` | subscription group config (JSON) |
+//! same batch as the applied point; [`crate::keys`] lists the keys. Opening it never
+//! fails because of one unreadable record: that record is reported loudly and left out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -28,12 +20,13 @@ use std::sync::{Arc, RwLock};
 use dledger::{ApplyHook, CommittedEntry, CommittedPayload, HookError, HookStore, HookWrites};
 use remoting::message::{property, MessageRecord};
 use remoting::route::{DataVersion, TopicConfig};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use remoting::filter::tag_hash;
 
 use crate::command::BrokerCommand;
 use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
+use crate::keys;
 
 /// Key of one consumer offset.
 pub type OffsetKey = (String, String, i32);
@@ -103,23 +96,6 @@ impl BrokerState {
     }
 }
 
-fn queue_key(topic: &str, queue_id: i32) -> Vec<u8> {
-    format!("q/{topic}\0{queue_id}").into_bytes()
-}
-
-fn offset_key(group: &str, topic: &str, queue_id: i32) -> Vec<u8> {
-    format!("o/{group}\0{topic}\0{queue_id}").into_bytes()
-}
-
-fn split_key(key: &[u8], prefix: &str) -> Option<Vec<String>> {
-    let s = std::str::from_utf8(key).ok()?.strip_prefix(prefix)?;
-    Some(s.split('\0').map(str::to_string).collect())
-}
-
-fn be_u64(v: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(v.try_into().ok()?))
-}
-
 /// ConsumeQueue entries one Raft entry adds to one queue: the queue, the first new queue
 /// offset, and the entries.
 type QueueBatch = (Arc<ConsumeQueue>, u64, Vec<CqEntry>);
@@ -166,11 +142,17 @@ impl<'a> EntryQueues<'a> {
 /// The broker's apply hook.
 pub struct BrokerHook {
     state: Arc<BrokerState>,
+    /// Writes found due at open (keys of an older version rewritten in today's form),
+    /// made with the first apply so they commit atomically with an applied point.
+    migration: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl BrokerHook {
     pub fn new(state: Arc<BrokerState>) -> Self {
-        BrokerHook { state }
+        BrokerHook {
+            state,
+            migration: Vec::new(),
+        }
     }
 
     fn apply_records(
@@ -205,7 +187,7 @@ impl BrokerHook {
         for ((topic, queue_id), (queue, first, entries)) in queues.keys.iter().zip(&batches) {
             queue.append_many(*first, entries)?;
             let count = first + entries.len() as u64;
-            writes.put(&queue_key(topic, *queue_id), &count.to_be_bytes());
+            writes.put(&keys::queue_key(topic, *queue_id), &count.to_be_bytes());
         }
         Ok(out)
     }
@@ -228,7 +210,7 @@ impl BrokerHook {
                 let mut map = self.state.offsets.write().unwrap();
                 for u in offsets {
                     writes.put(
-                        &offset_key(&u.consumer_group, &u.topic, u.queue_id),
+                        &keys::offset_key(&u.consumer_group, &u.topic, u.queue_id),
                         &u.offset.to_be_bytes(),
                     );
                     map.insert((u.consumer_group, u.topic, u.queue_id), u.offset);
@@ -299,61 +281,121 @@ impl BrokerHook {
     }
 }
 
-impl ApplyHook for BrokerHook {
-    fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
-        let state = &self.state;
-        // Topics and their version.
+/// Reports a stored record this version cannot read. It is left out, and left in place
+/// for an operator to inspect: one bad record must not stop the node.
+fn skipped(key: &[u8], what: &str) {
+    error!(
+        key = %String::from_utf8_lossy(key).escape_debug(),
+        what,
+        "unreadable record in the meta store left out (written by an older version or a bug)"
+    );
+}
+
+/// Every `prefix<name>` record whose value is JSON, by name.
+fn load_json_table(
+    store: &HookStore,
+    prefix: &[u8],
+    what: &str,
+) -> Result<BTreeMap<String, serde_json::Value>, HookError> {
+    let mut table = BTreeMap::new();
+    for (key, value) in store.scan_prefix(prefix)? {
+        let name = std::str::from_utf8(&key[prefix.len()..]).ok();
+        match (name, serde_json::from_slice(&value)) {
+            (Some(name), Ok(v)) => {
+                table.insert(name.to_string(), v);
+            }
+            _ => skipped(&key, what),
+        }
+    }
+    Ok(table)
+}
+
+impl BrokerHook {
+    fn load_topics(&self, store: &HookStore) -> Result<BTreeMap<String, TopicConfig>, HookError> {
         let mut topics = BTreeMap::new();
-        for (_, value) in store.scan_prefix(b"t/")? {
-            let config: TopicConfig = serde_json::from_slice(&value)?;
-            topics.insert(config.topic_name.clone(), config);
+        for (key, value) in store.scan_prefix(b"t/")? {
+            match serde_json::from_slice::<TopicConfig>(&value) {
+                Ok(config) if key[2..] == *config.topic_name.as_bytes() => {
+                    topics.insert(config.topic_name.clone(), config);
+                }
+                _ => skipped(&key, "topic config"),
+            }
         }
-        *state.topics.write().unwrap() = topics;
-        if let Some(v) = store.get(b"v")? {
-            *state.data_version.write().unwrap() = serde_json::from_slice(&v)?;
-        }
-        // Consumer offsets.
+        Ok(topics)
+    }
+
+    /// Consumer offsets, in today's form and in an older version's (queued for rewriting).
+    fn load_offsets(&mut self, store: &HookStore) -> Result<HashMap<OffsetKey, i64>, HookError> {
         let mut offsets = HashMap::new();
-        for (key, value) in store.scan_prefix(b"o/")? {
-            let parts = split_key(&key, "o/").ok_or("bad offset key")?;
-            let [group, topic, queue_id] = parts.as_slice() else {
-                return Err(format!("bad offset key {key:?}").into());
-            };
-            let offset = be_u64(&value).ok_or("bad offset value")? as i64;
-            offsets.insert((group.clone(), topic.clone(), queue_id.parse()?), offset);
+        for (key, value) in store.scan_prefix(keys::OFFSET_PREFIX)? {
+            match (keys::parse_offset_key(&key), keys::be_u64(&value)) {
+                (Some(k), Some(v)) => {
+                    offsets.insert(k, v as i64);
+                }
+                _ => skipped(&key, "consumer offset"),
+            }
         }
-        *state.offsets.write().unwrap() = offsets;
-        let mut groups = BTreeMap::new();
-        for (key, value) in store.scan_prefix(b"g/")? {
-            groups.insert(
-                String::from_utf8(key[2..].to_vec())?,
-                serde_json::from_slice(&value)?,
-            );
+        for (key, value) in store.scan_prefix(keys::LEGACY_OFFSET_PREFIX)? {
+            match (keys::legacy_offset_key(&key), keys::be_u64(&value)) {
+                (Some((group, topic, queue_id)), Some(v)) => {
+                    let new_key = keys::offset_key(&group, &topic, queue_id);
+                    self.migration.push((new_key, Some(value)));
+                    self.migration.push((key, None));
+                    offsets.entry((group, topic, queue_id)).or_insert(v as i64);
+                }
+                _ => skipped(&key, "consumer offset"),
+            }
         }
-        *state.subscription_groups.write().unwrap() = groups;
-        for (key, value) in store.scan_prefix(b"l/")? {
-            let node: u64 = std::str::from_utf8(&key[2..])?.parse()?;
-            state
-                .leader_addrs
-                .write()
-                .unwrap()
-                .insert(node, String::from_utf8(value)?);
-        }
-        // ConsumeQueues: cut each back to the count applied with the last batch.
+        Ok(offsets)
+    }
+
+    /// How many entries each ConsumeQueue held at the applied point. A count that cannot be
+    /// read is `None`: its queue is then kept as it is on disk rather than cut back to 0.
+    fn load_queue_counts(
+        &mut self,
+        store: &HookStore,
+    ) -> Result<HashMap<(String, i32), Option<u64>>, HookError> {
         let mut counts = HashMap::new();
-        for (key, value) in store.scan_prefix(b"q/")? {
-            let parts = split_key(&key, "q/").ok_or("bad queue key")?;
-            let [topic, queue_id] = parts.as_slice() else {
-                return Err(format!("bad queue key {key:?}").into());
-            };
-            counts.insert(
-                (topic.clone(), queue_id.parse::<i32>()?),
-                be_u64(&value).ok_or("bad queue count")?,
-            );
+        for (key, value) in store.scan_prefix(keys::QUEUE_PREFIX)? {
+            match keys::parse_queue_key(&key) {
+                Some(queue) => {
+                    if keys::be_u64(&value).is_none() {
+                        skipped(&key, "ConsumeQueue entry count");
+                    }
+                    counts.insert(queue, keys::be_u64(&value));
+                }
+                None => skipped(&key, "ConsumeQueue entry count"),
+            }
         }
-        for ((topic, queue_id), queue) in state.consume_queues.all() {
-            let applied = counts.remove(&(topic.clone(), queue_id)).unwrap_or(0);
+        for (key, value) in store.scan_prefix(keys::LEGACY_QUEUE_PREFIX)? {
+            match (keys::legacy_queue_key(&key), keys::be_u64(&value)) {
+                (Some((topic, queue_id)), Some(count)) => {
+                    let new_key = keys::queue_key(&topic, queue_id);
+                    self.migration.push((new_key, Some(value)));
+                    self.migration.push((key, None));
+                    counts.entry((topic, queue_id)).or_insert(Some(count));
+                }
+                _ => skipped(&key, "ConsumeQueue entry count"),
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Cuts each ConsumeQueue back to the count applied with the last batch.
+    fn cut_back_queues(
+        &self,
+        mut counts: HashMap<(String, i32), Option<u64>>,
+    ) -> Result<(), HookError> {
+        for ((topic, queue_id), queue) in self.state.consume_queues.all() {
             let on_disk = queue.max_offset();
+            let applied = match counts.remove(&(topic.clone(), queue_id)) {
+                Some(Some(n)) => n,
+                None => 0,
+                Some(None) => {
+                    warn!(%topic, queue_id, on_disk, "ConsumeQueue kept as found: its entry count was unreadable");
+                    continue;
+                }
+            };
             if on_disk > applied {
                 info!(%topic, queue_id, on_disk, applied, "cutting ConsumeQueue back to the applied point");
                 queue.truncate(applied)?;
@@ -366,13 +408,49 @@ impl ApplyHook for BrokerHook {
                 .into());
             }
         }
-        if let Some(((topic, queue_id), applied)) = counts.into_iter().find(|(_, n)| *n > 0) {
+        let missing = counts
+            .into_iter()
+            .find_map(|(queue, n)| n.filter(|n| *n > 0).map(|n| (queue, n)));
+        if let Some(((topic, queue_id), applied)) = missing {
             return Err(format!(
                 "ConsumeQueue {topic}/{queue_id} is missing but {applied} entries were applied"
             )
             .into());
         }
-        state.opened.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+impl ApplyHook for BrokerHook {
+    fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
+        let topics = self.load_topics(store)?;
+        *self.state.topics.write().unwrap() = topics;
+        if let Some(v) = store.get(b"v")? {
+            match serde_json::from_slice(&v) {
+                Ok(version) => *self.state.data_version.write().unwrap() = version,
+                Err(e) => {
+                    error!(error = %e, "unreadable topic table version left out; counting from 0")
+                }
+            }
+        }
+        let offsets = self.load_offsets(store)?;
+        *self.state.offsets.write().unwrap() = offsets;
+        let groups = load_json_table(store, b"g/", "subscription group")?;
+        *self.state.subscription_groups.write().unwrap() = groups;
+        for (key, value) in store.scan_prefix(b"l/")? {
+            let node = std::str::from_utf8(&key[2..])
+                .ok()
+                .and_then(|n| n.parse::<u64>().ok());
+            match (node, String::from_utf8(value)) {
+                (Some(node), Ok(addr)) => {
+                    self.state.leader_addrs.write().unwrap().insert(node, addr);
+                }
+                _ => skipped(&key, "leader address"),
+            }
+        }
+        let counts = self.load_queue_counts(store)?;
+        self.cut_back_queues(counts)?;
+        self.state.opened.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -381,6 +459,12 @@ impl ApplyHook for BrokerHook {
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
     ) -> Result<Vec<Vec<u8>>, HookError> {
+        for (key, value) in self.migration.drain(..) {
+            match value {
+                Some(value) => writes.put(&key, &value),
+                None => writes.delete(&key),
+            }
+        }
         match &entry.payload {
             CommittedPayload::Records(records) => self.apply_records(records, writes),
             CommittedPayload::Command { bytes, .. } => self.apply_command(bytes, writes),

@@ -1,12 +1,18 @@
 //! Typed headers: the `extFields` of each request and response this project serves,
 //! with RocketMQ's field names.
 //!
-//! A required field that is missing, or any field that does not parse, is a
-//! [`Error::BadHeaderField`] naming the field, so the server can answer with a
-//! readable remark.
+//! Fields are read as RocketMQ's Java broker reads them (`RemotingCommand.
+//! decodeCommandCustomHeader`): what Java marks `@CFNotNull` is required here, every other
+//! field is optional and takes its default when missing, numbers are decimal and booleans
+//! follow `Boolean.parseBoolean` (never an error). A required field that is missing, a
+//! number that does not parse, or a name that breaks RocketMQ's rules
+//! ([`crate::names`]) is a [`Error::BadHeaderField`] naming the field, so the server can
+//! answer with a readable remark (the Java broker fails such a request with
+//! SYSTEM_ERROR too, once its processor meets the missing value).
 
 use crate::error::{Error, Result};
 use crate::ext::ExtFields;
+use crate::names::{self, NameKind};
 
 /// A header carried in `extFields`.
 pub trait CommandHeader: Sized {
@@ -60,18 +66,12 @@ impl ExtValue for bool {
     fn put_ext(&self, key: &'static str, ext: &mut ExtFields) {
         ext.insert(key, if *self { "true" } else { "false" });
     }
-    fn from_ext(value: Option<&str>, field: &'static str) -> Result<Self> {
-        let value = value.ok_or_else(|| missing(field))?;
-        if value.eq_ignore_ascii_case("true") {
-            Ok(true)
-        } else if value.eq_ignore_ascii_case("false") {
-            Ok(false)
-        } else {
-            Err(Error::BadHeaderField {
-                field,
-                reason: format!("`{value}` is not true or false"),
-            })
-        }
+    /// As Java's broker reads it (`Boolean.parseBoolean`): `true` in any case is true,
+    /// anything else, missing included, is false. Clients differ here: Apache's C++ client
+    /// sends `0` and `1`, which Java reads as false (issue 15: refusing them refused
+    /// every send of that client).
+    fn from_ext(value: Option<&str>, _field: &'static str) -> Result<Self> {
+        Ok(value.is_some_and(|v| v.eq_ignore_ascii_case("true")))
     }
 }
 
@@ -89,12 +89,39 @@ impl<T: ExtValue> ExtValue for Option<T> {
     }
 }
 
-/// Declares a header struct and its `extFields` mapping.
+/// A header field that holds a name RocketMQ has rules for ([`crate::names`]).
+trait NameField {
+    fn check_name(&self, kind: NameKind, field: &'static str) -> Result<()>;
+}
+
+impl NameField for String {
+    fn check_name(&self, kind: NameKind, field: &'static str) -> Result<()> {
+        names::check(kind, self).map_err(|bad| Error::BadHeaderField {
+            field,
+            reason: bad.to_string(),
+        })
+    }
+}
+
+impl NameField for Option<String> {
+    fn check_name(&self, kind: NameKind, field: &'static str) -> Result<()> {
+        // An empty optional name is an absent one: Apache's C++ client sends the group it
+        // does not mean as "" (UNREGISTER_CLIENT), and Java reads nothing into it either.
+        match self {
+            Some(name) if !name.is_empty() => name.check_name(kind, field),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Declares a header struct and its `extFields` mapping. A field marked `as Topic`,
+/// `as Group` or `as ClientId` is checked by RocketMQ's rule for that name when the header
+/// is read, so no handler can let a bad name through to the log or the disk.
 macro_rules! command_header {
     ($(
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty => $key:literal,)*
+            $($(#[$fmeta:meta])* pub $field:ident : $ty:ty => $key:literal $(as $kind:ident)?,)*
         }
     )*) => {$(
         $(#[$meta])*
@@ -111,9 +138,11 @@ macro_rules! command_header {
 
             #[allow(unused_variables)]
             fn read(ext: &ExtFields) -> Result<Self> {
-                Ok($name {
+                let header = $name {
                     $($field: ExtValue::from_ext(ext.get($key), $key)?,)*
-                })
+                };
+                $($(NameField::check_name(&header.$field, NameKind::$kind, $key)?;)?)*
+                Ok(header)
             }
         }
     )*};
@@ -122,7 +151,7 @@ macro_rules! command_header {
 command_header! {
     /// GET_ROUTEINFO_BY_TOPIC (105).
     pub struct GetRouteInfoRequestHeader {
-        pub topic: String => "topic",
+        pub topic: String => "topic" as Topic,
     }
 
     /// REGISTER_BROKER (103). `raftTerm` is rocketraft's: with `brokerId` 0 it says
@@ -171,8 +200,8 @@ command_header! {
     /// SEND_MESSAGE (10). RocketMQ sends SEND_MESSAGE_V2 (310) and SEND_BATCH_MESSAGE
     /// (320) with the one-letter names of [`SendMessageRequestHeaderV2`].
     pub struct SendMessageRequestHeader {
-        pub producer_group: String => "producerGroup",
-        pub topic: String => "topic",
+        pub producer_group: String => "producerGroup" as Group,
+        pub topic: String => "topic" as Topic,
         pub default_topic: String => "defaultTopic",
         pub default_topic_queue_nums: i32 => "defaultTopicQueueNums",
         pub queue_id: i32 => "queueId",
@@ -188,8 +217,8 @@ command_header! {
 
     /// SEND_MESSAGE_V2 (310): the same fields under one-letter names.
     pub struct SendMessageRequestHeaderV2 {
-        pub a: String => "a",
-        pub b: String => "b",
+        pub a: String => "a" as Group,
+        pub b: String => "b" as Topic,
         pub c: String => "c",
         pub d: i32 => "d",
         pub e: i32 => "e",
@@ -213,8 +242,8 @@ command_header! {
 
     /// PULL_MESSAGE (11).
     pub struct PullMessageRequestHeader {
-        pub consumer_group: String => "consumerGroup",
-        pub topic: String => "topic",
+        pub consumer_group: String => "consumerGroup" as Group,
+        pub topic: String => "topic" as Topic,
         pub queue_id: i32 => "queueId",
         pub queue_offset: i64 => "queueOffset",
         pub max_msg_nums: i32 => "maxMsgNums",
@@ -237,8 +266,8 @@ command_header! {
 
     /// QUERY_CONSUMER_OFFSET (14).
     pub struct QueryConsumerOffsetRequestHeader {
-        pub consumer_group: String => "consumerGroup",
-        pub topic: String => "topic",
+        pub consumer_group: String => "consumerGroup" as Group,
+        pub topic: String => "topic" as Topic,
         pub queue_id: i32 => "queueId",
         pub set_zero_if_not_found: Option<bool> => "setZeroIfNotFound",
     }
@@ -251,40 +280,54 @@ command_header! {
 
     /// UPDATE_CONSUMER_OFFSET (15), sent oneway.
     pub struct UpdateConsumerOffsetRequestHeader {
-        pub consumer_group: String => "consumerGroup",
-        pub topic: String => "topic",
+        pub consumer_group: String => "consumerGroup" as Group,
+        pub topic: String => "topic" as Topic,
         pub queue_id: i32 => "queueId",
         pub commit_offset: i64 => "commitOffset",
     }
 
     /// GET_MAX_OFFSET (30) and GET_MIN_OFFSET (31).
     pub struct QueueOffsetRequestHeader {
-        pub topic: String => "topic",
+        pub topic: String => "topic" as Topic,
         pub queue_id: i32 => "queueId",
     }
 
     /// SEARCH_OFFSET_BY_TIMESTAMP (29).
     pub struct SearchOffsetRequestHeader {
-        pub topic: String => "topic",
+        pub topic: String => "topic" as Topic,
         pub queue_id: i32 => "queueId",
         pub timestamp: i64 => "timestamp",
     }
 
     /// GET_CONSUMER_LIST_BY_GROUP (38) and NOTIFY_CONSUMER_IDS_CHANGED (40).
     pub struct ConsumerGroupRequestHeader {
-        pub consumer_group: String => "consumerGroup",
+        pub consumer_group: String => "consumerGroup" as Group,
     }
 
     /// UNREGISTER_CLIENT (35).
     pub struct UnregisterClientRequestHeader {
-        pub client_id: String => "clientID",
-        pub producer_group: Option<String> => "producerGroup",
-        pub consumer_group: Option<String> => "consumerGroup",
+        pub client_id: String => "clientID" as ClientId,
+        pub producer_group: Option<String> => "producerGroup" as Group,
+        pub consumer_group: Option<String> => "consumerGroup" as Group,
+    }
+
+    /// CONSUMER_SEND_MSG_BACK (36): a consumer gives a message it failed back to the
+    /// broker, which stores it for a later retry (or in the group's DLQ).
+    pub struct ConsumerSendMsgBackRequestHeader {
+        /// CommitLog offset of the message.
+        pub offset: i64 => "offset",
+        pub group: String => "group" as Group,
+        /// 0: the broker picks (3 + reconsume times); below 0: straight to the DLQ.
+        pub delay_level: i32 => "delayLevel",
+        pub origin_msg_id: Option<String> => "originMsgId",
+        pub origin_topic: Option<String> => "originTopic" as Topic,
+        pub unit_mode: Option<bool> => "unitMode",
+        pub max_reconsume_times: Option<i32> => "maxReconsumeTimes",
     }
 
     /// UPDATE_AND_CREATE_TOPIC (17).
     pub struct CreateTopicRequestHeader {
-        pub topic: String => "topic",
+        pub topic: String => "topic" as Topic,
         pub default_topic: String => "defaultTopic",
         pub read_queue_nums: i32 => "readQueueNums",
         pub write_queue_nums: i32 => "writeQueueNums",
@@ -366,25 +409,94 @@ mod tests {
         round_trip(QueryDataVersionRequestHeader::default());
         round_trip(QueryDataVersionResponseHeader { changed: true });
         round_trip(SendMessageRequestHeader {
+            producer_group: "pg".into(),
+            topic: "T".into(),
+            default_topic: "TBW102".into(),
             properties: Some("TAGS\u{1}a\u{2}".into()),
             batch: Some(true),
             ..Default::default()
         });
-        round_trip(SendMessageRequestHeaderV2::default());
+        round_trip(SendMessageRequestHeaderV2 {
+            a: "pg".into(),
+            b: "T".into(),
+            ..Default::default()
+        });
         round_trip(SendMessageResponseHeader::default());
         round_trip(PullMessageRequestHeader {
+            consumer_group: "g".into(),
+            topic: "T".into(),
             subscription: Some("*".into()),
             ..Default::default()
         });
         round_trip(PullMessageResponseHeader::default());
-        round_trip(QueryConsumerOffsetRequestHeader::default());
+        round_trip(QueryConsumerOffsetRequestHeader {
+            consumer_group: "g".into(),
+            topic: "T".into(),
+            ..Default::default()
+        });
         round_trip(OffsetResponseHeader { offset: -1 });
-        round_trip(UpdateConsumerOffsetRequestHeader::default());
-        round_trip(QueueOffsetRequestHeader::default());
-        round_trip(SearchOffsetRequestHeader::default());
-        round_trip(ConsumerGroupRequestHeader::default());
-        round_trip(UnregisterClientRequestHeader::default());
-        round_trip(CreateTopicRequestHeader::default());
+        round_trip(UpdateConsumerOffsetRequestHeader {
+            consumer_group: "g".into(),
+            topic: "T".into(),
+            ..Default::default()
+        });
+        round_trip(QueueOffsetRequestHeader {
+            topic: "T".into(),
+            ..Default::default()
+        });
+        round_trip(SearchOffsetRequestHeader {
+            topic: "T".into(),
+            ..Default::default()
+        });
+        round_trip(ConsumerGroupRequestHeader {
+            consumer_group: "g".into(),
+        });
+        round_trip(UnregisterClientRequestHeader {
+            client_id: "127.0.0.1@1#2".into(),
+            ..Default::default()
+        });
+        round_trip(CreateTopicRequestHeader {
+            topic: "T".into(),
+            ..Default::default()
+        });
+        round_trip(ConsumerSendMsgBackRequestHeader {
+            offset: 4567,
+            group: "CG".into(),
+            delay_level: 0,
+            origin_msg_id: Some("C0A8000100002A9F0000000000001234".into()),
+            origin_topic: Some("TopicTest".into()),
+            unit_mode: Some(false),
+            max_reconsume_times: Some(16),
+        });
+    }
+
+    /// Issue 15: names are checked by RocketMQ's rules as the header is read.
+    #[test]
+    fn bad_names_are_refused_naming_the_field() {
+        let mut ext = ExtFields::new();
+        UpdateConsumerOffsetRequestHeader {
+            consumer_group: "app\0g".into(),
+            topic: "TBW102".into(),
+            queue_id: 0,
+            commit_offset: 1,
+        }
+        .write(&mut ext);
+        match UpdateConsumerOffsetRequestHeader::read(&ext) {
+            Err(Error::BadHeaderField {
+                field: "consumerGroup",
+                reason,
+            }) => assert!(reason.contains("app\\0g"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        ext.insert("consumerGroup", "g");
+        ext.insert("topic", &"t".repeat(128));
+        match UpdateConsumerOffsetRequestHeader::read(&ext) {
+            Err(Error::BadHeaderField { field: "topic", .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut ext = ExtFields::new();
+        ext.insert("clientID", "a\nb");
+        assert!(UnregisterClientRequestHeader::read(&ext).is_err());
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   shared by the broker's hash filter and the client's exact filter.
 //! - [`message`]: the CommitLog message record codec (`MessageExtEncoder`'s layout),
 //!   the properties codec and msgId.
+//! - [`names`]: RocketMQ's rules for topic, group and client-id names, checked when a
+//!   header is read.
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
 //!   register-broker and heartbeat bodies, data versions.
 //! - [`connection`]: one TCP connection used by every server and client: requests
@@ -31,6 +33,7 @@ pub mod ext;
 pub mod filter;
 pub mod header;
 pub mod message;
+pub mod names;
 pub mod route;
 
 pub use code::{LanguageCode, RequestCode, ResponseCode};

@@ -60,6 +60,25 @@ pub mod property {
     pub const MIN_OFFSET: &str = "MIN_OFFSET";
     pub const MAX_OFFSET: &str = "MAX_OFFSET";
     pub const SHARDING_KEY: &str = "__SHARDINGKEY";
+    /// Where a scheduled (delayed, timer or retry) message is to be delivered.
+    pub const REAL_TOPIC: &str = "REAL_TOPIC";
+    pub const REAL_QUEUE_ID: &str = "REAL_QID";
+    /// The topic a retried message was first consumed from.
+    pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+    pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    /// Carried by a client's own re-send of a failed message (moved into the send
+    /// header's `reconsumeTimes` and `maxReconsumeTimes` by the Java producer).
+    pub const RECONSUME_TIME: &str = "RECONSUME_TIME";
+    pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
+    pub const TRANSACTION_PREPARED: &str = "TRAN_MSG";
+    pub const PRODUCER_GROUP: &str = "PGROUP";
+    /// RocketMQ 5's timer messages: an absolute delivery time (ms since the epoch), or a
+    /// delay from the send in seconds or milliseconds.
+    pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";
+    pub const TIMER_DELAY_SEC: &str = "TIMER_DELAY_SEC";
+    pub const TIMER_DELAY_MS: &str = "TIMER_DELAY_MS";
+    /// The due time of a stored timer message (RocketMQ 5 sets it on the stored copy).
+    pub const TIMER_OUT_MS: &str = "TIMER_OUT_MS";
 }
 
 const NAME_VALUE_SEPARATOR: char = '\u{1}';

@@ -152,6 +152,25 @@ pub struct HeartbeatData {
     pub consumer_data_set: Vec<ConsumerData>,
 }
 
+impl HeartbeatData {
+    /// Checks the client id, every group and every subscribed topic by RocketMQ's rules
+    /// ([`crate::names`]).
+    pub fn check_names(&self) -> Result<(), crate::names::BadName> {
+        use crate::names::{check_client_id, check_group, check_topic};
+        check_client_id(&self.client_id)?;
+        for producer in &self.producer_data_set {
+            check_group(&producer.group_name)?;
+        }
+        for consumer in &self.consumer_data_set {
+            check_group(&consumer.group_name)?;
+            for subscription in &consumer.subscription_data_set {
+                check_topic(&subscription.topic)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProducerData {
@@ -164,9 +183,12 @@ pub struct ProducerData {
 pub struct ConsumerData {
     pub group_name: String,
     /// `CONSUME_ACTIVELY` (pull) or `CONSUME_PASSIVELY` (push).
+    #[serde(deserialize_with = "lenient::consume_type")]
     pub consume_type: String,
     /// `CLUSTERING` or `BROADCASTING`.
+    #[serde(deserialize_with = "lenient::message_model")]
     pub message_model: String,
+    #[serde(deserialize_with = "lenient::consume_from_where")]
     pub consume_from_where: String,
     pub subscription_data_set: Vec<SubscriptionData>,
     pub unit_mode: bool,
@@ -180,9 +202,88 @@ pub struct SubscriptionData {
     pub topic: String,
     pub sub_string: String,
     pub tags_set: BTreeSet<String>,
+    #[serde(deserialize_with = "lenient::code_set")]
     pub code_set: BTreeSet<i32>,
+    #[serde(deserialize_with = "lenient::integer")]
     pub sub_version: i64,
     pub expression_type: String,
+}
+
+/// Heartbeat fields as the clients that exist send them. Java writes the enums by name and
+/// numbers as numbers; Apache's C++ client writes the three enums as their ordinals and
+/// `subVersion` as a string; the Go client writes `codeSet` as strings. Each is read into
+/// the Java form.
+mod lenient {
+    use std::collections::BTreeSet;
+
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Int(i64),
+        Text(String),
+    }
+
+    /// An enum given by name or by its Java ordinal in `names`.
+    fn java_enum<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<String, D::Error> {
+        match Scalar::deserialize(d)? {
+            Scalar::Text(name) => Ok(name),
+            Scalar::Int(i) => usize::try_from(i)
+                .ok()
+                .and_then(|i| names.get(i))
+                .map(|name| name.to_string())
+                .ok_or_else(|| D::Error::custom(format!("no enum value has ordinal {i}"))),
+        }
+    }
+
+    pub fn consume_type<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        java_enum(d, &["CONSUME_ACTIVELY", "CONSUME_PASSIVELY", "CONSUME_POP"])
+    }
+
+    pub fn message_model<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        java_enum(d, &["BROADCASTING", "CLUSTERING"])
+    }
+
+    pub fn consume_from_where<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        java_enum(
+            d,
+            &[
+                "CONSUME_FROM_LAST_OFFSET",
+                "CONSUME_FROM_LAST_OFFSET_AND_FROM_MIN_WHEN_BOOT_FIRST",
+                "CONSUME_FROM_MIN_OFFSET",
+                "CONSUME_FROM_MAX_OFFSET",
+                "CONSUME_FROM_FIRST_OFFSET",
+                "CONSUME_FROM_TIMESTAMP",
+            ],
+        )
+    }
+
+    fn to_integer<E: Error>(scalar: Scalar) -> Result<i64, E> {
+        match scalar {
+            Scalar::Int(i) => Ok(i),
+            Scalar::Text(t) => t
+                .trim()
+                .parse()
+                .map_err(|_| E::custom(format!("`{t}` is not an integer"))),
+        }
+    }
+
+    pub fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        to_integer(Scalar::deserialize(d)?)
+    }
+
+    pub fn code_set<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<i32>, D::Error> {
+        let mut codes = BTreeSet::new();
+        for scalar in Vec::<Scalar>::deserialize(d)? {
+            let code = to_integer::<D::Error>(scalar)?;
+            codes.insert(
+                i32::try_from(code).map_err(|_| D::Error::custom(format!("tag code {code}")))?,
+            );
+        }
+        Ok(codes)
+    }
 }
 
 /// The body of GET_CONSUMER_LIST_BY_GROUP's answer.

@@ -7,7 +7,9 @@ use remoting::header::CreateTopicRequestHeader;
 use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
 use remoting::{RemotingCommand, RequestCode, ResponseCode};
 
-use super::{check_topic, fail, ProcessResult};
+use remoting::names::{check_group, check_topic, is_system_topic};
+
+use super::{bad_name, fail, required_ext, ProcessError, ProcessResult};
 use crate::command::BrokerCommand;
 use crate::server::Broker;
 
@@ -29,7 +31,13 @@ pub async fn process(
                 return Ok(broker.not_leader_response());
             }
             let h: CreateTopicRequestHeader = request.header()?;
-            check_topic(&h.topic)?;
+            refuse_system_topic(&h.topic)?;
+            if !matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
+                return Err(fail(
+                    ResponseCode::SYSTEM_ERROR,
+                    format!("topicFilterType = [{}] value invalid", h.topic_filter_type),
+                ));
+            }
             if !(1..=1024).contains(&h.write_queue_nums) || !(1..=1024).contains(&h.read_queue_nums)
             {
                 return Err(fail(
@@ -64,8 +72,8 @@ pub async fn process(
                 )
             })?;
             match config.get("groupName").and_then(|v| v.as_str()) {
-                Some(name) if !name.is_empty() && name.len() <= 255 => {}
-                _ => {
+                Some(name) => check_group(name).map_err(bad_name)?,
+                None => {
                     return Err(fail(
                         ResponseCode::SYSTEM_ERROR,
                         "subscription group body needs a groupName",
@@ -89,15 +97,8 @@ pub async fn process(
             if !broker.is_leader() {
                 return Ok(broker.not_leader_response());
             }
-            let group_name = request
-                .ext("groupName")
-                .ok_or_else(|| {
-                    fail(
-                        ResponseCode::SYSTEM_ERROR,
-                        "missing header field `groupName`",
-                    )
-                })?
-                .to_string();
+            let group_name = required_ext(request, "groupName")?.to_string();
+            check_group(&group_name).map_err(bad_name)?;
             broker
                 .propose(&BrokerCommand::DeleteSubscriptionGroup { group_name })
                 .await
@@ -108,10 +109,9 @@ pub async fn process(
             if !broker.is_leader() {
                 return Ok(broker.not_leader_response());
             }
-            let topic = request
-                .ext("topic")
-                .ok_or_else(|| fail(ResponseCode::SYSTEM_ERROR, "missing header field `topic`"))?
-                .to_string();
+            let topic = required_ext(request, "topic")?.to_string();
+            check_topic(&topic).map_err(bad_name)?;
+            refuse_system_topic(&topic)?;
             broker
                 .propose(&BrokerCommand::DeleteTopic { topic })
                 .await
@@ -121,4 +121,15 @@ pub async fn process(
         }
         _ => unreachable!("dispatched by code"),
     }
+}
+
+/// The broker owns RocketMQ's system topics: they are not created or deleted by request.
+fn refuse_system_topic(topic: &str) -> Result<(), ProcessError> {
+    if is_system_topic(topic) {
+        return Err(fail(
+            ResponseCode::SYSTEM_ERROR,
+            format!("The topic[{topic}] is conflict with system topic."),
+        ));
+    }
+    Ok(())
 }

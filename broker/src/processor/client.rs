@@ -4,7 +4,7 @@ use remoting::header::{ConsumerGroupRequestHeader, UnregisterClientRequestHeader
 use remoting::route::{from_json, to_json, ConsumerListBody, HeartbeatData};
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
 
-use super::{fail, ProcessResult};
+use super::{bad_name, fail, ProcessResult};
 use crate::server::Broker;
 
 pub fn process(
@@ -17,6 +17,7 @@ pub fn process(
         RequestCode::HEART_BEAT => {
             let data: HeartbeatData = from_json("heartbeat", &request.body)
                 .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+            data.check_names().map_err(bad_name)?;
             broker.clients.heartbeat(conn, data);
             Ok(RemotingCommand::success())
         }

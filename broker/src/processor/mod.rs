@@ -29,22 +29,21 @@ pub(crate) fn fail(code: ResponseCode, remark: impl Into<String>) -> ProcessErro
     ProcessError::Response(Box::new(RemotingCommand::error(code, remark)))
 }
 
-/// RocketMQ's topic name rule: `[%|a-zA-Z0-9_-]`, at most 127 characters.
-pub(crate) fn check_topic(topic: &str) -> Result<(), ProcessError> {
-    if topic.is_empty() || topic.len() > 127 {
-        return Err(fail(
-            ResponseCode::MESSAGE_ILLEGAL,
-            format!("topic `{topic}` must be 1 to 127 characters"),
-        ));
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'|' | b'_' | b'-'))
-    {
-        return Err(fail(
-            ResponseCode::MESSAGE_ILLEGAL,
-            format!("topic `{topic}` may contain only letters, digits, %, |, _ and -"),
-        ));
-    }
-    Ok(())
+/// A name that breaks RocketMQ's rules ([`remoting::names`]), as an answer. Names in typed
+/// headers are checked as the header is read; this serves names in bodies and raw fields.
+pub(crate) fn bad_name(e: remoting::names::BadName) -> ProcessError {
+    fail(ResponseCode::SYSTEM_ERROR, e.to_string())
+}
+
+/// The value of a required `extFields` entry that has no typed header.
+pub(crate) fn required_ext<'a>(
+    request: &'a RemotingCommand,
+    field: &str,
+) -> Result<&'a str, ProcessError> {
+    request.ext(field).ok_or_else(|| {
+        fail(
+            ResponseCode::SYSTEM_ERROR,
+            format!("missing header field `{field}`"),
+        )
+    })
 }

@@ -21,7 +21,7 @@ use remoting::route::perm;
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
 use tracing::warn;
 
-use super::{check_topic, fail, ProcessError, ProcessResult};
+use super::{fail, ProcessError, ProcessResult};
 use crate::server::{Broker, DEFAULT_TOPIC};
 
 pub(crate) fn now_ms() -> i64 {
@@ -49,7 +49,13 @@ pub async fn process(
         },
         _ => request.header()?,
     };
-    check_topic(&header.topic)?;
+    // The header's names were checked as it was read (`remoting::names`).
+    if remoting::names::NOT_ALLOWED_SEND_TOPICS.contains(&header.topic.as_str()) {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            format!("Sending message to topic[{}] is forbidden.", header.topic),
+        ));
+    }
     if header.topic == DEFAULT_TOPIC {
         return Err(fail(
             ResponseCode::NO_PERMISSION,
@@ -130,7 +136,9 @@ pub async fn process(
         records.push(buf.freeze());
         Ok(())
     };
-    if code == RequestCode::SEND_BATCH_MESSAGE {
+    // The Java broker takes a batch by the header's flag, not the code: Apache's C++
+    // client sends its batches as SEND_MESSAGE_V2 with `m` (batch) true.
+    if code == RequestCode::SEND_BATCH_MESSAGE || header.batch == Some(true) {
         let batch = decode_batch(&request.body).map_err(|e| {
             fail(
                 ResponseCode::MESSAGE_ILLEGAL,

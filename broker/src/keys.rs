@@ -1,0 +1,177 @@
+//! Keys of the broker's data in dledger's RocksDB column family.
+//!
+//! A key that holds several names encodes each as a big-endian u16 length and its bytes,
+//! so no byte of a name (a NUL, a `/`) can move a field boundary, and decoding any bytes at
+//! all gives either the fields back or `None`, never a panic. Names are checked by
+//! RocketMQ's rules before they reach the log ([`crate::names`]), so this is the second
+//! line: a record written by an older version, or by a bug, is reported and skipped when
+//! the store opens; it never stops a node (issue 15: one offset commit whose group held a
+//! NUL made every replica refuse to restart).
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `Q` + name(topic) + queueId (i32 BE) | entries in that ConsumeQueue (u64 BE) |
+//! | `O` + name(group) + name(topic) + queueId (i32 BE) | committed consumer offset (i64 BE) |
+//! | `t/<topic>` | topic config (JSON) |
+//! | `v` | topic table data version (JSON) |
+//! | `l/<nodeId>` | client address that node served on as leader |
+//! | `g/<group>` | subscription group config (JSON) |
+//!
+//! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
+//! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
+//! start rewrites them in the form above (see `store::BrokerHook`).
+
+/// Prefix of ConsumeQueue entry counts.
+pub const QUEUE_PREFIX: &[u8] = b"Q";
+/// Prefix of consumer offsets.
+pub const OFFSET_PREFIX: &[u8] = b"O";
+/// Prefixes written by versions before issue 15.
+pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
+pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
+
+fn put_name(key: &mut Vec<u8>, name: &str) {
+    let len = u16::try_from(name.len()).expect("names are checked to be far below 64 KiB");
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(name.as_bytes());
+}
+
+/// Reads fields off the front of a key.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn name(&mut self) -> Option<String> {
+        let len = u16::from_be_bytes(self.take(2)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    fn queue_id(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn end(self) -> Option<()> {
+        self.0.is_empty().then_some(())
+    }
+}
+
+pub fn queue_key(topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 2 + topic.len() + 4);
+    key.extend_from_slice(QUEUE_PREFIX);
+    put_name(&mut key, topic);
+    key.extend_from_slice(&queue_id.to_be_bytes());
+    key
+}
+
+pub fn parse_queue_key(key: &[u8]) -> Option<(String, i32)> {
+    let mut r = Reader(key.strip_prefix(QUEUE_PREFIX)?);
+    let topic = r.name()?;
+    let queue_id = r.queue_id()?;
+    r.end()?;
+    Some((topic, queue_id))
+}
+
+pub fn offset_key(group: &str, topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 4 + group.len() + topic.len() + 4);
+    key.extend_from_slice(OFFSET_PREFIX);
+    put_name(&mut key, group);
+    put_name(&mut key, topic);
+    key.extend_from_slice(&queue_id.to_be_bytes());
+    key
+}
+
+pub fn parse_offset_key(key: &[u8]) -> Option<(String, String, i32)> {
+    let mut r = Reader(key.strip_prefix(OFFSET_PREFIX)?);
+    let group = r.name()?;
+    let topic = r.name()?;
+    let queue_id = r.queue_id()?;
+    r.end()?;
+    Some((group, topic, queue_id))
+}
+
+/// The NUL-separated fields of a key in the old form, if it has exactly `n`.
+fn legacy_fields(key: &[u8], prefix: &[u8], n: usize) -> Option<Vec<String>> {
+    let rest = std::str::from_utf8(key.strip_prefix(prefix)?).ok()?;
+    let fields: Vec<String> = rest.split('\0').map(str::to_string).collect();
+    (fields.len() == n && fields.iter().all(|f| !f.is_empty())).then_some(fields)
+}
+
+/// A `q/<topic>\0<queueId>` key of an older version.
+pub fn legacy_queue_key(key: &[u8]) -> Option<(String, i32)> {
+    let mut f = legacy_fields(key, LEGACY_QUEUE_PREFIX, 2)?.into_iter();
+    let topic = f.next()?;
+    Some((topic, f.next()?.parse().ok()?))
+}
+
+/// An `o/<group>\0<topic>\0<queueId>` key of an older version.
+pub fn legacy_offset_key(key: &[u8]) -> Option<(String, String, i32)> {
+    let mut f = legacy_fields(key, LEGACY_OFFSET_PREFIX, 3)?.into_iter();
+    let (group, topic) = (f.next()?, f.next()?);
+    Some((group, topic, f.next()?.parse().ok()?))
+}
+
+/// An 8-byte big-endian value.
+pub fn be_u64(value: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(value.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn names_with_any_bytes_keep_their_boundaries() {
+        for (group, topic) in [("app\0g", "TBW102"), ("", ""), ("a/b", "\0\0"), ("g", "t")] {
+            for queue_id in [0, 7, -1, i32::MAX] {
+                let key = offset_key(group, topic, queue_id);
+                assert_eq!(
+                    parse_offset_key(&key),
+                    Some((group.into(), topic.into(), queue_id))
+                );
+                assert_eq!(parse_queue_key(&key), None, "prefixes differ");
+                let key = queue_key(topic, queue_id);
+                assert_eq!(parse_queue_key(&key), Some((topic.into(), queue_id)));
+            }
+        }
+    }
+
+    #[test]
+    fn legacy_keys_read_and_the_issue_15_key_is_refused() {
+        assert_eq!(
+            legacy_offset_key(b"o/g\0TopicTest\x003"),
+            Some(("g".into(), "TopicTest".into(), 3))
+        );
+        assert_eq!(
+            legacy_queue_key(b"q/TopicTest\x0012"),
+            Some(("TopicTest".into(), 12))
+        );
+        // The record that bricked a group: a NUL inside the group name.
+        assert_eq!(legacy_offset_key(b"o/app\0g\0TBW102\x000"), None);
+        assert_eq!(legacy_offset_key(b"o/g\0T\0x"), None);
+        assert_eq!(legacy_queue_key(b"q/T"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_or_are_refused_without_panic(key in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = parse_offset_key(&key);
+            let _ = parse_queue_key(&key);
+            let _ = legacy_offset_key(&key);
+            let _ = legacy_queue_key(&key);
+        }
+
+        #[test]
+        fn offset_keys_round_trip(group in ".{0,40}", topic in ".{0,40}", queue_id in any::<i32>()) {
+            let key = offset_key(&group, &topic, queue_id);
+            prop_assert_eq!(parse_offset_key(&key), Some((group, topic, queue_id)));
+        }
+    }
+}
