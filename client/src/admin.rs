@@ -115,3 +115,86 @@ async fn wait_for_route(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Properties the broker or the client writes for its own bookkeeping: a dead letter's
+/// re-send does not carry them (a new UNIQ_KEY is given by the producer).
+const BOOKKEEPING_PROPERTIES: [&str; 14] = [
+    remoting::message::property::UNIQ_KEY,
+    remoting::message::property::WAIT_STORE_MSG_OK,
+    remoting::message::property::DELAY_TIME_LEVEL,
+    remoting::message::property::REAL_TOPIC,
+    remoting::message::property::REAL_QUEUE_ID,
+    remoting::message::property::RETRY_TOPIC,
+    remoting::message::property::RECONSUME_TIME,
+    remoting::message::property::MAX_RECONSUME_TIMES,
+    remoting::message::property::TIMER_DELIVER_MS,
+    remoting::message::property::TIMER_DELAY_SEC,
+    remoting::message::property::TIMER_DELAY_MS,
+    remoting::message::property::TIMER_OUT_MS,
+    remoting::message::property::MIN_OFFSET,
+    remoting::message::property::MAX_OFFSET,
+];
+
+/// Every message in `%DLQ%<group>`, oldest first, read from the group's leaders (a
+/// consumer group's dead letters: the messages it failed `maxReconsumeTimes` times).
+pub async fn dead_letters(
+    namesrv_addr: &str,
+    group: &str,
+) -> Result<Vec<crate::message::MessageExt>> {
+    use crate::pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
+    let topic = crate::retry::dlq_topic(group);
+    let consumer =
+        PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "TOOLS_CONSUMER")).await?;
+    let mut out = Vec::new();
+    let queues = match consumer.fetch_queues(&topic).await {
+        Ok(queues) => queues,
+        Err(e) => {
+            consumer.shutdown().await;
+            return match e {
+                ClientError::NoRoute { .. } => Ok(out),
+                e => Err(e),
+            };
+        }
+    };
+    for queue in queues {
+        let mut offset = 0i64;
+        loop {
+            match consumer
+                .pull(&queue, offset, 32, "*", Duration::ZERO)
+                .await?
+            {
+                PullResult::Found {
+                    messages,
+                    next_begin_offset,
+                    ..
+                } => {
+                    out.extend(messages);
+                    offset = next_begin_offset;
+                }
+                PullResult::NoMatchedMessage {
+                    next_begin_offset, ..
+                } => offset = next_begin_offset,
+                _ => break,
+            }
+        }
+    }
+    consumer.shutdown().await;
+    Ok(out)
+}
+
+/// The message to re-send for a dead letter: its body, flag and user properties, to the
+/// topic it was first consumed from (`RETRY_TOPIC`; its DLQ topic when it has none).
+pub fn resend_message(dead_letter: &crate::message::MessageExt) -> crate::message::Message {
+    let topic = dead_letter
+        .property(remoting::message::property::RETRY_TOPIC)
+        .unwrap_or(&dead_letter.topic)
+        .to_string();
+    let mut message = crate::message::Message::new(topic, dead_letter.body.clone());
+    message.flag = dead_letter.flag;
+    for (name, value) in &dead_letter.properties {
+        if !BOOKKEEPING_PROPERTIES.contains(&name.as_str()) && !name.starts_with("__") {
+            message = message.with_property(name.clone(), value.clone());
+        }
+    }
+    message
+}

@@ -1,14 +1,15 @@
 //! Typed broker requests the consumers share: pull, offset queries and commits, the
-//! queue offset range, search by time, and a group's consumer list. Each goes through
+//! queue offset range, search by time, a group's consumer list, and giving a failed
+//! message back (CONSUMER_SEND_MSG_BACK). Each goes through
 //! [`ClientInstance::request_group`], so it reaches the group's leader (or, for reads,
 //! any member when the leader is down) and has a deadline.
 
 use std::time::Duration;
 
 use remoting::header::{
-    ConsumerGroupRequestHeader, OffsetResponseHeader, PullMessageRequestHeader,
-    PullMessageResponseHeader, QueryConsumerOffsetRequestHeader, QueueOffsetRequestHeader,
-    SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
+    ConsumerGroupRequestHeader, ConsumerSendMsgBackRequestHeader, OffsetResponseHeader,
+    PullMessageRequestHeader, PullMessageResponseHeader, QueryConsumerOffsetRequestHeader,
+    QueueOffsetRequestHeader, SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use remoting::route::{from_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
@@ -399,6 +400,35 @@ pub(crate) async fn consumer_ids(
     let body: ConsumerListBody =
         from_json("consumer list", &response.body).map_err(|e| bad_response(&addr, e))?;
     Ok(body.consumer_id_list)
+}
+
+/// Gives a message the listener failed back to the leader of `broker_name`, the group
+/// it was pulled from (CONSUMER_SEND_MSG_BACK): the broker stores it again in the
+/// consumer group's retry topic, or in its dead-letter topic. Only SUCCESS is success;
+/// no answer is [`ClientError::OutcomeUnknown`] (the broker may have stored it).
+pub(crate) async fn consumer_send_msg_back(
+    instance: &ClientInstance,
+    broker_name: &str,
+    header: &ConsumerSendMsgBackRequestHeader,
+) -> Result<()> {
+    let request = RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK, header);
+    let (addr, response) = instance
+        .request_group(
+            broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Write,
+        )
+        .await?;
+    if response.code == ResponseCode::SUCCESS as i32 {
+        return Ok(());
+    }
+    Err(ClientError::Broker {
+        broker_name: broker_name.to_string(),
+        addr,
+        code: response.code,
+        remark: response.remark.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

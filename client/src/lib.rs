@@ -3,11 +3,15 @@
 //! # Layout
 //!
 //! - [`producer`]: [`Producer`] — sync, async, callback, oneway, batch and ordered
-//!   sends, with retries across broker groups and fault avoidance.
+//!   sends, with retries across broker groups and fault avoidance; delayed sends (a
+//!   RocketMQ 4.x delay level, or a RocketMQ 5 delivery time or delay).
 //! - [`pull_consumer`]: [`PullConsumer`] — pulls from explicit queues and offsets;
 //!   offset queries and commits.
 //! - [`push_consumer`]: [`PushConsumer`] — subscriptions, heartbeats, rebalancing, one
 //!   long-polling pull loop per owned queue, a bounded listener pool, offset commits.
+//! - [`retry`]: what happens to a message the listener refuses — RocketMQ 4.x's retry
+//!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
+//!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
 //! - [`filter`]: tag expressions, [`tag_hash`] (the ConsumeQueue tag code), exact
 //!   client-side tag filtering.
@@ -22,6 +26,23 @@
 //! - [`namesrv`]: [`NameServerClient`], route, cluster and topic-list look-ups.
 //! - [`error`]: the crate's error type; an unanswered request is
 //!   [`ClientError::OutcomeUnknown`], never a failure.
+//!
+//! # Delays and retries
+//!
+//! A message can be delayed by a RocketMQ 4.x delay level
+//! ([`Message::with_delay_time_level`], property DELAY) or, on a broker with RocketMQ 5
+//! timer messages, delivered at a time ([`Message::with_deliver_time_ms`], property
+//! TIMER_DELIVER_MS) or after a delay ([`Message::with_delay_time_ms`],
+//! [`Message::with_delay_time_sec`]). A message has one delay; nonsense (a negative
+//! level, two delays) is refused before sending.
+//!
+//! A clustering [`PushConsumer`] retries as RocketMQ 4.x's does: it subscribes to its
+//! group's retry topic, and a message its listener refuses (or panics on) is given back
+//! to the broker, which delivers it again after a growing delay and, after
+//! `max_reconsume_times` (16) deliveries, moves it to the group's dead-letter topic. The
+//! offset passes a refused message only once the broker has it back; until then it is
+//! consumed again locally. A broadcasting consumer logs and drops refused messages, as
+//! RocketMQ does. Details in [`push_consumer`] and [`retry`].
 //!
 //! # Example
 //!
@@ -62,6 +83,7 @@ mod offset_store;
 pub mod producer;
 pub mod pull_consumer;
 pub mod push_consumer;
+pub mod retry;
 pub mod route;
 pub mod unique_id;
 

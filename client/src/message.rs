@@ -98,11 +98,57 @@ impl Message {
         self
     }
 
-    /// RocketMQ's delay level (1 = 1 s, 2 = 5 s, ... 18 = 2 h).
-    pub fn with_delay_time_level(mut self, level: i32) -> Self {
-        self.properties
-            .insert(property::DELAY_TIME_LEVEL.to_string(), level.to_string());
+    /// Delays delivery by one of the broker's delay levels (RocketMQ 4.x; property
+    /// DELAY). With RocketMQ's default `messageDelayLevel` the levels are 1 s, 5 s, 10 s,
+    /// 30 s, 1 min, 2 min, ... 10 min, 20 min, 30 min, 1 h, 2 h (1 to 18); a broker treats a
+    /// level above its highest as its highest, and 0 as no delay. A negative level is
+    /// refused when the message is sent. Replaces any delay set before (see
+    /// [`Self::with_deliver_time_ms`]).
+    pub fn with_delay_time_level(self, level: i32) -> Self {
+        self.with_schedule(property::DELAY_TIME_LEVEL, level.into())
+    }
+
+    /// Delivers the message at `epoch_ms` (milliseconds since the Unix epoch; property
+    /// TIMER_DELIVER_MS), a RocketMQ 5 timer message. A time in the past is delivered at
+    /// once; RocketMQ 5's broker refuses (MESSAGE_ILLEGAL) a time more than
+    /// `timerMaxDelaySec` ahead (3 days by default) and rounds down to its
+    /// `timerPrecisionMs` (1 s). A broker without timer messages (RocketMQ 4.x) ignores
+    /// the property and delivers at once. A negative time is refused when the message is
+    /// sent.
+    ///
+    /// A message has one delay: a delay level, a delivery time or a delay from now. Each
+    /// of these four setters replaces the others, and a message whose properties (set
+    /// with [`Self::with_property`]) hold two of them is refused when sent.
+    pub fn with_deliver_time_ms(self, epoch_ms: i64) -> Self {
+        self.with_schedule(property::TIMER_DELIVER_MS, epoch_ms)
+    }
+
+    /// Delivers the message `delay_ms` milliseconds after the broker stores it (property
+    /// TIMER_DELAY_MS), a RocketMQ 5 timer message; see [`Self::with_deliver_time_ms`].
+    pub fn with_delay_time_ms(self, delay_ms: i64) -> Self {
+        self.with_schedule(property::TIMER_DELAY_MS, delay_ms)
+    }
+
+    /// Delivers the message `delay_sec` seconds after the broker stores it (property
+    /// TIMER_DELAY_SEC), a RocketMQ 5 timer message; see [`Self::with_deliver_time_ms`].
+    pub fn with_delay_time_sec(self, delay_sec: i64) -> Self {
+        self.with_schedule(property::TIMER_DELAY_SEC, delay_sec)
+    }
+
+    fn with_schedule(mut self, name: &str, value: i64) -> Self {
+        for p in SCHEDULE_PROPERTIES {
+            self.properties.remove(p);
+        }
+        self.properties.insert(name.to_string(), value.to_string());
         self
+    }
+
+    /// The delay level (property DELAY), 0 when there is none (RocketMQ's
+    /// `getDelayTimeLevel`).
+    pub fn delay_time_level(&self) -> i32 {
+        self.property(property::DELAY_TIME_LEVEL)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Whether the broker should answer only once the message is stored (WAIT, default
@@ -153,9 +199,58 @@ impl Message {
                 )));
             }
         }
+        self.schedule().map_err(bad)?;
         Ok(())
     }
+
+    /// The property that delays the message (a delay level above 0, or a timer
+    /// property), if any; an error for a value that is not a number, a negative one, or
+    /// two delays at once.
+    pub(crate) fn schedule(&self) -> std::result::Result<Option<&'static str>, String> {
+        let mut found = Vec::new();
+        for name in SCHEDULE_PROPERTIES {
+            let Some(value) = self.property(name) else {
+                continue;
+            };
+            let n: i64 = value
+                .parse()
+                .map_err(|_| format!("{name} is `{value}`, not a whole number"))?;
+            if n < 0 {
+                return Err(match name {
+                    property::DELAY_TIME_LEVEL => format!(
+                        "the delay level (DELAY) is {n}: levels start at 1 (0 means no delay)"
+                    ),
+                    _ => format!("{name} is {n}: a delivery time or delay cannot be negative"),
+                });
+            }
+            if name == property::DELAY_TIME_LEVEL && n > i64::from(i32::MAX) {
+                return Err(format!("the delay level (DELAY) {n} is not a level"));
+            }
+            // DELAY=0 is "no delay"; a timer property always schedules.
+            if name != property::DELAY_TIME_LEVEL || n > 0 {
+                found.push(name);
+            }
+        }
+        match found[..] {
+            [] => Ok(None),
+            [one] => Ok(Some(one)),
+            _ => Err(format!(
+                "{} are all set: a message has one delay (a delay level, a delivery time or a \
+                 delay from now)",
+                found.join(" and ")
+            )),
+        }
+    }
 }
+
+/// The properties that delay a message: RocketMQ 4.x's delay level and RocketMQ 5's
+/// timer properties. At most one of them is set on a message this client sends.
+pub(crate) const SCHEDULE_PROPERTIES: [&str; 4] = [
+    property::DELAY_TIME_LEVEL,
+    property::TIMER_DELIVER_MS,
+    property::TIMER_DELAY_MS,
+    property::TIMER_DELAY_SEC,
+];
 
 /// A topic name RocketMQ accepts: 1 to 127 of `[%|a-zA-Z0-9_-]`.
 pub fn validate_topic(topic: &str) -> std::result::Result<(), String> {
@@ -349,5 +444,39 @@ mod tests {
         let m = Message::new("T", "x").with_keys(["a", "b"]).with_tags("t");
         assert_eq!(m.keys(), Some("a b"));
         assert_eq!(m.tags(), Some("t"));
+    }
+
+    /// Proves a message holds one delay (each setter replaces the others), DELAY=0 is no
+    /// delay, and negative, unparsable or doubled delays are refused by validation.
+    #[test]
+    fn one_delay_per_message() {
+        let m = Message::new("T", "x")
+            .with_delay_time_sec(5)
+            .with_delay_time_level(4);
+        assert_eq!(m.delay_time_level(), 4);
+        assert_eq!(m.property(property::TIMER_DELAY_SEC), None);
+        assert_eq!(m.schedule(), Ok(Some(property::DELAY_TIME_LEVEL)));
+        let m = m.with_deliver_time_ms(1_900_000_000_000);
+        assert_eq!(m.delay_time_level(), 0);
+        assert_eq!(m.schedule(), Ok(Some(property::TIMER_DELIVER_MS)));
+        assert!(m.validate(10).is_ok());
+        assert_eq!(Message::new("T", "x").schedule(), Ok(None));
+        let zero = Message::new("T", "x").with_delay_time_level(0);
+        assert_eq!(zero.schedule(), Ok(None));
+        // A delivered timer message re-sent with DELAY=0 is not two delays.
+        assert!(zero
+            .with_property(property::TIMER_DELIVER_MS, "1")
+            .validate(10)
+            .is_ok());
+        for bad in [
+            Message::new("T", "x").with_delay_time_level(-2),
+            Message::new("T", "x").with_delay_time_ms(-1),
+            Message::new("T", "x").with_property(property::TIMER_DELAY_SEC, "1.5"),
+            Message::new("T", "x")
+                .with_delay_time_ms(1)
+                .with_property(property::TIMER_DELAY_SEC, "1"),
+        ] {
+            assert!(bad.validate(10).is_err(), "{bad:?}");
+        }
     }
 }

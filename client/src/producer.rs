@@ -22,6 +22,18 @@
 //!   the group's leader.
 //! - At most `max_async_sends_in_flight` async and callback sends run at once; further
 //!   calls wait for a slot.
+//!
+//! # Delays and retry topics
+//!
+//! - A message may carry one delay: a delay level ([`Message::with_delay_time_level`],
+//!   RocketMQ 4.x) or a RocketMQ 5 timer ([`Message::with_deliver_time_ms`],
+//!   [`Message::with_delay_time_ms`], [`Message::with_delay_time_sec`]). Negative or
+//!   unparsable values, or two delays on one message, are refused before sending
+//!   ([`ClientError::InvalidMessage`]); so are delays in a batch.
+//! - A message to a retry topic (`%RETRY%<group>`) that carries RECONSUME_TIME and
+//!   MAX_RECONSUME_TIMES has them moved from its properties into the send header's
+//!   `reconsumeTimes` and `maxReconsumeTimes`, as RocketMQ's producer does: the broker
+//!   reads them there to decide whether the message goes to the dead-letter topic.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,6 +193,9 @@ struct Outgoing {
     body: bytes::Bytes,
     batch: bool,
     msg_id: String,
+    /// The send header's `reconsumeTimes` (0 but for a retry-topic re-send).
+    reconsume_times: i32,
+    max_reconsume_times: Option<i32>,
 }
 
 struct Inner {
@@ -208,16 +223,25 @@ impl Producer {
         }
         let instance = ClientInstance::new(config.client.clone())?;
         let refresher = instance.start();
-        Ok(Producer {
+        let producer = Producer::on_instance(instance, config);
+        *producer.inner.refresher.lock().unwrap() = Some(refresher);
+        Ok(producer)
+    }
+
+    /// A producer on another client's instance (its connections, routes and route
+    /// refresher), as a consumer's internal producer. Dropping the last clone cancels the
+    /// instance: it must not outlive its owner's use of it.
+    pub(crate) fn on_instance(instance: Arc<ClientInstance>, config: ProducerConfig) -> Producer {
+        Producer {
             inner: Arc::new(Inner {
                 fault: LatencyFaultTolerance::new(config.fault.clone()),
                 async_slots: Arc::new(Semaphore::new(config.max_async_sends_in_flight.max(1))),
                 instance,
                 config,
                 counters: Mutex::new(HashMap::new()),
-                refresher: Mutex::new(Some(refresher)),
+                refresher: Mutex::new(None),
             }),
-        })
+        }
     }
 
     /// This producer's client id (`ip@instance`).
@@ -361,10 +385,13 @@ impl Inner {
             .await
     }
 
-    fn prepare_one(&self, msg: Message) -> Result<Outgoing> {
+    fn prepare_one(&self, mut msg: Message) -> Result<Outgoing> {
         msg.validate(self.config.max_message_bytes)?;
+        let (reconsume_times, max_reconsume_times) = take_reconsume_times(&mut msg)?;
         let (msg_id, properties) = stamped_properties(&msg);
         Ok(Outgoing {
+            reconsume_times,
+            max_reconsume_times,
             code: if self.config.use_send_message_v2 {
                 RequestCode::SEND_MESSAGE_V2
             } else {
@@ -396,10 +423,10 @@ impl Inner {
             if msg.topic != topic {
                 return Err(bad("every message of a batch must have the same topic"));
             }
-            if msg.property(property::DELAY_TIME_LEVEL).is_some() {
+            msg.validate(self.config.max_message_bytes)?;
+            if matches!(msg.schedule(), Ok(Some(_))) {
                 return Err(bad("a batch cannot hold delayed messages"));
             }
-            msg.validate(self.config.max_message_bytes)?;
             let (id, properties) = stamped_properties(&msg);
             ids.push(id);
             BatchMessage {
@@ -430,6 +457,8 @@ impl Inner {
             body: body.freeze(),
             batch: true,
             msg_id: ids.join(","),
+            reconsume_times: 0,
+            max_reconsume_times: None,
         })
     }
 
@@ -449,10 +478,10 @@ impl Inner {
             born_timestamp: now_ms(),
             flag: out.flag,
             properties: Some(out.properties.clone()),
-            reconsume_times: Some(0),
+            reconsume_times: Some(out.reconsume_times),
             unit_mode: Some(false),
             batch: Some(out.batch),
-            max_reconsume_times: None,
+            max_reconsume_times: out.max_reconsume_times,
         };
         let mut request = match out.code {
             RequestCode::SEND_MESSAGE_V2 => RemotingCommand::request(
@@ -706,6 +735,30 @@ fn stamped_properties(msg: &Message) -> (String, String) {
             .chain(wait),
     );
     (msg_id, properties)
+}
+
+/// For a message to a retry topic, takes RECONSUME_TIME and MAX_RECONSUME_TIMES out of its
+/// properties: they go in the send header (RocketMQ's `sendKernelImpl`). Other topics
+/// send them as ordinary properties, with `reconsumeTimes` 0.
+fn take_reconsume_times(msg: &mut Message) -> Result<(i32, Option<i32>)> {
+    if !msg.topic.starts_with(crate::retry::RETRY_TOPIC_PREFIX) {
+        return Ok((0, None));
+    }
+    let topic = msg.topic.clone();
+    let mut take = |name: &str| -> Result<Option<i32>> {
+        msg.properties
+            .remove(name)
+            .map(|v| {
+                v.parse().map_err(|_| ClientError::InvalidMessage {
+                    topic: topic.clone(),
+                    reason: format!("{name} is `{v}`, not a whole number"),
+                })
+            })
+            .transpose()
+    };
+    let reconsume_times = take(property::RECONSUME_TIME)?.unwrap_or(0);
+    let max_reconsume_times = take(property::MAX_RECONSUME_TIMES)?;
+    Ok((reconsume_times, max_reconsume_times))
 }
 
 /// RocketMQ's `SelectMessageQueueByHash`: `abs(key.hashCode() % n)`.

@@ -29,14 +29,34 @@
 //! dropped *before* its offset is committed: a listener call still running finishes,
 //! but its result no longer moves the offset, and the new owner re-delivers it.
 //!
-//! # RECONSUME_LATER
+//! # RECONSUME_LATER: retry topics (clustering)
 //!
-//! A batch the listener returns [`ConsumeStatus::ReconsumeLater`] for (or panics on)
-//! is retried here, after `reconsume_delay_ms` times the attempt number, up to
-//! `max_reconsume_times`; meanwhile it holds the queue's committed offset back, and
-//! later batches of the queue go on. After the last attempt it is logged and
-//! counted as consumed. Broker-side retry topics (CONSUMER_SEND_MSG_BACK) and
-//! dead-letter queues come later.
+//! As RocketMQ 4.x's concurrent consumer does:
+//!
+//! - A clustering consumer also subscribes its group to `%RETRY%<group>` with `*`
+//!   (heartbeats list it; its queues are rebalanced and pulled like any other). A
+//!   message pulled from there that carries RETRY_TOPIC reaches the listener with that
+//!   topic, the one it was first consumed from.
+//! - Every message of a batch the listener returns [`ConsumeStatus::ReconsumeLater`]
+//!   for (or panics on) is given back to the broker ([`crate::retry`]):
+//!   CONSUMER_SEND_MSG_BACK to the leader of the group it was pulled from (delay level
+//!   `delay_level_when_next_consume`, `max_reconsume_times`), else a re-send of the
+//!   message to `%RETRY%<group>` through an internal producer. The broker delivers it
+//!   again after the delay, and after `max_reconsume_times` deliveries stores it in
+//!   `%DLQ%<group>` instead, which nobody consumes.
+//! - Only a message the broker has taken back counts as consumed and lets the offset
+//!   pass it. One that could not be given back either way stays in the queue's window
+//!   (holding the committed offset back), has its `reconsume_times` raised, and goes to
+//!   the listener again after `reconsume_delay_ms`; this repeats until the listener takes
+//!   it or it can be given back. It is never counted as consumed unseen.
+//! - Later batches of the queue go on meanwhile; a queue given away stops its retries
+//!   (its new owner gets the messages again from the committed offset).
+//!
+//! # RECONSUME_LATER in broadcasting
+//!
+//! Broadcasting has no retry topic (a retry would reach every member again): as in
+//! RocketMQ, a message the listener refuses is logged and dropped, and the offset
+//! passes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -49,7 +69,7 @@ use remoting::route::{ConsumerData, HeartbeatData};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::allocate::allocate_averagely;
 use crate::api::{self, PullArgs, PullResult};
@@ -58,6 +78,8 @@ use crate::filter::TagFilter;
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::{validate_topic, MessageExt, MessageQueue};
 use crate::offset_store::OffsetStore;
+use crate::producer::{Producer, ProducerConfig};
+use crate::retry::{self, SendBack};
 use crate::unique_id::now_ms;
 
 /// RocketMQ's `MessageModel`.
@@ -132,10 +154,18 @@ pub struct PushConsumerConfig {
     pub pull_time_delay_when_exception_ms: u64,
     pub rebalance_interval_ms: u64,
     pub persist_consumer_offset_interval_ms: u64,
-    /// Base delay before a RECONSUME_LATER batch is retried (times the attempt).
+    /// Clustering: pause before messages that could not be given back to the broker
+    /// are consumed again here (RocketMQ: 5 s).
     pub reconsume_delay_ms: u64,
-    /// Local retries of a RECONSUME_LATER batch before it is given up.
-    pub max_reconsume_times: u32,
+    /// Clustering: deliveries of a failed message before the broker moves it to the
+    /// dead-letter topic `%DLQ%<group>`; sent with every give-back. -1 means 16,
+    /// RocketMQ's default; 0 sends the first failure straight there.
+    pub max_reconsume_times: i32,
+    /// Clustering: the delay level asked for when a message is given back (RocketMQ's
+    /// `delayLevelWhenNextConsume`): 0 lets the broker choose (3 + the times the message
+    /// was reconsumed: 10 s, 30 s, 1 min, 2 min, ...), above 0 that level, below 0
+    /// straight to the dead-letter topic.
+    pub delay_level_when_next_consume: i32,
     /// Broadcasting: where offsets are kept (RocketMQ's
     /// `rocketmq.client.localOffsetStoreDir`).
     pub local_offset_store_dir: PathBuf,
@@ -164,8 +194,9 @@ impl PushConsumerConfig {
             pull_time_delay_when_exception_ms: 3_000,
             rebalance_interval_ms: 20_000,
             persist_consumer_offset_interval_ms: 5_000,
-            reconsume_delay_ms: 1_000,
-            max_reconsume_times: 16,
+            reconsume_delay_ms: 5_000,
+            max_reconsume_times: retry::DEFAULT_MAX_RECONSUME_TIMES,
+            delay_level_when_next_consume: 0,
             local_offset_store_dir: home.join(".rocketmq_offsets"),
             await_termination_when_shutdown_ms: 5_000,
         }
@@ -249,6 +280,11 @@ impl PushConsumer {
         let Some(listener) = self.listener.clone() else {
             return Err(invalid("register a listener before start"));
         };
+        if self.config.max_reconsume_times < -1 {
+            return Err(invalid(
+                "max_reconsume_times is -1 (meaning 16) or 0 and above",
+            ));
+        }
         let instance = ClientInstance::new(self.config.client.clone())?;
         let offsets = match self.config.message_model {
             MessageModel::Clustering => {
@@ -261,16 +297,19 @@ impl PushConsumer {
             )?,
         };
         let sub_version = now_ms();
+        let retry_topic = retry::retry_topic(&self.config.consumer_group);
+        let (subscriptions, send_back) = self.retry_setup(&instance, &retry_topic);
         let shared = Arc::new(Shared {
             notify: Mutex::new(Some(
                 instance.watch_consumer_ids(&self.config.consumer_group),
             )),
             pool: Arc::new(Semaphore::new(self.config.consume_thread_max.max(1))),
-            subscriptions: self
-                .subscriptions
-                .iter()
-                .map(|(t, f)| (t.clone(), (f.clone(), sub_version)))
+            subscriptions: subscriptions
+                .into_iter()
+                .map(|(t, f)| (t, (f, sub_version)))
                 .collect(),
+            retry_topic,
+            send_back,
             config: self.config.clone(),
             listener,
             offsets,
@@ -280,8 +319,12 @@ impl PushConsumer {
             instance,
         });
         for topic in shared.subscriptions.keys() {
-            if let Err(e) = shared.instance.refresh_topic(topic).await {
-                warn!(%topic, error = %e, "no route yet; will retry");
+            match shared.instance.refresh_topic(topic).await {
+                Ok(true) => {}
+                // The broker creates the retry topic at the first give-back.
+                Ok(false) if *topic == shared.retry_topic => {}
+                Ok(false) => warn!(%topic, "no route yet; will retry"),
+                Err(e) => warn!(%topic, error = %e, "no route yet; will retry"),
             }
         }
         let refresher = shared.instance.start();
@@ -297,6 +340,35 @@ impl PushConsumer {
         info!(client_id = %shared.instance.client_id, consumer_group = %self.config.consumer_group, "push consumer started");
         self.running = Some(shared);
         Ok(())
+    }
+
+    /// Clustering: the subscriptions with the group's retry topic added (`*`), and the
+    /// way failed messages go back to the broker. Broadcasting: neither.
+    fn retry_setup(
+        &self,
+        instance: &Arc<ClientInstance>,
+        retry_topic: &str,
+    ) -> (BTreeMap<String, TagFilter>, Option<SendBack>) {
+        let mut subscriptions = self.subscriptions.clone();
+        if self.config.message_model == MessageModel::Broadcasting {
+            return (subscriptions, None);
+        }
+        subscriptions.insert(retry_topic.to_string(), TagFilter::parse("*"));
+        let inner_producer = ProducerConfig {
+            client: self.config.client.clone(),
+            producer_group: retry::CLIENT_INNER_PRODUCER_GROUP.into(),
+            ..Default::default()
+        };
+        let send_back = SendBack {
+            producer: Producer::on_instance(instance.clone(), inner_producer),
+            instance: instance.clone(),
+            consumer_group: self.config.consumer_group.clone(),
+            delay_level: self.config.delay_level_when_next_consume,
+            max_reconsume_times: retry::effective_max_reconsume_times(
+                self.config.max_reconsume_times,
+            ),
+        };
+        (subscriptions, Some(send_back))
     }
 
     /// This consumer's client id, once started.
@@ -416,7 +488,12 @@ impl ProcessQueue {
 struct Shared {
     instance: Arc<ClientInstance>,
     config: PushConsumerConfig,
+    /// The user's subscriptions and, in clustering, the group's retry topic.
     subscriptions: BTreeMap<String, (TagFilter, i64)>,
+    /// `%RETRY%<group>`.
+    retry_topic: String,
+    /// Clustering: how failed messages go back to the broker. Broadcasting: none.
+    send_back: Option<SendBack>,
     listener: Listener,
     offsets: OffsetStore,
     pool: Arc<Semaphore>,
@@ -653,10 +730,11 @@ impl Shared {
             };
             match result {
                 Ok(PullResult::Found {
-                    messages,
+                    mut messages,
                     next_begin_offset,
                     ..
                 }) => {
+                    retry::restore_topics(&mut messages, &self.retry_topic);
                     {
                         let mut w = pq.window.lock().unwrap();
                         w.in_flight.extend(messages.iter().map(|m| m.queue_offset));
@@ -730,41 +808,69 @@ impl Shared {
             };
             match self.call_listener(batch.clone()).await {
                 ConsumeStatus::ConsumeSuccess => self.complete(&pq, &batch),
-                ConsumeStatus::ReconsumeLater => {
-                    let this = self.clone();
-                    let pq = pq.clone();
-                    tokio::spawn(async move { this.reconsume(pq, batch).await });
-                }
+                ConsumeStatus::ReconsumeLater => self.spawn_failed(&pq, batch),
             }
         }
     }
 
-    async fn reconsume(self: Arc<Self>, pq: Arc<ProcessQueue>, mut batch: Vec<MessageExt>) {
-        for attempt in 1..=self.config.max_reconsume_times {
-            let delay = Duration::from_millis(self.config.reconsume_delay_ms * attempt as u64)
-                .min(Duration::from_secs(60));
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = pq.cancel.cancelled() => return,
+    /// Handles a refused batch on its own task, so later batches of the queue go on.
+    /// The task is one of the queue's: giving the queue away stops it.
+    fn spawn_failed(self: &Arc<Self>, pq: &Arc<ProcessQueue>, batch: Vec<MessageExt>) {
+        let task = tokio::spawn(self.clone().handle_failed(pq.clone(), batch));
+        let mut tasks = pq.tasks.lock().unwrap();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Gives the refused messages back; those that cannot be given back are consumed
+    /// again after `reconsume_delay_ms`, until the listener takes them or they can be
+    /// given back (module doc). A dropped queue's messages are left to its new owner.
+    async fn handle_failed(self: Arc<Self>, pq: Arc<ProcessQueue>, mut batch: Vec<MessageExt>) {
+        let delay = Duration::from_millis(self.config.reconsume_delay_ms);
+        loop {
+            if pq.dropped.load(Ordering::SeqCst) {
+                return;
+            }
+            batch = self.give_back(&pq, batch).await;
+            if batch.is_empty() {
+                return;
             }
             for m in &mut batch {
                 m.reconsume_times += 1;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = pq.cancel.cancelled() => return,
             }
             if self.call_listener(batch.clone()).await == ConsumeStatus::ConsumeSuccess {
                 self.complete(&pq, &batch);
                 return;
             }
         }
-        if !pq.cancel.is_cancelled() {
-            let first = batch.first().map(|m| m.queue_offset);
-            error!(
-                queue = %pq.queue,
-                queue_offset = ?first,
-                attempts = self.config.max_reconsume_times + 1,
-                "giving up on a batch the listener keeps refusing"
-            );
-            self.complete(&pq, &batch);
+    }
+
+    /// Gives each message back to the broker (clustering) and completes those it took;
+    /// returns the others. Broadcasting drops them all (module doc).
+    async fn give_back(&self, pq: &ProcessQueue, batch: Vec<MessageExt>) -> Vec<MessageExt> {
+        let Some(send_back) = &self.send_back else {
+            for m in &batch {
+                warn!(topic = %m.topic, msg_id = %m.msg_id(), queue_offset = m.queue_offset,
+                    "broadcasting: the listener refused a message; dropped (no retry in broadcasting)");
+            }
+            self.complete(pq, &batch);
+            return Vec::new();
+        };
+        let mut kept = Vec::new();
+        let mut given = Vec::new();
+        for m in batch {
+            if send_back.give_back(&m).await {
+                given.push(m);
+            } else {
+                kept.push(m);
+            }
         }
+        self.complete(pq, &given);
+        kept
     }
 
     async fn call_listener(&self, batch: Vec<MessageExt>) -> ConsumeStatus {

@@ -1,6 +1,7 @@
 //! Protocol tests of the producer against scripted brokers and name servers: follower
 //! redirects, dead-leader fallback, outcome-unknown on timeouts and dropped
-//! connections, retries on definite failures, ordered and batch sends.
+//! connections, retries on definite failures, ordered and batch sends, delay and timer
+//! properties.
 
 mod common;
 
@@ -408,4 +409,96 @@ async fn async_callback_and_oneway_sends() {
         .send_async(Message::new("T", "late"))
         .await
         .is_err());
+}
+
+/// Proves each delay setter puts its RocketMQ property on the wire (DELAY,
+/// TIMER_DELIVER_MS, TIMER_DELAY_MS, TIMER_DELAY_SEC), the last setter replacing the
+/// others, and that nonsense (a negative level or time, two delays set by hand, a delayed
+/// message in a batch) is refused with InvalidMessage before anything is sent.
+#[tokio::test]
+async fn delays_are_sent_as_rocketmq_properties_and_nonsense_is_refused() {
+    let leader = leader().await;
+    let ns = NameServer::start().await;
+    ns.set_route("T", route(&[("broker-a", vec![leader.addr.clone()])], 1));
+    let producer = Producer::start(config(&ns)).await.unwrap();
+    let cases = [
+        (
+            Message::new("T", "a").with_delay_time_level(3),
+            "DELAY",
+            "3",
+        ),
+        (
+            Message::new("T", "b")
+                .with_delay_time_level(3)
+                .with_deliver_time_ms(1_900_000_000_000),
+            "TIMER_DELIVER_MS",
+            "1900000000000",
+        ),
+        (
+            Message::new("T", "c").with_delay_time_ms(1_500),
+            "TIMER_DELAY_MS",
+            "1500",
+        ),
+        (
+            Message::new("T", "d").with_delay_time_sec(10),
+            "TIMER_DELAY_SEC",
+            "10",
+        ),
+    ];
+    for (msg, name, value) in cases {
+        producer.send(msg).await.unwrap();
+        let sent = leader.received(RequestCode::SEND_MESSAGE);
+        let props = sent.last().unwrap().ext("properties").unwrap();
+        assert_eq!(property_value(props, name), Some(value), "{props:?}");
+        let schedules = [
+            "DELAY",
+            "TIMER_DELIVER_MS",
+            "TIMER_DELAY_MS",
+            "TIMER_DELAY_SEC",
+        ];
+        let set: Vec<&str> = schedules
+            .into_iter()
+            .filter(|p| property_value(props, p).is_some())
+            .collect();
+        assert_eq!(set, [name], "one delay per message");
+        assert_eq!(sent.last().unwrap().ext("reconsumeTimes"), Some("0"));
+    }
+    let sent_before = leader.count(RequestCode::SEND_MESSAGE);
+
+    let refused = [
+        Message::new("T", "x").with_delay_time_level(-1),
+        Message::new("T", "x").with_deliver_time_ms(-5),
+        Message::new("T", "x").with_delay_time_ms(-1),
+        Message::new("T", "x").with_delay_time_sec(-1),
+        Message::new("T", "x").with_property("DELAY", "soon"),
+        Message::new("T", "x")
+            .with_delay_time_level(2)
+            .with_property("TIMER_DELAY_MS", "100"),
+    ];
+    for msg in refused {
+        match producer.send(msg.clone()).await {
+            Err(ClientError::InvalidMessage { reason, .. }) => {
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{msg:?} was not refused: {other:?}"),
+        }
+    }
+    match producer
+        .send(Message::new("T", "x").with_delay_time_level(-1))
+        .await
+    {
+        Err(e) => assert!(e.to_string().contains("delay level"), "{e}"),
+        Ok(_) => unreachable!(),
+    }
+    let batch = vec![
+        Message::new("T", "1"),
+        Message::new("T", "2").with_delay_time_ms(100),
+    ];
+    assert!(matches!(
+        producer.send_batch(batch).await,
+        Err(ClientError::InvalidMessage { .. })
+    ));
+    assert_eq!(leader.count(RequestCode::SEND_MESSAGE), sent_before);
+    assert_eq!(leader.count(RequestCode::SEND_BATCH_MESSAGE), 0);
+    producer.shutdown().await;
 }

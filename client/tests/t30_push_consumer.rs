@@ -1,8 +1,8 @@
 //! Protocol tests of the push consumer against a scripted broker group (a leader and a
 //! follower): heartbeats to every member, delivery in queue order with exact tag
 //! filtering, offset commits, immediate rebalancing on NOTIFY_CONSUMER_IDS_CHANGED
-//! (and that a queue given away stops being pulled), local RECONSUME_LATER retries,
-//! and broadcasting with a local offset file.
+//! (and that a queue given away stops being pulled), and broadcasting with a local
+//! offset file. RECONSUME_LATER and retry topics: `t40_consumer_retry.rs`.
 
 mod common;
 
@@ -92,7 +92,6 @@ fn config(ns: &NameServer, group: &str) -> PushConsumerConfig {
     c.broker_suspend_max_time_ms = 1_000;
     c.consumer_timeout_when_suspend_ms = 3_000;
     c.pull_time_delay_when_exception_ms = 100;
-    c.reconsume_delay_ms = 50;
     c
 }
 
@@ -161,7 +160,15 @@ async fn delivers_in_order_heartbeats_everyone_and_commits() {
         assert_eq!(group.group_name, "cg");
         assert_eq!(group.consume_type, "CONSUME_PASSIVELY");
         assert_eq!(group.message_model, "CLUSTERING");
-        assert_eq!(group.subscription_data_set[0].sub_string, "TagA");
+        let sub = |topic: &str| {
+            group
+                .subscription_data_set
+                .iter()
+                .find(|s| s.topic == topic)
+                .map(|s| s.sub_string.clone())
+        };
+        assert_eq!(sub("T").as_deref(), Some("TagA"));
+        assert_eq!(sub("%RETRY%cg").as_deref(), Some("*"));
         assert_eq!(Some(data.client_id.as_str()), consumer.client_id());
     }
 
@@ -236,47 +243,6 @@ async fn notify_rebalances_at_once_and_stops_given_away_queues() {
     );
     assert!(pulls_of("0") > q0, "an owned queue keeps long polling");
     consumer.shutdown().await;
-}
-
-/// Proves a batch the listener answers RECONSUME_LATER is delivered again locally with
-/// reconsume_times raised, and that the offset still reaches the end once it succeeds.
-#[tokio::test]
-async fn reconsume_later_is_retried_locally() {
-    let members = Arc::new(Mutex::new(Members::default()));
-    let leader = broker(members).await;
-    let ns = NameServer::start().await;
-    ns.set_route("T", route(&[("broker-a", vec![leader.addr.clone()])], 1));
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let mut consumer = PushConsumer::new(config(&ns, "cg3"));
-    consumer.subscribe("T", "*").unwrap();
-    consumer.register_async_listener(move |msgs: Vec<MessageExt>| {
-        let record = record.clone();
-        async move {
-            let m = &msgs[0];
-            record
-                .lock()
-                .unwrap()
-                .push((m.queue_id, m.queue_offset, m.reconsume_times));
-            if m.queue_offset == 1 && m.reconsume_times == 0 {
-                ConsumeStatus::ReconsumeLater
-            } else {
-                ConsumeStatus::ConsumeSuccess
-            }
-        }
-    });
-    consumer.start().await.unwrap();
-    assert!(eventually(Duration::from_secs(5), || seen.lock().unwrap().len() >= 6).await);
-    let deliveries: Vec<(i64, i32)> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|s| s.1 == 1)
-        .map(|s| (s.1, s.2))
-        .collect();
-    assert_eq!(deliveries, [(1, 0), (1, 1)]);
-    consumer.shutdown().await;
-    assert_eq!(commits(&leader).get("0").map(String::as_str), Some("5"));
 }
 
 /// Proves broadcasting gives every member every queue regardless of the group list,

@@ -1,4 +1,8 @@
 //! `rocketraft send`: send messages from the shell, like RocketMQ's quickstart Producer.
+//! `--delay-level`, `--deliver-at` and `--delay` send delayed messages (one of them per
+//! run).
+
+use std::time::Duration;
 
 use client::{Message, Producer, ProducerConfig};
 
@@ -25,6 +29,59 @@ pub struct Args {
     sharding_key: Option<String>,
     #[arg(short = 'g', long, default_value = "please_rename_unique_group_name")]
     group: String,
+    /// Delay every message by a RocketMQ 4.x delay level (1 = 1s, 2 = 5s, 3 = 10s,
+    /// 4 = 30s, 5 = 1m, ... 18 = 2h with the broker's default levels).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..),
+          conflicts_with_all = ["deliver_at", "delay"])]
+    delay_level: Option<i32>,
+    /// Deliver every message at this time, in milliseconds since the Unix epoch (a
+    /// RocketMQ 5 timer message, TIMER_DELIVER_MS).
+    #[arg(long, value_name = "EPOCH_MS", value_parser = clap::value_parser!(i64).range(0..),
+          conflicts_with = "delay")]
+    deliver_at: Option<i64>,
+    /// Deliver every message this long after it is stored (a RocketMQ 5 timer message,
+    /// TIMER_DELAY_MS): a number with a unit, `500ms`, `10s`, `2m`, `1h`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delay: Option<Duration>,
+}
+
+/// `500ms`, `10s`, `2m`, `1h` (a whole number and a unit).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{s}` has no unit: write 500ms, 10s, 2m or 1h"))?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+    let ms_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`: use ms, s, m or h")),
+    };
+    n.checked_mul(ms_per_unit)
+        .filter(|ms| i64::try_from(*ms).is_ok())
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+impl Args {
+    /// The message's delay, as the flags ask.
+    fn schedule(&self, msg: Message) -> Message {
+        if let Some(level) = self.delay_level {
+            msg.with_delay_time_level(level)
+        } else if let Some(at) = self.deliver_at {
+            msg.with_deliver_time_ms(at)
+        } else if let Some(delay) = self.delay {
+            // parse_duration keeps it within i64 milliseconds.
+            msg.with_delay_time_ms(delay.as_millis() as i64)
+        } else {
+            msg
+        }
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -36,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(keys) = &args.keys {
             msg = msg.with_keys(keys.split_whitespace());
         }
+        msg = args.schedule(msg);
         let result = match &args.sharding_key {
             Some(key) => producer.send_ordered(msg, key).await,
             None => producer.send(msg).await,
@@ -68,5 +126,22 @@ fn status_name(status: client::SendStatus) -> &'static str {
         client::SendStatus::FlushDiskTimeout => "FLUSH_DISK_TIMEOUT",
         client::SendStatus::FlushSlaveTimeout => "FLUSH_SLAVE_TIMEOUT",
         client::SendStatus::SlaveNotAvailable => "SLAVE_NOT_AVAILABLE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves `--delay` reads the units it documents and refuses the rest.
+    #[test]
+    fn durations_parse_with_their_unit() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["10", "s", "-1s", "1.5s", "10d", "99999999999999999999ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

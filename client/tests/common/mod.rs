@@ -245,29 +245,83 @@ pub fn records(topic: &str, queue_id: i32, messages: &[(i64, Option<&str>)]) -> 
         if let Some(t) = tags {
             props.push(("TAGS", t));
         }
-        let props = encode_properties(props);
-        let body = format!("body-{offset}");
-        MessageRecord {
-            topic,
-            queue_id,
-            flag: 0,
-            queue_offset: *offset,
-            commit_log_offset: 1000 + offset * 100,
-            sys_flag: 0,
-            born_timestamp: 1,
-            born_host: "127.0.0.1:5000".parse().unwrap(),
-            store_timestamp: 2,
-            store_host: "127.0.0.1:10911".parse().unwrap(),
-            reconsume_times: 0,
-            prepared_transaction_offset: 0,
-            body: body.as_bytes(),
-            properties: &props,
-            body_crc: body_crc(body.as_bytes()),
-        }
-        .encode(&mut buf)
-        .unwrap();
+        encode_record(&mut buf, topic, queue_id, *offset, &props, 0);
     }
     buf.to_vec()
+}
+
+/// One stored record as a test writes it: its queue offset, properties and reconsume
+/// times. Its commit-log offset is `1000 + queue_offset * 100`, its body `body-<offset>`.
+#[derive(Debug, Clone)]
+pub struct Rec {
+    pub queue_offset: i64,
+    pub properties: Vec<(String, String)>,
+    pub reconsume_times: i32,
+}
+
+impl Rec {
+    pub fn new(queue_offset: i64, properties: &[(&str, &str)], reconsume_times: i32) -> Rec {
+        Rec {
+            queue_offset,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            reconsume_times,
+        }
+    }
+}
+
+/// Stored records with chosen properties as a pull body.
+pub fn records_with(topic: &str, queue_id: i32, recs: &[Rec]) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    for r in recs {
+        let props: Vec<(&str, &str)> = r
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        encode_record(
+            &mut buf,
+            topic,
+            queue_id,
+            r.queue_offset,
+            &props,
+            r.reconsume_times,
+        );
+    }
+    buf.to_vec()
+}
+
+fn encode_record(
+    buf: &mut BytesMut,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+    props: &[(&str, &str)],
+    reconsume_times: i32,
+) {
+    let props = encode_properties(props.iter().copied());
+    let body = format!("body-{offset}");
+    MessageRecord {
+        topic,
+        queue_id,
+        flag: 0,
+        queue_offset: offset,
+        commit_log_offset: 1000 + offset * 100,
+        sys_flag: 0,
+        born_timestamp: 1,
+        born_host: "127.0.0.1:5000".parse().unwrap(),
+        store_timestamp: 2,
+        store_host: "127.0.0.1:10911".parse().unwrap(),
+        reconsume_times,
+        prepared_transaction_offset: 0,
+        body: body.as_bytes(),
+        properties: &props,
+        body_crc: body_crc(body.as_bytes()),
+    }
+    .encode(buf)
+    .unwrap();
 }
 
 /// A pull answer with the offsets header.
