@@ -85,6 +85,42 @@ pub struct BrokerConfig {
     pub election_timeout_max_ms: u64,
     /// `sendMessageTimeoutMs`: how long a send waits for its Raft commit.
     pub send_timeout_ms: u64,
+    /// `messageDelayLevel`: the delay of each level, RocketMQ's form (`1s 5s 10s 30s 1m
+    /// ... 2h`; units s, m, h, d). Level n of a message's `DELAY` property is the n-th.
+    pub message_delay_level: String,
+    /// `timerMaxDelaySec`: the longest delay a timer message (`TIMER_DELIVER_MS`,
+    /// `TIMER_DELAY_SEC`, `TIMER_DELAY_MS`) may ask for.
+    pub timer_max_delay_sec: u64,
+    /// `autoCreateSubscriptionGroup`: a consumer group the broker has not seen may send
+    /// messages back for retry (its subscription group is created with defaults).
+    pub auto_create_subscription_group: bool,
+}
+
+/// RocketMQ's default `messageDelayLevel`.
+pub const DEFAULT_DELAY_LEVELS: &str = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+
+/// The delays of `messageDelayLevel` in ms, level 1 first.
+pub fn parse_delay_levels(text: &str) -> Result<Vec<u64>, String> {
+    let mut levels = Vec::new();
+    for word in text.split_whitespace() {
+        let split = word.len() - word.chars().last().map_or(0, char::len_utf8);
+        let (number, unit) = word.split_at(split);
+        let unit_ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(format!("`{word}`: the unit must be s, m, h or d")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("`{word}`: `{number}` is not a whole number"))?;
+        levels.push(n * unit_ms);
+    }
+    if levels.is_empty() {
+        return Err("no levels".into());
+    }
+    Ok(levels)
 }
 
 impl Default for BrokerConfig {
@@ -118,6 +154,9 @@ impl Default for BrokerConfig {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             send_timeout_ms: 3000,
+            message_delay_level: DEFAULT_DELAY_LEVELS.into(),
+            timer_max_delay_sec: 3 * 24 * 3600,
+            auto_create_subscription_group: true,
         }
     }
 }
@@ -200,6 +239,12 @@ impl BrokerConfig {
         set!("dLegerElectionTimeoutMinMs", election_timeout_min_ms);
         set!("dLegerElectionTimeoutMaxMs", election_timeout_max_ms);
         set!("sendMessageTimeoutMs", send_timeout_ms);
+        set!("messageDelayLevel", message_delay_level);
+        set!("timerMaxDelaySec", timer_max_delay_sec);
+        set!(
+            "autoCreateSubscriptionGroup",
+            auto_create_subscription_group
+        );
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {
@@ -254,6 +299,13 @@ impl BrokerConfig {
                 "must be in 1..=64 MiB",
             ));
         }
+        if let Err(reason) = parse_delay_levels(&self.message_delay_level) {
+            return Err(bad(
+                "messageDelayLevel",
+                self.message_delay_level.clone(),
+                &reason,
+            ));
+        }
         if self.dledger_group != self.broker_name {
             return Err(bad(
                 "dLegerGroup",
@@ -262,6 +314,12 @@ impl BrokerConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The delays of `messageDelayLevel` in ms (checked when the config was loaded).
+    pub fn delay_levels_ms(&self) -> Vec<u64> {
+        parse_delay_levels(&self.message_delay_level)
+            .unwrap_or_else(|_| parse_delay_levels(DEFAULT_DELAY_LEVELS).expect("valid"))
     }
 
     /// The address clients reach this node at.
@@ -300,6 +358,20 @@ mod tests {
     }
 
     #[test]
+    fn delay_levels_read_as_rocketmq_writes_them() {
+        let levels = parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap();
+        assert_eq!(levels.len(), 18);
+        assert_eq!(levels[0], 1_000);
+        assert_eq!(levels[4], 60_000);
+        assert_eq!(levels[17], 7_200_000);
+        assert_eq!(
+            parse_delay_levels("100s 1d").unwrap(),
+            vec![100_000, 86_400_000]
+        );
+        assert!(parse_delay_levels("1w").is_err());
+    }
+
+    #[test]
     fn bad_values_are_clear_errors() {
         for text in [
             "enableDLegerCommitLog=false",
@@ -309,6 +381,8 @@ mod tests {
             "listenPort=99999",
             "warmMapedFileEnable=maybe",
             "pageCacheWindowCommitLog=-1",
+            "messageDelayLevel=1s 5x",
+            "messageDelayLevel=",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()

@@ -191,6 +191,24 @@ impl ConsumeQueue {
     }
 
     /// Cuts the queue back to `count` entries (crash recovery).
+    /// The queue offset and entry of the record at `commit_log_offset`, if this queue
+    /// holds it: a binary search, since a queue's entries lie in CommitLog order.
+    pub fn find(&self, commit_log_offset: i64) -> Result<Option<(u64, CqEntry)>> {
+        let (mut lo, mut hi) = (self.min_offset(), self.max_offset());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(entry) = self.read(mid, 1)?.first().copied() else {
+                return Ok(None);
+            };
+            match entry.commit_log_offset.cmp(&commit_log_offset) {
+                std::cmp::Ordering::Equal => return Ok(Some((mid, entry))),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        Ok(None)
+    }
+
     pub fn truncate(&self, count: u64) -> Result<()> {
         let mut files = self.files.lock().unwrap();
         let cut = count * ENTRY_BYTES;
@@ -307,6 +325,23 @@ mod tests {
             commit_log_offset: (i * 100) as i64,
             size: 100,
             tag_hash: i as i64 * 7,
+        }
+    }
+
+    #[test]
+    fn find_locates_a_record_by_its_commit_log_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 8).unwrap();
+        let q = store.get_or_create("T", 0).unwrap();
+        assert_eq!(q.find(0).unwrap(), None);
+        for i in 0..30 {
+            q.append(i, entry(i)).unwrap();
+        }
+        for i in 0..30 {
+            assert_eq!(q.find(i as i64 * 100).unwrap(), Some((i, entry(i))));
+        }
+        for missing in [-1, 1, 150, 2_999, 3_000] {
+            assert_eq!(q.find(missing).unwrap(), None, "{missing}");
         }
     }
 

@@ -16,6 +16,7 @@
 //! | `v` | topic table data version (JSON) |
 //! | `l/<nodeId>` | client address that node served on as leader |
 //! | `g/<group>` | subscription group config (JSON) |
+//! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -25,6 +26,9 @@
 pub const QUEUE_PREFIX: &[u8] = b"Q";
 /// Prefix of consumer offsets.
 pub const OFFSET_PREFIX: &[u8] = b"O";
+/// Prefix of scheduled messages (delay levels, timers, retries) not yet delivered, in
+/// order of due time.
+pub const TIMER_PREFIX: &[u8] = b"T";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -117,6 +121,25 @@ pub fn legacy_offset_key(key: &[u8]) -> Option<(String, String, i32)> {
     Some((group, topic, f.next()?.parse().ok()?))
 }
 
+/// The key of a scheduled message due at `due_ms`, stored at `commit_log_offset`. Keys
+/// sort by due time, then by position.
+pub fn timer_key(due_ms: u64, commit_log_offset: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = TIMER_PREFIX[0];
+    key[1..9].copy_from_slice(&due_ms.to_be_bytes());
+    key[9..17].copy_from_slice(&commit_log_offset.to_be_bytes());
+    key
+}
+
+/// `(due_ms, commit_log_offset)` of a timer key.
+pub fn parse_timer_key(key: &[u8]) -> Option<(u64, u64)> {
+    let rest = key.strip_prefix(TIMER_PREFIX)?;
+    if rest.len() != 16 {
+        return None;
+    }
+    Some((be_u64(&rest[..8])?, be_u64(&rest[8..])?))
+}
+
 /// An 8-byte big-endian value.
 pub fn be_u64(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
@@ -157,6 +180,16 @@ mod tests {
         assert_eq!(legacy_offset_key(b"o/app\0g\0TBW102\x000"), None);
         assert_eq!(legacy_offset_key(b"o/g\0T\0x"), None);
         assert_eq!(legacy_queue_key(b"q/T"), None);
+    }
+
+    #[test]
+    fn timer_keys_sort_by_due_time_then_position() {
+        let a = timer_key(1_000, 99);
+        let b = timer_key(1_000, 100);
+        let c = timer_key(1_001, 0);
+        assert!(a < b && b < c);
+        assert_eq!(parse_timer_key(&c), Some((1_001, 0)));
+        assert_eq!(parse_timer_key(&c[..16]), None);
     }
 
     proptest! {

@@ -10,7 +10,12 @@
 //! - [`keys`]: how names are laid out in the keys of the stored state.
 //! - [`command`]: commands the broker puts in the Raft log besides messages.
 //! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
-//! - [`processor`]: one file per request family (send, pull, offsets, clients, admin).
+//! - [`broker`]: [`Broker`], one node's shared state behind a small API that handlers
+//!   and background tasks use (commit an offset, pick a queue, append, read).
+//! - [`processor`]: request handlers, one file per request or small family, looked up
+//!   once per request code in `processor::handler`.
+//! - [`schedule`]: delay levels, timers and retries: stored until due, delivered once by
+//!   the leader through the log.
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -20,6 +25,7 @@
 //! (and, with SYNC_FLUSH, fsync'd by each of them) and applied here, so its queue offset
 //! is known.
 
+pub mod broker;
 pub mod clients;
 pub mod command;
 pub mod config;
@@ -28,9 +34,11 @@ pub mod error;
 pub mod keys;
 pub mod processor;
 pub mod registration;
+pub mod schedule;
 pub mod server;
 pub mod store;
 
+pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};
-pub use server::{run, Broker};
+pub use server::run;

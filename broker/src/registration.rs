@@ -18,7 +18,7 @@ use remoting::route::{to_json, DataVersion, RegisterBrokerBody, TopicConfigSeria
 use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
 use tracing::{debug, info, warn};
 
-use crate::server::Broker;
+use crate::broker::Broker;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -32,7 +32,7 @@ struct Registered {
 
 fn namesrv_addrs(broker: &Broker) -> Vec<String> {
     broker
-        .config
+        .config()
         .namesrv_addr
         .split(';')
         .map(str::trim)
@@ -70,10 +70,10 @@ async fn connect(conns: &mut HashMap<String, Connection>, addr: &str) -> Option<
 pub async fn run(broker: Arc<Broker>) {
     let mut conns = HashMap::new();
     let mut registered: HashMap<String, Registered> = HashMap::new();
-    let period = Duration::from_millis(broker.config.register_namesrv_interval_ms);
+    let period = Duration::from_millis(broker.config().register_namesrv_interval_ms);
     loop {
         let (broker_id, term) = broker_id(&broker);
-        let version = broker.state.data_version();
+        let version = broker.data_version();
         let now = Registered {
             broker_id,
             term,
@@ -109,7 +109,7 @@ pub async fn run(broker: Arc<Broker>) {
         // is a reason to register again at once, not at the next period.
         conns.retain(|_, c| !c.is_closed());
         tokio::select! {
-            _ = broker.register_now.notified() => {}
+            _ = broker.register_requested() => {}
             _ = any_closed(&conns) => {}
             _ = tokio::time::sleep(wait) => {}
         }
@@ -126,9 +126,9 @@ async fn any_closed(conns: &HashMap<String, Connection>) {
 
 async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> Option<bool> {
     let header = QueryDataVersionRequestHeader {
-        broker_name: broker.config.broker_name.clone(),
-        broker_addr: broker.config.broker_addr(),
-        cluster_name: broker.config.cluster_name.clone(),
+        broker_name: broker.config().broker_name.clone(),
+        broker_addr: broker.config().broker_addr(),
+        cluster_name: broker.config().cluster_name.clone(),
         broker_id: now.broker_id,
         raft_term: Some(now.term),
     };
@@ -141,9 +141,9 @@ async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> O
 
 async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result<(), String> {
     let header = RegisterBrokerRequestHeader {
-        broker_name: broker.config.broker_name.clone(),
-        broker_addr: broker.config.broker_addr(),
-        cluster_name: broker.config.cluster_name.clone(),
+        broker_name: broker.config().broker_name.clone(),
+        broker_addr: broker.config().broker_addr(),
+        cluster_name: broker.config().cluster_name.clone(),
         ha_server_addr: String::new(),
         broker_id: now.broker_id,
         heartbeat_timeout_millis: None,
@@ -154,7 +154,7 @@ async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result
     };
     let body = RegisterBrokerBody {
         topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
-            topic_config_table: broker.state.topics(),
+            topic_config_table: broker.topics(),
             data_version: now.version,
         },
         filter_server_list: Vec::new(),
@@ -187,9 +187,9 @@ pub async fn unregister_all(broker: &Broker) {
             continue;
         };
         let header = UnRegisterBrokerRequestHeader {
-            broker_name: broker.config.broker_name.clone(),
-            broker_addr: broker.config.broker_addr(),
-            cluster_name: broker.config.cluster_name.clone(),
+            broker_name: broker.config().broker_name.clone(),
+            broker_addr: broker.config().broker_addr(),
+            cluster_name: broker.config().cluster_name.clone(),
             broker_id,
         };
         let request = RemotingCommand::request(RequestCode::UNREGISTER_BROKER, &header);

@@ -17,19 +17,32 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use dledger::{ApplyHook, CommittedEntry, CommittedPayload, HookError, HookStore, HookWrites};
+use dledger::{
+    ApplyHook, CommittedEntry, CommittedPayload, HookError, HookResponse, HookStore, HookWrites,
+};
 use remoting::message::{property, MessageRecord};
 use remoting::route::{DataVersion, TopicConfig};
 use tracing::{error, info, warn};
 
-use remoting::filter::tag_hash;
+use remoting::filter::tag_hash as tag_code;
 
 use crate::command::BrokerCommand;
 use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
 use crate::keys;
+use crate::schedule;
 
 /// Key of one consumer offset.
 pub type OffsetKey = (String, String, i32);
+
+/// What applying one record made of it, handed back to whoever appended it (typed, through
+/// `dledger::HookResponse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Indexed in its queue at `queue_offset`.
+    Queued { queue_offset: u64 },
+    /// In the CommitLog, indexed in no queue.
+    Stored,
+}
 
 /// State every replica derives from the log; shared by the hook and the processors.
 pub struct BrokerState {
@@ -39,6 +52,8 @@ pub struct BrokerState {
     offsets: RwLock<HashMap<OffsetKey, i64>>,
     leader_addrs: RwLock<HashMap<u64, String>>,
     subscription_groups: RwLock<BTreeMap<String, serde_json::Value>>,
+    /// Woken when a scheduled message is applied (the leader's delivery task sleeps on it).
+    pub(crate) timer_added: tokio::sync::Notify,
     opened: AtomicBool,
 }
 
@@ -55,6 +70,7 @@ impl BrokerState {
             offsets: RwLock::new(HashMap::new()),
             leader_addrs: RwLock::new(HashMap::new()),
             subscription_groups: RwLock::new(BTreeMap::new()),
+            timer_added: tokio::sync::Notify::new(),
             opened: AtomicBool::new(false),
         }))
     }
@@ -81,6 +97,10 @@ impl BrokerState {
 
     pub fn subscription_groups(&self) -> BTreeMap<String, serde_json::Value> {
         self.subscription_groups.read().unwrap().clone()
+    }
+
+    pub fn subscription_group(&self, name: &str) -> Option<serde_json::Value> {
+        self.subscription_groups.read().unwrap().get(name).cloned()
     }
 
     pub fn leader_addr(&self, node_id: u64) -> Option<String> {
@@ -142,6 +162,8 @@ impl<'a> EntryQueues<'a> {
 /// The broker's apply hook.
 pub struct BrokerHook {
     state: Arc<BrokerState>,
+    /// Reads of what earlier applies wrote (timer keys); set at open.
+    store: Option<HookStore>,
     /// Writes found due at open (keys of an older version rewritten in today's form),
     /// made with the first apply so they commit atomically with an applied point.
     migration: Vec<(Vec<u8>, Option<Vec<u8>>)>,
@@ -151,6 +173,7 @@ impl BrokerHook {
     pub fn new(state: Arc<BrokerState>) -> Self {
         BrokerHook {
             state,
+            store: None,
             migration: Vec::new(),
         }
     }
@@ -159,14 +182,46 @@ impl BrokerHook {
         &mut self,
         records: &[dledger::CommittedRecord<'_>],
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<HookResponse>, HookError> {
         // Entries are gathered per queue and written once per queue per Raft entry.
         let mut out = Vec::with_capacity(records.len());
         let mut queues = EntryQueues::default();
         let mut batches: Vec<QueueBatch> = Vec::new();
+        // Timer keys this entry delivered: RocksDB shows them only once it is written.
+        let mut delivered_here: Vec<[u8; 17]> = Vec::new();
+        let mut timers_added = false;
         for record in records {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
+            let mut tag_hash = None;
+            if let Some(origin) = schedule::origin_key(&msg) {
+                // A delivered scheduled message: queued only if its timer is still pending.
+                let pending = match origin {
+                    Ok(key) => {
+                        !delivered_here.contains(&key) && self.timer_pending(&key)? && {
+                            writes.delete(&key);
+                            delivered_here.push(key);
+                            true
+                        }
+                    }
+                    Err(()) => false,
+                };
+                writes.write_now();
+                if !pending {
+                    out.push(HookResponse::new(Applied::Stored));
+                    continue;
+                }
+            } else if schedule::is_schedule_topic(msg.topic) {
+                // A scheduled message: its due time is its tag code, and its key waits in
+                // RocksDB until it is delivered.
+                if let Some(due) = schedule::due_ms(&msg) {
+                    let key = keys::timer_key(due, record.position);
+                    writes.put(&key, &(record.bytes.len() as u32).to_be_bytes());
+                    writes.write_now();
+                    timers_added = true;
+                    tag_hash = Some(due as i64);
+                }
+            }
             let (slot, new) = queues.slot((msg.topic, msg.queue_id));
             if new {
                 let queue = self
@@ -177,12 +232,18 @@ impl BrokerHook {
                 batches.push((queue, first, Vec::new()));
             }
             let (_, first, entries) = &mut batches[slot];
-            out.push((*first + entries.len() as u64).to_be_bytes().to_vec());
+            out.push(HookResponse::new(Applied::Queued {
+                queue_offset: *first + entries.len() as u64,
+            }));
             entries.push(CqEntry {
                 commit_log_offset: record.position as i64,
                 size: record.bytes.len() as i32,
-                tag_hash: msg.property(property::TAGS).map(tag_hash).unwrap_or(0),
+                tag_hash: tag_hash
+                    .unwrap_or_else(|| msg.property(property::TAGS).map(tag_code).unwrap_or(0)),
             });
+        }
+        if timers_added {
+            self.state.timer_added.notify_waiters();
         }
         for ((topic, queue_id), (queue, first, entries)) in queues.keys.iter().zip(&batches) {
             queue.append_many(*first, entries)?;
@@ -196,13 +257,13 @@ impl BrokerHook {
         &mut self,
         bytes: &[u8],
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<HookResponse>, HookError> {
         let command = match BrokerCommand::decode(bytes) {
             Ok(c) => c,
             Err(e) => {
                 // Deterministic on every replica: an unknown command is skipped by all.
                 warn!(error = %e, "skipping a command this version does not understand");
-                return Ok(vec![Vec::new()]);
+                return Ok(Vec::new());
             }
         };
         match command {
@@ -237,7 +298,7 @@ impl BrokerHook {
             BrokerCommand::PutSubscriptionGroup { config } => {
                 let Some(name) = config.get("groupName").and_then(|v| v.as_str()) else {
                     warn!("skipping a subscription group without groupName");
-                    return Ok(vec![Vec::new()]);
+                    return Ok(Vec::new());
                 };
                 writes.put(
                     format!("g/{name}").as_bytes(),
@@ -270,7 +331,7 @@ impl BrokerHook {
                     .insert(node_id, broker_addr);
             }
         }
-        Ok(vec![Vec::new()])
+        Ok(Vec::new())
     }
 
     fn bump_version(&self, writes: &mut HookWrites<'_>) -> Result<(), HookError> {
@@ -311,6 +372,12 @@ fn load_json_table(
 }
 
 impl BrokerHook {
+    /// Whether a scheduled message's key is still in the index (not yet delivered).
+    fn timer_pending(&self, key: &[u8]) -> Result<bool, HookError> {
+        let store = self.store.as_ref().ok_or("the hook was not opened")?;
+        Ok(store.get(key)?.is_some())
+    }
+
     fn load_topics(&self, store: &HookStore) -> Result<BTreeMap<String, TopicConfig>, HookError> {
         let mut topics = BTreeMap::new();
         for (key, value) in store.scan_prefix(b"t/")? {
@@ -423,6 +490,7 @@ impl BrokerHook {
 
 impl ApplyHook for BrokerHook {
     fn open(&mut self, store: &HookStore) -> Result<(), HookError> {
+        self.store = Some(store.clone());
         let topics = self.load_topics(store)?;
         *self.state.topics.write().unwrap() = topics;
         if let Some(v) = store.get(b"v")? {
@@ -458,7 +526,7 @@ impl ApplyHook for BrokerHook {
         &mut self,
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<HookResponse>, HookError> {
         for (key, value) in self.migration.drain(..) {
             match value {
                 Some(value) => writes.put(&key, &value),

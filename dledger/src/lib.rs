@@ -77,3 +77,4 @@ pub use state_machine::HookError;
 pub use state_machine::HookStore;
 pub use state_machine::HookWrites;
 pub use state_machine::NoopHook;
+pub use types::HookResponse;

@@ -46,6 +46,7 @@ use crate::state_machine::ApplyHook;
 use crate::state_machine::HookStore;
 use crate::storage::StorageOptions;
 use crate::types::AppliedEntry;
+use crate::types::HookResponse;
 use crate::types::NodeId;
 use crate::types::Payload;
 use crate::types::TypeConfig;
@@ -72,17 +73,17 @@ pub struct RoleState {
 }
 
 /// One appended record, once committed and applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AppendedRecord {
     /// CommitLog position of the record's first byte.
     pub position: u64,
     pub size_bytes: u32,
-    /// The apply hook's response for this record (empty if it gave none).
-    pub response: Vec<u8>,
+    /// The apply hook's response for this record, if it gave one.
+    pub response: Option<HookResponse>,
 }
 
 /// The answer to [`DLedgerNode::append`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AppendResult {
     pub log_index: u64,
     pub term: u64,
@@ -91,13 +92,13 @@ pub struct AppendResult {
 }
 
 /// The answer to [`DLedgerNode::append_command`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CommandResult {
     pub log_index: u64,
     pub term: u64,
     /// CommitLog position of the command bytes.
     pub position: u64,
-    pub response: Option<Vec<u8>>,
+    pub response: Option<HookResponse>,
 }
 
 /// A CRC32 over the CommitLog bytes `[from_position, to_position)`.
@@ -655,17 +656,16 @@ async fn batcher(
                     let term = written.log_id.leader_id.term;
                     let AppliedEntry {
                         body_position,
-                        mut responses,
+                        responses,
                     } = written.data;
+                    let mut responses: Vec<Option<HookResponse>> =
+                        responses.into_iter().map(Some).collect();
                     let mut position = body_position;
                     let mut record_index = 0usize;
                     for request in batch {
                         let mut out = Vec::with_capacity(request.lengths.len());
                         for length in request.lengths {
-                            let response = responses
-                                .get_mut(record_index)
-                                .map(std::mem::take)
-                                .unwrap_or_default();
+                            let response = responses.get_mut(record_index).and_then(Option::take);
                             out.push(AppendedRecord {
                                 position,
                                 size_bytes: length,

@@ -55,6 +55,7 @@ use crate::meta::KEY_APPLIED;
 use crate::meta::KEY_MEMBERSHIP;
 use crate::meta::KEY_SNAPSHOT;
 use crate::types::AppliedEntry;
+use crate::types::HookResponse;
 use crate::types::Payload;
 use crate::types::TypeConfig;
 
@@ -115,6 +116,31 @@ impl HookStore {
             })
     }
 
+    /// Up to `limit` (key, value) pairs with `from <= key < until`, in key order.
+    pub fn scan(
+        &self,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, DLedgerError> {
+        let mut out = Vec::new();
+        let iter = self.meta.db().iterator_cf(
+            self.meta.app_cf(),
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item.map_err(|e| DLedgerError::Meta {
+                path: self.meta.path().to_path_buf(),
+                reason: format!("hook scan: {e}"),
+            })?;
+            if out.len() >= limit || *key >= *until {
+                break;
+            }
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
         let mut out = Vec::new();
@@ -140,6 +166,7 @@ impl HookStore {
 pub struct HookWrites<'a> {
     batch: &'a mut WriteBatch,
     meta: &'a MetaStore,
+    write_now: bool,
 }
 
 impl HookWrites<'_> {
@@ -149,6 +176,14 @@ impl HookWrites<'_> {
 
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete_cf(self.meta.app_cf(), key);
+    }
+
+    /// Writes the batch (with this entry's applied point) to RocksDB as soon as this entry
+    /// is applied, rather than within [`APPLIED_WRITE_INTERVAL`]: for a hook that reads its
+    /// own writes back through [`HookStore`] when it applies a later entry. Costs one
+    /// RocksDB write per entry that asks.
+    pub fn write_now(&mut self) {
+        self.write_now = true;
     }
 }
 
@@ -172,7 +207,7 @@ pub trait ApplyHook: Send + 'static {
         &mut self,
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError>;
+    ) -> Result<Vec<HookResponse>, HookError>;
 }
 
 /// A hook that stores nothing and answers nothing.
@@ -183,7 +218,7 @@ impl ApplyHook for NoopHook {
         &mut self,
         _entry: &CommittedEntry<'_>,
         _writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<HookResponse>, HookError> {
         Ok(Vec::new())
     }
 }
@@ -354,7 +389,7 @@ impl StateMachine {
         let mut membership_changed = false;
         let hook = self.hook.get_mut().unwrap_or_else(|e| e.into_inner());
         let pending = &mut *pending;
-        let batch = &mut pending.batch;
+        let mut write_now = false;
         for entry in entries {
             let log_id = entry.log_id;
             let location = self.log.location(&log_id).map_err(sm_read_err)?;
@@ -411,12 +446,14 @@ impl StateMachine {
                         payload: committed,
                     };
                     let mut writes = HookWrites {
-                        batch,
+                        batch: &mut pending.batch,
                         meta: &self.meta,
+                        write_now: false,
                     };
                     let output = hook.apply(&committed_entry, &mut writes).map_err(|e| {
                         StorageIOError::apply(log_id, AnyError::error(format!("apply hook: {e}")))
                     })?;
+                    write_now |= writes.write_now;
                     let is_records = matches!(payload, Payload::Records(_));
                     if !(output.is_empty()
                         || (is_records && output.len() == expected)
@@ -438,13 +475,17 @@ impl StateMachine {
                 applied_end = Some(location.end());
             }
             pending.applied = Some(log_id);
+            pending.since.get_or_insert_with(Instant::now);
+            if std::mem::take(&mut write_now) {
+                pending.write().map_err(sm_write_err)?;
+            }
             responses.push(AppliedEntry {
                 body_position,
                 responses: output,
             });
         }
-        let since = *pending.since.get_or_insert_with(Instant::now);
-        if membership_changed || since.elapsed() >= APPLIED_WRITE_INTERVAL {
+        let since = pending.since;
+        if membership_changed || since.is_some_and(|t| t.elapsed() >= APPLIED_WRITE_INTERVAL) {
             pending.write().map_err(sm_write_err)?;
         }
         if let Some(end) = applied_end {

@@ -87,13 +87,40 @@ mod byte_buf {
 }
 
 /// What applying one entry returned, handed back to the proposer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppliedEntry {
     /// CommitLog position of the entry's first payload byte (its first record, or its command).
     pub body_position: u64,
     /// The apply hook's responses: one per record for a records entry, at most one for a
-    /// command, none for blank and membership entries.
-    pub responses: Vec<Vec<u8>>,
+    /// command, none for blank and membership entries. They go from the state machine to
+    /// the proposer in this process and are never serialized (openraft asks its response
+    /// type to be serde; nothing sends it anywhere).
+    #[serde(skip)]
+    pub responses: Vec<HookResponse>,
+}
+
+/// What the apply hook made of one record or command (a queue offset, a delivered timer,
+/// ...), handed to whoever appended it as the hook's own type: dledger carries it without
+/// knowing what it is, and the proposer takes it back with [`HookResponse::get`], so
+/// nothing is encoded to bytes and decoded again.
+#[derive(Clone)]
+pub struct HookResponse(std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl HookResponse {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Self {
+        HookResponse(std::sync::Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for HookResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HookResponse(..)")
+    }
 }
 
 /// Smallest record: the 4-byte length itself.

@@ -53,7 +53,7 @@ impl ApplyHook for CountingHook {
         &mut self,
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<dledger::HookResponse>, HookError> {
         if let CommittedPayload::Records(records) = &entry.payload {
             for r in records {
                 if r.bytes.windows(POISON.len()).any(|w| w == POISON) {

@@ -21,7 +21,7 @@ impl ApplyHook for PoisonHook {
         &mut self,
         entry: &CommittedEntry<'_>,
         _writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<dledger::HookResponse>, HookError> {
         if let CommittedPayload::Records(records) = &entry.payload {
             if records.iter().any(|r| r.bytes.ends_with(b"poison")) {
                 return Err("a poisoned record".into());

@@ -1,4 +1,5 @@
-//! `rocketraft admin`: look-ups against name servers, printed as JSON.
+//! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
+//! group's dead letters (`admin dlq list|resend`).
 
 use std::time::Duration;
 
@@ -37,9 +38,40 @@ enum What {
         #[arg(short = 'q', long, default_value_t = 8)]
         queues: i32,
     },
+    /// A consumer group's dead-letter queue (`%DLQ%<group>`).
+    #[command(subcommand)]
+    Dlq(Dlq),
+}
+
+#[derive(clap::Subcommand)]
+enum Dlq {
+    /// List the group's dead letters: id, original topic, tries, store time, body.
+    List {
+        #[arg(short = 'g', long)]
+        group: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead letters again to the topic they were first consumed from (they stay in
+    /// the DLQ too, as in RocketMQ).
+    Resend {
+        #[arg(short = 'g', long)]
+        group: String,
+        /// Every dead letter of the group.
+        #[arg(long, conflicts_with = "msg_id")]
+        all: bool,
+        /// The dead letters with these ids (the id `dlq list` prints, or the original
+        /// message id).
+        #[arg(long = "msg-id", required_unless_present = "all")]
+        msg_id: Vec<String>,
+    },
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let What::Dlq(dlq) = args.what {
+        return run_dlq(&args.namesrv, dlq).await;
+    }
     let client = NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
     let json = match args.what {
         What::TopicRoute { topic } => match client.topic_route(&topic).await? {
@@ -58,7 +90,93 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 groups.join(", ")
             )
         }
+        What::Dlq(_) => unreachable!("handled above"),
     };
     println!("{json}");
+    Ok(())
+}
+
+/// The ids a dead letter answers to: its own, its UNIQ_KEY and the id it first had.
+fn dlq_ids(m: &client::MessageExt) -> Vec<&str> {
+    let mut ids = vec![m.offset_msg_id.as_str()];
+    for name in ["UNIQ_KEY", "ORIGIN_MESSAGE_ID"] {
+        ids.extend(m.property(name));
+    }
+    ids
+}
+
+async fn run_dlq(namesrv: &str, dlq: Dlq) -> anyhow::Result<()> {
+    match dlq {
+        Dlq::List { group, json } => {
+            let letters = client::admin::dead_letters(namesrv, &group).await?;
+            if json {
+                let rows: Vec<_> = letters
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "msgId": m.offset_msg_id,
+                            "originMsgId": m.property("ORIGIN_MESSAGE_ID"),
+                            "originTopic": m.property("RETRY_TOPIC"),
+                            "reconsumeTimes": m.reconsume_times,
+                            "storeTimestamp": m.store_timestamp,
+                            "properties": m.properties,
+                            "body": String::from_utf8_lossy(&m.body),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<34} {:<24} {:>5} {:>14}  body",
+                "msgId", "originTopic", "tries", "storeTimestamp"
+            );
+            for m in &letters {
+                let body: String = String::from_utf8_lossy(&m.body).chars().take(40).collect();
+                println!(
+                    "{:<34} {:<24} {:>5} {:>14}  {}",
+                    m.offset_msg_id,
+                    m.property("RETRY_TOPIC").unwrap_or("-"),
+                    m.reconsume_times,
+                    m.store_timestamp,
+                    body.escape_debug()
+                );
+            }
+            println!("{} dead letter(s) in %DLQ%{group}", letters.len());
+        }
+        Dlq::Resend { group, all, msg_id } => {
+            let letters = client::admin::dead_letters(namesrv, &group).await?;
+            let chosen: Vec<_> = letters
+                .iter()
+                .filter(|m| all || dlq_ids(m).iter().any(|id| msg_id.iter().any(|w| w == id)))
+                .collect();
+            if !all {
+                for wanted in &msg_id {
+                    anyhow::ensure!(
+                        chosen.iter().any(|m| dlq_ids(m).contains(&wanted.as_str())),
+                        "no dead letter of group {group} has the id {wanted}"
+                    );
+                }
+            }
+            let producer =
+                client::Producer::start(client::ProducerConfig::new(namesrv, "TOOLS_DLQ_RESEND"))
+                    .await?;
+            let mut failed = 0;
+            for m in &chosen {
+                let message = client::admin::resend_message(m);
+                let topic = message.topic.clone();
+                match producer.send(message).await {
+                    Ok(r) => println!("{} -> {topic} as {}", m.offset_msg_id, r.msg_id),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{} -> {topic}: {e}", m.offset_msg_id);
+                    }
+                }
+            }
+            producer.shutdown().await;
+            anyhow::ensure!(failed == 0, "{failed} of {} re-sends failed", chosen.len());
+            println!("re-sent {} dead letter(s) of group {group}", chosen.len());
+        }
+    }
     Ok(())
 }

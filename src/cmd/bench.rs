@@ -15,7 +15,7 @@
 //! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
 //!
 //! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench e2e`:
-//! see [`super::e2e_bench`].
+//! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +41,8 @@ enum What {
     Failover(super::failover_bench::FailoverArgs),
     /// End-to-end latency: from the producer's send to the consumer's receipt.
     E2e(super::e2e_bench::E2eArgs),
+    /// Timer messages at volume: stored/s, delivered/s, lateness after the due time.
+    Delay(super::delay_bench::DelayArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +114,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Consume(a) => consume(a).await,
         What::Failover(a) => super::failover_bench::run(a).await,
         What::E2e(a) => super::e2e_bench::run(a).await,
+        What::Delay(a) => super::delay_bench::run(a).await,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod broker;
 pub mod chaos;
 pub mod consume;
+pub mod delay_bench;
 pub mod dev;
 pub mod e2e_bench;
 pub mod failover_bench;

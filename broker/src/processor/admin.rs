@@ -4,123 +4,146 @@
 //! Raft log (invariant 4), so only the leader takes them; every replica answers reads.
 
 use remoting::header::CreateTopicRequestHeader;
-use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
-use remoting::{RemotingCommand, RequestCode, ResponseCode};
-
 use remoting::names::{check_group, check_topic, is_system_topic};
+use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
+use remoting::{Connection, RemotingCommand, ResponseCode};
 
 use super::{bad_name, fail, required_ext, ProcessError, ProcessResult};
+use crate::broker::Broker;
 use crate::command::BrokerCommand;
-use crate::server::Broker;
 
-pub async fn process(
+/// GET_ALL_TOPIC_CONFIG (21).
+pub fn all_topics(
     broker: &Broker,
-    code: RequestCode,
+    _conn: &Connection,
+    _request: &RemotingCommand,
+) -> ProcessResult {
+    let wrapper = TopicConfigSerializeWrapper {
+        topic_config_table: broker.topics(),
+        data_version: broker.data_version(),
+    };
+    Ok(RemotingCommand::success().with_body(to_json(&wrapper)))
+}
+
+/// UPDATE_AND_CREATE_TOPIC (17).
+pub async fn create_topic(
+    broker: &Broker,
+    _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    match code {
-        RequestCode::GET_ALL_TOPIC_CONFIG => {
-            let wrapper = TopicConfigSerializeWrapper {
-                topic_config_table: broker.state.topics(),
-                data_version: broker.state.data_version(),
-            };
-            Ok(RemotingCommand::success().with_body(to_json(&wrapper)))
-        }
-        RequestCode::UPDATE_AND_CREATE_TOPIC => {
-            if !broker.is_leader() {
-                return Ok(broker.not_leader_response());
-            }
-            let h: CreateTopicRequestHeader = request.header()?;
-            refuse_system_topic(&h.topic)?;
-            if !matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
-                return Err(fail(
-                    ResponseCode::SYSTEM_ERROR,
-                    format!("topicFilterType = [{}] value invalid", h.topic_filter_type),
-                ));
-            }
-            if !(1..=1024).contains(&h.write_queue_nums) || !(1..=1024).contains(&h.read_queue_nums)
-            {
-                return Err(fail(
-                    ResponseCode::SYSTEM_ERROR,
-                    "readQueueNums and writeQueueNums must be in 1..=1024",
-                ));
-            }
-            let config = TopicConfig {
-                topic_name: h.topic,
-                read_queue_nums: h.read_queue_nums,
-                write_queue_nums: h.write_queue_nums,
-                perm: h.perm,
-                topic_filter_type: h.topic_filter_type,
-                topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
-                order: h.order,
-            };
-            broker
-                .propose(&BrokerCommand::PutTopic { config })
-                .await
-                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-            broker.register_now.notify_one();
-            Ok(RemotingCommand::success())
-        }
-        RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
-            if !broker.is_leader() {
-                return Ok(broker.not_leader_response());
-            }
-            let config: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
-                fail(
-                    ResponseCode::SYSTEM_ERROR,
-                    format!("bad subscription group body: {e}"),
-                )
-            })?;
-            match config.get("groupName").and_then(|v| v.as_str()) {
-                Some(name) => check_group(name).map_err(bad_name)?,
-                None => {
-                    return Err(fail(
-                        ResponseCode::SYSTEM_ERROR,
-                        "subscription group body needs a groupName",
-                    ))
-                }
-            }
-            broker
-                .propose(&BrokerCommand::PutSubscriptionGroup { config })
-                .await
-                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-            Ok(RemotingCommand::success())
-        }
-        RequestCode::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
-            let body = serde_json::json!({
-                "subscriptionGroupTable": broker.state.subscription_groups(),
-                "dataVersion": broker.state.data_version(),
-            });
-            Ok(RemotingCommand::success().with_body(serde_json::to_vec(&body).unwrap_or_default()))
-        }
-        RequestCode::DELETE_SUBSCRIPTIONGROUP => {
-            if !broker.is_leader() {
-                return Ok(broker.not_leader_response());
-            }
-            let group_name = required_ext(request, "groupName")?.to_string();
-            check_group(&group_name).map_err(bad_name)?;
-            broker
-                .propose(&BrokerCommand::DeleteSubscriptionGroup { group_name })
-                .await
-                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-            Ok(RemotingCommand::success())
-        }
-        RequestCode::DELETE_TOPIC_IN_BROKER => {
-            if !broker.is_leader() {
-                return Ok(broker.not_leader_response());
-            }
-            let topic = required_ext(request, "topic")?.to_string();
-            check_topic(&topic).map_err(bad_name)?;
-            refuse_system_topic(&topic)?;
-            broker
-                .propose(&BrokerCommand::DeleteTopic { topic })
-                .await
-                .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-            broker.register_now.notify_one();
-            Ok(RemotingCommand::success())
-        }
-        _ => unreachable!("dispatched by code"),
+    if !broker.is_leader() {
+        return Ok(broker.not_leader_response());
     }
+    let h: CreateTopicRequestHeader = request.header()?;
+    refuse_system_topic(&h.topic)?;
+    if !matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
+        return Err(fail(
+            ResponseCode::SYSTEM_ERROR,
+            format!("topicFilterType = [{}] value invalid", h.topic_filter_type),
+        ));
+    }
+    if !(1..=1024).contains(&h.write_queue_nums) || !(1..=1024).contains(&h.read_queue_nums) {
+        return Err(fail(
+            ResponseCode::SYSTEM_ERROR,
+            "readQueueNums and writeQueueNums must be in 1..=1024",
+        ));
+    }
+    let config = TopicConfig {
+        topic_name: h.topic,
+        read_queue_nums: h.read_queue_nums,
+        write_queue_nums: h.write_queue_nums,
+        perm: h.perm,
+        topic_filter_type: h.topic_filter_type,
+        topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
+        order: h.order,
+    };
+    propose(broker, BrokerCommand::PutTopic { config }).await?;
+    broker.register_soon();
+    Ok(RemotingCommand::success())
+}
+
+/// DELETE_TOPIC_IN_BROKER (215).
+pub async fn delete_topic(
+    broker: &Broker,
+    _conn: &Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    if !broker.is_leader() {
+        return Ok(broker.not_leader_response());
+    }
+    let topic = required_ext(request, "topic")?.to_string();
+    check_topic(&topic).map_err(bad_name)?;
+    refuse_system_topic(&topic)?;
+    propose(broker, BrokerCommand::DeleteTopic { topic }).await?;
+    broker.register_soon();
+    Ok(RemotingCommand::success())
+}
+
+/// UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200).
+pub async fn put_subscription_group(
+    broker: &Broker,
+    _conn: &Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    if !broker.is_leader() {
+        return Ok(broker.not_leader_response());
+    }
+    let config: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
+        fail(
+            ResponseCode::SYSTEM_ERROR,
+            format!("bad subscription group body: {e}"),
+        )
+    })?;
+    match config.get("groupName").and_then(|v| v.as_str()) {
+        Some(name) => check_group(name).map_err(bad_name)?,
+        None => {
+            return Err(fail(
+                ResponseCode::SYSTEM_ERROR,
+                "subscription group body needs a groupName",
+            ))
+        }
+    }
+    propose(broker, BrokerCommand::PutSubscriptionGroup { config }).await?;
+    Ok(RemotingCommand::success())
+}
+
+/// GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201).
+pub fn all_subscription_groups(
+    broker: &Broker,
+    _conn: &Connection,
+    _request: &RemotingCommand,
+) -> ProcessResult {
+    let body = serde_json::json!({
+        "subscriptionGroupTable": broker.subscription_groups(),
+        "dataVersion": broker.data_version(),
+    });
+    Ok(RemotingCommand::success().with_body(serde_json::to_vec(&body).unwrap_or_default()))
+}
+
+/// DELETE_SUBSCRIPTIONGROUP (207).
+pub async fn delete_subscription_group(
+    broker: &Broker,
+    _conn: &Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    if !broker.is_leader() {
+        return Ok(broker.not_leader_response());
+    }
+    let group_name = required_ext(request, "groupName")?.to_string();
+    check_group(&group_name).map_err(bad_name)?;
+    propose(
+        broker,
+        BrokerCommand::DeleteSubscriptionGroup { group_name },
+    )
+    .await?;
+    Ok(RemotingCommand::success())
+}
+
+async fn propose(broker: &Broker, command: BrokerCommand) -> Result<(), ProcessError> {
+    broker
+        .propose(&command)
+        .await
+        .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))
 }
 
 /// The broker owns RocketMQ's system topics: they are not created or deleted by request.

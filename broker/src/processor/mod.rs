@@ -1,13 +1,63 @@
-//! Request processors, one file per family. Each returns the response to send; errors
-//! become responses with a readable remark, never a panic or a dropped connection.
+//! Request handlers: one file per request or small family, each request code looked up
+//! once in [`handler`]; adding a request means adding a handler and a row there. Each
+//! handler returns the response to send; errors become responses with a readable remark,
+//! never a panic or a dropped connection.
 
 pub mod admin;
 pub mod client;
 pub mod offset;
 pub mod pull;
 pub mod send;
+pub mod send_back;
 
-use remoting::{RemotingCommand, ResponseCode};
+use futures::future::BoxFuture;
+use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
+
+use crate::broker::Broker;
+
+/// A request handler.
+pub type Handle =
+    for<'a> fn(&'a Broker, &'a Connection, &'a RemotingCommand) -> BoxFuture<'a, ProcessResult>;
+
+/// An async handler `path(broker, conn, request)` as a [`Handle`].
+macro_rules! handle {
+    ($path:path) => {
+        |broker, conn, request| Box::pin($path(broker, conn, request))
+    };
+}
+
+/// A handler that never waits, `path(broker, conn, request)`, as a [`Handle`].
+macro_rules! handle_now {
+    ($path:path) => {
+        |broker, conn, request| Box::pin(std::future::ready($path(broker, conn, request)))
+    };
+}
+
+/// The handler of each request code the broker serves; `None` for the rest, which are
+/// refused with REQUEST_CODE_NOT_SUPPORTED.
+pub fn handler(code: RequestCode) -> Option<Handle> {
+    use RequestCode as C;
+    Some(match code {
+        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => handle!(send::handle),
+        C::CONSUMER_SEND_MSG_BACK => handle!(send_back::handle),
+        C::PULL_MESSAGE => handle!(pull::handle),
+        C::QUERY_CONSUMER_OFFSET => handle_now!(offset::query),
+        C::UPDATE_CONSUMER_OFFSET => handle_now!(offset::update),
+        C::GET_MAX_OFFSET => handle_now!(offset::max),
+        C::GET_MIN_OFFSET => handle_now!(offset::min),
+        C::SEARCH_OFFSET_BY_TIMESTAMP => handle_now!(offset::search_by_time),
+        C::HEART_BEAT => handle!(client::heartbeat),
+        C::UNREGISTER_CLIENT => handle_now!(client::unregister),
+        C::GET_CONSUMER_LIST_BY_GROUP => handle_now!(client::consumer_list),
+        C::UPDATE_AND_CREATE_TOPIC => handle!(admin::create_topic),
+        C::GET_ALL_TOPIC_CONFIG => handle_now!(admin::all_topics),
+        C::DELETE_TOPIC_IN_BROKER => handle!(admin::delete_topic),
+        C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => handle!(admin::put_subscription_group),
+        C::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => handle_now!(admin::all_subscription_groups),
+        C::DELETE_SUBSCRIPTIONGROUP => handle!(admin::delete_subscription_group),
+        _ => return None,
+    })
+}
 
 /// Why a processor answers with an error.
 pub enum ProcessError {

@@ -18,8 +18,8 @@ use remoting::{RemotingCommand, ResponseCode};
 use tracing::error;
 
 use super::{fail, ProcessResult};
+use crate::broker::Broker;
 use crate::consume_queue::CqEntry;
-use crate::server::Broker;
 use remoting::filter::TagFilter;
 
 /// RocketMQ's PullSysFlag bits.
@@ -34,9 +34,13 @@ enum Outcome {
     OffsetMoved { next: u64 },
 }
 
-pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResult {
+pub async fn handle(
+    broker: &Broker,
+    _conn: &remoting::Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
     let header: PullMessageRequestHeader = request.header()?;
-    let Some(topic) = broker.state.topic(&header.topic) else {
+    let Some(topic) = broker.topic(&header.topic) else {
         return Err(fail(
             ResponseCode::TOPIC_NOT_EXIST,
             format!("topic[{}] not exist, apply first please!", header.topic),
@@ -59,12 +63,10 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
     }
     if header.sys_flag & FLAG_COMMIT_OFFSET != 0 && header.commit_offset >= 0 && broker.is_leader()
     {
-        broker.pending_offsets.lock().unwrap().insert(
-            (
-                header.consumer_group.clone(),
-                header.topic.clone(),
-                header.queue_id,
-            ),
+        broker.commit_offset(
+            &header.consumer_group,
+            &header.topic,
+            header.queue_id,
             header.commit_offset,
         );
     }
@@ -74,7 +76,7 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
     ) {
         (Some(expression), true) => TagFilter::parse(expression),
         _ => broker
-            .clients
+            .clients()
             .subscription(&header.consumer_group, &header.topic)
             .map(|s| TagFilter::parse(&s.sub_string))
             .unwrap_or_else(|| TagFilter::parse("*")),
@@ -82,30 +84,29 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
     let filter = HashFilter(expression.tag_hashes());
     let max_nums = header
         .max_msg_nums
-        .clamp(1, broker.config.max_pull_msg_nums) as usize;
+        .clamp(1, broker.config().max_pull_msg_nums) as usize;
     let max_bytes = header
         .max_msg_bytes
         .filter(|b| *b > 0)
         .map(|b| b as usize)
         .unwrap_or(usize::MAX)
-        .min(broker.config.max_pull_bytes);
+        .min(broker.config().max_pull_bytes);
     let hold_ms = if header.sys_flag & FLAG_SUSPEND != 0 {
-        (header.suspend_timeout_millis.max(0) as u64).min(broker.config.pull_hold_ms_max)
+        (header.suspend_timeout_millis.max(0) as u64).min(broker.config().pull_hold_ms_max)
     } else {
         0
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms);
     let offset = header.queue_offset.max(0) as u64;
 
-    let store = &broker.state.consume_queues;
     let outcome = loop {
         // Register for a wake-up before looking, so that a creation or an append in between
         // is not missed: for the queue's creation first (a new topic's queue exists only
         // from its first message on), then for appends to it. Both are `notify_waiters`,
         // which wakes every `Notified` created before it, polled or not: creating one is
         // registering (an atomic load), with no lock on this path.
-        let created = store.created.notified();
-        let queue = store.get(&header.topic, header.queue_id);
+        let created = broker.queue_created();
+        let queue = broker.consume_queue(&header.topic, header.queue_id);
         let wake = queue.as_ref().map(|q| q.appended.notified());
         let outcome = read(
             broker,
@@ -132,7 +133,7 @@ pub async fn process(broker: &Broker, request: &RemotingCommand) -> ProcessResul
         }
     };
 
-    let (min, max) = broker.state.queue_bounds(&header.topic, header.queue_id);
+    let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
     let (code, next, body) = match outcome {
         Outcome::Found { body, next } => (ResponseCode::SUCCESS, next, body.freeze()),
         Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
@@ -174,9 +175,7 @@ fn read(
         // up-to-date leader moves it (RocketMQ's master rule: to 0 while the queue still
         // holds its first message, else to the end). Moving a consumer to 0 because it
         // asked a lagging replica would re-deliver the whole queue.
-        let authoritative =
-            broker.is_leader() && broker.node.applied_position() == broker.node.written_position();
-        return Ok(if offset == max || !authoritative {
+        return Ok(if offset == max || !broker.is_up_to_date_leader() {
             Outcome::NotFound { next: offset }
         } else {
             Outcome::OffsetMoved {
@@ -244,8 +243,7 @@ fn flush_run(
     };
     let total = run_bytes(run);
     let bytes = broker
-        .node
-        .read(first.commit_log_offset as u64, total)
+        .read_commit_log(first.commit_log_offset as u64, total)
         .map_err(|e| {
             fail(
                 ResponseCode::SYSTEM_ERROR,

@@ -8,7 +8,6 @@
 //! FLUSH_SLAVE_TIMEOUT: "may be stored", which clients must treat as unknown, never as
 //! failed.
 
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -16,13 +15,18 @@ use dledger::DLedgerError;
 use remoting::header::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
-use remoting::message::{decode_batch, message_id, MessageRecord};
+use remoting::message::{
+    decode_batch, encode_properties, message_id, properties_iter, property, property_value,
+    MessageRecord,
+};
 use remoting::route::perm;
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
 use tracing::warn;
 
 use super::{fail, ProcessError, ProcessResult};
-use crate::server::{Broker, DEFAULT_TOPIC};
+use crate::broker::{Broker, DEFAULT_TOPIC};
+use crate::schedule;
+use crate::store::Applied;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -31,12 +35,12 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub async fn process(
+pub async fn handle(
     broker: &Broker,
     conn: &Connection,
-    code: RequestCode,
     request: &RemotingCommand,
 ) -> ProcessResult {
+    let code = RequestCode::from_i32(request.code).unwrap_or(RequestCode::SEND_MESSAGE);
     if !broker.is_leader() {
         return Ok(broker.not_leader_response());
     }
@@ -50,7 +54,9 @@ pub async fn process(
         _ => request.header()?,
     };
     // The header's names were checked as it was read (`remoting::names`).
-    if remoting::names::NOT_ALLOWED_SEND_TOPICS.contains(&header.topic.as_str()) {
+    if remoting::names::NOT_ALLOWED_SEND_TOPICS.contains(&header.topic.as_str())
+        || schedule::is_schedule_topic(&header.topic)
+    {
         return Err(fail(
             ResponseCode::NO_PERMISSION,
             format!("Sending message to topic[{}] is forbidden.", header.topic),
@@ -85,7 +91,7 @@ pub async fn process(
         ));
     }
     let queue_id = if header.queue_id < 0 {
-        (broker.next_queue.fetch_add(1, Ordering::Relaxed) % topic.write_queue_nums as u32) as i32
+        broker.next_queue_id(topic.write_queue_nums)
     } else {
         header.queue_id
     };
@@ -101,22 +107,24 @@ pub async fn process(
 
     let store_timestamp = now_ms();
     let born_host = conn.peer();
-    let properties = header.properties.as_deref().unwrap_or("");
+    let batch = code == RequestCode::SEND_BATCH_MESSAGE || header.batch == Some(true);
+    refuse_transactions(&header)?;
+    let dest = destination(broker, &header, queue_id, store_timestamp, batch).await?;
     let mut records: Vec<Bytes> = Vec::new();
     let mut encode = |body: &[u8], properties: &str, flag: i32| -> Result<(), ProcessError> {
-        if body.len() > broker.config.max_message_bytes {
+        let max_message_bytes = broker.config().max_message_bytes;
+        if body.len() > max_message_bytes {
             return Err(fail(
                 ResponseCode::MESSAGE_ILLEGAL,
                 format!(
-                    "message body of {} bytes exceeds maxMessageSize {}",
+                    "message body of {} bytes exceeds maxMessageSize {max_message_bytes}",
                     body.len(),
-                    broker.config.max_message_bytes
                 ),
             ));
         }
         let record = MessageRecord {
-            topic: &header.topic,
-            queue_id,
+            topic: &dest.topic,
+            queue_id: dest.queue_id,
             flag,
             queue_offset: 0,
             commit_log_offset: 0,
@@ -124,7 +132,7 @@ pub async fn process(
             born_timestamp: header.born_timestamp,
             born_host,
             store_timestamp,
-            store_host: broker.store_host,
+            store_host: broker.store_host(),
             reconsume_times: header.reconsume_times.unwrap_or(0),
             prepared_transaction_offset: 0,
             body,
@@ -138,7 +146,7 @@ pub async fn process(
     };
     // The Java broker takes a batch by the header's flag, not the code: Apache's C++
     // client sends its batches as SEND_MESSAGE_V2 with `m` (batch) true.
-    if code == RequestCode::SEND_BATCH_MESSAGE || header.batch == Some(true) {
+    if batch {
         let batch = decode_batch(&request.body).map_err(|e| {
             fail(
                 ResponseCode::MESSAGE_ILLEGAL,
@@ -149,28 +157,31 @@ pub async fn process(
             return Err(fail(ResponseCode::MESSAGE_ILLEGAL, "empty batch"));
         }
         for m in &batch {
+            check_batched(m.properties)?;
             encode(m.body, m.properties, m.flag)?;
         }
     } else {
-        encode(&request.body, properties, header.flag)?;
+        encode(&request.body, &dest.properties, header.flag)?;
     }
 
     let appended = broker
-        .node
         .append(records)
         .await
         .map_err(|e| append_error(broker, e))?;
-    let mut msg_ids = Vec::with_capacity(appended.records.len());
+    let mut msg_ids = Vec::with_capacity(appended.len());
     let mut first_queue_offset = None;
-    for record in &appended.records {
-        msg_ids.push(message_id(broker.store_host, record.position as i64));
-        let queue_offset = record
-            .response
-            .as_slice()
-            .try_into()
-            .map(i64::from_be_bytes)
-            .map_err(|_| fail(ResponseCode::SYSTEM_ERROR, "apply gave no queue offset"))?;
-        first_queue_offset.get_or_insert(queue_offset);
+    for record in &appended {
+        msg_ids.push(message_id(
+            broker.store_host(),
+            record.commit_log_offset as i64,
+        ));
+        let Applied::Queued { queue_offset } = record.applied else {
+            return Err(fail(
+                ResponseCode::SYSTEM_ERROR,
+                "the stored message was not queued",
+            ));
+        };
+        first_queue_offset.get_or_insert(queue_offset as i64);
     }
     Ok(
         RemotingCommand::success().with_header(&SendMessageResponseHeader {
@@ -182,11 +193,136 @@ pub async fn process(
     )
 }
 
+/// Where a send is stored: its topic and queue; a retry past its limit in the group's
+/// DLQ; a delayed or timer message in its schedule queue until due.
+struct Destination {
+    topic: String,
+    queue_id: i32,
+    properties: String,
+}
+
+async fn destination(
+    broker: &Broker,
+    header: &SendMessageRequestHeader,
+    queue_id: i32,
+    store_timestamp: i64,
+    batch: bool,
+) -> Result<Destination, ProcessError> {
+    let properties = header.properties.as_deref().unwrap_or("");
+    check_reserved(properties)?;
+    // A client's own re-send of a failed message (the fallback when CONSUMER_SEND_MSG_BACK
+    // fails) past its limit goes to the DLQ, as the Java broker sends it.
+    if let Some(group) = header.topic.strip_prefix(RETRY_PREFIX) {
+        let max = header
+            .max_reconsume_times
+            .unwrap_or_else(|| super::send_back::retry_max_times(broker, group));
+        if header.reconsume_times.unwrap_or(0) >= max {
+            let dlq = super::send_back::dead_letter_topic(broker, group).await?;
+            let kept =
+                properties_iter(properties).filter(|(k, _)| *k != property::DELAY_TIME_LEVEL);
+            return Ok(Destination {
+                topic: dlq.topic_name,
+                queue_id: 0,
+                properties: encode_properties(kept),
+            });
+        }
+    }
+    let config = broker.config();
+    let plan = schedule::plan(
+        properties,
+        store_timestamp as u64,
+        &config.delay_levels_ms(),
+        config.timer_max_delay_sec.saturating_mul(1000),
+    )
+    .map_err(|e| fail(ResponseCode::MESSAGE_ILLEGAL, e))?;
+    match plan {
+        schedule::Plan::Now => Ok(Destination {
+            topic: header.topic.clone(),
+            queue_id,
+            properties: properties.to_string(),
+        }),
+        schedule::Plan::Later { .. } if batch => Err(fail(
+            ResponseCode::MESSAGE_ILLEGAL,
+            "a batch cannot be delayed; send delayed and timer messages one by one",
+        )),
+        schedule::Plan::Later {
+            topic,
+            queue_id: schedule_queue,
+            due_ms,
+        } => {
+            let levels = config.delay_levels_ms().len();
+            broker
+                .create_topic(schedule::schedule_topic_config(topic, levels))
+                .await
+                .map_err(|e| append_error(broker, e))?;
+            Ok(Destination {
+                topic: topic.to_string(),
+                queue_id: schedule_queue,
+                properties: schedule::scheduled_properties(
+                    properties,
+                    &header.topic,
+                    queue_id,
+                    due_ms,
+                ),
+            })
+        }
+    }
+}
+
+/// A property only the broker writes.
+fn check_reserved(properties: &str) -> Result<(), ProcessError> {
+    if property_value(properties, schedule::TIMER_ORIGIN).is_some() {
+        return Err(fail(
+            ResponseCode::MESSAGE_ILLEGAL,
+            format!(
+                "the property {} is reserved for the broker",
+                schedule::TIMER_ORIGIN
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A message in a batch may not ask for a schedule (RocketMQ refuses delayed batches).
+fn check_batched(properties: &str) -> Result<(), ProcessError> {
+    check_reserved(properties)?;
+    match schedule::plan(properties, 0, &[0], u64::MAX) {
+        Ok(schedule::Plan::Now) => Ok(()),
+        _ => Err(fail(
+            ResponseCode::MESSAGE_ILLEGAL,
+            "a batch cannot hold delayed or timer messages; send them one by one",
+        )),
+    }
+}
+
+/// Transactional (half) messages are not served yet: refused, never stored as plain ones,
+/// which consumers would see before the transaction commits.
+fn refuse_transactions(header: &SendMessageRequestHeader) -> Result<(), ProcessError> {
+    let prepared = header.sys_flag & remoting::message::sys_flag::TRANSACTION_PREPARED != 0
+        || header
+            .properties
+            .as_deref()
+            .and_then(|p| property_value(p, property::TRANSACTION_PREPARED))
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if prepared {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            "transactional messages are not supported by rocketraft yet; the message was not stored",
+        ));
+    }
+    Ok(())
+}
+
+/// `%RETRY%<group>`: where a group's failed messages wait for their next try.
+pub(crate) const RETRY_PREFIX: &str = "%RETRY%";
+/// `%DLQ%<group>`: where a group's messages go after their last try.
+pub(crate) const DLQ_PREFIX: &str = "%DLQ%";
+
 fn bad_record(e: remoting::Error) -> ProcessError {
     fail(ResponseCode::MESSAGE_ILLEGAL, e.to_string())
 }
 
-fn append_error(broker: &Broker, e: DLedgerError) -> ProcessError {
+pub(crate) fn append_error(broker: &Broker, e: DLedgerError) -> ProcessError {
     match e {
         DLedgerError::NotLeader { .. } => {
             ProcessError::Response(Box::new(broker.not_leader_response()))

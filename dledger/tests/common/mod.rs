@@ -109,7 +109,7 @@ impl ApplyHook for RecordingHook {
         &mut self,
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
-    ) -> Result<Vec<Vec<u8>>, HookError> {
+    ) -> Result<Vec<dledger::HookResponse>, HookError> {
         let mut seen = self.seen.lock().unwrap();
         match &entry.payload {
             CommittedPayload::Records(records) => {
@@ -118,13 +118,13 @@ impl ApplyHook for RecordingHook {
                 let mut responses = Vec::new();
                 for r in records {
                     seen.records.push((r.position, r.bytes.to_vec()));
-                    responses.push(r.position.to_be_bytes().to_vec());
+                    responses.push(dledger::HookResponse::new(r.position));
                 }
                 Ok(responses)
             }
             CommittedPayload::Command { bytes, .. } => {
                 seen.commands.push(bytes.to_vec());
-                Ok(vec![b"ok".to_vec()])
+                Ok(vec![dledger::HookResponse::new("ok")])
             }
         }
     }

@@ -1,0 +1,307 @@
+//! [`Broker`]: one running broker node's shared state, behind a small API.
+//!
+//! Request handlers and background tasks go through these methods (commit an offset,
+//! pick a queue, append records, read the CommitLog, look up a topic) rather than the
+//! locks and stores underneath, so each rule lives in one place: offsets committed on
+//! the leader wait here until `server::commit_offsets` puts them in the Raft log, topic
+//! auto-creation is serialised here, and every append's typed outcome
+//! ([`Applied`]) is taken from the apply hook here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use dledger::{DLedgerError, DLedgerNode, RoleState};
+use remoting::route::{perm, DataVersion, TopicConfig};
+use remoting::{RemotingCommand, ResponseCode};
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::clients::ClientManager;
+use crate::command::{BrokerCommand, OffsetUpdate};
+use crate::config::BrokerConfig;
+use crate::consume_queue::ConsumeQueue;
+use crate::store::{Applied, BrokerState, OffsetKey};
+
+/// RocketMQ's default topic: producers with auto-create send unknown topics "through" it.
+pub const DEFAULT_TOPIC: &str = "TBW102";
+
+/// What one appended record became, with where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendedRecord {
+    pub commit_log_offset: u64,
+    pub applied: Applied,
+}
+
+/// One running broker node.
+pub struct Broker {
+    config: BrokerConfig,
+    node: DLedgerNode,
+    state: Arc<BrokerState>,
+    clients: ClientManager,
+    /// Offsets committed by consumers on this leader, not yet in the Raft log.
+    pending_offsets: Mutex<HashMap<OffsetKey, i64>>,
+    /// This node's client address, written into every record as STOREHOST.
+    store_host: SocketAddr,
+    /// Wakes the registration task (role change, new topic).
+    register_now: Notify,
+    /// Serialises topic auto-creation.
+    topic_create: tokio::sync::Mutex<()>,
+    /// Round-robin for sends that leave the queue to the broker.
+    next_queue: AtomicU32,
+}
+
+impl Broker {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        node: DLedgerNode,
+        state: Arc<BrokerState>,
+        store_host: SocketAddr,
+    ) -> Self {
+        Broker {
+            config,
+            node,
+            state,
+            clients: ClientManager::default(),
+            pending_offsets: Mutex::new(HashMap::new()),
+            store_host,
+            register_now: Notify::new(),
+            topic_create: tokio::sync::Mutex::new(()),
+            next_queue: AtomicU32::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub(crate) fn node(&self) -> &DLedgerNode {
+        &self.node
+    }
+
+    pub fn clients(&self) -> &ClientManager {
+        &self.clients
+    }
+
+    pub fn store_host(&self) -> SocketAddr {
+        self.store_host
+    }
+
+    // --- role ---
+
+    pub fn role(&self) -> RoleState {
+        self.node.role_watch().borrow().clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.is_leader()
+    }
+
+    /// True on a leader that has applied everything in its log: what it derives from the
+    /// log (queue ends, pending timers) is then the whole truth, not a lagging view.
+    pub fn is_up_to_date_leader(&self) -> bool {
+        self.is_leader() && self.node.applied_position() == self.node.written_position()
+    }
+
+    /// SERVICE_NOT_AVAILABLE naming the leader's client address (remark and `leaderAddr`).
+    pub fn not_leader_response(&self) -> RemotingCommand {
+        let role = self.role();
+        let leader = role.leader_id.and_then(|id| self.state.leader_addr(id));
+        let remark = match &leader {
+            Some(addr) => format!(
+                "broker {} node n{} is not the leader (term {}); the leader is {addr}",
+                self.config.broker_name, role.node_id, role.term
+            ),
+            None => format!(
+                "broker {} node n{} is not the leader (term {}); no leader known yet",
+                self.config.broker_name, role.node_id, role.term
+            ),
+        };
+        let mut response = RemotingCommand::error(ResponseCode::SERVICE_NOT_AVAILABLE, remark);
+        if let Some(addr) = leader {
+            response = response.with_ext("leaderAddr", addr);
+        }
+        response
+    }
+
+    // --- the log ---
+
+    /// Appends a command through Raft (leader only).
+    pub async fn propose(&self, command: &BrokerCommand) -> Result<(), DLedgerError> {
+        self.node.append_command(command.encode()).await?;
+        Ok(())
+    }
+
+    /// Appends encoded records as one atomic group (leader only); answers once they are
+    /// committed and applied, with what the apply hook made of each.
+    pub async fn append(&self, records: Vec<Bytes>) -> Result<Vec<AppendedRecord>, DLedgerError> {
+        let appended = self.node.append(records).await?;
+        Ok(appended
+            .records
+            .iter()
+            .map(|r| AppendedRecord {
+                commit_log_offset: r.position,
+                applied: r
+                    .response
+                    .as_ref()
+                    .and_then(|h| h.get::<Applied>())
+                    .copied()
+                    .unwrap_or(Applied::Stored),
+            })
+            .collect())
+    }
+
+    /// Up to `max_bytes` committed CommitLog bytes from `position`.
+    pub fn read_commit_log(
+        &self,
+        position: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<u8>, DLedgerError> {
+        self.node.read(position, max_bytes)
+    }
+
+    // --- topics ---
+
+    pub fn topic(&self, topic: &str) -> Option<TopicConfig> {
+        self.state.topic(topic)
+    }
+
+    pub fn topics(&self) -> BTreeMap<String, TopicConfig> {
+        self.state.topics()
+    }
+
+    pub fn data_version(&self) -> DataVersion {
+        self.state.data_version()
+    }
+
+    pub fn subscription_groups(&self) -> BTreeMap<String, serde_json::Value> {
+        self.state.subscription_groups()
+    }
+
+    /// A subscription group's config (RocketMQ's `SubscriptionGroupConfig`, as sent).
+    pub fn subscription_group(&self, name: &str) -> Option<serde_json::Value> {
+        self.state.subscription_group(name)
+    }
+
+    /// The topic's config, creating it (through Raft) when auto-creation allows.
+    pub async fn topic_or_create(
+        &self,
+        topic: &str,
+        queue_nums: i32,
+    ) -> Result<Option<TopicConfig>, DLedgerError> {
+        if let Some(config) = self.state.topic(topic) {
+            return Ok(Some(config));
+        }
+        if !self.config.auto_create_topic {
+            return Ok(None);
+        }
+        let queues = queue_nums.clamp(1, self.config.default_topic_queue_nums);
+        self.create_topic(TopicConfig {
+            topic_name: topic.to_string(),
+            read_queue_nums: queues,
+            write_queue_nums: queues,
+            perm: perm::READ_WRITE,
+            ..TopicConfig::default()
+        })
+        .await
+        .map(Some)
+    }
+
+    /// Creates `config` through Raft unless its topic exists; the topic's config either way.
+    pub async fn create_topic(&self, config: TopicConfig) -> Result<TopicConfig, DLedgerError> {
+        let _guard = self.topic_create.lock().await;
+        if let Some(existing) = self.state.topic(&config.topic_name) {
+            return Ok(existing);
+        }
+        info!(topic = %config.topic_name, queues = config.write_queue_nums, "creating topic");
+        self.propose(&BrokerCommand::PutTopic {
+            config: config.clone(),
+        })
+        .await?;
+        self.register_now.notify_one();
+        Ok(config)
+    }
+
+    /// The queue a send that left the choice to the broker goes to (round-robin).
+    pub fn next_queue_id(&self, write_queue_nums: i32) -> i32 {
+        let n = write_queue_nums.max(1) as u32;
+        (self.next_queue.fetch_add(1, Ordering::Relaxed) % n) as i32
+    }
+
+    // --- queues and offsets ---
+
+    /// Queue offsets `[min, max)` of a queue; `(0, 0)` for a queue never written.
+    pub fn queue_bounds(&self, topic: &str, queue_id: i32) -> (u64, u64) {
+        self.state.queue_bounds(topic, queue_id)
+    }
+
+    pub fn consume_queue(&self, topic: &str, queue_id: i32) -> Option<Arc<ConsumeQueue>> {
+        self.state.consume_queues.get(topic, queue_id)
+    }
+
+    /// Resolves when some ConsumeQueue is created after this call (see `pull`).
+    pub(crate) fn queue_created(&self) -> tokio::sync::futures::Notified<'_> {
+        self.state.consume_queues.created.notified()
+    }
+
+    /// Records a consumer's offset commit on the leader; it reaches the Raft log with the
+    /// next batch (`consumerOffsetCommitIntervalMs`).
+    pub fn commit_offset(&self, group: &str, topic: &str, queue_id: i32, offset: i64) {
+        self.pending_offsets
+            .lock()
+            .unwrap()
+            .insert((group.to_string(), topic.to_string(), queue_id), offset);
+    }
+
+    /// The group's offset in a queue: committed here and still pending, else from the log.
+    pub fn consumer_offset(&self, group: &str, topic: &str, queue_id: i32) -> Option<i64> {
+        let key = (group.to_string(), topic.to_string(), queue_id);
+        let pending = self.pending_offsets.lock().unwrap().get(&key).copied();
+        pending.or_else(|| self.state.committed_offset(group, topic, queue_id))
+    }
+
+    /// The pending offset commits, taken for one Raft command.
+    pub(crate) fn take_pending_offsets(&self) -> Vec<OffsetUpdate> {
+        std::mem::take(&mut *self.pending_offsets.lock().unwrap())
+            .into_iter()
+            .map(|((consumer_group, topic, queue_id), offset)| OffsetUpdate {
+                consumer_group,
+                topic,
+                queue_id,
+                offset,
+            })
+            .collect()
+    }
+
+    // --- name servers ---
+
+    /// Asks the registration task to register now (role or topics changed).
+    pub fn register_soon(&self) {
+        self.register_now.notify_one();
+    }
+
+    pub(crate) fn register_requested(&self) -> tokio::sync::futures::Notified<'_> {
+        self.register_now.notified()
+    }
+
+    /// Resolves when a scheduled message is applied after this call.
+    pub(crate) fn timer_added(&self) -> tokio::sync::futures::Notified<'_> {
+        self.state.timer_added.notified()
+    }
+
+    /// Reads of the state the apply hook stored (timer keys).
+    pub(crate) fn hook_store(&self) -> dledger::HookStore {
+        self.node.hook_store()
+    }
+
+    /// The client address a node of this group announced when it led.
+    pub fn leader_addr(&self, node_id: u64) -> Option<String> {
+        self.state.leader_addr(node_id)
+    }
+
+    pub(crate) async fn shutdown_node(self) -> Result<(), DLedgerError> {
+        self.node.shutdown().await
+    }
+}
