@@ -17,6 +17,19 @@
 //!   ordered sends sit at increasing offsets (**reordered**) in one queue (**ordered
 //!   key moved**: a key whose sends went to two queues cannot be consumed in order).
 //! - **not delivered**: acknowledged values a push or pull consumer never received.
+//! - **scheduled**: no delivered timer message was stored in its topic before its due
+//!   time (**delivered early**), and each acknowledged one is stored exactly once
+//!   (**delayed stored twice**; its producer never retries, so a second copy can only be
+//!   a repeated delivery). Its acknowledgement names the schedule queue it waited in,
+//!   so it is not checked for placement.
+//! - **retries**: the retry consumer fails chosen values of its topic a chosen number of
+//!   times ([`failures_for`]). For every acknowledged one, its listener saw each try it
+//!   was allowed (RECONSUMETIMES 0, 1, ... up to its failures or [`RETRY_MAX`]); the
+//!   broker's retry copies never go past [`RETRY_MAX`]; it is in the dead-letter queue
+//!   exactly when it failed more than [`RETRY_MAX`] times; values never failed have no
+//!   copy. A try seen twice (a consumer may receive a message twice) is reported, not
+//!   failed, and so is a try the client retried locally because it could not give the
+//!   message back (as the Java client does during a failover).
 //! - **liveness**: after every heal, the group elected a leader and acknowledged a send
 //!   within the tool's bounds (the run records a `liveness:` note otherwise).
 //! - **quorum**: no send invoked while two of a group's three nodes were down was
@@ -40,6 +53,20 @@ pub const DRAIN: &str = "drain";
 
 /// The prefix of a note saying service did not return in time; it fails the run.
 pub const LIVENESS: &str = "liveness: ";
+
+/// Tries the retry consumer gives a message after its first (`maxReconsumeTimes`).
+pub const RETRY_MAX: i32 = 2;
+
+/// How many times the retry consumer fails `value` (by its sequence number): every 40th
+/// always (it ends in the DLQ), every 40th from the 20th once, the rest never.
+pub fn failures_for(value: &str) -> Option<i32> {
+    let seq: u64 = value.rsplit('-').next()?.parse().ok()?;
+    match seq % 40 {
+        0 => Some(i32::MAX),
+        20 => Some(1),
+        _ => None,
+    }
+}
 
 /// Examples kept per finding, so a report stays readable.
 const EXAMPLES_MAX: usize = 10;
@@ -138,6 +165,23 @@ pub struct Verdict {
     pub ordered_key_moved: Finding,
     pub not_delivered: BTreeMap<String, Finding>,
     pub acked_without_quorum: Finding,
+    /// Scheduled messages stored in their topic before their due time.
+    pub delivered_early: Finding,
+    /// Timer messages stored in their topic more than once.
+    pub delayed_twice: Finding,
+    /// Timer messages acknowledged (each checked for its delivery).
+    pub delayed_acked: usize,
+    /// Whether the run had a retry consumer (any `retried` event).
+    pub retries_checked: bool,
+    /// Failed values whose allowed tries the consumer did not all see, or whose retry
+    /// copies went past the limit (or exist though the value never failed).
+    pub retries_wrong: Finding,
+    /// Values in the DLQ that should not be, or missing from it.
+    pub dead_letters_wrong: Finding,
+    /// Tries the consumer saw more than once.
+    pub retries_repeated: usize,
+    /// Acknowledged values the retry consumer was to fail, checked above.
+    pub retried_values: usize,
     pub duplicates: Duplicates,
     pub faults_by_kind: BTreeMap<String, usize>,
     pub recovery: Vec<Recovery>,
@@ -178,6 +222,10 @@ impl Verdict {
             &self.ordered_key_moved,
         );
         check("acknowledged without quorum", &self.acked_without_quorum);
+        check("delivered before due", &self.delivered_early);
+        check("delayed message stored twice", &self.delayed_twice);
+        check("retries wrong", &self.retries_wrong);
+        check("dead-letter queue wrong", &self.dead_letters_wrong);
         for (consumer, f) in &self.not_delivered {
             check(&format!("not delivered to {consumer}"), f);
         }
@@ -196,6 +244,68 @@ impl Verdict {
             out.push("replica agreement was not checked".into());
         }
         out
+    }
+}
+
+/// What the retry consumer and the broker did with one value.
+#[derive(Debug, Clone, Default)]
+struct Retries {
+    /// RECONSUMETIMES of each delivery to the retry consumer's listener.
+    seen: Vec<i32>,
+    /// RECONSUMETIMES of each copy in the retry topic.
+    copies: Vec<i32>,
+    /// Copies in the dead-letter queue.
+    dead: usize,
+}
+
+/// The retry consumer's deliveries and the broker's copies against what
+/// [`failures_for`] allowed each value.
+fn check_retries(
+    v: &mut Verdict,
+    sends: &BTreeMap<String, Send>,
+    retried: &BTreeMap<String, Retries>,
+) {
+    let topic = crate::workload::RETRY_TOPIC;
+    for (value, s) in sends {
+        if s.topic != topic || s.acks.is_empty() {
+            continue;
+        }
+        let fails = failures_for(value).unwrap_or(0);
+        if fails > 0 {
+            v.retried_values += 1;
+        }
+        let allowed: BTreeSet<i32> = (0..=fails.min(RETRY_MAX)).collect();
+        let r = retried.get(value).cloned().unwrap_or_default();
+        let seen: BTreeSet<i32> = r.seen.iter().copied().collect();
+        v.retries_repeated += r.seen.len() - seen.len();
+        if fails > 0 && !allowed.is_subset(&seen) {
+            v.retries_wrong.add(|| {
+                format!(
+                    "{value} (fails {fails}): tries seen {:?}, allowed {allowed:?}",
+                    r.seen
+                )
+            });
+        }
+        let beyond = r.copies.iter().any(|t| *t > RETRY_MAX || *t > fails);
+        if beyond || (fails == 0 && !r.copies.is_empty()) {
+            v.retries_wrong.add(|| {
+                format!(
+                    "{value} (fails {fails}): retry copies with RECONSUMETIMES {:?}",
+                    r.copies
+                )
+            });
+        }
+        let should_be_dead = fails > RETRY_MAX;
+        if should_be_dead != (r.dead > 0) {
+            v.dead_letters_wrong
+                .add(|| format!("{value} (fails {fails}): {} copies in the DLQ", r.dead));
+        }
+    }
+    for value in retried.keys() {
+        if !sends.contains_key(value) {
+            v.unexpected
+                .add(|| format!("retry copy of {value:?}, never sent"));
+        }
     }
 }
 
@@ -261,6 +371,7 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     let mut troubles: Vec<(u64, u64)> = Vec::new();
     let mut receipts: BTreeMap<String, Vec<(QueueRef, i64, String)>> = BTreeMap::new();
     let mut faults: Vec<(u32, String, String, u64, Option<u64>)> = Vec::new();
+    let mut retried: BTreeMap<String, Retries> = BTreeMap::new();
 
     let mut tag: Option<String> = None;
     for event in events {
@@ -332,13 +443,39 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                 queue,
                 queue_offset,
                 value,
+                due_ms,
+                stored_ms,
                 ..
             } => {
+                if let (Some(due), Some(stored)) = (due_ms, stored_ms) {
+                    if stored < due && consumer == DRAIN {
+                        v.delivered_early.add(|| {
+                            format!(
+                                "{value} stored at {stored}, due at {due} ({} ms early)",
+                                due - stored
+                            )
+                        });
+                    }
+                }
                 receipts.entry(consumer.clone()).or_default().push((
                     queue.clone(),
                     *queue_offset,
                     value.clone(),
                 ));
+            }
+            Event::Retried {
+                value,
+                place,
+                reconsume_times,
+                ..
+            } => {
+                v.retries_checked = true;
+                let r = retried.entry(value.clone()).or_default();
+                match place.as_str() {
+                    "consumer" => r.seen.push(*reconsume_times),
+                    "retry" => r.copies.push(*reconsume_times),
+                    _ => r.dead += 1,
+                }
             }
             Event::FaultStart {
                 t_us,
@@ -394,8 +531,18 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
 
     for (value, s) in &sends {
         let stored = places.get(value);
+        let delayed = s.kind == Some(SendKind::Delayed);
+        if delayed && !s.acks.is_empty() {
+            v.delayed_acked += 1;
+        }
+        if delayed && stored.is_some_and(|p| p.len() > 1) {
+            v.delayed_twice
+                .add(|| format!("{value} stored at {:?}", stored.unwrap_or(&Vec::new())));
+        }
         for (attempt, queue, offset) in &s.acks {
             match stored {
+                // Acknowledged at its schedule queue; delivered to its topic later.
+                Some(_) if delayed => {}
                 None => v
                     .lost
                     .add(|| format!("{value} (acked at {queue}@{offset}, attempt {attempt})")),
@@ -483,6 +630,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
             }
             v.not_delivered.insert(consumer.clone(), missing);
         }
+    }
+
+    if v.retries_checked {
+        check_retries(&mut v, &sends, &retried);
     }
 
     // Ordered sends: each key's acknowledged values, in invocation order, in one queue
@@ -687,7 +838,148 @@ mod tests {
             queue: q(queue),
             queue_offset: offset,
             value: value.into(),
+            due_ms: None,
+            stored_ms: None,
         }
+    }
+
+    /// A timer message `d0` acknowledged at its schedule queue (offset 9), then drained
+    /// from queue 1 at `offsets`, stored at `stored_ms` and due at 1000.
+    fn delayed(offsets: &[i64], stored_ms: i64) -> Vec<Event> {
+        let mut h = clean();
+        h.push(Event::Invoke {
+            t_us: 5,
+            value: "d0".into(),
+            topic: "ChaosDelayed".into(),
+            kind: SendKind::Delayed,
+            sharding_key: None,
+            attempt: 1,
+        });
+        h.push(ok(6, "d0", 1, 0, 9));
+        for (i, offset) in offsets.iter().enumerate() {
+            for consumer in ["push", DRAIN] {
+                if consumer == "push" && i > 0 {
+                    continue;
+                }
+                h.push(Event::Recv {
+                    t_us: 7,
+                    consumer: consumer.into(),
+                    queue: q(1),
+                    queue_offset: *offset,
+                    value: "d0".into(),
+                    due_ms: Some(1_000),
+                    stored_ms: Some(stored_ms),
+                });
+            }
+        }
+        h
+    }
+
+    /// A value of the retry consumer's topic, acknowledged and stored; the tries its
+    /// listener saw, its retry copies and its copies in the DLQ.
+    fn retried(value: &str, seen: &[i32], copies: &[i32], dead: usize) -> Vec<Event> {
+        let mut h = clean();
+        h.push(Event::Invoke {
+            t_us: 5,
+            value: value.into(),
+            topic: crate::workload::RETRY_TOPIC.into(),
+            kind: SendKind::Sync,
+            sharding_key: None,
+            attempt: 1,
+        });
+        h.push(ok(6, value, 1, 0, 2));
+        h.push(recv("push", 0, 2, value));
+        h.push(recv(DRAIN, 0, 2, value));
+        let events = seen
+            .iter()
+            .map(|r| ("consumer", *r))
+            .chain(copies.iter().map(|r| ("retry", *r)))
+            .chain((0..dead).map(|_| ("dlq", RETRY_MAX + 1)));
+        for (i, (place, reconsume_times)) in events.enumerate() {
+            h.push(Event::Retried {
+                t_us: 10 + i as u64,
+                value: value.into(),
+                place: place.into(),
+                reconsume_times,
+            });
+        }
+        h
+    }
+
+    #[test]
+    fn retries_one_per_allowed_try_then_the_dlq_pass() {
+        assert_eq!(failures_for("t.p3-40"), Some(i32::MAX));
+        assert_eq!(failures_for("t.p3-60"), Some(1));
+        assert_eq!(failures_for("t.p3-61"), None);
+        for (value, seen, copies, dead) in [
+            ("p0-40", &[0, 1, 2][..], &[1, 2][..], 1),
+            ("p0-20", &[0, 1][..], &[1][..], 0),
+            // Given back only once: the client tried again locally.
+            ("p0-20", &[0, 1][..], &[][..], 0),
+        ] {
+            let v = check(&retried(value, seen, copies, dead), agree());
+            assert!(v.passed, "{value}: {:?}", v.failures());
+        }
+        // A try seen twice (the consumer got the message twice) is reported, not failed.
+        let v = check(&retried("p0-40", &[0, 1, 1, 2], &[1, 1, 2], 1), agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(v.retries_repeated, 1);
+    }
+
+    #[test]
+    fn wrong_retries_and_dead_letters_are_caught() {
+        for (value, seen, copies, dead, what) in [
+            ("p0-40", &[0, 1][..], &[1][..], 1, "a try never seen"),
+            (
+                "p0-40",
+                &[0, 1, 2][..],
+                &[1, 2, 3][..],
+                1,
+                "a copy past the limit",
+            ),
+            ("p0-40", &[0, 1, 2][..], &[1, 2][..], 0, "not dead-lettered"),
+            (
+                "p0-20",
+                &[0, 1][..],
+                &[1][..],
+                1,
+                "dead-lettered after one failure",
+            ),
+            ("p0-21", &[][..], &[1][..], 0, "a copy though never failed"),
+        ] {
+            let v = check(&retried(value, seen, copies, dead), agree());
+            assert!(!v.passed, "{what} passed");
+            assert_eq!(
+                v.retries_wrong.count + v.dead_letters_wrong.count,
+                1,
+                "{what}: {:?}",
+                v.failures()
+            );
+        }
+    }
+
+    #[test]
+    fn a_timer_message_delivered_once_when_due_passes() {
+        let v = check(&delayed(&[0], 1_000), agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(
+            v.misplaced.count, 0,
+            "a schedule queue's ack is not a placement"
+        );
+    }
+
+    #[test]
+    fn a_timer_message_stored_before_due_is_caught() {
+        let v = check(&delayed(&[0], 999), agree());
+        assert_eq!(v.delivered_early.count, 1, "{v:?}");
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_timer_message_delivered_twice_is_caught() {
+        let v = check(&delayed(&[0, 1], 1_200), agree());
+        assert_eq!(v.delayed_twice.count, 1, "{v:?}");
+        assert!(!v.passed);
     }
 
     fn agree() -> Vec<ReplicaCheck> {

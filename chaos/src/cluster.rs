@@ -21,6 +21,9 @@ use client::NameServerClient;
 
 use crate::net::Net;
 
+/// Every delay level 1 s: the retry consumer's tries come 1 s apart.
+const CHAOS_DELAY_LEVELS: &str = "1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s 1s";
+
 /// Group names, in order (`--groups 2` uses both).
 pub const GROUP_NAMES: [&str; 2] = ["broker-a", "broker-b"];
 /// Queues per topic on every group.
@@ -180,7 +183,8 @@ impl Cluster {
                          storePathRootDir={}\nenableDLegerCommitLog=true\ndLegerPeers={peers}\n\
                          dLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
                          registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
-                         flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n",
+                         flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
+                         messageDelayLevel={CHAOS_DELAY_LEVELS}\n",
                         store.display()
                     ),
                 )?;

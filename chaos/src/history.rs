@@ -21,6 +21,9 @@ pub enum SendKind {
     Sync,
     Async,
     Ordered,
+    /// A sync send of a timer message (`TIMER_DELAY_MS`): stored in a schedule queue,
+    /// delivered to its topic when due.
+    Delayed,
 }
 
 /// A place in a queue.
@@ -74,13 +77,28 @@ pub enum Event {
         error: String,
         latency_us: u64,
     },
-    /// A consumer received a message. `consumer` is `push`, `pull` or `drain`.
+    /// A consumer received a message. `consumer` is `push`, `pull` or `drain`. A
+    /// delivered scheduled message also names its due time and when it was stored in
+    /// its topic (ms since the epoch).
     Recv {
         t_us: u64,
         consumer: String,
         queue: QueueRef,
         queue_offset: i64,
         value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stored_ms: Option<i64>,
+    },
+    /// The retry consumer group and `value`, with a RECONSUMETIMES: `place` is
+    /// `consumer` (its listener got it), or after the run `retry` / `dlq` (a copy found in
+    /// the group's retry topic or dead-letter queue).
+    Retried {
+        t_us: u64,
+        value: String,
+        place: String,
+        reconsume_times: i32,
     },
     FaultStart {
         t_us: u64,
@@ -114,6 +132,7 @@ impl Event {
             | Event::Fail { t_us, .. }
             | Event::Unknown { t_us, .. }
             | Event::Recv { t_us, .. }
+            | Event::Retried { t_us, .. }
             | Event::FaultStart { t_us, .. }
             | Event::FaultEnd { t_us, .. }
             | Event::Start { t_us, .. }

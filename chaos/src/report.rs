@@ -71,6 +71,18 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
     for (consumer, f) in &v.not_delivered {
         let _ = writeln!(s, "not delivered to {consumer}: {}", f.count);
     }
+    let _ = writeln!(
+        s,
+        "timer messages ({} acknowledged): delivered before due {}, stored twice {}",
+        v.delayed_acked, v.delivered_early.count, v.delayed_twice.count
+    );
+    if v.retries_checked {
+        let _ = writeln!(
+            s,
+            "retries ({} failed values checked): wrong {}, dead-letter queue wrong {}, tries seen twice {}",
+            v.retried_values, v.retries_wrong.count, v.dead_letters_wrong.count, v.retries_repeated
+        );
+    }
     let d = &v.duplicates;
     let _ = writeln!(
         s,

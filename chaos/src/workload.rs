@@ -25,6 +25,17 @@ use crate::history::{Event, QueueRef, Recorder, SendKind};
 pub const ROUND_ROBIN_TOPICS: [&str; 2] = ["ChaosA", "ChaosB"];
 /// The topic written with ordered sends by sharding key.
 pub const ORDERED_TOPIC: &str = "ChaosOrdered";
+/// The topic of timer messages, each due 100 ms to [`DELAY_MAX_MS`] after its send.
+pub const DELAYED_TOPIC: &str = "ChaosDelayed";
+/// The longest delay of a timer message; the drain waits this long after the last send.
+pub const DELAY_MAX_MS: u64 = 2_000;
+/// The consumer group that fails chosen values of [`RETRY_TOPIC`] (see
+/// [`crate::checker::failures_for`]) and gives them back for retry.
+pub const RETRY_GROUP: &str = "chaos-retry";
+/// The topic the retry consumer reads.
+pub const RETRY_TOPIC: &str = ROUND_ROBIN_TOPICS[0];
+/// How long the retry topic and DLQ may take to stop changing after the run.
+const RETRY_SETTLE_MS: u64 = 60_000;
 /// Sharding keys per ordered producer.
 const KEYS_PER_ORDERED_PRODUCER: usize = 4;
 /// Async sends one async producer keeps in flight.
@@ -45,6 +56,7 @@ const DRAIN_QUEUE_MS: u64 = 60_000;
 pub fn all_topics() -> Vec<&'static str> {
     let mut t = ROUND_ROBIN_TOPICS.to_vec();
     t.push(ORDERED_TOPIC);
+    t.push(DELAYED_TOPIC);
     t
 }
 
@@ -54,6 +66,10 @@ pub struct Shape {
     pub sync_producers: usize,
     pub async_producers: usize,
     pub ordered_producers: usize,
+    pub delayed_producers: usize,
+    /// A consumer group that fails chosen messages a chosen number of times (needs the
+    /// cluster's delay levels short: the chaos cluster's are 1 s).
+    pub retry_consumer: bool,
 }
 
 impl Default for Shape {
@@ -62,6 +78,8 @@ impl Default for Shape {
             sync_producers: 2,
             async_producers: 1,
             ordered_producers: 2,
+            delayed_producers: 1,
+            retry_consumer: true,
         }
     }
 }
@@ -88,18 +106,29 @@ type Progress = Arc<Mutex<HashMap<String, HashMap<QueueRef, i64>>>>;
 fn note_receipt(recorder: &Recorder, progress: &Progress, consumer: &str, m: &MessageExt) {
     let queue = queue_ref(m);
     let value = String::from_utf8_lossy(&m.body).to_string();
+    // A delivered scheduled message names the timer it came from: `<due ms>:<offset>`.
+    let due_ms = m
+        .property("__TIMER_ORIGIN")
+        .and_then(|o| o.split(':').next()?.parse().ok());
     recorder.record(|t_us| Event::Recv {
         t_us,
         consumer: consumer.to_string(),
         queue: queue.clone(),
         queue_offset: m.queue_offset,
         value,
+        due_ms,
+        stored_ms: due_ms.map(|_| m.store_timestamp),
     });
+    note_progress(progress, consumer, m);
+}
+
+/// Notes that `consumer` has received `m`'s queue up to its offset.
+fn note_progress(progress: &Progress, consumer: &str, m: &MessageExt) {
     let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
     let next = p
         .entry(consumer.to_string())
         .or_default()
-        .entry(queue)
+        .entry(queue_ref(m))
         .or_insert(0);
     *next = (*next).max(m.queue_offset + 1);
 }
@@ -117,6 +146,7 @@ pub struct Workload {
     producers: Vec<JoinHandle<()>>,
     pullers: Vec<JoinHandle<()>>,
     push: Option<PushConsumer>,
+    retry: Option<PushConsumer>,
     progress: Progress,
 }
 
@@ -274,9 +304,13 @@ impl Workload {
             producers: Vec::new(),
             pullers: Vec::new(),
             push: None,
+            retry: None,
             progress: Progress::default(),
         };
         w.start_push().await?;
+        if shape.retry_consumer {
+            w.start_retry_consumer().await?;
+        }
         w.start_pull().await?;
         let mut id = 0;
         for _ in 0..shape.sync_producers {
@@ -289,6 +323,10 @@ impl Workload {
         }
         for _ in 0..shape.ordered_producers {
             w.start_ordered_producer(id).await?;
+            id += 1;
+        }
+        for _ in 0..shape.delayed_producers {
+            w.start_delayed_producer(id).await?;
             id += 1;
         }
         Ok(w)
@@ -315,6 +353,50 @@ impl Workload {
         });
         push.start().await.context("start push consumer")?;
         self.push = Some(push);
+        Ok(())
+    }
+
+    /// The retry consumer: fails each value of [`RETRY_TOPIC`] as often as
+    /// [`crate::checker::failures_for`] says (by its RECONSUMETIMES), so its copies
+    /// pass through `%RETRY%<group>` and, past [`crate::checker::RETRY_MAX`] tries, into
+    /// the DLQ. It records no receipts, only how far it got in each queue.
+    async fn start_retry_consumer(&mut self) -> anyhow::Result<()> {
+        let mut config = PushConsumerConfig::new(&self.namesrv_addr, RETRY_GROUP);
+        config.consume_from_where = ConsumeFromWhere::FirstOffset;
+        config.client.poll_name_server_interval_ms = 1_000;
+        config.client.heartbeat_broker_interval_ms = 1_000;
+        config.rebalance_interval_ms = 2_000;
+        config.pull_time_delay_when_exception_ms = 200;
+        config.consume_message_batch_max_size = 1;
+        config.max_reconsume_times = crate::checker::RETRY_MAX;
+        config.reconsume_delay_ms = 1_000;
+        let mut consumer = PushConsumer::new(config);
+        consumer.subscribe(RETRY_TOPIC, "*")?;
+        let (progress, recorder) = (self.progress.clone(), self.recorder.clone());
+        consumer.register_message_listener(move |msgs| {
+            let mut status = ConsumeStatus::ConsumeSuccess;
+            for m in msgs {
+                let value = String::from_utf8_lossy(&m.body).to_string();
+                let fails = crate::checker::failures_for(&value).unwrap_or(0);
+                if m.reconsume_times < fails {
+                    status = ConsumeStatus::ReconsumeLater;
+                }
+                if fails > 0 {
+                    recorder.record(|t_us| Event::Retried {
+                        t_us,
+                        value,
+                        place: "consumer".into(),
+                        reconsume_times: m.reconsume_times,
+                    });
+                }
+                if m.property("RETRY_TOPIC").is_none() {
+                    note_progress(&progress, "retry", m);
+                }
+            }
+            status
+        });
+        consumer.start().await.context("start retry consumer")?;
+        self.retry = Some(consumer);
         Ok(())
     }
 
@@ -484,6 +566,36 @@ impl Workload {
         Ok(())
     }
 
+    /// Timer messages to [`DELAYED_TOPIC`], each due 100 ms to [`DELAY_MAX_MS`] after
+    /// its send. One attempt per value: a second copy would be a duplicate the checker
+    /// could not tell from a repeated delivery.
+    async fn start_delayed_producer(&mut self, id: usize) -> anyhow::Result<()> {
+        let producer = Producer::start(producer_config(&self.namesrv_addr, id)).await?;
+        let ProducerTask {
+            recorder,
+            producing,
+            last_ack,
+            values,
+        } = self.producer_task(id);
+        self.producers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while producing.load(Ordering::Relaxed) {
+                let value = values.value(seq);
+                let delay_ms = 100 + (seq * 37) % (DELAY_MAX_MS - 100);
+                seq += 1;
+                invoke(&recorder, &value, DELAYED_TOPIC, SendKind::Delayed, None, 1);
+                let started = Instant::now();
+                let msg =
+                    Message::new(DELAYED_TOPIC, value.clone()).with_delay_time_ms(delay_ms as i64);
+                let result = producer.send(msg).await;
+                record_outcome(&recorder, &last_ack, &value, 1, started, result);
+                tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS * 4)).await;
+            }
+            producer.shutdown().await;
+        }));
+        Ok(())
+    }
+
     /// Stops the producers and waits for their last sends (bounded by the send
     /// deadline).
     pub async fn stop_producers(&mut self) {
@@ -507,8 +619,14 @@ impl Workload {
             let behind: Vec<String> = {
                 let p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
                 let mut behind = Vec::new();
-                for consumer in ["push", "pull"] {
+                for consumer in ["push", "pull", "retry"] {
+                    if consumer == "retry" && self.retry.is_none() {
+                        continue;
+                    }
                     for (queue, end) in ends {
+                        if consumer == "retry" && queue.topic != RETRY_TOPIC {
+                            continue;
+                        }
                         let got = p
                             .get(consumer)
                             .and_then(|m| m.get(queue))
@@ -528,14 +646,52 @@ impl Workload {
         }
     }
 
+    /// Once the retry consumer has caught up: waits until its retry topic and DLQ stop
+    /// changing (each value's tries are 1 s apart in the chaos cluster), then records
+    /// every copy in them as a `retried` event and stops it.
+    pub async fn settle_retries(&mut self) -> anyhow::Result<()> {
+        let Some(mut consumer) = self.retry.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_millis(RETRY_SETTLE_MS);
+        let mut last = (usize::MAX, usize::MAX);
+        let mut stable_since = Instant::now();
+        let copies = loop {
+            let retried = read_all(&self.namesrv_addr, &format!("%RETRY%{RETRY_GROUP}")).await?;
+            let dead = read_all(&self.namesrv_addr, &format!("%DLQ%{RETRY_GROUP}")).await?;
+            let now = (retried.len(), dead.len());
+            if now != last {
+                last = now;
+                stable_since = Instant::now();
+            }
+            if stable_since.elapsed() > Duration::from_secs(5) || Instant::now() > deadline {
+                break [("retry", retried), ("dlq", dead)];
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(15), consumer.shutdown()).await;
+        for (place, messages) in copies {
+            for m in messages {
+                let value = String::from_utf8_lossy(&m.body).to_string();
+                self.recorder.record(|t_us| Event::Retried {
+                    t_us,
+                    value,
+                    place: place.into(),
+                    reconsume_times: m.reconsume_times,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the consumers.
     pub async fn stop_consumers(&mut self) {
         self.pulling.store(false, Ordering::Relaxed);
         for p in self.pullers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_millis(PULL_SUSPEND_MS + 5_000), p).await;
         }
-        if let Some(mut push) = self.push.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(15), push.shutdown()).await;
+        for mut consumer in [self.push.take(), self.retry.take()].into_iter().flatten() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), consumer.shutdown()).await;
         }
     }
 }
@@ -582,4 +738,9 @@ pub async fn drain(
     }
     consumer.shutdown().await;
     Ok(ends)
+}
+
+/// Every message of `topic` (empty if it has no route yet), read from offset 0.
+async fn read_all(namesrv_addr: &str, topic: &str) -> anyhow::Result<Vec<MessageExt>> {
+    Ok(client::admin::read_topic(namesrv_addr, topic).await?)
 }

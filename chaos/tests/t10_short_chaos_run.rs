@@ -2,8 +2,11 @@
 //! three-node group started from the `rocketraft` binary), that five SIGKILLed leaders,
 //! a paused leader that wakes up, a killed follower and two of three nodes killed at
 //! once lose no acknowledged message, deliver nothing unexpected or out of order, ack
-//! nothing without a quorum, and leave byte-identical replicas: the checker's verdict
-//! must be a pass with every one of those counts at zero. The summary is printed.
+//! nothing without a quorum, and leave byte-identical replicas; and that the timer
+//! messages of the workload are each delivered once and not early, and the retry
+//! consumer's failed messages are tried as often as allowed and dead-lettered exactly
+//! when they should be: the checker's verdict must be a pass with every one of those
+//! counts at zero. The summary is printed.
 //!
 //! Needs the `rocketraft` binary next to this test's directory (`cargo build -p
 //! rocketraft`; `cargo test --workspace` builds it) or its path in `ROCKETRAFT_BIN`.
@@ -58,6 +61,23 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         verdict.divergent.examples
     );
     assert_eq!(verdict.acked_without_quorum.count, 0);
+    // Timer messages and retries were part of the workload, and checked.
+    assert!(
+        verdict.delayed_acked > 0,
+        "no timer message was acknowledged"
+    );
+    assert_eq!(verdict.delivered_early.count, 0);
+    assert_eq!(verdict.delayed_twice.count, 0);
+    assert!(
+        verdict.retries_checked && verdict.retried_values > 0,
+        "the retry consumer's values were not checked"
+    );
+    assert_eq!(
+        verdict.retries_wrong.count, 0,
+        "{:?}",
+        verdict.retries_wrong
+    );
+    assert_eq!(verdict.dead_letters_wrong.count, 0);
     assert!(
         !verdict.replicas.is_empty() && verdict.replicas.iter().all(|r| r.identical),
         "replicas: {:?}",

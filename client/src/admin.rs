@@ -141,12 +141,20 @@ pub async fn dead_letters(
     namesrv_addr: &str,
     group: &str,
 ) -> Result<Vec<crate::message::MessageExt>> {
+    read_topic(namesrv_addr, &crate::retry::dlq_topic(group)).await
+}
+
+/// Every message stored in `topic`, queue by queue from offset 0 (none if no name server
+/// routes it), without committing any offset.
+pub async fn read_topic(
+    namesrv_addr: &str,
+    topic: &str,
+) -> Result<Vec<crate::message::MessageExt>> {
     use crate::pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
-    let topic = crate::retry::dlq_topic(group);
     let consumer =
         PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "TOOLS_CONSUMER")).await?;
     let mut out = Vec::new();
-    let queues = match consumer.fetch_queues(&topic).await {
+    let queues = match consumer.fetch_queues(topic).await {
         Ok(queues) => queues,
         Err(e) => {
             consumer.shutdown().await;
