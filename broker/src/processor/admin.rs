@@ -31,9 +31,6 @@ pub async fn create_topic(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     let h: CreateTopicRequestHeader = request.header()?;
     refuse_system_topic(&h.topic)?;
     if !matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
@@ -68,9 +65,6 @@ pub async fn delete_topic(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     let topic = required_ext(request, "topic")?.to_string();
     check_topic(&topic).map_err(bad_name)?;
     refuse_system_topic(&topic)?;
@@ -85,9 +79,6 @@ pub async fn put_subscription_group(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     let config: serde_json::Value = serde_json::from_slice(&request.body).map_err(|e| {
         fail(
             ResponseCode::SYSTEM_ERROR,
@@ -126,9 +117,6 @@ pub async fn delete_subscription_group(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     let group_name = required_ext(request, "groupName")?.to_string();
     check_group(&group_name).map_err(bad_name)?;
     propose(

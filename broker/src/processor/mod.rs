@@ -26,6 +26,20 @@ macro_rules! handle {
     };
 }
 
+/// An async handler of a request only the leader takes (it goes through the Raft
+/// log), as a [`Handle`]: elsewhere the request is answered with the leader's address.
+macro_rules! leader_only {
+    ($path:path) => {
+        |broker, conn, request| {
+            if broker.is_leader() {
+                Box::pin($path(broker, conn, request))
+            } else {
+                Box::pin(std::future::ready(Ok(broker.not_leader_response())))
+            }
+        }
+    };
+}
+
 /// A handler that never waits, `path(broker, conn, request)`, as a [`Handle`].
 macro_rules! handle_now {
     ($path:path) => {
@@ -38,8 +52,8 @@ macro_rules! handle_now {
 pub fn handler(code: RequestCode) -> Option<Handle> {
     use RequestCode as C;
     Some(match code {
-        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => handle!(send::handle),
-        C::CONSUMER_SEND_MSG_BACK => handle!(send_back::handle),
+        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(send::handle),
+        C::CONSUMER_SEND_MSG_BACK => leader_only!(send_back::handle),
         C::PULL_MESSAGE => handle!(pull::handle),
         C::QUERY_CONSUMER_OFFSET => handle_now!(offset::query),
         C::UPDATE_CONSUMER_OFFSET => handle_now!(offset::update),
@@ -49,12 +63,12 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::HEART_BEAT => handle!(client::heartbeat),
         C::UNREGISTER_CLIENT => handle_now!(client::unregister),
         C::GET_CONSUMER_LIST_BY_GROUP => handle_now!(client::consumer_list),
-        C::UPDATE_AND_CREATE_TOPIC => handle!(admin::create_topic),
+        C::UPDATE_AND_CREATE_TOPIC => leader_only!(admin::create_topic),
         C::GET_ALL_TOPIC_CONFIG => handle_now!(admin::all_topics),
-        C::DELETE_TOPIC_IN_BROKER => handle!(admin::delete_topic),
-        C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => handle!(admin::put_subscription_group),
+        C::DELETE_TOPIC_IN_BROKER => leader_only!(admin::delete_topic),
+        C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => leader_only!(admin::put_subscription_group),
         C::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => handle_now!(admin::all_subscription_groups),
-        C::DELETE_SUBSCRIPTIONGROUP => handle!(admin::delete_subscription_group),
+        C::DELETE_SUBSCRIPTIONGROUP => leader_only!(admin::delete_subscription_group),
         _ => return None,
     })
 }

@@ -41,9 +41,6 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let code = RequestCode::from_i32(request.code).unwrap_or(RequestCode::SEND_MESSAGE);
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     // RocketMQ's broker reads SEND_BATCH_MESSAGE headers as V2; accept V1 names too.
     let header: SendMessageRequestHeader = match code {
         RequestCode::SEND_MESSAGE_V2 => request.header::<SendMessageRequestHeaderV2>()?.into(),

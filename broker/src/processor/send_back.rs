@@ -32,9 +32,6 @@ pub async fn handle(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    if !broker.is_leader() {
-        return Ok(broker.not_leader_response());
-    }
     let h: ConsumerSendMsgBackRequestHeader = request.header()?;
     known_group(broker, &h.group).await?;
     let bytes = queued_record(broker, h.offset)?;
