@@ -51,6 +51,8 @@ pub struct Broker {
     topic_create: tokio::sync::Mutex<()>,
     /// Round-robin for sends that leave the queue to the broker.
     next_queue: AtomicU32,
+    /// `messageDelayLevel`, parsed once.
+    delay_levels_ms: Vec<u64>,
 }
 
 impl Broker {
@@ -61,6 +63,7 @@ impl Broker {
         store_host: SocketAddr,
     ) -> Self {
         Broker {
+            delay_levels_ms: config.delay_levels_ms(),
             config,
             node,
             state,
@@ -75,6 +78,11 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The delay of each level of `messageDelayLevel` (ms), level 1 first.
+    pub fn delay_levels_ms(&self) -> &[u64] {
+        &self.delay_levels_ms
     }
 
     pub(crate) fn node(&self) -> &DLedgerNode {

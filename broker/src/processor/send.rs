@@ -8,6 +8,7 @@
 //! FLUSH_SLAVE_TIMEOUT: "may be stored", which clients must treat as unknown, never as
 //! failed.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -192,19 +193,19 @@ pub async fn handle(
 
 /// Where a send is stored: its topic and queue; a retry past its limit in the group's
 /// DLQ; a delayed or timer message in its schedule queue until due.
-struct Destination {
-    topic: String,
+struct Destination<'a> {
+    topic: Cow<'a, str>,
     queue_id: i32,
-    properties: String,
+    properties: Cow<'a, str>,
 }
 
-async fn destination(
+async fn destination<'a>(
     broker: &Broker,
-    header: &SendMessageRequestHeader,
+    header: &'a SendMessageRequestHeader,
     queue_id: i32,
     store_timestamp: i64,
     batch: bool,
-) -> Result<Destination, ProcessError> {
+) -> Result<Destination<'a>, ProcessError> {
     let properties = header.properties.as_deref().unwrap_or("");
     check_reserved(properties)?;
     // A client's own re-send of a failed message (the fallback when CONSUMER_SEND_MSG_BACK
@@ -218,9 +219,9 @@ async fn destination(
             let kept =
                 properties_iter(properties).filter(|(k, _)| *k != property::DELAY_TIME_LEVEL);
             return Ok(Destination {
-                topic: dlq.topic_name,
+                topic: dlq.topic_name.into(),
                 queue_id: 0,
-                properties: encode_properties(kept),
+                properties: encode_properties(kept).into(),
             });
         }
     }
@@ -228,15 +229,15 @@ async fn destination(
     let plan = schedule::plan(
         properties,
         store_timestamp as u64,
-        &config.delay_levels_ms(),
+        broker.delay_levels_ms(),
         config.timer_max_delay_sec.saturating_mul(1000),
     )
     .map_err(|e| fail(ResponseCode::MESSAGE_ILLEGAL, e))?;
     match plan {
         schedule::Plan::Now => Ok(Destination {
-            topic: header.topic.clone(),
+            topic: header.topic.as_str().into(),
             queue_id,
-            properties: properties.to_string(),
+            properties: properties.into(),
         }),
         schedule::Plan::Later { .. } if batch => Err(fail(
             ResponseCode::MESSAGE_ILLEGAL,
@@ -247,20 +248,21 @@ async fn destination(
             queue_id: schedule_queue,
             due_ms,
         } => {
-            let levels = config.delay_levels_ms().len();
+            let levels = broker.delay_levels_ms().len();
             broker
                 .create_topic(schedule::schedule_topic_config(topic, levels))
                 .await
                 .map_err(|e| append_error(broker, e))?;
             Ok(Destination {
-                topic: topic.to_string(),
+                topic: topic.into(),
                 queue_id: schedule_queue,
                 properties: schedule::scheduled_properties(
                     properties,
                     &header.topic,
                     queue_id,
                     due_ms,
-                ),
+                )
+                .into(),
             })
         }
     }

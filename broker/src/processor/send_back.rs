@@ -52,7 +52,7 @@ pub async fn handle(
         (dlq.topic_name, 0, base)
     } else {
         let retry = retry_topic(broker, &h.group).await?;
-        let levels = broker.config().delay_levels_ms();
+        let levels = broker.delay_levels_ms();
         let level = match h.delay_level {
             0 => 3 + original.reconsume_times,
             n => n,
