@@ -135,6 +135,14 @@ async fn delayed_and_timer_messages_arrive_when_due_and_not_before() {
     );
     assert!(lateness < 1_000, "{lateness} ms late");
 
+    // A timer beyond timerMaxDelaySec (3 days) is refused, not stored.
+    let too_late = producer
+        .send(Message::new("Delayed", "too-late").with_delay_time_sec(4 * 24 * 3600))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(too_late.contains("max delay"), "{too_late}");
+
     // 10,000 timers spread over 30 s, to the millisecond.
     let start = now_ms() + 2_000;
     let sends = Arc::new(AtomicUsize::new(0));
@@ -343,6 +351,17 @@ async fn scheduled_messages_pending_at_a_leader_kill_are_delivered_exactly_once(
             .unwrap();
         plain.push(r);
     }
+    // Bad input: an offset where no queued message starts.
+    let bogus = send_back(&leader, 3, "t30-failover").await;
+    assert_eq!(bogus.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+    assert!(
+        bogus
+            .remark
+            .as_deref()
+            .unwrap_or("")
+            .contains("look message by offset failed"),
+        "{bogus:?}"
+    );
     for r in &plain {
         let offset =
             i64::from_str_radix(&r.offset_msg_id[r.offset_msg_id.len() - 16..], 16).unwrap();
