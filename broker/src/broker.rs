@@ -113,6 +113,12 @@ impl Broker {
         self.is_leader() && self.node.applied_position() == self.node.written_position()
     }
 
+    /// The CommitLog position this node has applied to, and the end of what it has
+    /// written (committed or not).
+    pub(crate) fn log_positions(&self) -> (u64, u64) {
+        (self.node.applied_position(), self.node.written_position())
+    }
+
     /// SERVICE_NOT_AVAILABLE naming the leader's client address (remark and `leaderAddr`).
     pub fn not_leader_response(&self) -> RemotingCommand {
         let role = self.role();

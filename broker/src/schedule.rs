@@ -25,6 +25,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use remoting::message::{encode_properties, properties_iter, property, MessageRecord};
 use remoting::route::{perm, TopicConfig};
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
@@ -50,7 +51,11 @@ const SCHEDULE_PROPERTIES: [&str; 7] = [
 ];
 
 /// Most scheduled messages delivered in one append.
-const DELIVER_BATCH: usize = 256;
+const DELIVER_BATCH: usize = 512;
+/// Delivery appends the leader keeps in flight at once.
+const APPENDS_IN_FLIGHT: usize = 8;
+/// How often the delivery task scans the whole index rather than from its cursor.
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(10);
 /// The longest the scheduler sleeps without looking (a wake-up may have been missed).
 const MAX_IDLE: Duration = Duration::from_millis(500);
 
@@ -220,20 +225,56 @@ pub fn schedule_topic_config(topic: &str, levels: usize) -> TopicConfig {
     }
 }
 
-/// The leader's delivery task: while this node leads and has applied its whole log,
-/// deliver what is due, in order of due time, and sleep until the next due time or until
-/// a new timer is applied.
+/// The leader's delivery task: once this node leads and has applied everything it held
+/// when it became leader (so the index shows every delivery an earlier leader made),
+/// deliver what is due, in order of due time, with up to [`APPENDS_IN_FLIGHT`] appends
+/// at once, and sleep until the next due time or until a new timer is applied.
 pub async fn run(broker: Arc<Broker>) {
     let mut in_flight: HashSet<[u8; 17]> = HashSet::new();
+    let mut appends: JoinSet<Vec<[u8; 17]>> = JoinSet::new();
+    // (term, position to apply before delivering in it).
+    let mut gate: Option<(u64, u64)> = None;
+    // Where the next scan starts: delivered keys leave tombstones at the front of the
+    // index, and scanning from the start each time walked all of them.
+    let mut cursor = keys::timer_key(0, 0);
+    let mut full_scan_at = tokio::time::Instant::now();
     loop {
+        while let Some(done) = appends.try_join_next() {
+            for key in done.unwrap_or_default() {
+                in_flight.remove(&key);
+            }
+        }
         let woken = broker.timer_added();
-        if !broker.is_up_to_date_leader() {
-            in_flight.clear();
+        let role = broker.role();
+        if role.role != dledger::Role::Leader {
+            gate = None;
+            cursor = keys::timer_key(0, 0);
             let _ = tokio::time::timeout(Duration::from_millis(50), woken).await;
             continue;
         }
+        let (applied, written) = broker.log_positions();
+        let &mut (_, ready_at) = match &mut gate {
+            Some(g) if g.0 == role.term => g,
+            _ => gate.insert((role.term, written)),
+        };
+        if applied < ready_at {
+            let _ = tokio::time::timeout(Duration::from_millis(10), woken).await;
+            continue;
+        }
+        if appends.len() >= APPENDS_IN_FLIGHT {
+            if let Some(Ok(done)) = appends.join_next().await {
+                for key in done {
+                    in_flight.remove(&key);
+                }
+            }
+            continue;
+        }
         let now = crate::processor::send::now_ms() as u64;
-        let (due, next_due) = match due_timers(&broker, now, &in_flight) {
+        if full_scan_at.elapsed() >= FULL_SCAN_EVERY {
+            full_scan_at = tokio::time::Instant::now();
+            cursor = keys::timer_key(0, 0);
+        }
+        let (due, next_due) = match due_timers(&broker, now, &in_flight, &mut cursor) {
             Ok(found) => found,
             Err(e) => {
                 warn!(error = %e, "reading due timers failed");
@@ -246,29 +287,62 @@ pub async fn run(broker: Arc<Broker>) {
                 .map(|t| Duration::from_millis(t.saturating_sub(now)))
                 .unwrap_or(MAX_IDLE)
                 .min(MAX_IDLE);
-            let _ = tokio::time::timeout(idle, woken).await;
+            tokio::select! {
+                _ = tokio::time::sleep(idle) => {}
+                _ = woken => {}
+                Some(Ok(done)) = appends.join_next(), if !appends.is_empty() => {
+                    for key in done {
+                        in_flight.remove(&key);
+                    }
+                }
+            }
             continue;
         }
-        deliver(&broker, due, &mut in_flight).await;
+        let (records, keys) = delivered_batch(&broker, due, &mut in_flight);
+        if records.is_empty() {
+            continue;
+        }
+        in_flight.extend(keys.iter().copied());
+        let broker = broker.clone();
+        appends.spawn(async move {
+            let n = records.len();
+            match broker.append(records).await {
+                Ok(_) => debug!(delivered = n, "scheduled messages delivered"),
+                Err(e) => {
+                    info!(error = %e, messages = n, "delivering scheduled messages failed; will retry")
+                }
+            }
+            // Applied (their keys are gone from the index) or not appended (still there, and
+            // proposed again; a repeat whose first append did land is queued nowhere).
+            keys
+        });
     }
 }
 
 type DueTimer = ([u8; 17], u64, u64, u32);
 
 /// Up to [`DELIVER_BATCH`] timers due at `now` that are not in flight: (key, due,
-/// position, size); and the due time of the first one not yet due.
+/// position, size); and the due time of the first one not yet due. Scans from `cursor`,
+/// and moves it to the first pending key found, or to a second before `now` if that is
+/// earlier: a key below that can only come from another leader's clock, and the full scan
+/// every [`FULL_SCAN_EVERY`] finds it.
 fn due_timers(
     broker: &Broker,
     now: u64,
     in_flight: &HashSet<[u8; 17]>,
+    cursor: &mut [u8; 17],
 ) -> Result<(Vec<DueTimer>, Option<u64>), String> {
-    let from = keys::timer_key(0, 0);
     let until = keys::timer_key(u64::MAX, u64::MAX);
     let limit = DELIVER_BATCH + in_flight.len() + 1;
     let found = broker
         .hook_store()
-        .scan(&from, &until, limit)
+        .scan(cursor.as_slice(), &until, limit)
         .map_err(|e| e.to_string())?;
+    let floor = keys::timer_key(now.saturating_sub(1_000), 0);
+    *cursor = found
+        .first()
+        .and_then(|(k, _)| <[u8; 17]>::try_from(k.as_slice()).ok())
+        .map_or(floor, |first| first.min(floor));
     let mut due = Vec::new();
     let mut next_due = None;
     for (key, value) in found {
@@ -285,56 +359,43 @@ fn due_timers(
         if in_flight.contains(&key) || due.len() == DELIVER_BATCH {
             continue;
         }
-        let size = value
-            .as_slice()
-            .try_into()
-            .map(u32::from_be_bytes)
-            .unwrap_or(0);
+        let size = value.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
         due.push((key, due_ms, position, size));
     }
     Ok((due, next_due))
 }
 
-/// Appends the deliveries of `due`; each key stays in flight until its append ends.
-async fn deliver(broker: &Broker, due: Vec<DueTimer>, in_flight: &mut HashSet<[u8; 17]>) {
+/// The messages to store for `due`, and their keys. A scheduled message that cannot be
+/// rebuilt is reported and kept in flight (never delivered as garbage; an operator can
+/// see it in its schedule queue).
+fn delivered_batch(
+    broker: &Broker,
+    due: Vec<DueTimer>,
+    in_flight: &mut HashSet<[u8; 17]>,
+) -> (Vec<Bytes>, Vec<[u8; 17]>) {
     let store_timestamp = crate::processor::send::now_ms();
     let mut records = Vec::with_capacity(due.len());
-    let mut keys_sent = Vec::with_capacity(due.len());
+    let mut keys = Vec::with_capacity(due.len());
     for (key, due_ms, position, size) in due {
-        match broker
+        let rebuilt = broker
             .read_commit_log(position, size as usize)
             .map_err(|e| e.to_string())
             .and_then(|bytes| {
                 let (record, _) = MessageRecord::decode(&bytes).map_err(|e| e.to_string())?;
                 delivered(&record, position, due_ms, broker, store_timestamp)
-            }) {
+            });
+        match rebuilt {
             Ok(record) => {
                 records.push(record);
-                keys_sent.push(key);
+                keys.push(key);
             }
             Err(e) => {
-                // Kept: an operator can see it; it is never delivered as garbage.
                 warn!(position, due_ms, error = %e, "a scheduled message cannot be delivered");
                 in_flight.insert(key);
             }
         }
     }
-    if records.is_empty() {
-        return;
-    }
-    in_flight.extend(keys_sent.iter().copied());
-    let n = records.len();
-    match broker.append(records).await {
-        Ok(_) => debug!(delivered = n, "scheduled messages delivered"),
-        Err(e) => {
-            info!(error = %e, messages = n, "delivering scheduled messages failed; will retry")
-        }
-    }
-    // Applied (its keys are gone from the index) or not appended (they are still there, and
-    // are proposed again; a repeat whose first append did land is queued nowhere).
-    for key in keys_sent {
-        in_flight.remove(&key);
-    }
+    (records, keys)
 }
 
 #[cfg(test)]
