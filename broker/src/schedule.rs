@@ -359,7 +359,11 @@ fn due_timers(
         if in_flight.contains(&key) || due.len() == DELIVER_BATCH {
             continue;
         }
-        let size = value.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0);
+        let size = value
+            .as_slice()
+            .try_into()
+            .map(u32::from_be_bytes)
+            .unwrap_or(0);
         due.push((key, due_ms, position, size));
     }
     Ok((due, next_due))
