@@ -123,6 +123,21 @@ impl HookStore {
         until: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, DLedgerError> {
+        self.scan_while(from, limit, |key| key < until)
+    }
+
+    /// Every (key, value) whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
+        self.scan_while(prefix, usize::MAX, |key| key.starts_with(prefix))
+    }
+
+    /// Up to `limit` pairs from `from` on, in key order, while `keep` holds for the key.
+    fn scan_while(
+        &self,
+        from: &[u8],
+        limit: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<Vec<KeyValue>, DLedgerError> {
         let mut out = Vec::new();
         let iter = self.meta.db().iterator_cf(
             self.meta.app_cf(),
@@ -133,27 +148,7 @@ impl HookStore {
                 path: self.meta.path().to_path_buf(),
                 reason: format!("hook scan: {e}"),
             })?;
-            if out.len() >= limit || *key >= *until {
-                break;
-            }
-            out.push((key.to_vec(), value.to_vec()));
-        }
-        Ok(out)
-    }
-
-    /// Every (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
-        let mut out = Vec::new();
-        let iter = self.meta.db().iterator_cf(
-            self.meta.app_cf(),
-            rocksdb::IteratorMode::From(prefix, rocksdb::Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) = item.map_err(|e| DLedgerError::Meta {
-                path: self.meta.path().to_path_buf(),
-                reason: format!("hook scan: {e}"),
-            })?;
-            if !key.starts_with(prefix) {
+            if out.len() >= limit || !keep(&key) {
                 break;
             }
             out.push((key.to_vec(), value.to_vec()));
