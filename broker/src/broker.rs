@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dledger::{DLedgerError, DLedgerNode, RoleState};
+use remoting::queue_lock::MessageQueueData;
 use remoting::route::{perm, DataVersion, TopicConfig};
 use remoting::{RemotingCommand, ResponseCode};
 use tokio::sync::Notify;
@@ -23,6 +24,7 @@ use crate::clients::ClientManager;
 use crate::command::{BrokerCommand, OffsetUpdate};
 use crate::config::BrokerConfig;
 use crate::consume_queue::ConsumeQueue;
+use crate::queue_locks::Granted;
 use crate::store::{Applied, BrokerState, OffsetKey};
 
 /// RocketMQ's default topic: producers with auto-create send unknown topics "through" it.
@@ -165,6 +167,36 @@ impl Broker {
                     .unwrap_or(Applied::Stored),
             })
             .collect())
+    }
+
+    /// Asks for `group`'s locks on `queues` for `client_id` through Raft (leader only);
+    /// answers with the queues the client holds once the request is applied.
+    pub async fn lock_queues(
+        &self,
+        group: &str,
+        client_id: &str,
+        queues: Vec<MessageQueueData>,
+    ) -> Result<Vec<MessageQueueData>, DLedgerError> {
+        let command = BrokerCommand::LockQueues {
+            consumer_group: group.to_string(),
+            client_id: client_id.to_string(),
+            queues,
+            now_ms: crate::processor::send::now_ms() as u64,
+            lifetime_ms: self.config.rebalance_lock_max_live_ms,
+        };
+        let result = self.node.append_command(command.encode()).await?;
+        Ok(result
+            .response
+            .as_ref()
+            .and_then(|r| r.get::<Granted>())
+            .map(|g| g.0.clone())
+            .unwrap_or_default())
+    }
+
+    /// Who holds `group`'s lock on `mq` now, as this node has applied it.
+    pub fn queue_lock_holder(&self, group: &str, mq: &MessageQueueData) -> Option<String> {
+        self.state
+            .queue_lock_holder(group, mq, crate::processor::send::now_ms() as u64)
     }
 
     /// Up to `max_bytes` committed CommitLog bytes from `position`.

@@ -1,7 +1,8 @@
 //! Commands the broker puts in the Raft log besides messages: consumer offsets, topic
-//! config, and which client address each leader serves on. Every replica applies them
+//! config, queue locks, and which client address each leader serves on. Every replica applies them
 //! in log order (invariant 4), so a new leader knows all of them.
 
+use remoting::queue_lock::MessageQueueData;
 use remoting::route::TopicConfig;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,21 @@ pub enum BrokerCommand {
     },
     DeleteSubscriptionGroup {
         group_name: String,
+    },
+    /// A client asks for queue locks (LOCK_BATCH_MQ), at the leader's clock `now_ms`, for
+    /// `lifetime_ms`; decided at apply (`crate::queue_locks`).
+    LockQueues {
+        consumer_group: String,
+        client_id: String,
+        queues: Vec<MessageQueueData>,
+        now_ms: u64,
+        lifetime_ms: u64,
+    },
+    /// A client gives queue locks back (UNLOCK_BATCH_MQ).
+    UnlockQueues {
+        consumer_group: String,
+        client_id: String,
+        queues: Vec<MessageQueueData>,
     },
     /// A node that became leader announces the address clients reach it at, so
     /// followers can name it in not-leader answers.
@@ -80,6 +96,22 @@ mod tests {
             },
             BrokerCommand::DeleteSubscriptionGroup {
                 group_name: "g".into(),
+            },
+            BrokerCommand::LockQueues {
+                consumer_group: "g".into(),
+                client_id: "c".into(),
+                queues: vec![MessageQueueData {
+                    topic: "T".into(),
+                    broker_name: "broker-a".into(),
+                    queue_id: 3,
+                }],
+                now_ms: 7,
+                lifetime_ms: 60_000,
+            },
+            BrokerCommand::UnlockQueues {
+                consumer_group: "g".into(),
+                client_id: "c".into(),
+                queues: Vec::new(),
             },
             BrokerCommand::LeaderInfo {
                 node_id: 1,

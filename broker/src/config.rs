@@ -94,6 +94,9 @@ pub struct BrokerConfig {
     /// `autoCreateSubscriptionGroup`: a consumer group the broker has not seen may send
     /// messages back for retry (its subscription group is created with defaults).
     pub auto_create_subscription_group: bool,
+    /// `rebalanceLockMaxLiveTime` (ms): how long a queue lock of an orderly consumer holds
+    /// without renewal (RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`).
+    pub rebalance_lock_max_live_ms: u64,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -157,6 +160,7 @@ impl Default for BrokerConfig {
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             timer_max_delay_sec: 3 * 24 * 3600,
             auto_create_subscription_group: true,
+            rebalance_lock_max_live_ms: 60_000,
         }
     }
 }
@@ -245,6 +249,7 @@ impl BrokerConfig {
             "autoCreateSubscriptionGroup",
             auto_create_subscription_group
         );
+        set!("rebalanceLockMaxLiveTime", rebalance_lock_max_live_ms);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {

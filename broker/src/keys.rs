@@ -17,6 +17,7 @@
 //! | `l/<nodeId>` | client address that node served on as leader |
 //! | `g/<group>` | subscription group config (JSON) |
 //! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
+//! | `L` + name(group) + name(topic) + name(brokerName) + queueId (i32 BE) | a queue lock: expiry (ms, u64 BE) + holder's client id |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -29,6 +30,8 @@ pub const OFFSET_PREFIX: &[u8] = b"O";
 /// Prefix of scheduled messages (delay levels, timers, retries) not yet delivered, in
 /// order of due time.
 pub const TIMER_PREFIX: &[u8] = b"T";
+/// Prefix of queue locks (ordered consumption).
+pub const LOCK_PREFIX: &[u8] = b"L";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -140,6 +143,28 @@ pub fn parse_timer_key(key: &[u8]) -> Option<(u64, u64)> {
     Some((be_u64(&rest[..8])?, be_u64(&rest[8..])?))
 }
 
+/// The key of `group`'s lock on a queue.
+pub fn lock_key(group: &str, topic: &str, broker_name: &str, queue_id: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 6 + group.len() + topic.len() + broker_name.len() + 4);
+    key.extend_from_slice(LOCK_PREFIX);
+    put_name(&mut key, group);
+    put_name(&mut key, topic);
+    put_name(&mut key, broker_name);
+    key.extend_from_slice(&queue_id.to_be_bytes());
+    key
+}
+
+/// `(group, topic, broker name, queue id)` of a lock key.
+pub fn parse_lock_key(key: &[u8]) -> Option<(String, String, String, i32)> {
+    let mut r = Reader(key.strip_prefix(LOCK_PREFIX)?);
+    let group = r.name()?;
+    let topic = r.name()?;
+    let broker_name = r.name()?;
+    let queue_id = r.queue_id()?;
+    r.end()?;
+    Some((group, topic, broker_name, queue_id))
+}
+
 /// An 8-byte big-endian value.
 pub fn be_u64(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
@@ -199,6 +224,13 @@ mod tests {
             let _ = parse_queue_key(&key);
             let _ = legacy_offset_key(&key);
             let _ = legacy_queue_key(&key);
+            let _ = parse_lock_key(&key);
+        }
+
+        #[test]
+        fn lock_keys_round_trip(group in ".{0,20}", topic in ".{0,20}", broker in ".{0,20}", queue_id in any::<i32>()) {
+            let key = lock_key(&group, &topic, &broker, queue_id);
+            prop_assert_eq!(parse_lock_key(&key), Some((group, topic, broker, queue_id)));
         }
 
         #[test]

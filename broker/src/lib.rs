@@ -16,6 +16,7 @@
 //!   once per request code in `processor::handler`.
 //! - [`schedule`]: delay levels, timers and retries: stored until due, delivered once by
 //!   the leader through the log.
+//! - [`queue_locks`]: queue locks of orderly consumers, decided at apply through Raft.
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -33,6 +34,7 @@ pub mod consume_queue;
 pub mod error;
 pub mod keys;
 pub mod processor;
+pub mod queue_locks;
 pub mod registration;
 pub mod schedule;
 pub mod server;

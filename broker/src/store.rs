@@ -29,6 +29,7 @@ use remoting::filter::tag_hash as tag_code;
 use crate::command::BrokerCommand;
 use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
 use crate::keys;
+use crate::queue_locks::{Granted, QueueLocks};
 use crate::schedule;
 
 /// Key of one consumer offset.
@@ -52,6 +53,8 @@ pub struct BrokerState {
     offsets: RwLock<HashMap<OffsetKey, i64>>,
     leader_addrs: RwLock<HashMap<u64, String>>,
     subscription_groups: RwLock<BTreeMap<String, serde_json::Value>>,
+    /// Queue locks of orderly consumers.
+    queue_locks: RwLock<QueueLocks>,
     /// Woken when a scheduled message is applied (the leader's delivery task sleeps on it).
     pub(crate) timer_added: tokio::sync::Notify,
     opened: AtomicBool,
@@ -70,6 +73,7 @@ impl BrokerState {
             offsets: RwLock::new(HashMap::new()),
             leader_addrs: RwLock::new(HashMap::new()),
             subscription_groups: RwLock::new(BTreeMap::new()),
+            queue_locks: RwLock::new(QueueLocks::default()),
             timer_added: tokio::sync::Notify::new(),
             opened: AtomicBool::new(false),
         }))
@@ -101,6 +105,17 @@ impl BrokerState {
 
     pub fn subscription_group(&self, name: &str) -> Option<serde_json::Value> {
         self.subscription_groups.read().unwrap().get(name).cloned()
+    }
+
+    /// Who holds `group`'s lock on `mq` at `now_ms`, if anyone.
+    pub fn queue_lock_holder(
+        &self,
+        group: &str,
+        mq: &remoting::queue_lock::MessageQueueData,
+        now_ms: u64,
+    ) -> Option<String> {
+        let locks = self.queue_locks.read().unwrap();
+        locks.holder(group, mq, now_ms).map(str::to_string)
     }
 
     pub fn leader_addr(&self, node_id: u64) -> Option<String> {
@@ -317,6 +332,34 @@ impl BrokerHook {
                     .write()
                     .unwrap()
                     .remove(&group_name);
+                let mut locks = self.state.queue_locks.write().unwrap();
+                locks.remove_group(&group_name, writes);
+            }
+            BrokerCommand::LockQueues {
+                consumer_group,
+                client_id,
+                queues,
+                now_ms,
+                lifetime_ms,
+            } => {
+                let mut locks = self.state.queue_locks.write().unwrap();
+                let granted = locks.lock(
+                    &consumer_group,
+                    &client_id,
+                    &queues,
+                    now_ms,
+                    lifetime_ms,
+                    writes,
+                );
+                return Ok(vec![HookResponse::new(Granted(granted))]);
+            }
+            BrokerCommand::UnlockQueues {
+                consumer_group,
+                client_id,
+                queues,
+            } => {
+                let mut locks = self.state.queue_locks.write().unwrap();
+                locks.unlock(&consumer_group, &client_id, &queues, writes);
             }
             BrokerCommand::LeaderInfo {
                 node_id,
@@ -344,7 +387,7 @@ impl BrokerHook {
 
 /// Reports a stored record this version cannot read. It is left out, and left in place
 /// for an operator to inspect: one bad record must not stop the node.
-fn skipped(key: &[u8], what: &str) {
+pub(crate) fn skipped(key: &[u8], what: &str) {
     error!(
         key = %String::from_utf8_lossy(key).escape_debug(),
         what,
@@ -516,6 +559,7 @@ impl ApplyHook for BrokerHook {
                 _ => skipped(&key, "leader address"),
             }
         }
+        *self.state.queue_locks.write().unwrap() = QueueLocks::load(store)?;
         let counts = self.load_queue_counts(store)?;
         self.cut_back_queues(counts)?;
         self.state.opened.store(true, Ordering::Release);

@@ -4,6 +4,7 @@
 //! [`ClientInstance::request_group`], so it reaches the group's leader (or, for reads,
 //! any member when the leader is down) and has a deadline.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use remoting::header::{
@@ -11,7 +12,10 @@ use remoting::header::{
     PullMessageRequestHeader, PullMessageResponseHeader, QueryConsumerOffsetRequestHeader,
     QueueOffsetRequestHeader, SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use remoting::route::{from_json, ConsumerListBody};
+use remoting::queue_lock::{
+    LockBatchRequestBody, LockBatchResponseBody, MessageQueueData, UnlockBatchRequestBody,
+};
+use remoting::route::{from_json, to_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
 
 use crate::error::{ClientError, Result};
@@ -412,6 +416,90 @@ pub(crate) async fn consumer_send_msg_back(
     header: &ConsumerSendMsgBackRequestHeader,
 ) -> Result<()> {
     let request = RemotingCommand::request(RequestCode::CONSUMER_SEND_MSG_BACK, header);
+    let (addr, response) = instance
+        .request_group(
+            broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Write,
+        )
+        .await?;
+    if response.code == ResponseCode::SUCCESS as i32 {
+        return Ok(());
+    }
+    Err(ClientError::Broker {
+        broker_name: broker_name.to_string(),
+        addr,
+        code: response.code,
+        remark: response.remark.unwrap_or_default(),
+    })
+}
+
+/// The queue as RocketMQ's `MessageQueue` body form.
+fn queue_data(queue: &MessageQueue) -> MessageQueueData {
+    MessageQueueData {
+        topic: queue.topic.clone(),
+        broker_name: queue.broker_name.clone(),
+        queue_id: queue.queue_id,
+    }
+}
+
+/// Asks the leader of `broker_name` to lock `queues` (all of that group) for this client
+/// (LOCK_BATCH_MQ); answers with the queues this client holds now.
+pub(crate) async fn lock_batch(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    broker_name: &str,
+    queues: &[MessageQueue],
+) -> Result<BTreeSet<MessageQueue>> {
+    let body = LockBatchRequestBody {
+        consumer_group: consumer_group.to_string(),
+        client_id: instance.client_id.clone(),
+        only_this_broker: false,
+        mq_set: queues.iter().map(queue_data).collect(),
+    };
+    let request =
+        RemotingCommand::bare_request(RequestCode::LOCK_BATCH_MQ).with_body(to_json(&body));
+    let (addr, response) = instance
+        .request_group(
+            broker_name,
+            request,
+            instance.config.api_timeout(),
+            Access::Write,
+        )
+        .await?;
+    if response.code != ResponseCode::SUCCESS as i32 {
+        return Err(ClientError::Broker {
+            broker_name: broker_name.to_string(),
+            addr,
+            code: response.code,
+            remark: response.remark.unwrap_or_default(),
+        });
+    }
+    let answer: LockBatchResponseBody =
+        from_json("lock batch answer", &response.body).map_err(|e| bad_response(&addr, e))?;
+    Ok(answer
+        .lock_ok_mq_set
+        .into_iter()
+        .map(|q| MessageQueue::new(q.topic, q.broker_name, q.queue_id))
+        .collect())
+}
+
+/// Gives this client's locks on `queues` (all of `broker_name`) back (UNLOCK_BATCH_MQ).
+pub(crate) async fn unlock_batch(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    broker_name: &str,
+    queues: &[MessageQueue],
+) -> Result<()> {
+    let body = UnlockBatchRequestBody {
+        consumer_group: consumer_group.to_string(),
+        client_id: instance.client_id.clone(),
+        only_this_broker: false,
+        mq_set: queues.iter().map(queue_data).collect(),
+    };
+    let request =
+        RemotingCommand::bare_request(RequestCode::UNLOCK_BATCH_MQ).with_body(to_json(&body));
     let (addr, response) = instance
         .request_group(
             broker_name,

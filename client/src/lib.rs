@@ -95,5 +95,6 @@ pub use namesrv::NameServerClient;
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
 pub use pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
 pub use push_consumer::{
-    ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig,
+    ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, MessageModel, PushConsumer,
+    PushConsumerConfig,
 };

@@ -52,6 +52,28 @@
 //! - Later batches of the queue go on meanwhile; a queue given away stops its retries
 //!   (its new owner gets the messages again from the committed offset).
 //!
+//! # Orderly consumption
+//!
+//! With an orderly listener ([`PushConsumer::register_orderly_listener`], RocketMQ's
+//! `MessageListenerOrderly`) each queue's messages reach the listener one batch at a time,
+//! in queue order, and in clustering only while this client holds the queue's lock on
+//! its broker group (LOCK_BATCH_MQ, kept through Raft there, see `broker::queue_locks`):
+//!
+//! - A rebalance locks the queues it assigns and takes only those it was granted; one
+//!   still held by its previous owner is asked for again a second later.
+//! - Every `lock_interval_ms` (20 s) the held locks are renewed; a queue whose renewal is
+//!   refused is marked unlocked. Before each batch the queue's lock is checked: taken at
+//!   most `lock_max_live_ms` (30 s) ago, counted from when it was asked for. Otherwise the
+//!   lock is asked for again, and the batch waits (3 s between refusals).
+//! - [`ConsumeOrderlyStatus::SuspendCurrentQueueAMoment`] retries the same batch after
+//!   `suspend_current_queue_time_ms`; no later message of the queue passes it. A message
+//!   suspended `max_reconsume_times` times (-1: no limit, RocketMQ's orderly default) goes
+//!   to the dead-letter topic and the queue moves on; if the broker does not take it, it
+//!   is suspended again.
+//! - Giving a queue away waits for its running listener call, commits its offset, then
+//!   unlocks it; a call still running after `await_termination_when_shutdown_ms` leaves the
+//!   lock to expire on the broker (60 s) instead. Shutdown unlocks every queue the same way.
+//!
 //! # RECONSUME_LATER in broadcasting
 //!
 //! Broadcasting has no retry topic (a retry would reach every member again): as in
@@ -60,7 +82,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -129,6 +151,41 @@ pub enum ConsumeStatus {
     ReconsumeLater,
 }
 
+/// An orderly listener's verdict on a batch (RocketMQ's `ConsumeOrderlyStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeOrderlyStatus {
+    Success,
+    /// Consume the same batch again after `suspend_current_queue_time_ms`; nothing later
+    /// in the queue goes first.
+    SuspendCurrentQueueAMoment,
+}
+
+/// Orderly: the pause before asking again for a queue lock another client holds
+/// (RocketMQ's `tryLockLaterAndReconsume`).
+const LOCK_RETRY: Duration = Duration::from_secs(3);
+/// Orderly: how soon a rebalance asks again for assigned queues it could not lock.
+const RELOCK_SOON: Duration = Duration::from_secs(1);
+
+/// An orderly verdict in the form the consume loops share.
+fn orderly_verdict(status: ConsumeOrderlyStatus) -> ConsumeStatus {
+    match status {
+        ConsumeOrderlyStatus::Success => ConsumeStatus::ConsumeSuccess,
+        ConsumeOrderlyStatus::SuspendCurrentQueueAMoment => ConsumeStatus::ReconsumeLater,
+    }
+}
+
+/// `queues` grouped by broker group.
+fn by_broker(queues: &[MessageQueue]) -> BTreeMap<String, Vec<MessageQueue>> {
+    let mut groups: BTreeMap<String, Vec<MessageQueue>> = BTreeMap::new();
+    for q in queues {
+        groups
+            .entry(q.broker_name.clone())
+            .or_default()
+            .push(q.clone());
+    }
+    groups
+}
+
 /// A push consumer's settings, with RocketMQ's names.
 #[derive(Debug, Clone)]
 pub struct PushConsumerConfig {
@@ -172,6 +229,15 @@ pub struct PushConsumerConfig {
     /// At shutdown, how long running listener calls may take to finish before offsets
     /// are committed.
     pub await_termination_when_shutdown_ms: u64,
+    /// Orderly: the pause before a suspended batch is consumed again.
+    pub suspend_current_queue_time_ms: u64,
+    /// Orderly, clustering: how often held queue locks are renewed (RocketMQ's
+    /// `rocketmq.client.rebalance.lockInterval`).
+    pub lock_interval_ms: u64,
+    /// Orderly, clustering: a queue is consumed only if its lock was taken or renewed
+    /// within this long, counted from when it was asked for (RocketMQ's
+    /// `rocketmq.client.rebalance.lockMaxLiveTime`); well below the broker's 60 s.
+    pub lock_max_live_ms: u64,
 }
 
 impl PushConsumerConfig {
@@ -199,6 +265,9 @@ impl PushConsumerConfig {
             delay_level_when_next_consume: 0,
             local_offset_store_dir: home.join(".rocketmq_offsets"),
             await_termination_when_shutdown_ms: 5_000,
+            suspend_current_queue_time_ms: 1_000,
+            lock_interval_ms: 20_000,
+            lock_max_live_ms: 30_000,
         }
     }
 }
@@ -220,6 +289,8 @@ pub struct PushConsumer {
     config: PushConsumerConfig,
     subscriptions: BTreeMap<String, TagFilter>,
     listener: Option<Listener>,
+    /// The listener is an orderly one.
+    orderly: bool,
     running: Option<Arc<Shared>>,
 }
 
@@ -229,6 +300,7 @@ impl PushConsumer {
             config,
             subscriptions: BTreeMap::new(),
             listener: None,
+            orderly: false,
             running: None,
         }
     }
@@ -250,6 +322,35 @@ impl PushConsumer {
         F: Fn(&[MessageExt]) -> ConsumeStatus + Send + Sync + 'static,
     {
         self.listener = Some(Listener::Sync(Arc::new(listener)));
+        self.orderly = false;
+    }
+
+    /// An orderly listener (RocketMQ's `MessageListenerOrderly`), called on Tokio's
+    /// blocking pool with each queue's messages in order (module doc, "Orderly
+    /// consumption").
+    pub fn register_orderly_listener<F>(&mut self, listener: F)
+    where
+        F: Fn(&[MessageExt]) -> ConsumeOrderlyStatus + Send + Sync + 'static,
+    {
+        self.listener = Some(Listener::Sync(Arc::new(move |msgs: &[MessageExt]| {
+            orderly_verdict(listener(msgs))
+        })));
+        self.orderly = true;
+    }
+
+    /// An async orderly listener, run as a task.
+    pub fn register_orderly_async_listener<F, Fut>(&mut self, listener: F)
+    where
+        F: Fn(Vec<MessageExt>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ConsumeOrderlyStatus> + Send + 'static,
+    {
+        let listener = Arc::new(listener);
+        self.listener = Some(Listener::Async(Arc::new(move |msgs| {
+            let listener = listener.clone();
+            Box::pin(async move { orderly_verdict(listener(msgs).await) })
+                as BoxFuture<'static, ConsumeStatus>
+        })));
+        self.orderly = true;
     }
 
     /// An async listener, run as a task.
@@ -261,6 +362,7 @@ impl PushConsumer {
         self.listener = Some(Listener::Async(Arc::new(move |msgs| {
             Box::pin(listener(msgs)) as BoxFuture<'static, ConsumeStatus>
         })));
+        self.orderly = false;
     }
 
     /// Starts heartbeats, rebalancing and pulling on the current Tokio runtime.
@@ -312,6 +414,8 @@ impl PushConsumer {
             send_back,
             config: self.config.clone(),
             listener,
+            orderly: self.orderly,
+            relock_soon: AtomicBool::new(false),
             offsets,
             queues: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -336,6 +440,13 @@ impl PushConsumer {
             tokio::spawn(shared.clone().rebalance_loop()),
             tokio::spawn(shared.clone().persist_loop()),
         ];
+        let tasks = if shared.locks_queues() {
+            let mut tasks = tasks;
+            tasks.push(tokio::spawn(shared.clone().lock_loop()));
+            tasks
+        } else {
+            tasks
+        };
         shared.tasks.lock().unwrap().extend(tasks);
         info!(client_id = %shared.instance.client_id, consumer_group = %self.config.consumer_group, "push consumer started");
         self.running = Some(shared);
@@ -421,6 +532,13 @@ impl PushConsumer {
         }
         let owned: Vec<MessageQueue> = queues.into_iter().map(|(q, _)| q).collect();
         shared.offsets.persist(&owned, true).await;
+        if shared.locks_queues() {
+            if drained.is_ok() {
+                shared.unlock(&owned).await;
+            } else {
+                warn!("orderly: listener calls still running; queue locks left to expire on the broker");
+            }
+        }
         shared
             .instance
             .unregister(None, Some(&self.config.consumer_group))
@@ -449,6 +567,10 @@ struct ProcessQueue {
     /// Wakes the pull loop when messages leave the window.
     space: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Orderly, clustering: the broker granted this client the queue's lock ...
+    locked: AtomicBool,
+    /// ... asked for at this time (ms).
+    lock_asked_ms: AtomicI64,
 }
 
 #[derive(Default)]
@@ -473,7 +595,8 @@ impl ProcessQueue {
 
     /// Stops the queue's loops and waits up to `wait` for them (a listener call in
     /// progress finishes on its own; the caller decides whether its result counts).
-    async fn stop_tasks(&self, wait: Duration) {
+    /// False if one still runs.
+    async fn stop_tasks(&self, wait: Duration) -> bool {
         self.cancel.cancel();
         let tasks: Vec<JoinHandle<()>> = self.tasks.lock().unwrap().drain(..).collect();
         if tokio::time::timeout(wait, futures::future::join_all(tasks))
@@ -481,7 +604,22 @@ impl ProcessQueue {
             .is_err()
         {
             debug!(queue = %self.queue, "a listener call outlived its queue's loops");
+            return false;
         }
+        true
+    }
+
+    /// Orderly, clustering: whether this client may consume the queue now.
+    fn holds_lock(&self, lock_max_live_ms: u64) -> bool {
+        self.locked.load(Ordering::SeqCst)
+            && now_ms() - self.lock_asked_ms.load(Ordering::SeqCst) < lock_max_live_ms as i64
+    }
+
+    fn set_lock(&self, granted: bool, asked_ms: i64) {
+        if granted {
+            self.lock_asked_ms.store(asked_ms, Ordering::SeqCst);
+        }
+        self.locked.store(granted, Ordering::SeqCst);
     }
 }
 
@@ -495,6 +633,10 @@ struct Shared {
     /// Clustering: how failed messages go back to the broker. Broadcasting: none.
     send_back: Option<SendBack>,
     listener: Listener,
+    /// The listener is an orderly one.
+    orderly: bool,
+    /// Orderly, clustering: an assigned queue could not be locked; rebalance again soon.
+    relock_soon: AtomicBool,
     offsets: OffsetStore,
     pool: Arc<Semaphore>,
     queues: Mutex<HashMap<MessageQueue, Arc<ProcessQueue>>>,
@@ -554,8 +696,13 @@ impl Shared {
         };
         let interval = Duration::from_millis(self.config.rebalance_interval_ms.max(10));
         loop {
+            let wait = if self.relock_soon.swap(false, Ordering::SeqCst) {
+                interval.min(RELOCK_SOON)
+            } else {
+                interval
+            };
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 Some(()) = notified.recv() => debug!("consumer ids changed: rebalancing now"),
                 _ = self.instance.cancel.cancelled() => return,
             }
@@ -631,6 +778,10 @@ impl Shared {
             (removed, added)
         };
         for pq in removed {
+            if self.locks_queues() {
+                self.give_away_locked(pq).await;
+                continue;
+            }
             // Stop first, then commit: nothing moves the offset after this point.
             pq.dropped.store(true, Ordering::SeqCst);
             pq.stop_tasks(Duration::from_secs(1)).await;
@@ -640,6 +791,19 @@ impl Shared {
             self.offsets.remove(&pq.queue);
             info!(queue = %pq.queue, "queue rebalanced away");
         }
+        let (added, lock_asked_ms) = if self.locks_queues() {
+            let asked = now_ms();
+            let granted = self.lock(&added).await;
+            if granted.len() < added.len() {
+                debug!(topic, assigned = added.len(), locked = granted.len(),
+                    "orderly: some assigned queues are still locked by another client; asking again soon");
+                self.relock_soon.store(true, Ordering::SeqCst);
+            }
+            let added = added.into_iter().filter(|q| granted.contains(q)).collect();
+            (added, asked)
+        } else {
+            (added, 0)
+        };
         for queue in added {
             let pq = Arc::new(ProcessQueue {
                 queue: queue.clone(),
@@ -648,17 +812,193 @@ impl Shared {
                 window: Mutex::new(Window::default()),
                 space: Notify::new(),
                 tasks: Mutex::new(Vec::new()),
+                locked: AtomicBool::new(self.locks_queues()),
+                lock_asked_ms: AtomicI64::new(lock_asked_ms),
             });
             let capacity = (self.config.pull_threshold_for_queue
                 / self.config.consume_message_batch_max_size.max(1))
             .max(1);
             let (tx, rx) = mpsc::channel(capacity);
             let pull = tokio::spawn(self.clone().pull_loop(pq.clone(), tx));
-            let consume = tokio::spawn(self.clone().consume_loop(pq.clone(), rx));
+            let consume = if self.orderly {
+                tokio::spawn(self.clone().consume_orderly_loop(pq.clone(), rx))
+            } else {
+                tokio::spawn(self.clone().consume_loop(pq.clone(), rx))
+            };
             pq.tasks.lock().unwrap().extend([pull, consume]);
             self.queues.lock().unwrap().insert(queue.clone(), pq);
             info!(%queue, "queue assigned");
         }
+    }
+
+    /// Orderly consumers of a clustering group lock their queues on the broker.
+    fn locks_queues(&self) -> bool {
+        self.orderly && self.config.message_model == MessageModel::Clustering
+    }
+
+    /// Asks each broker group for this client's locks on `queues`; the queues granted.
+    async fn lock(&self, queues: &[MessageQueue]) -> BTreeSet<MessageQueue> {
+        let mut granted = BTreeSet::new();
+        for (broker_name, queues) in by_broker(queues) {
+            match api::lock_batch(
+                &self.instance,
+                &self.config.consumer_group,
+                &broker_name,
+                &queues,
+            )
+            .await
+            {
+                Ok(locked) => granted.extend(locked),
+                Err(e) => debug!(%broker_name, error = %e, "orderly: lock request failed"),
+            }
+        }
+        granted
+    }
+
+    /// Gives this client's locks on `queues` back; a failure leaves them to expire.
+    async fn unlock(&self, queues: &[MessageQueue]) {
+        for (broker_name, queues) in by_broker(queues) {
+            if let Err(e) = api::unlock_batch(
+                &self.instance,
+                &self.config.consumer_group,
+                &broker_name,
+                &queues,
+            )
+            .await
+            {
+                warn!(%broker_name, error = %e, "orderly: unlock failed; the locks will expire on the broker");
+            }
+        }
+    }
+
+    /// Renews the locks of every owned queue every `lock_interval_ms` (RocketMQ's
+    /// `lockAll`): a queue whose renewal is refused stops being consumed.
+    async fn lock_loop(self: Arc<Self>) {
+        while self
+            .sleep_or_stop(self.config.lock_interval_ms.max(10))
+            .await
+        {
+            let owned: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
+                .queues
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(q, pq)| (q.clone(), pq.clone()))
+                .collect();
+            let queues: Vec<MessageQueue> = owned.iter().map(|(q, _)| q.clone()).collect();
+            let asked = now_ms();
+            let granted = self.lock(&queues).await;
+            for (queue, pq) in owned {
+                let held = granted.contains(&queue);
+                if !held && pq.locked.load(Ordering::SeqCst) {
+                    warn!(%queue, "orderly: lock renewal refused; the queue pauses until it is locked again");
+                }
+                pq.set_lock(held, asked);
+            }
+        }
+    }
+
+    /// Orderly, clustering: gives a queue away. Its running listener call is waited for
+    /// (so the next owner never overlaps it), its offset committed, then its lock freed.
+    async fn give_away_locked(&self, pq: Arc<ProcessQueue>) {
+        let wait = Duration::from_millis(self.config.await_termination_when_shutdown_ms);
+        let finished = pq.stop_tasks(wait).await;
+        pq.dropped.store(true, Ordering::SeqCst);
+        let queue = std::slice::from_ref(&pq.queue);
+        self.offsets.persist(queue, true).await;
+        self.offsets.remove(&pq.queue);
+        if finished {
+            self.unlock(queue).await;
+            info!(queue = %pq.queue, "queue rebalanced away and unlocked");
+        } else {
+            warn!(queue = %pq.queue, "orderly: a listener call still runs; the queue's lock is left to expire on the broker");
+        }
+    }
+
+    /// One queue's orderly consume loop: each batch, in order, until the listener takes
+    /// it; in clustering only while the queue's lock is held (module doc).
+    async fn consume_orderly_loop(
+        self: Arc<Self>,
+        pq: Arc<ProcessQueue>,
+        mut rx: mpsc::Receiver<Vec<MessageExt>>,
+    ) {
+        let suspend = Duration::from_millis(self.config.suspend_current_queue_time_ms);
+        loop {
+            let mut batch = tokio::select! {
+                b = rx.recv() => match b {
+                    Some(b) => b,
+                    None => return,
+                },
+                _ = pq.cancel.cancelled() => return,
+            };
+            while !batch.is_empty() {
+                if pq.cancel.is_cancelled() {
+                    return;
+                }
+                if self.locks_queues() && !pq.holds_lock(self.config.lock_max_live_ms) {
+                    let asked = now_ms();
+                    let held = self
+                        .lock(std::slice::from_ref(&pq.queue))
+                        .await
+                        .contains(&pq.queue);
+                    pq.set_lock(held, asked);
+                    if !held {
+                        tokio::select! {
+                            _ = tokio::time::sleep(LOCK_RETRY) => {}
+                            _ = pq.cancel.cancelled() => return,
+                        }
+                    }
+                    continue;
+                }
+                if self.call_listener(batch.clone()).await == ConsumeStatus::ConsumeSuccess {
+                    self.complete(&pq, &batch);
+                    break;
+                }
+                batch = self.suspend(&pq, batch).await;
+                if batch.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(suspend) => {}
+                    _ = pq.cancel.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// A suspended batch: each message is counted as reconsumed once more; those that
+    /// reached `max_reconsume_times` go to the dead-letter topic (clustering) or are
+    /// dropped (broadcasting) and complete. Returns the messages to consume again.
+    async fn suspend(&self, pq: &ProcessQueue, batch: Vec<MessageExt>) -> Vec<MessageExt> {
+        let max = match self.config.max_reconsume_times {
+            -1 => i32::MAX,
+            n => n,
+        };
+        let mut again = Vec::with_capacity(batch.len());
+        let mut done = Vec::new();
+        for mut m in batch {
+            if m.reconsume_times < max {
+                m.reconsume_times += 1;
+                again.push(m);
+                continue;
+            }
+            let gone = match &self.send_back {
+                Some(send_back) => send_back.dead_letter(&m).await,
+                None => {
+                    warn!(topic = %m.topic, msg_id = %m.msg_id(), queue_offset = m.queue_offset,
+                        "broadcasting: orderly listener kept suspending a message; dropped");
+                    true
+                }
+            };
+            if gone {
+                done.push(m);
+            } else {
+                m.reconsume_times += 1;
+                again.push(m);
+            }
+        }
+        self.complete(pq, &done);
+        again
     }
 
     /// The offset a newly owned queue starts at.

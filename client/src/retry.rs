@@ -34,7 +34,7 @@ use std::sync::Arc;
 
 use remoting::header::ConsumerSendMsgBackRequestHeader;
 use remoting::message::property;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::api;
 use crate::instance::ClientInstance;
@@ -154,10 +154,33 @@ pub(crate) struct SendBack {
 impl SendBack {
     /// Gives `msg` back (see the module doc); `true` when the broker has it.
     pub async fn give_back(&self, msg: &MessageExt) -> bool {
+        self.send_back(msg, self.delay_level).await
+    }
+
+    /// Sends a message an orderly listener kept suspending past `max_reconsume_times`
+    /// straight to the group's dead-letter topic (delay level -1). False if the broker
+    /// did not take it: the orderly consumer then suspends it again, as RocketMQ does.
+    pub async fn dead_letter(&self, msg: &MessageExt) -> bool {
+        let header = send_back_header(msg, &self.consumer_group, -1, self.max_reconsume_times);
+        match api::consumer_send_msg_back(&self.instance, &msg.broker_name, &header).await {
+            Ok(()) => {
+                info!(topic = %msg.topic, msg_id = %msg.msg_id(), reconsume_times = msg.reconsume_times,
+                    "orderly: message moved to the dead-letter topic");
+                true
+            }
+            Err(e) => {
+                warn!(topic = %msg.topic, msg_id = %msg.msg_id(), error = %e,
+                    "orderly: could not move the message to the dead-letter topic; suspending it again");
+                false
+            }
+        }
+    }
+
+    async fn send_back(&self, msg: &MessageExt, delay_level: i32) -> bool {
         let header = send_back_header(
             msg,
             &self.consumer_group,
-            self.delay_level,
+            delay_level,
             self.max_reconsume_times,
         );
         let msg_id = msg.msg_id();

@@ -15,6 +15,7 @@
 //!   the properties codec and msgId.
 //! - [`names`]: RocketMQ's rules for topic, group and client-id names, checked when a
 //!   header is read.
+//! - [`queue_lock`]: the bodies of LOCK_BATCH_MQ and UNLOCK_BATCH_MQ (ordered consumption).
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
 //!   register-broker and heartbeat bodies, data versions.
 //! - [`connection`]: one TCP connection used by every server and client: requests
@@ -34,6 +35,7 @@ pub mod filter;
 pub mod header;
 pub mod message;
 pub mod names;
+pub mod queue_lock;
 pub mod route;
 
 pub use code::{LanguageCode, RequestCode, ResponseCode};

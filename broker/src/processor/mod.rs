@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod offset;
 pub mod pull;
+pub mod queue_lock;
 pub mod send;
 pub mod send_back;
 
@@ -69,6 +70,8 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => leader_only!(admin::put_subscription_group),
         C::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => handle_now!(admin::all_subscription_groups),
         C::DELETE_SUBSCRIPTIONGROUP => leader_only!(admin::delete_subscription_group),
+        C::LOCK_BATCH_MQ => leader_only!(queue_lock::lock),
+        C::UNLOCK_BATCH_MQ => leader_only!(queue_lock::unlock),
         _ => return None,
     })
 }
