@@ -30,6 +30,14 @@
 //!   copy. A try seen twice (a consumer may receive a message twice) is reported, not
 //!   failed, and so is a try the client retried locally because it could not give the
 //!   message back (as the Java client does during a failover).
+//! - **orderly**: the orderly consumers of the ordered topic (one group, several clients,
+//!   each listener call a `processed` event with its start and end). No two clients'
+//!   calls on one queue overlap in time (**orderly overlap**: the queue locks failed);
+//!   no call takes an offset beyond one past the highest offset already taken in its
+//!   queue, and a suspended offset comes again before any later one (**orderly out of
+//!   order**); each acknowledged value of the topic is taken (**not delivered to
+//!   orderly**). A new owner may start again from the committed offset (re-deliveries
+//!   are counted, not failed).
 //! - **liveness**: after every heal, the group elected a leader and acknowledged a send
 //!   within the tool's bounds (the run records a `liveness:` note otherwise).
 //! - **quorum**: no send invoked while two of a group's three nodes were down was
@@ -180,6 +188,15 @@ pub struct Verdict {
     pub dead_letters_wrong: Finding,
     /// Tries the consumer saw more than once.
     pub retries_repeated: usize,
+    /// Listener calls of the orderly consumers.
+    pub orderly_calls: usize,
+    /// Calls of two orderly clients on one queue that overlapped in time.
+    pub orderly_overlap: Finding,
+    /// Orderly calls that skipped ahead of the queue's order.
+    pub orderly_out_of_order: Finding,
+    /// Offsets the orderly group took more than once (a new owner starting again from the
+    /// committed offset).
+    pub orderly_redelivered: usize,
     /// Acknowledged values the retry consumer was to fail, checked above.
     pub retried_values: usize,
     pub duplicates: Duplicates,
@@ -226,6 +243,8 @@ impl Verdict {
         check("delayed message stored twice", &self.delayed_twice);
         check("retries wrong", &self.retries_wrong);
         check("dead-letter queue wrong", &self.dead_letters_wrong);
+        check("orderly overlap", &self.orderly_overlap);
+        check("orderly out of order", &self.orderly_out_of_order);
         for (consumer, f) in &self.not_delivered {
             check(&format!("not delivered to {consumer}"), f);
         }
@@ -309,6 +328,125 @@ fn check_retries(
     }
 }
 
+/// One listener call of an orderly consumer, for one message.
+#[derive(Debug, Clone)]
+struct Processed {
+    start_us: u64,
+    end_us: u64,
+    consumer: String,
+    queue: QueueRef,
+    offset: i64,
+    value: String,
+    suspended: bool,
+    /// Sent by this run (not a value an attached cluster kept from an earlier one).
+    ours: bool,
+}
+
+/// The orderly consumers' calls: no overlap between clients on one queue, no skipping
+/// ahead, every acknowledged value of the ordered topic taken (module doc).
+fn check_orderly(
+    v: &mut Verdict,
+    sends: &BTreeMap<String, Send>,
+    stored_at: &BTreeMap<(QueueRef, i64), String>,
+    processed: Vec<Processed>,
+) {
+    v.orderly_calls = processed.len();
+    let mut by_queue: BTreeMap<QueueRef, Vec<Processed>> = BTreeMap::new();
+    let mut taken: BTreeSet<&str> = BTreeSet::new();
+    for p in &processed {
+        if !p.suspended {
+            taken.insert(p.value.as_str());
+        }
+        if p.ours && stored_at.get(&(p.queue.clone(), p.offset)) != Some(&p.value) {
+            v.divergent.add(|| {
+                format!(
+                    "{} took {} at {}@{}; stored there: {:?}",
+                    p.consumer,
+                    p.value,
+                    p.queue,
+                    p.offset,
+                    stored_at.get(&(p.queue.clone(), p.offset))
+                )
+            });
+        }
+    }
+    for p in processed.iter().cloned() {
+        by_queue.entry(p.queue.clone()).or_default().push(p);
+    }
+    for (queue, mut calls) in by_queue {
+        calls.sort_by_key(|c| (c.start_us, c.end_us));
+        // The latest end of each client's calls so far: a call of another client that
+        // starts before it overlaps.
+        let mut last_end: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
+        for c in &calls {
+            for (other, (end, offset)) in &last_end {
+                if *other != c.consumer && *end > c.start_us {
+                    v.orderly_overlap.add(|| {
+                        format!(
+                            "{queue}: {} took offset {} at {:.1} ms while {other} ran offset {offset} until {:.1} ms",
+                            c.consumer,
+                            c.offset,
+                            ms(c.start_us),
+                            ms(*end)
+                        )
+                    });
+                }
+            }
+            let entry = last_end.entry(c.consumer.as_str()).or_insert((0, c.offset));
+            *entry = (entry.0.max(c.end_us), c.offset);
+        }
+        // Order: the first call sets where the group started; after that no call goes
+        // past one beyond the highest offset taken, and a suspended offset is the next
+        // one called.
+        let mut highest: Option<i64> = None;
+        let mut pending_suspended: Option<i64> = None;
+        let mut seen: BTreeSet<i64> = BTreeSet::new();
+        for c in &calls {
+            if let Some(s) = pending_suspended {
+                if c.offset > s {
+                    v.orderly_out_of_order.add(|| {
+                        format!(
+                            "{queue}: {} took offset {} while offset {s} was suspended",
+                            c.consumer, c.offset
+                        )
+                    });
+                }
+            }
+            if let Some(h) = highest {
+                if c.offset > h + 1 {
+                    v.orderly_out_of_order.add(|| {
+                        format!(
+                            "{queue}: {} took offset {} when the highest taken was {h}",
+                            c.consumer, c.offset
+                        )
+                    });
+                }
+            }
+            if c.suspended {
+                pending_suspended = Some(c.offset);
+                continue;
+            }
+            if pending_suspended.is_some_and(|s| c.offset >= s) {
+                pending_suspended = None;
+            }
+            if !seen.insert(c.offset) {
+                v.orderly_redelivered += 1;
+            }
+            highest = Some(highest.map_or(c.offset, |h| h.max(c.offset)));
+        }
+    }
+    let mut missing = Finding::default();
+    for (value, s) in sends {
+        if s.topic == crate::workload::ORDERED_TOPIC
+            && !s.acks.is_empty()
+            && !taken.contains(value.as_str())
+        {
+            missing.add(|| value.clone());
+        }
+    }
+    v.not_delivered.insert("orderly".into(), missing);
+}
+
 #[derive(Default)]
 struct Send {
     topic: String,
@@ -372,6 +510,7 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     let mut receipts: BTreeMap<String, Vec<(QueueRef, i64, String)>> = BTreeMap::new();
     let mut faults: Vec<(u32, String, String, u64, Option<u64>)> = Vec::new();
     let mut retried: BTreeMap<String, Retries> = BTreeMap::new();
+    let mut processed: Vec<Processed> = Vec::new();
 
     let mut tag: Option<String> = None;
     for event in events {
@@ -463,6 +602,29 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                     value.clone(),
                 ));
             }
+            Event::Processed {
+                t_us,
+                start_us,
+                consumer,
+                queue,
+                queue_offset,
+                value,
+                suspended,
+            } => processed.push(Processed {
+                start_us: *start_us,
+                end_us: *t_us,
+                consumer: consumer.clone(),
+                queue: queue.clone(),
+                offset: *queue_offset,
+                value: value.clone(),
+                suspended: *suspended,
+                ours: tag.as_deref().is_none_or(|tag| {
+                    value
+                        .strip_prefix(tag)
+                        .and_then(|v| v.strip_prefix('.'))
+                        .is_some()
+                }),
+            }),
             Event::Retried {
                 value,
                 place,
@@ -634,6 +796,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
 
     if v.retries_checked {
         check_retries(&mut v, &sends, &retried);
+    }
+    if !processed.is_empty() {
+        check_orderly(&mut v, &sends, &stored_at, processed);
     }
 
     // Ordered sends: each key's acknowledged values, in invocation order, in one queue
@@ -1002,6 +1167,71 @@ mod tests {
             recv(DRAIN, 0, 0, "p0-0"),
             recv(DRAIN, 0, 1, "p0-1"),
         ]
+    }
+
+    fn processed(consumer: &str, offset: i64, span: (u64, u64), suspended: bool) -> Event {
+        Event::Processed {
+            t_us: span.1,
+            start_us: span.0,
+            consumer: consumer.into(),
+            queue: q(0),
+            queue_offset: offset,
+            value: format!("p0-{offset}"),
+            suspended,
+        }
+    }
+
+    /// The clean history plus `p0-2` at offset 2, and the orderly calls given.
+    fn orderly(calls: Vec<Event>) -> Verdict {
+        let mut h = clean();
+        h.extend([
+            invoke(5, "p0-2", 1),
+            ok(6, "p0-2", 1, 0, 2),
+            recv("push", 0, 2, "p0-2"),
+            recv(DRAIN, 0, 2, "p0-2"),
+        ]);
+        h.extend(calls);
+        check(&h, agree())
+    }
+
+    #[test]
+    fn orderly_calls_in_order_with_a_suspension_and_a_handover_pass() {
+        let v = orderly(vec![
+            processed("a", 0, (0, 10), false),
+            processed("a", 1, (10, 20), true),
+            processed("a", 1, (40, 50), false),
+            // The queue moves to b, which starts again from the committed offset.
+            processed("b", 1, (60, 70), false),
+            processed("b", 2, (70, 80), false),
+        ]);
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!((v.orderly_calls, v.orderly_redelivered), (5, 1));
+    }
+
+    #[test]
+    fn overlapping_orderly_clients_are_caught() {
+        let v = orderly(vec![
+            processed("a", 0, (0, 10), false),
+            processed("b", 1, (5, 15), false),
+        ]);
+        assert!(!v.passed);
+        assert_eq!(v.orderly_overlap.count, 1, "{:?}", v.orderly_overlap);
+    }
+
+    #[test]
+    fn orderly_calls_that_skip_or_pass_a_suspended_offset_are_caught() {
+        let skip = orderly(vec![
+            processed("a", 0, (0, 10), false),
+            processed("a", 2, (10, 20), false),
+        ]);
+        assert_eq!(skip.orderly_out_of_order.count, 1);
+        assert!(!skip.passed);
+        let passed = orderly(vec![
+            processed("a", 0, (0, 10), true),
+            processed("a", 1, (20, 30), false),
+        ]);
+        assert_eq!(passed.orderly_out_of_order.count, 1);
+        assert!(!passed.passed);
     }
 
     #[test]

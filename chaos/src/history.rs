@@ -91,6 +91,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stored_ms: Option<i64>,
     },
+    /// An orderly consumer's listener took the message at `queue_offset`: it ran from
+    /// `start_us` to `t_us`. `consumer` names the client (several share one group).
+    Processed {
+        t_us: u64,
+        start_us: u64,
+        consumer: String,
+        queue: QueueRef,
+        queue_offset: i64,
+        value: String,
+        /// The listener suspended it (it must come again before anything after it).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        suspended: bool,
+    },
     /// The retry consumer group and `value`, with a RECONSUMETIMES: `place` is
     /// `consumer` (its listener got it), or after the run `retry` / `dlq` (a copy found in
     /// the group's retry topic or dead-letter queue).
@@ -132,6 +145,7 @@ impl Event {
             | Event::Fail { t_us, .. }
             | Event::Unknown { t_us, .. }
             | Event::Recv { t_us, .. }
+            | Event::Processed { t_us, .. }
             | Event::Retried { t_us, .. }
             | Event::FaultStart { t_us, .. }
             | Event::FaultEnd { t_us, .. }

@@ -76,6 +76,16 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
         "timer messages ({} acknowledged): delivered before due {}, stored twice {}",
         v.delayed_acked, v.delivered_early.count, v.delayed_twice.count
     );
+    if v.orderly_calls > 0 {
+        let _ = writeln!(
+            s,
+            "orderly consumers ({} calls): overlapping {}, out of order {}, offsets taken again {}",
+            v.orderly_calls,
+            v.orderly_overlap.count,
+            v.orderly_out_of_order.count,
+            v.orderly_redelivered
+        );
+    }
     if v.retries_checked {
         let _ = writeln!(
             s,

@@ -1,6 +1,6 @@
 //! The workload: producers sending unique values with sync, async and ordered sends
 //! over several topics, a push consumer group and a pull consumer receiving
-//! everything, and the final drain of every queue from offset 0. Every operation goes
+//! everything, orderly consumers of the ordered topic, and the final drain of every queue from offset 0. Every operation goes
 //! into the history ([`crate::history`]).
 //!
 //! Values are `p<producer>-<seq>`, unique in a run. A sync send whose outcome is
@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use client::{
-    ConsumeFromWhere, ConsumeStatus, Message, MessageExt, MessageQueue, Producer, ProducerConfig,
-    PullConsumer, PullConsumerConfig, PullResult, PushConsumer, PushConsumerConfig,
+    ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, Message, MessageExt, MessageQueue,
+    Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PullResult, PushConsumer,
+    PushConsumerConfig,
 };
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -36,6 +37,11 @@ pub const RETRY_GROUP: &str = "chaos-retry";
 pub const RETRY_TOPIC: &str = ROUND_ROBIN_TOPICS[0];
 /// How long the retry topic and DLQ may take to stop changing after the run.
 const RETRY_SETTLE_MS: u64 = 60_000;
+/// The consumer group of the orderly consumers of [`ORDERED_TOPIC`].
+pub const ORDERLY_GROUP: &str = "chaos-orderly";
+/// Every this many values of [`ORDERED_TOPIC`] (by sequence number), the orderly
+/// consumer that gets it first suspends it once.
+pub const ORDERLY_SUSPEND_EVERY: u64 = 50;
 /// Sharding keys per ordered producer.
 const KEYS_PER_ORDERED_PRODUCER: usize = 4;
 /// Async sends one async producer keeps in flight.
@@ -70,6 +76,8 @@ pub struct Shape {
     /// A consumer group that fails chosen messages a chosen number of times (needs the
     /// cluster's delay levels short: the chaos cluster's are 1 s).
     pub retry_consumer: bool,
+    /// Orderly consumers of [`ORDERED_TOPIC`], one group, each its own client.
+    pub orderly_consumers: usize,
 }
 
 impl Default for Shape {
@@ -80,6 +88,7 @@ impl Default for Shape {
             ordered_producers: 2,
             delayed_producers: 1,
             retry_consumer: true,
+            orderly_consumers: 2,
         }
     }
 }
@@ -147,6 +156,7 @@ pub struct Workload {
     pullers: Vec<JoinHandle<()>>,
     push: Option<PushConsumer>,
     retry: Option<PushConsumer>,
+    orderly: Vec<PushConsumer>,
     progress: Progress,
 }
 
@@ -305,11 +315,16 @@ impl Workload {
             pullers: Vec::new(),
             push: None,
             retry: None,
+            orderly: Vec::new(),
             progress: Progress::default(),
         };
         w.start_push().await?;
         if shape.retry_consumer {
             w.start_retry_consumer().await?;
+        }
+        let suspended = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        for n in 0..shape.orderly_consumers {
+            w.start_orderly_consumer(n, suspended.clone()).await?;
         }
         w.start_pull().await?;
         let mut id = 0;
@@ -397,6 +412,62 @@ impl Workload {
         });
         consumer.start().await.context("start retry consumer")?;
         self.retry = Some(consumer);
+        Ok(())
+    }
+
+    /// One orderly consumer of [`ORDERED_TOPIC`] in [`ORDERLY_GROUP`]: records each
+    /// listener call as a `processed` event (from its start to its end), and suspends
+    /// every [`ORDERLY_SUSPEND_EVERY`]th value once (whichever consumer gets it first).
+    async fn start_orderly_consumer(
+        &mut self,
+        n: usize,
+        suspended: Arc<Mutex<std::collections::HashSet<String>>>,
+    ) -> anyhow::Result<()> {
+        let mut config = PushConsumerConfig::new(&self.namesrv_addr, ORDERLY_GROUP);
+        config.consume_from_where = ConsumeFromWhere::FirstOffset;
+        config.client.poll_name_server_interval_ms = 1_000;
+        config.client.heartbeat_broker_interval_ms = 1_000;
+        config.rebalance_interval_ms = 2_000;
+        config.pull_time_delay_when_exception_ms = 200;
+        config.suspend_current_queue_time_ms = 100;
+        config.consume_thread_max = 4;
+        let mut consumer = PushConsumer::new(config);
+        consumer.subscribe(ORDERED_TOPIC, "*")?;
+        let name = format!("orderly-{n}");
+        let (progress, recorder) = (self.progress.clone(), self.recorder.clone());
+        consumer.register_orderly_listener(move |msgs| {
+            let start_us = recorder.now_us();
+            let suspend = msgs.iter().any(|m| {
+                let value = String::from_utf8_lossy(&m.body).to_string();
+                let seq: Option<u64> = value.rsplit('-').next().and_then(|s| s.parse().ok());
+                seq.is_some_and(|s| s % ORDERLY_SUSPEND_EVERY == 0)
+                    && suspended
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(value)
+            });
+            for m in msgs {
+                recorder.record(|t_us| Event::Processed {
+                    t_us,
+                    start_us,
+                    consumer: name.clone(),
+                    queue: queue_ref(m),
+                    queue_offset: m.queue_offset,
+                    value: String::from_utf8_lossy(&m.body).to_string(),
+                    suspended: suspend,
+                });
+                if !suspend {
+                    note_progress(&progress, "orderly", m);
+                }
+            }
+            if suspend {
+                ConsumeOrderlyStatus::SuspendCurrentQueueAMoment
+            } else {
+                ConsumeOrderlyStatus::Success
+            }
+        });
+        consumer.start().await.context("start orderly consumer")?;
+        self.orderly.push(consumer);
         Ok(())
     }
 
@@ -619,12 +690,16 @@ impl Workload {
             let behind: Vec<String> = {
                 let p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
                 let mut behind = Vec::new();
-                for consumer in ["push", "pull", "retry"] {
-                    if consumer == "retry" && self.retry.is_none() {
+                for consumer in ["push", "pull", "retry", "orderly"] {
+                    if consumer == "retry" && self.retry.is_none()
+                        || consumer == "orderly" && self.orderly.is_empty()
+                    {
                         continue;
                     }
                     for (queue, end) in ends {
-                        if consumer == "retry" && queue.topic != RETRY_TOPIC {
+                        if consumer == "retry" && queue.topic != RETRY_TOPIC
+                            || consumer == "orderly" && queue.topic != ORDERED_TOPIC
+                        {
                             continue;
                         }
                         let got = p
@@ -690,7 +765,9 @@ impl Workload {
         for p in self.pullers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_millis(PULL_SUSPEND_MS + 5_000), p).await;
         }
-        for mut consumer in [self.push.take(), self.retry.take()].into_iter().flatten() {
+        let orderly = std::mem::take(&mut self.orderly);
+        let all = [self.push.take(), self.retry.take()].into_iter().flatten();
+        for mut consumer in all.chain(orderly) {
             let _ = tokio::time::timeout(Duration::from_secs(15), consumer.shutdown()).await;
         }
     }
