@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::{ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig};
+use client::{
+    ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, MessageModel, PushConsumer,
+    PushConsumerConfig,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -28,6 +31,10 @@ pub struct Args {
     /// Broadcasting: every consumer of the group gets every message.
     #[arg(long)]
     broadcast: bool,
+    /// Orderly: each queue's messages one at a time, in queue order, only while this
+    /// consumer holds the queue's lock (RocketMQ's `MessageListenerOrderly`).
+    #[arg(long)]
+    orderly: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -44,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let done = Arc::new(tokio::sync::Notify::new());
     {
         let (received, done, count) = (received.clone(), done.clone(), args.count);
-        consumer.register_message_listener(move |msgs| {
+        let print = move |msgs: &[client::MessageExt]| {
             for m in msgs {
                 println!(
                     "Receive New Message: topic={} queueId={} queueOffset={} msgId={} tags={} body={}",
@@ -60,13 +67,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     done.notify_one();
                 }
             }
-            ConsumeStatus::ConsumeSuccess
-        });
+        };
+        if args.orderly {
+            consumer.register_orderly_listener(move |msgs| {
+                print(msgs);
+                ConsumeOrderlyStatus::Success
+            });
+        } else {
+            consumer.register_message_listener(move |msgs| {
+                print(msgs);
+                ConsumeStatus::ConsumeSuccess
+            });
+        }
     }
     consumer.start().await?;
     eprintln!(
-        "consumer started: group {} topic {} tags {}",
-        args.group, args.topic, args.tags
+        "{} consumer started: group {} topic {} tags {}",
+        if args.orderly {
+            "orderly"
+        } else {
+            "concurrent"
+        },
+        args.group,
+        args.topic,
+        args.tags
     );
     tokio::select! {
         _ = done.notified() => {}
