@@ -94,6 +94,10 @@ pub struct BrokerConfig {
     /// `autoCreateSubscriptionGroup`: a consumer group the broker has not seen may send
     /// messages back for retry (its subscription group is created with defaults).
     pub auto_create_subscription_group: bool,
+    /// `enablePropertyFilter`: serve SQL92 subscriptions (filter each message's
+    /// properties on the broker). Off, as in RocketMQ: a SQL92 pull or
+    /// CHECK_CLIENT_CONFIG is refused with SYSTEM_ERROR.
+    pub enable_property_filter: bool,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -157,6 +161,7 @@ impl Default for BrokerConfig {
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             timer_max_delay_sec: 3 * 24 * 3600,
             auto_create_subscription_group: true,
+            enable_property_filter: false,
         }
     }
 }
@@ -245,6 +250,7 @@ impl BrokerConfig {
             "autoCreateSubscriptionGroup",
             auto_create_subscription_group
         );
+        set!("enablePropertyFilter", enable_property_filter);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {
