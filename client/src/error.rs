@@ -40,6 +40,20 @@ pub enum ClientError {
         remark: String,
     },
 
+    /// A broker refused a subscription at the consumer's start (CHECK_CLIENT_CONFIG):
+    /// e.g. SQL92 on a broker with `enablePropertyFilter=false` (code 1), or an
+    /// expression it cannot compile (SUBSCRIPTION_PARSE_FAILED, 23).
+    #[error("subscription to {topic} ({expression_type} `{expression}`) refused by broker {broker_name} ({addr}), code {code}: {remark}")]
+    SubscriptionRefused {
+        topic: String,
+        expression_type: String,
+        expression: String,
+        broker_name: String,
+        addr: String,
+        code: i32,
+        remark: String,
+    },
+
     /// The request was written but no answer came (deadline passed, or the connection
     /// closed): the broker may or may not have carried it out.
     #[error("outcome unknown at broker {broker_name} ({addr}): {reason}")]

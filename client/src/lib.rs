@@ -13,6 +13,9 @@
 //!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
 //!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
+//! - [`selector`]: [`MessageSelector`], a subscription's tag or SQL92 expression
+//!   (SQL92 is filtered by the broker; a push consumer checks it with CHECK_CLIENT_CONFIG
+//!   at start).
 //! - [`filter`]: tag expressions, [`tag_hash`] (the ConsumeQueue tag code), exact
 //!   client-side tag filtering.
 //! - [`allocate`]: RocketMQ's average queue allocation.
@@ -73,6 +76,7 @@
 pub mod admin;
 pub mod allocate;
 mod api;
+mod check_client;
 pub mod error;
 pub mod fault;
 pub use remoting::filter;
@@ -84,6 +88,7 @@ pub mod producer;
 pub mod pull_consumer;
 pub mod push_consumer;
 pub mod retry;
+pub mod selector;
 pub mod route;
 pub mod unique_id;
 
@@ -94,6 +99,7 @@ pub use message::{Message, MessageExt, MessageQueue};
 pub use namesrv::NameServerClient;
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
 pub use pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
+pub use selector::MessageSelector;
 pub use push_consumer::{
     ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig,
 };
