@@ -15,9 +15,9 @@ use remoting::route::{from_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
 
 use crate::error::{ClientError, Result};
-use crate::selector::MessageSelector;
 use crate::instance::{Access, ClientInstance};
 use crate::message::{MessageExt, MessageQueue};
+use crate::selector::MessageSelector;
 
 /// RocketMQ's `PullSysFlag` bits.
 pub mod pull_sys_flag {

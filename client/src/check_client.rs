@@ -40,7 +40,12 @@ pub(crate) async fn check_subscriptions(
         let request = RemotingCommand::bare_request(RequestCode::CHECK_CLIENT_CONFIG)
             .with_body(to_json(&body));
         let (addr, response) = instance
-            .request_group(&broker_name, request, instance.config.api_timeout(), Access::Read)
+            .request_group(
+                &broker_name,
+                request,
+                instance.config.api_timeout(),
+                Access::Read,
+            )
             .await?;
         if response.code != ResponseCode::SUCCESS as i32 {
             return Err(ClientError::SubscriptionRefused {

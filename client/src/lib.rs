@@ -13,6 +13,8 @@
 //!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
 //!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
+//! - [`compression`]: zlib bodies: the producer compresses large bodies, every read
+//!   inflates them; a body that does not inflate is reported, never delivered.
 //! - [`selector`]: [`MessageSelector`], a subscription's tag or SQL92 expression
 //!   (SQL92 is filtered by the broker; a push consumer checks it with CHECK_CLIENT_CONFIG
 //!   at start).
@@ -77,6 +79,7 @@ pub mod admin;
 pub mod allocate;
 mod api;
 mod check_client;
+pub mod compression;
 pub mod error;
 pub mod fault;
 pub use remoting::filter;
@@ -88,8 +91,8 @@ pub mod producer;
 pub mod pull_consumer;
 pub mod push_consumer;
 pub mod retry;
-pub mod selector;
 pub mod route;
+pub mod selector;
 pub mod unique_id;
 
 pub use error::{ClientError, Result};
@@ -99,7 +102,7 @@ pub use message::{Message, MessageExt, MessageQueue};
 pub use namesrv::NameServerClient;
 pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus};
 pub use pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
-pub use selector::MessageSelector;
 pub use push_consumer::{
     ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig,
 };
+pub use selector::MessageSelector;

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, PullArgs};
 pub use crate::api::{pull_sys_flag, PullResult};
 use crate::error::{ClientError, Result};
-use crate::selector::MessageSelector;
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::MessageQueue;
+use crate::selector::MessageSelector;
 use crate::unique_id::now_ms;
 
 /// A pull consumer's settings.

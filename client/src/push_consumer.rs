@@ -75,12 +75,12 @@ use crate::allocate::allocate_averagely;
 use crate::api::{self, PullArgs, PullResult};
 use crate::check_client;
 use crate::error::{ClientError, Result};
-use crate::selector::MessageSelector;
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::{validate_topic, MessageExt, MessageQueue};
 use crate::offset_store::OffsetStore;
 use crate::producer::{Producer, ProducerConfig};
 use crate::retry::{self, SendBack};
+use crate::selector::MessageSelector;
 use crate::unique_id::now_ms;
 
 /// RocketMQ's `MessageModel`.
@@ -339,7 +339,13 @@ impl PushConsumer {
                 Err(e) => warn!(%topic, error = %e, "no route yet; will retry"),
             }
         }
-        if let Err(e) = check_client::check_subscriptions(&shared.instance, &self.config.consumer_group, &shared.subscriptions).await {
+        if let Err(e) = check_client::check_subscriptions(
+            &shared.instance,
+            &self.config.consumer_group,
+            &shared.subscriptions,
+        )
+        .await
+        {
             shared.instance.cancel.cancel();
             shared.instance.close_connections();
             return Err(e);
