@@ -29,6 +29,9 @@ use remoting::message::encode_properties;
 use remoting::route::{to_json, CheckClientRequestBody, SubscriptionData};
 use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
 
+/// (property `a`, body) of each delivery.
+type Seen = Arc<Mutex<Vec<(usize, Vec<u8>)>>>;
+
 const T: Duration = Duration::from_secs(5);
 const SQL: &str = "TAGS = 'even' AND a BETWEEN 10 AND 40 OR a IN ('55')";
 
@@ -155,7 +158,7 @@ async fn sql92_filters_on_the_broker_and_bodies_inflate() {
     config.consume_from_where = ConsumeFromWhere::FirstOffset;
     let mut consumer = PushConsumer::new(config);
     consumer.subscribe_sql(topic, SQL).unwrap();
-    let seen: Arc<Mutex<Vec<(usize, Vec<u8>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let record = seen.clone();
     consumer.register_message_listener(move |msgs| {
         for m in msgs {

@@ -50,10 +50,8 @@ pub(crate) async fn check_subscriptions(
         if response.code != ResponseCode::SUCCESS as i32 {
             return Err(ClientError::SubscriptionRefused {
                 topic: topic.clone(),
-                expression_type: selector.expression_type().to_string(),
-                expression: selector.expression().to_string(),
-                broker_name,
-                addr,
+                selector: format!("{} `{}`", selector.expression_type(), selector.expression()),
+                broker: format!("{broker_name} ({addr})"),
                 code: response.code,
                 remark: response.remark.unwrap_or_default(),
             });

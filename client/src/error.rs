@@ -43,13 +43,15 @@ pub enum ClientError {
     /// A broker refused a subscription at the consumer's start (CHECK_CLIENT_CONFIG):
     /// e.g. SQL92 on a broker with `enablePropertyFilter=false` (code 1), or an
     /// expression it cannot compile (SUBSCRIPTION_PARSE_FAILED, 23).
-    #[error("subscription to {topic} ({expression_type} `{expression}`) refused by broker {broker_name} ({addr}), code {code}: {remark}")]
+    #[error(
+        "subscription to {topic} ({selector}) refused by broker {broker}, code {code}: {remark}"
+    )]
     SubscriptionRefused {
         topic: String,
-        expression_type: String,
-        expression: String,
-        broker_name: String,
-        addr: String,
+        /// The expression type and expression, e.g. ``SQL92 `a > 1` ``.
+        selector: String,
+        /// The broker group and the address that answered.
+        broker: String,
         code: i32,
         remark: String,
     },

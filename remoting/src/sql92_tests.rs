@@ -24,8 +24,11 @@ enum R {
 }
 use R::*;
 
+/// (expression, message properties, RocketMQ's answer).
+type Case = (&'static str, &'static [(&'static str, &'static str)], R);
+
 #[rustfmt::skip]
-const CASES: &[(&str, &[(&str, &str)], R)] = &[
+const CASES: &[Case] = &[
     // ExpressionTest: and / or over string values.
     ("a=3 and b<>4 And c>5 AND d<=4", &[("a", "3"), ("b", "5"), ("c", "6"), ("d", "1")], T),
     ("a=3 and b<>4 And c>5 AND d<=4", &[("a", "4"), ("b", "5"), ("c", "6"), ("d", "1")], F),
