@@ -152,17 +152,20 @@ async fn queue_locks_are_one_table_through_raft_across_failover_and_restart() {
         cluster.start_node(i);
     }
     cluster.wait_ready(Duration::from_secs(30)).await;
-    let renewed_at = Instant::now();
     assert_eq!(lock_on_leader(&cluster, lock, G, y, &[1]).await, set(&[]));
+    // x renews queue 1 at some time between these two instants.
+    let renewing_at = Instant::now();
     assert_eq!(lock_on_leader(&cluster, lock, G, x, &[1]).await, set(&[1]));
+    let renewed_at = Instant::now();
+    assert!(renewed_at - renewing_at < Duration::from_secs(8));
 
     // Expiry: 20 s after x's last renewal of queue 1, y may take it.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(renewing_at.elapsed())).await;
     assert_eq!(
         lock_on_leader(&cluster, lock, G, y, &[1]).await,
         set(&[]),
         "{:?} after renewal the lock still holds",
-        renewed_at.elapsed()
+        renewing_at.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(21).saturating_sub(renewed_at.elapsed())).await;
     assert_eq!(lock_on_leader(&cluster, lock, G, y, &[1]).await, set(&[1]));

@@ -97,6 +97,10 @@ pub struct BrokerConfig {
     /// `rebalanceLockMaxLiveTime` (ms): how long a queue lock of an orderly consumer holds
     /// without renewal (RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`).
     pub rebalance_lock_max_live_ms: u64,
+    /// `enablePropertyFilter`: serve SQL92 subscriptions (filter each message's
+    /// properties on the broker). Off, as in RocketMQ: a SQL92 pull or
+    /// CHECK_CLIENT_CONFIG is refused with SYSTEM_ERROR.
+    pub enable_property_filter: bool,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -161,6 +165,7 @@ impl Default for BrokerConfig {
             timer_max_delay_sec: 3 * 24 * 3600,
             auto_create_subscription_group: true,
             rebalance_lock_max_live_ms: 60_000,
+            enable_property_filter: false,
         }
     }
 }
@@ -250,6 +255,7 @@ impl BrokerConfig {
             auto_create_subscription_group
         );
         set!("rebalanceLockMaxLiveTime", rebalance_lock_max_live_ms);
+        set!("enablePropertyFilter", enable_property_filter);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {

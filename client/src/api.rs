@@ -19,9 +19,9 @@ use remoting::route::{from_json, to_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
 
 use crate::error::{ClientError, Result};
-use crate::filter::{TagFilter, EXPRESSION_TYPE_TAG};
 use crate::instance::{Access, ClientInstance};
 use crate::message::{MessageExt, MessageQueue};
+use crate::selector::MessageSelector;
 
 /// RocketMQ's `PullSysFlag` bits.
 pub mod pull_sys_flag {
@@ -115,7 +115,7 @@ pub(crate) struct PullArgs<'a> {
     pub queue: &'a MessageQueue,
     pub offset: i64,
     pub max_nums: i32,
-    pub filter: &'a TagFilter,
+    pub filter: &'a MessageSelector,
     pub sub_version: i64,
     /// How long the broker may hold the request; zero for no long polling.
     pub suspend: Duration,
@@ -156,9 +156,9 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
             sys_flag: pull_sys_flag::build(false, suspend, true, false),
             commit_offset: 0,
             suspend_timeout_millis: args.suspend.as_millis() as i64,
-            subscription: Some(args.filter.expression.clone()),
+            subscription: Some(args.filter.expression().to_string()),
             sub_version: args.sub_version,
-            expression_type: Some(EXPRESSION_TYPE_TAG.to_string()),
+            expression_type: Some(args.filter.expression_type().to_string()),
             max_msg_bytes: None,
         },
     )
@@ -187,7 +187,7 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
                 MessageExt::decode_all(&response.body, &args.queue.broker_name)
                     .map_err(|e| bad_response(&addr, e))?
                     .into_iter()
-                    .filter(|m| args.filter.matches(m.tags()))
+                    .filter(|m| args.filter.matches_on_client(m.tags()))
                     .collect();
             if messages.is_empty() {
                 PullResult::NoMatchedMessage {

@@ -40,6 +40,22 @@ pub enum ClientError {
         remark: String,
     },
 
+    /// A broker refused a subscription at the consumer's start (CHECK_CLIENT_CONFIG):
+    /// e.g. SQL92 on a broker with `enablePropertyFilter=false` (code 1), or an
+    /// expression it cannot compile (SUBSCRIPTION_PARSE_FAILED, 23).
+    #[error(
+        "subscription to {topic} ({selector}) refused by broker {broker}, code {code}: {remark}"
+    )]
+    SubscriptionRefused {
+        topic: String,
+        /// The expression type and expression, e.g. ``SQL92 `a > 1` ``.
+        selector: String,
+        /// The broker group and the address that answered.
+        broker: String,
+        code: i32,
+        remark: String,
+    },
+
     /// The request was written but no answer came (deadline passed, or the connection
     /// closed): the broker may or may not have carried it out.
     #[error("outcome unknown at broker {broker_name} ({addr}): {reason}")]

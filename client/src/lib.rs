@@ -13,6 +13,11 @@
 //!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
 //!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
+//! - [`compression`]: zlib bodies: the producer compresses large bodies, every read
+//!   inflates them; a body that does not inflate is reported, never delivered.
+//! - [`selector`]: [`MessageSelector`], a subscription's tag or SQL92 expression
+//!   (SQL92 is filtered by the broker; a push consumer checks it with CHECK_CLIENT_CONFIG
+//!   at start).
 //! - [`filter`]: tag expressions, [`tag_hash`] (the ConsumeQueue tag code), exact
 //!   client-side tag filtering.
 //! - [`allocate`]: RocketMQ's average queue allocation.
@@ -73,6 +78,8 @@
 pub mod admin;
 pub mod allocate;
 mod api;
+mod check_client;
+pub mod compression;
 pub mod error;
 pub mod fault;
 pub use remoting::filter;
@@ -85,6 +92,7 @@ pub mod pull_consumer;
 pub mod push_consumer;
 pub mod retry;
 pub mod route;
+pub mod selector;
 pub mod unique_id;
 
 pub use error::{ClientError, Result};
@@ -98,3 +106,4 @@ pub use push_consumer::{
     ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, MessageModel, PushConsumer,
     PushConsumerConfig,
 };
+pub use selector::MessageSelector;

@@ -325,11 +325,31 @@ impl MessageExt {
         }
     }
 
-    /// Decodes a pull body (a run of stored records).
+    /// Decodes a pull body (a run of stored records). Compressed bodies are inflated;
+    /// a message whose body cannot be inflated is logged at ERROR and left out, never
+    /// delivered as garbage ([`crate::compression`]).
     pub fn decode_all(body: &[u8], broker_name: &str) -> remoting::Result<Vec<MessageExt>> {
         Ok(remoting::message::decode_records(body)?
             .iter()
-            .map(|r| MessageExt::from_record(r, broker_name))
+            .filter_map(|r| {
+                let mut m = MessageExt::from_record(r, broker_name);
+                match crate::compression::inflate(m.sys_flag, &m.body) {
+                    Ok(None) => Some(m),
+                    Ok(Some(plain)) => {
+                        m.body = plain;
+                        Some(m)
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            topic = %m.topic, queue_id = m.queue_id, queue_offset = m.queue_offset,
+                            broker_name, msg_id = %m.msg_id(), offset_msg_id = %m.offset_msg_id,
+                            sys_flag = m.sys_flag, error = %e,
+                            "compressed message body cannot be read: not delivered (it stays stored)"
+                        );
+                        None
+                    }
+                }
+            })
             .collect())
     }
 
@@ -352,8 +372,8 @@ impl MessageExt {
         self.properties.get(name).map(String::as_str)
     }
 
-    /// True when the body is zlib-compressed (a Java producer compresses bodies over
-    /// 4 KiB); this client does not inflate it.
+    /// True when the stored body was compressed (the producer compressed a large body);
+    /// [`Self::body`] is already inflated. SYSFLAG is kept as stored, as Java keeps it.
     pub fn is_body_compressed(&self) -> bool {
         self.sys_flag & sys_flag::COMPRESSED != 0
     }

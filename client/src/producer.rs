@@ -84,6 +84,12 @@ pub struct ProducerConfig {
     pub fault: FaultConfig,
     /// Async and callback sends running at once.
     pub max_async_sends_in_flight: usize,
+    /// RocketMQ's `compressMsgBodyOverHowmuch`: a single message's body of at least this
+    /// many bytes is sent zlib-compressed (COMPRESSED sysFlag); `usize::MAX` never
+    /// compresses. Batches are never compressed, as in RocketMQ.
+    pub compress_msg_body_over_howmuch: usize,
+    /// zlib level of compressed bodies (RocketMQ's `rocketmq.message.compressLevel`, 5).
+    pub compress_level: u32,
 }
 
 impl Default for ProducerConfig {
@@ -100,6 +106,8 @@ impl Default for ProducerConfig {
             use_send_message_v2: false,
             fault: FaultConfig::default(),
             max_async_sends_in_flight: 1024,
+            compress_msg_body_over_howmuch: crate::compression::DEFAULT_COMPRESS_OVER_BYTES,
+            compress_level: crate::compression::DEFAULT_COMPRESS_LEVEL,
         }
     }
 }
@@ -196,6 +204,8 @@ struct Outgoing {
     /// The send header's `reconsumeTimes` (0 but for a retry-topic re-send).
     reconsume_times: i32,
     max_reconsume_times: Option<i32>,
+    /// COMPRESSED and compression-type bits when the body is compressed.
+    sys_flag: i32,
 }
 
 struct Inner {
@@ -389,7 +399,13 @@ impl Inner {
         msg.validate(self.config.max_message_bytes)?;
         let (reconsume_times, max_reconsume_times) = take_reconsume_times(&mut msg)?;
         let (msg_id, properties) = stamped_properties(&msg);
+        let (body, sys_flag) = crate::compression::maybe_compress(
+            msg.body,
+            self.config.compress_msg_body_over_howmuch,
+            self.config.compress_level,
+        );
         Ok(Outgoing {
+            sys_flag,
             reconsume_times,
             max_reconsume_times,
             code: if self.config.use_send_message_v2 {
@@ -399,7 +415,7 @@ impl Inner {
             },
             flag: msg.flag,
             properties,
-            body: msg.body,
+            body,
             topic: msg.topic,
             batch: false,
             msg_id,
@@ -456,6 +472,7 @@ impl Inner {
             ]),
             body: body.freeze(),
             batch: true,
+            sys_flag: 0,
             msg_id: ids.join(","),
             reconsume_times: 0,
             max_reconsume_times: None,
@@ -474,7 +491,7 @@ impl Inner {
             default_topic: self.config.create_topic_key.clone(),
             default_topic_queue_nums: self.config.default_topic_queue_nums,
             queue_id,
-            sys_flag: 0,
+            sys_flag: out.sys_flag,
             born_timestamp: now_ms(),
             flag: out.flag,
             properties: Some(out.properties.clone()),

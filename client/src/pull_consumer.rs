@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use crate::api::{self, PullArgs};
 pub use crate::api::{pull_sys_flag, PullResult};
 use crate::error::{ClientError, Result};
-use crate::filter::TagFilter;
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::MessageQueue;
+use crate::selector::MessageSelector;
 use crate::unique_id::now_ms;
 
 /// A pull consumer's settings.
@@ -95,8 +95,22 @@ impl PullConsumer {
         tag_expression: &str,
         suspend_timeout: Duration,
     ) -> Result<PullResult> {
+        let selector = MessageSelector::by_tag(tag_expression);
+        self.pull_selected(queue, offset, max_nums, &selector, suspend_timeout)
+            .await
+    }
+
+    /// [`Self::pull`] with any selector: a SQL92 one ([`MessageSelector::by_sql`]) is
+    /// evaluated by the broker, which must have `enablePropertyFilter=true`.
+    pub async fn pull_selected(
+        &self,
+        queue: &MessageQueue,
+        offset: i64,
+        max_nums: i32,
+        filter: &MessageSelector,
+        suspend_timeout: Duration,
+    ) -> Result<PullResult> {
         self.instance.ensure_route(&queue.topic).await?;
-        let filter = TagFilter::parse(tag_expression);
         api::pull(
             &self.instance,
             PullArgs {
@@ -104,7 +118,7 @@ impl PullConsumer {
                 queue,
                 offset,
                 max_nums,
-                filter: &filter,
+                filter,
                 sub_version: now_ms(),
                 suspend: suspend_timeout,
                 timeout: suspend_timeout

@@ -95,13 +95,14 @@ use tracing::{debug, info, warn};
 
 use crate::allocate::allocate_averagely;
 use crate::api::{self, PullArgs, PullResult};
+use crate::check_client;
 use crate::error::{ClientError, Result};
-use crate::filter::TagFilter;
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::{validate_topic, MessageExt, MessageQueue};
 use crate::offset_store::OffsetStore;
 use crate::producer::{Producer, ProducerConfig};
 use crate::retry::{self, SendBack};
+use crate::selector::MessageSelector;
 use crate::unique_id::now_ms;
 
 /// RocketMQ's `MessageModel`.
@@ -287,7 +288,7 @@ enum Listener {
 /// [`PushConsumer::start`], and at the end [`PushConsumer::shutdown`].
 pub struct PushConsumer {
     config: PushConsumerConfig,
-    subscriptions: BTreeMap<String, TagFilter>,
+    subscriptions: BTreeMap<String, MessageSelector>,
     listener: Option<Listener>,
     /// The listener is an orderly one.
     orderly: bool,
@@ -308,11 +309,22 @@ impl PushConsumer {
     /// Subscribes to `topic` with a tag expression (`"*"`, `"TagA || TagB"`). Call
     /// before [`Self::start`].
     pub fn subscribe(&mut self, topic: &str, tag_expression: &str) -> Result<()> {
+        self.subscribe_with(topic, MessageSelector::by_tag(tag_expression))
+    }
+
+    /// Subscribes to `topic` with a SQL92 expression on message properties (RocketMQ's
+    /// `subscribe(topic, MessageSelector.bySql(...))`). A bad expression fails here; a
+    /// broker without `enablePropertyFilter=true` makes [`Self::start`] fail.
+    pub fn subscribe_sql(&mut self, topic: &str, sql_expression: &str) -> Result<()> {
+        self.subscribe_with(topic, MessageSelector::by_sql(sql_expression)?)
+    }
+
+    /// Subscribes to `topic` with any [`MessageSelector`]. Call before [`Self::start`].
+    pub fn subscribe_with(&mut self, topic: &str, selector: MessageSelector) -> Result<()> {
         validate_topic(topic).map_err(|reason| ClientError::InvalidConfig {
             reason: format!("topic `{topic}`: {reason}"),
         })?;
-        self.subscriptions
-            .insert(topic.to_string(), TagFilter::parse(tag_expression));
+        self.subscriptions.insert(topic.to_string(), selector);
         Ok(())
     }
 
@@ -431,6 +443,17 @@ impl PushConsumer {
                 Err(e) => warn!(%topic, error = %e, "no route yet; will retry"),
             }
         }
+        if let Err(e) = check_client::check_subscriptions(
+            &shared.instance,
+            &self.config.consumer_group,
+            &shared.subscriptions,
+        )
+        .await
+        {
+            shared.instance.cancel.cancel();
+            shared.instance.close_connections();
+            return Err(e);
+        }
         let refresher = shared.instance.start();
         shared.heartbeat().await;
         shared.rebalance().await;
@@ -459,12 +482,12 @@ impl PushConsumer {
         &self,
         instance: &Arc<ClientInstance>,
         retry_topic: &str,
-    ) -> (BTreeMap<String, TagFilter>, Option<SendBack>) {
+    ) -> (BTreeMap<String, MessageSelector>, Option<SendBack>) {
         let mut subscriptions = self.subscriptions.clone();
         if self.config.message_model == MessageModel::Broadcasting {
             return (subscriptions, None);
         }
-        subscriptions.insert(retry_topic.to_string(), TagFilter::parse("*"));
+        subscriptions.insert(retry_topic.to_string(), MessageSelector::by_tag("*"));
         let inner_producer = ProducerConfig {
             client: self.config.client.clone(),
             producer_group: retry::CLIENT_INNER_PRODUCER_GROUP.into(),
@@ -627,7 +650,7 @@ struct Shared {
     instance: Arc<ClientInstance>,
     config: PushConsumerConfig,
     /// The user's subscriptions and, in clustering, the group's retry topic.
-    subscriptions: BTreeMap<String, (TagFilter, i64)>,
+    subscriptions: BTreeMap<String, (MessageSelector, i64)>,
     /// `%RETRY%<group>`.
     retry_topic: String,
     /// Clustering: how failed messages go back to the broker. Broadcasting: none.

@@ -16,6 +16,8 @@
 //! - [`names`]: RocketMQ's rules for topic, group and client-id names, checked when a
 //!   header is read.
 //! - [`queue_lock`]: the bodies of LOCK_BATCH_MQ and UNLOCK_BATCH_MQ (ordered consumption).
+//! - [`sql92`]: the SQL92 message filter (`expressionType=SQL92`): parser and evaluator
+//!   with RocketMQ 4.9.8's semantics, bounded in length and depth.
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
 //!   register-broker and heartbeat bodies, data versions.
 //! - [`connection`]: one TCP connection used by every server and client: requests
@@ -37,6 +39,7 @@ pub mod message;
 pub mod names;
 pub mod queue_lock;
 pub mod route;
+pub mod sql92;
 
 pub use code::{LanguageCode, RequestCode, ResponseCode};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};

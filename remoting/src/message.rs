@@ -41,6 +41,13 @@ pub mod sys_flag {
     pub const TRANSACTION_ROLLBACK: i32 = 0xC;
     pub const BORN_HOST_V6: i32 = 1 << 4;
     pub const STORE_HOST_V6: i32 = 1 << 5;
+    /// Bits 8-10: how a COMPRESSED body was compressed (RocketMQ 4.9.x/5.x
+    /// `MessageSysFlag`, `CompressionType`): 0 (older clients) or 3 = zlib, 1 = lz4,
+    /// 2 = zstd.
+    pub const COMPRESSION_TYPE_MASK: i32 = 0x7 << 8;
+    pub const COMPRESSION_LZ4: i32 = 0x1 << 8;
+    pub const COMPRESSION_ZSTD: i32 = 0x2 << 8;
+    pub const COMPRESSION_ZLIB: i32 = 0x3 << 8;
 }
 
 /// Byte position of QUEUEOFFSET inside a record.

@@ -209,6 +209,17 @@ pub struct SubscriptionData {
     pub expression_type: String,
 }
 
+/// CHECK_CLIENT_CONFIG's body (RocketMQ's `CheckClientRequestBody`): a consumer asks
+/// whether the broker can serve one of its subscriptions before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CheckClientRequestBody {
+    pub client_id: String,
+    pub group: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_data: Option<SubscriptionData>,
+}
+
 /// Heartbeat fields as the clients that exist send them. Java writes the enums by name and
 /// numbers as numbers; Apache's C++ client writes the three enums as their ordinals and
 /// `subVersion` as a string; the Go client writes `codeSet` as strings. Each is read into

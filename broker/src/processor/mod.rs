@@ -4,9 +4,11 @@
 //! never a panic or a dropped connection.
 
 pub mod admin;
+pub mod check_client;
 pub mod client;
 pub mod offset;
 pub mod pull;
+pub mod pull_filter;
 pub mod queue_lock;
 pub mod send;
 pub mod send_back;
@@ -64,6 +66,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::HEART_BEAT => handle!(client::heartbeat),
         C::UNREGISTER_CLIENT => handle_now!(client::unregister),
         C::GET_CONSUMER_LIST_BY_GROUP => handle_now!(client::consumer_list),
+        C::CHECK_CLIENT_CONFIG => handle_now!(check_client::handle),
         C::UPDATE_AND_CREATE_TOPIC => leader_only!(admin::create_topic),
         C::GET_ALL_TOPIC_CONFIG => handle_now!(admin::all_topics),
         C::DELETE_TOPIC_IN_BROKER => leader_only!(admin::delete_topic),

@@ -17,17 +17,17 @@ use remoting::route::perm;
 use remoting::{RemotingCommand, ResponseCode};
 use tracing::error;
 
+use super::pull_filter::{self, Subscription};
 use super::{fail, ProcessResult};
 use crate::broker::Broker;
 use crate::consume_queue::CqEntry;
-use remoting::filter::TagFilter;
 
 /// RocketMQ's PullSysFlag bits.
 pub const FLAG_COMMIT_OFFSET: i32 = 1;
 pub const FLAG_SUSPEND: i32 = 1 << 1;
 pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
 
-enum Outcome {
+pub(super) enum Outcome {
     Found { body: BytesMut, next: u64 },
     NotFound { next: u64 },
     NoMatch { next: u64 },
@@ -70,18 +70,10 @@ pub async fn handle(
             header.commit_offset,
         );
     }
-    let expression = match (
-        &header.subscription,
-        header.sys_flag & FLAG_SUBSCRIPTION != 0,
-    ) {
-        (Some(expression), true) => TagFilter::parse(expression),
-        _ => broker
-            .clients()
-            .subscription(&header.consumer_group, &header.topic)
-            .map(|s| TagFilter::parse(&s.sub_string))
-            .unwrap_or_else(|| TagFilter::parse("*")),
+    let filter = match pull_filter::resolve(broker, &header)? {
+        Subscription::Tag(expression) => Filter::Tag(HashFilter(expression.tag_hashes())),
+        Subscription::Sql92(expression) => Filter::Sql92(expression),
     };
-    let filter = HashFilter(expression.tag_hashes());
     let max_nums = header
         .max_msg_nums
         .clamp(1, broker.config().max_pull_msg_nums) as usize;
@@ -162,7 +154,7 @@ fn read(
     offset: u64,
     max_nums: usize,
     max_bytes: usize,
-    filter: &HashFilter,
+    filter: &Filter,
 ) -> Result<Outcome, super::ProcessError> {
     let (min, max) = queue.map_or((0, 0), |q| (q.min_offset(), q.max_offset()));
     if offset < min {
@@ -184,6 +176,12 @@ fn read(
         });
     }
     let queue = queue.expect("a queue with entries exists");
+    let filter = match filter {
+        Filter::Tag(hashes) => hashes,
+        Filter::Sql92(expression) => {
+            return pull_filter::scan_sql92(broker, queue, offset, max_nums, max_bytes, expression)
+        }
+    };
     // Scan a bounded window of entries for matches.
     let scan = (max_nums * 4).max(64);
     let entries = queue
@@ -218,6 +216,13 @@ fn read(
     } else {
         Outcome::NoMatch { next }
     })
+}
+
+/// What a pull filters by: the tag code in each ConsumeQueue entry, or a SQL92
+/// expression on each record's properties ([`pull_filter`]).
+enum Filter {
+    Tag(HashFilter),
+    Sql92(remoting::sql92::Sql92Filter),
 }
 
 /// The broker's half of tag filtering: by the tag code in each ConsumeQueue entry.
@@ -278,7 +283,7 @@ fn flush_run(
     Ok(())
 }
 
-fn corrupt(entry: &CqEntry, what: &str) -> super::ProcessError {
+pub(super) fn corrupt(entry: &CqEntry, what: &str) -> super::ProcessError {
     error!(
         commit_log_offset = entry.commit_log_offset,
         size = entry.size,
