@@ -94,6 +94,14 @@ pub struct BrokerConfig {
     /// `autoCreateSubscriptionGroup`: a consumer group the broker has not seen may send
     /// messages back for retry (its subscription group is created with defaults).
     pub auto_create_subscription_group: bool,
+    /// `transactionTimeOut` (ms): a half message younger than this (by its born time) is
+    /// not checked back, unless its `CHECK_IMMUNITY_TIME_IN_SECONDS` says otherwise.
+    pub transaction_timeout_ms: u64,
+    /// `transactionCheckInterval` (ms): how often the leader looks for unresolved halves.
+    pub transaction_check_interval_ms: u64,
+    /// `transactionCheckMax`: check-backs of one half before it is discarded to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_check_max: u32,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -157,6 +165,9 @@ impl Default for BrokerConfig {
             message_delay_level: DEFAULT_DELAY_LEVELS.into(),
             timer_max_delay_sec: 3 * 24 * 3600,
             auto_create_subscription_group: true,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
         }
     }
 }
@@ -245,6 +256,9 @@ impl BrokerConfig {
             "autoCreateSubscriptionGroup",
             auto_create_subscription_group
         );
+        set!("transactionTimeOut", transaction_timeout_ms);
+        set!("transactionCheckInterval", transaction_check_interval_ms);
+        set!("transactionCheckMax", transaction_check_max);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {

@@ -17,6 +17,7 @@
 //! | `l/<nodeId>` | client address that node served on as leader |
 //! | `g/<group>` | subscription group config (JSON) |
 //! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
+//! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -29,6 +30,8 @@ pub const OFFSET_PREFIX: &[u8] = b"O";
 /// Prefix of scheduled messages (delay levels, timers, retries) not yet delivered, in
 /// order of due time.
 pub const TIMER_PREFIX: &[u8] = b"T";
+/// Prefix of half messages (transactions) not yet committed, rolled back or discarded.
+pub const HALF_PREFIX: &[u8] = b"X";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -140,6 +143,19 @@ pub fn parse_timer_key(key: &[u8]) -> Option<(u64, u64)> {
     Some((be_u64(&rest[..8])?, be_u64(&rest[8..])?))
 }
 
+/// The key of the half message stored at `commit_log_offset`. Keys sort by position.
+pub fn half_key(commit_log_offset: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = HALF_PREFIX[0];
+    key[1..9].copy_from_slice(&commit_log_offset.to_be_bytes());
+    key
+}
+
+/// The commit log offset of a half key.
+pub fn parse_half_key(key: &[u8]) -> Option<u64> {
+    be_u64(key.strip_prefix(HALF_PREFIX)?)
+}
+
 /// An 8-byte big-endian value.
 pub fn be_u64(value: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(value.try_into().ok()?))
@@ -190,6 +206,14 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(parse_timer_key(&c), Some((1_001, 0)));
         assert_eq!(parse_timer_key(&c[..16]), None);
+    }
+
+    #[test]
+    fn half_keys_sort_by_position() {
+        assert!(half_key(255) < half_key(256));
+        assert_eq!(parse_half_key(&half_key(77)), Some(77));
+        assert_eq!(parse_half_key(&half_key(77)[..8]), None);
+        assert_eq!(parse_half_key(&timer_key(1, 2)), None);
     }
 
     proptest! {
