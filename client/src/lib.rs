@@ -12,6 +12,8 @@
 //! - [`retry`]: what happens to a message the listener refuses — RocketMQ 4.x's retry
 //!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
 //!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
+//! - [`transaction`]: [`TransactionProducer`] — half messages, a local transaction
+//!   executor and a check-back listener (RocketMQ's `TransactionMQProducer`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
 //! - [`filter`]: tag expressions, [`tag_hash`] (the ConsumeQueue tag code), exact
 //!   client-side tag filtering.
@@ -85,6 +87,7 @@ pub mod pull_consumer;
 pub mod push_consumer;
 pub mod retry;
 pub mod route;
+pub mod transaction;
 pub mod unique_id;
 
 pub use error::{ClientError, Result};
@@ -96,4 +99,7 @@ pub use producer::{Producer, ProducerConfig, SendHandle, SendResult, SendStatus}
 pub use pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
 pub use push_consumer::{
     ConsumeFromWhere, ConsumeStatus, MessageModel, PushConsumer, PushConsumerConfig,
+};
+pub use transaction::{
+    LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult,
 };

@@ -195,6 +195,8 @@ struct Outgoing {
     msg_id: String,
     /// The send header's `reconsumeTimes` (0 but for a retry-topic re-send).
     reconsume_times: i32,
+    /// The send header's `sysFlag`: prepared for a transactional half (`TRAN_MSG=true`).
+    sys_flag: i32,
     max_reconsume_times: Option<i32>,
 }
 
@@ -247,6 +249,11 @@ impl Producer {
     /// This producer's client id (`ip@instance`).
     pub fn client_id(&self) -> &str {
         &self.inner.instance.client_id
+    }
+
+    /// The deadline of one send (`send_msg_timeout_ms`).
+    pub fn send_msg_timeout_ms(&self) -> u64 {
+        self.inner.config.send_msg_timeout_ms
     }
 
     /// The topic's writable queues, sorted by group and id.
@@ -389,7 +396,14 @@ impl Inner {
         msg.validate(self.config.max_message_bytes)?;
         let (reconsume_times, max_reconsume_times) = take_reconsume_times(&mut msg)?;
         let (msg_id, properties) = stamped_properties(&msg);
+        let prepared = msg
+            .property(property::TRANSACTION_PREPARED)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         Ok(Outgoing {
+            sys_flag: match prepared {
+                true => remoting::message::sys_flag::TRANSACTION_PREPARED,
+                false => 0,
+            },
             reconsume_times,
             max_reconsume_times,
             code: if self.config.use_send_message_v2 {
@@ -458,6 +472,7 @@ impl Inner {
             batch: true,
             msg_id: ids.join(","),
             reconsume_times: 0,
+            sys_flag: 0,
             max_reconsume_times: None,
         })
     }
@@ -474,7 +489,7 @@ impl Inner {
             default_topic: self.config.create_topic_key.clone(),
             default_topic_queue_nums: self.config.default_topic_queue_nums,
             queue_id,
-            sys_flag: 0,
+            sys_flag: out.sys_flag,
             born_timestamp: now_ms(),
             flag: out.flag,
             properties: Some(out.properties.clone()),

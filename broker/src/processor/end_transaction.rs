@@ -30,23 +30,24 @@ pub async fn handle(
 ) -> ProcessResult {
     let h: EndTransactionRequestHeader = request.header()?;
     let from_check = h.from_transaction_check.unwrap_or(false);
-    let kind =
-        match h.commit_or_rollback {
-            sys_flag::TRANSACTION_COMMIT => "commit",
-            sys_flag::TRANSACTION_ROLLBACK => "rollback",
-            0 => {
-                warn!(peer = %conn.peer(), producer_group = %h.producer_group, msg_id = %h.msg_id,
+    let kind = match h.commit_or_rollback {
+        sys_flag::TRANSACTION_COMMIT => "commit",
+        sys_flag::TRANSACTION_ROLLBACK => "rollback",
+        0 => {
+            warn!(peer = %conn.peer(), producer_group = %h.producer_group, msg_id = %h.msg_id,
                 from_check, remark = request.remark.as_deref().unwrap_or(""),
                 "the producer ended a transaction in unknown state; it will be checked back");
-                return Ok(RemotingCommand::success());
-            }
-            other => return Err(fail(
+            return Ok(RemotingCommand::success());
+        }
+        other => {
+            return Err(fail(
                 ResponseCode::SYSTEM_ERROR,
                 format!(
                     "commitOrRollback {other} is none of 0 (unknown), 8 (commit), 12 (rollback)"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     debug!(peer = %conn.peer(), producer_group = %h.producer_group, offset = h.commit_log_offset, kind, from_check, "end transaction");
     let offset = u64::try_from(h.commit_log_offset).map_err(|_| {
         fail(
