@@ -11,6 +11,7 @@ pub mod e2e_bench;
 pub mod failover_bench;
 pub mod namesrv;
 pub mod send;
+pub mod txn_bench;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
