@@ -30,11 +30,17 @@ struct Group {
 #[derive(Default)]
 pub struct ClientManager {
     groups: Mutex<HashMap<String, Group>>,
+    /// Producer groups (check-backs of transactional messages go to them).
+    pub producers: crate::producers::ProducerTable,
 }
 
 impl ClientManager {
     /// Records a heartbeat; notifies groups whose membership changed.
     pub fn heartbeat(&self, conn: &Connection, data: HeartbeatData) {
+        for producer in &data.producer_data_set {
+            self.producers
+                .heartbeat(conn, &data.client_id, &producer.group_name);
+        }
         let mut changed = Vec::new();
         {
             let mut groups = self.groups.lock().unwrap();
@@ -81,11 +87,13 @@ impl ClientManager {
     }
 
     pub fn connection_closed(&self, conn: &Connection) {
+        self.producers.connection_closed(conn);
         self.remove_where(|m| m.conn.id() == conn.id(), "connection closed");
     }
 
     /// Drops clients silent since before `deadline`.
     pub fn expire(&self, deadline: Instant) {
+        self.producers.expire(deadline);
         self.remove_where(|m| m.last_seen < deadline, "expired");
     }
 

@@ -60,6 +60,16 @@ pub enum BrokerCommand {
         term: u64,
         broker_addr: String,
     },
+    /// Rolls back the half message at this CommitLog offset: its index key goes, so a
+    /// later commit of it is queued nowhere (see `crate::transaction`).
+    RollbackHalf {
+        commit_log_offset: u64,
+    },
+    /// The leader checks these half messages back: each one still pending counts one
+    /// check more.
+    CheckHalves {
+        commit_log_offsets: Vec<u64>,
+    },
 }
 
 impl BrokerCommand {
@@ -117,6 +127,12 @@ mod tests {
                 node_id: 1,
                 term: 3,
                 broker_addr: "127.0.0.1:10921".into(),
+            },
+            BrokerCommand::RollbackHalf {
+                commit_log_offset: 7,
+            },
+            BrokerCommand::CheckHalves {
+                commit_log_offsets: vec![1, 2],
             },
         ] {
             assert_eq!(BrokerCommand::decode(&cmd.encode()).unwrap(), cmd);

@@ -101,6 +101,14 @@ pub struct BrokerConfig {
     /// properties on the broker). Off, as in RocketMQ: a SQL92 pull or
     /// CHECK_CLIENT_CONFIG is refused with SYSTEM_ERROR.
     pub enable_property_filter: bool,
+    /// `transactionTimeOut` (ms): a half message younger than this (by its born time) is
+    /// not checked back, unless its `CHECK_IMMUNITY_TIME_IN_SECONDS` says otherwise.
+    pub transaction_timeout_ms: u64,
+    /// `transactionCheckInterval` (ms): how often the leader looks for unresolved halves.
+    pub transaction_check_interval_ms: u64,
+    /// `transactionCheckMax`: check-backs of one half before it is discarded to
+    /// `TRANS_CHECK_MAX_TIME_TOPIC`.
+    pub transaction_check_max: u32,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -166,6 +174,9 @@ impl Default for BrokerConfig {
             auto_create_subscription_group: true,
             rebalance_lock_max_live_ms: 60_000,
             enable_property_filter: false,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
         }
     }
 }
@@ -256,6 +267,9 @@ impl BrokerConfig {
         );
         set!("rebalanceLockMaxLiveTime", rebalance_lock_max_live_ms);
         set!("enablePropertyFilter", enable_property_filter);
+        set!("transactionTimeOut", transaction_timeout_ms);
+        set!("transactionCheckInterval", transaction_check_interval_ms);
+        set!("transactionCheckMax", transaction_check_max);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {

@@ -18,6 +18,7 @@
 //! | `g/<group>` | subscription group config (JSON) |
 //! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
 //! | `L` + name(group) + name(topic) + name(brokerName) + queueId (i32 BE) | a queue lock: expiry (ms, u64 BE) + holder's client id |
+//! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -32,6 +33,8 @@ pub const OFFSET_PREFIX: &[u8] = b"O";
 pub const TIMER_PREFIX: &[u8] = b"T";
 /// Prefix of queue locks (ordered consumption).
 pub const LOCK_PREFIX: &[u8] = b"L";
+/// Prefix of half messages (transactions) not yet committed, rolled back or discarded.
+pub const HALF_PREFIX: &[u8] = b"X";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -143,6 +146,19 @@ pub fn parse_timer_key(key: &[u8]) -> Option<(u64, u64)> {
     Some((be_u64(&rest[..8])?, be_u64(&rest[8..])?))
 }
 
+/// The key of the half message stored at `commit_log_offset`. Keys sort by position.
+pub fn half_key(commit_log_offset: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = HALF_PREFIX[0];
+    key[1..9].copy_from_slice(&commit_log_offset.to_be_bytes());
+    key
+}
+
+/// The commit log offset of a half key.
+pub fn parse_half_key(key: &[u8]) -> Option<u64> {
+    be_u64(key.strip_prefix(HALF_PREFIX)?)
+}
+
 /// The key of `group`'s lock on a queue.
 pub fn lock_key(group: &str, topic: &str, broker_name: &str, queue_id: i32) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + 6 + group.len() + topic.len() + broker_name.len() + 4);
@@ -215,6 +231,14 @@ mod tests {
         assert!(a < b && b < c);
         assert_eq!(parse_timer_key(&c), Some((1_001, 0)));
         assert_eq!(parse_timer_key(&c[..16]), None);
+    }
+
+    #[test]
+    fn half_keys_sort_by_position() {
+        assert!(half_key(255) < half_key(256));
+        assert_eq!(parse_half_key(&half_key(77)), Some(77));
+        assert_eq!(parse_half_key(&half_key(77)[..8]), None);
+        assert_eq!(parse_half_key(&timer_key(1, 2)), None);
     }
 
     proptest! {

@@ -16,6 +16,9 @@
 //!   once per request code in `processor::handler`.
 //! - [`schedule`]: delay levels, timers and retries: stored until due, delivered once by
 //!   the leader through the log.
+//! - [`transaction`]: half messages, END_TRANSACTION and check-backs, decided once
+//!   through the log; [`producers`]: producer groups from heartbeats.
+//! - [`copy`]: a stored message copied into another topic (schedule, retry, commit).
 //! - [`queue_locks`]: queue locks of orderly consumers, decided at apply through Raft.
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
@@ -31,14 +34,17 @@ pub mod clients;
 pub mod command;
 pub mod config;
 pub mod consume_queue;
+pub mod copy;
 pub mod error;
 pub mod keys;
 pub mod processor;
+pub mod producers;
 pub mod queue_locks;
 pub mod registration;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod transaction;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

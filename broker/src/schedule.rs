@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use remoting::message::{encode_properties, properties_iter, property, MessageRecord};
 use remoting::route::{perm, TopicConfig};
 use tokio::task::JoinSet;
@@ -193,20 +193,15 @@ fn delivered(
         (property::WAIT_STORE_MSG_OK, "false"),
         (TIMER_ORIGIN, origin.as_str()),
     ]));
-    let out = MessageRecord {
-        topic: real_topic,
-        queue_id: real_queue_id,
-        queue_offset: 0,
-        commit_log_offset: 0,
+    crate::copy::stored_copy(
+        record,
+        real_topic,
+        real_queue_id,
+        &properties,
         store_timestamp,
-        store_host: broker.store_host(),
-        properties: &properties,
-        body_crc: 0,
-        ..record.clone()
-    };
-    let mut buf = BytesMut::with_capacity(out.encoded_len().map_err(|e| e.to_string())?);
-    out.encode(&mut buf).map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+        broker.store_host(),
+        |_| {},
+    )
 }
 
 /// The topic configs scheduled messages wait in: RocketMQ's queue counts.

@@ -80,6 +80,7 @@ pub async fn run(
         tokio::spawn(commit_offsets(broker.clone())),
         tokio::spawn(expire_clients(broker.clone())),
         tokio::spawn(crate::schedule::run(broker.clone())),
+        tokio::spawn(crate::transaction::run(broker.clone())),
     ];
     let connection_config = ConnectionConfig {
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,

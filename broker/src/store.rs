@@ -31,6 +31,7 @@ use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
 use crate::keys;
 use crate::queue_locks::{Granted, QueueLocks};
 use crate::schedule;
+use crate::transaction;
 
 /// Key of one consumer offset.
 pub type OffsetKey = (String, String, i32);
@@ -205,11 +206,31 @@ impl BrokerHook {
         // Timer keys this entry delivered: RocksDB shows them only once it is written.
         let mut delivered_here: Vec<[u8; 17]> = Vec::new();
         let mut timers_added = false;
+        // Halves this entry resolved (committed or discarded).
+        let mut resolved_here: Vec<u64> = Vec::new();
         for record in records {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
             let mut tag_hash = None;
-            if let Some(origin) = schedule::origin_key(&msg) {
+            if let Some(origin) = transaction::origin(&msg) {
+                // A committed or discarded transaction: queued only if its half is pending.
+                let pending = match origin {
+                    Ok(half) => {
+                        let key = keys::half_key(half);
+                        !resolved_here.contains(&half) && self.timer_pending(&key)? && {
+                            writes.delete(&key);
+                            resolved_here.push(half);
+                            true
+                        }
+                    }
+                    Err(()) => false,
+                };
+                writes.write_now();
+                if !pending {
+                    out.push(HookResponse::new(Applied::Stored));
+                    continue;
+                }
+            } else if let Some(origin) = schedule::origin_key(&msg) {
                 // A delivered scheduled message: queued only if its timer is still pending.
                 let pending = match origin {
                     Ok(key) => {
@@ -247,9 +268,15 @@ impl BrokerHook {
                 batches.push((queue, first, Vec::new()));
             }
             let (_, first, entries) = &mut batches[slot];
-            out.push(HookResponse::new(Applied::Queued {
-                queue_offset: *first + entries.len() as u64,
-            }));
+            let queue_offset = *first + entries.len() as u64;
+            out.push(HookResponse::new(Applied::Queued { queue_offset }));
+            if msg.topic == transaction::HALF_TOPIC {
+                // A half message: pending in the index until committed, rolled back or
+                // discarded.
+                let state = transaction::half_state(&msg, record.bytes.len(), queue_offset);
+                writes.put(&keys::half_key(record.position), &state.encode());
+                writes.write_now();
+            }
             entries.push(CqEntry {
                 commit_log_offset: record.position as i64,
                 size: record.bytes.len() as i32,
@@ -373,8 +400,35 @@ impl BrokerHook {
                     .unwrap()
                     .insert(node_id, broker_addr);
             }
+            BrokerCommand::RollbackHalf { commit_log_offset } => {
+                writes.delete(&keys::half_key(commit_log_offset));
+                writes.write_now();
+            }
+            BrokerCommand::CheckHalves { commit_log_offsets } => {
+                self.count_checks(&commit_log_offsets, writes)?;
+            }
         }
         Ok(Vec::new())
+    }
+
+    /// One check more on each listed half still pending.
+    fn count_checks(&self, offsets: &[u64], writes: &mut HookWrites<'_>) -> Result<(), HookError> {
+        let store = self.store.as_ref().ok_or("the hook was not opened")?;
+        for offset in offsets {
+            let key = keys::half_key(*offset);
+            let Some(value) = store.get(&key)? else {
+                continue;
+            };
+            match transaction::HalfState::decode(&value) {
+                Some(mut state) => {
+                    state.check_times += 1;
+                    writes.put(&key, &state.encode());
+                }
+                None => skipped(&key, "half message state"),
+            }
+        }
+        writes.write_now();
+        Ok(())
     }
 
     fn bump_version(&self, writes: &mut HookWrites<'_>) -> Result<(), HookError> {

@@ -26,8 +26,9 @@
 //!
 //! Brokers send NOTIFY_CONSUMER_IDS_CHANGED on the client's connections; the instance's
 //! [`RequestHandler`] wakes the consumer of that group through a one-slot channel (a
-//! pending wake-up already covers a second one). Everything else is answered
-//! REQUEST_CODE_NOT_SUPPORTED.
+//! pending wake-up already covers a second one). CHECK_TRANSACTION_STATE goes to the
+//! transactional producer of the message's group ([`crate::transaction`]). Everything
+//! else is answered REQUEST_CODE_NOT_SUPPORTED.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -561,6 +562,20 @@ impl ClientInstance {
         rx
     }
 
+    /// The check-backs (CHECK_TRANSACTION_STATE) brokers send for `producer_group`.
+    pub(crate) fn watch_transaction_checks(
+        &self,
+        producer_group: &str,
+    ) -> mpsc::Receiver<crate::transaction::TransactionCheck> {
+        let (tx, rx) = mpsc::channel(crate::transaction::CHECKS_QUEUED);
+        self.handler
+            .checks
+            .lock()
+            .unwrap()
+            .insert(producer_group.to_string(), tx);
+        rx
+    }
+
     /// Sends a heartbeat to every member of every group serving `topics`; returns how
     /// many members answered SUCCESS.
     pub async fn heartbeat(&self, topics: &[String], data: &HeartbeatData) -> usize {
@@ -629,15 +644,35 @@ pub(crate) fn is_not_leader(response: &RemotingCommand) -> bool {
 #[derive(Default)]
 struct ClientHandler {
     notify: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    /// Transactional producers' check-back queues, by producer group.
+    checks: Mutex<HashMap<String, mpsc::Sender<crate::transaction::TransactionCheck>>>,
 }
 
 impl RequestHandler for ClientHandler {
     fn handle(
         &self,
-        _conn: Connection,
+        conn: Connection,
         request: RemotingCommand,
     ) -> BoxFuture<'static, Option<RemotingCommand>> {
-        let response = if request.code == RequestCode::NOTIFY_CONSUMER_IDS_CHANGED as i32 {
+        let response = if request.code == RequestCode::CHECK_TRANSACTION_STATE as i32 {
+            // Oneway: the answer is an END_TRANSACTION from the producer's check task.
+            match crate::transaction::decode_check(&conn, &request) {
+                Ok((group, check)) => match self.checks.lock().unwrap().get(&group) {
+                    Some(tx) => {
+                        if tx.try_send(check).is_err() {
+                            warn!(producer_group = %group, "too many check-backs queued; this one is dropped (the broker checks again)");
+                        }
+                    }
+                    None => {
+                        debug!(producer_group = %group, "a check-back for a group this client does not produce for")
+                    }
+                },
+                Err(e) => {
+                    warn!(peer = %conn.peer(), error = %e, "unreadable CHECK_TRANSACTION_STATE")
+                }
+            }
+            return Box::pin(async { None });
+        } else if request.code == RequestCode::NOTIFY_CONSUMER_IDS_CHANGED as i32 {
             match request.header::<ConsumerGroupRequestHeader>() {
                 Ok(h) => {
                     debug!(consumer_group = %h.consumer_group, "consumer ids changed");

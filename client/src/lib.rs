@@ -12,6 +12,8 @@
 //! - [`retry`]: what happens to a message the listener refuses — RocketMQ 4.x's retry
 //!   topics (`%RETRY%<group>`, CONSUMER_SEND_MSG_BACK, a re-send as fallback) and, after
 //!   `max_reconsume_times`, the dead-letter topic (`%DLQ%<group>`).
+//! - [`transaction`]: [`TransactionProducer`] — half messages, a local transaction
+//!   executor and a check-back listener (RocketMQ's `TransactionMQProducer`).
 //! - [`message`]: [`Message`], [`MessageExt`], [`MessageQueue`].
 //! - [`compression`]: zlib bodies: the producer compresses large bodies, every read
 //!   inflates them; a body that does not inflate is reported, never delivered.
@@ -93,6 +95,7 @@ pub mod push_consumer;
 pub mod retry;
 pub mod route;
 pub mod selector;
+pub mod transaction;
 pub mod unique_id;
 
 pub use error::{ClientError, Result};
@@ -107,3 +110,6 @@ pub use push_consumer::{
     PushConsumerConfig,
 };
 pub use selector::MessageSelector;
+pub use transaction::{
+    LocalTransactionState, TransactionListener, TransactionProducer, TransactionSendResult,
+};

@@ -204,7 +204,8 @@ struct Outgoing {
     /// The send header's `reconsumeTimes` (0 but for a retry-topic re-send).
     reconsume_times: i32,
     max_reconsume_times: Option<i32>,
-    /// COMPRESSED and compression-type bits when the body is compressed.
+    /// The send header's `sysFlag`: COMPRESSED and compression-type bits when the body is
+    /// compressed; prepared for a transactional half (`TRAN_MSG=true`).
     sys_flag: i32,
 }
 
@@ -257,6 +258,11 @@ impl Producer {
     /// This producer's client id (`ip@instance`).
     pub fn client_id(&self) -> &str {
         &self.inner.instance.client_id
+    }
+
+    /// The deadline of one send (`send_msg_timeout_ms`).
+    pub fn send_msg_timeout_ms(&self) -> u64 {
+        self.inner.config.send_msg_timeout_ms
     }
 
     /// The topic's writable queues, sorted by group and id.
@@ -399,13 +405,20 @@ impl Inner {
         msg.validate(self.config.max_message_bytes)?;
         let (reconsume_times, max_reconsume_times) = take_reconsume_times(&mut msg)?;
         let (msg_id, properties) = stamped_properties(&msg);
-        let (body, sys_flag) = crate::compression::maybe_compress(
+        let prepared = msg
+            .property(property::TRANSACTION_PREPARED)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let (body, compressed) = crate::compression::maybe_compress(
             msg.body,
             self.config.compress_msg_body_over_howmuch,
             self.config.compress_level,
         );
+        let transaction = match prepared {
+            true => remoting::message::sys_flag::TRANSACTION_PREPARED,
+            false => 0,
+        };
         Ok(Outgoing {
-            sys_flag,
+            sys_flag: compressed | transaction,
             reconsume_times,
             max_reconsume_times,
             code: if self.config.use_send_message_v2 {
@@ -472,9 +485,9 @@ impl Inner {
             ]),
             body: body.freeze(),
             batch: true,
-            sys_flag: 0,
             msg_id: ids.join(","),
             reconsume_times: 0,
+            sys_flag: 0,
             max_reconsume_times: None,
         })
     }

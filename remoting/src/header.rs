@@ -304,6 +304,29 @@ command_header! {
         pub consumer_group: String => "consumerGroup" as Group,
     }
 
+    /// END_TRANSACTION (37), usually oneway: a producer commits or rolls back the half
+    /// message at `commitLogOffset`. `commitOrRollback` is a `MessageSysFlag` transaction
+    /// type: 0 (not type: unknown), 8 (commit) or 12 (rollback).
+    pub struct EndTransactionRequestHeader {
+        pub producer_group: String => "producerGroup" as Group,
+        pub tran_state_table_offset: i64 => "tranStateTableOffset",
+        pub commit_log_offset: i64 => "commitLogOffset",
+        pub commit_or_rollback: i32 => "commitOrRollback",
+        pub from_transaction_check: Option<bool> => "fromTransactionCheck",
+        pub msg_id: String => "msgId",
+        pub transaction_id: Option<String> => "transactionId",
+    }
+
+    /// CHECK_TRANSACTION_STATE (39), oneway from the broker to a producer; the body is
+    /// the half message for its real topic and queue.
+    pub struct CheckTransactionStateRequestHeader {
+        pub tran_state_table_offset: i64 => "tranStateTableOffset",
+        pub commit_log_offset: i64 => "commitLogOffset",
+        pub msg_id: Option<String> => "msgId",
+        pub transaction_id: Option<String> => "transactionId",
+        pub offset_msg_id: Option<String> => "offsetMsgId",
+    }
+
     /// UNREGISTER_CLIENT (35).
     pub struct UnregisterClientRequestHeader {
         pub client_id: String => "clientID" as ClientId,

@@ -79,6 +79,10 @@ pub mod property {
     pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
     pub const TRANSACTION_PREPARED: &str = "TRAN_MSG";
     pub const PRODUCER_GROUP: &str = "PGROUP";
+    /// Check-backs a half message has had (RocketMQ's `TRANSACTION_CHECK_TIMES`).
+    pub const TRANSACTION_CHECK_TIMES: &str = "TRANSACTION_CHECK_TIMES";
+    /// Seconds a half message is not checked back (-1: `transactionTimeOut`).
+    pub const CHECK_IMMUNITY_TIME_IN_SECONDS: &str = "CHECK_IMMUNITY_TIME_IN_SECONDS";
     /// RocketMQ 5's timer messages: an absolute delivery time (ms since the epoch), or a
     /// delay from the send in seconds or milliseconds.
     pub const TIMER_DELIVER_MS: &str = "TIMER_DELIVER_MS";

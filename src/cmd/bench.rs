@@ -17,6 +17,7 @@
 //! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench e2e`:
 //! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`];
 //! `rocketraft bench orderly`: see [`super::orderly_bench`].
+//! `rocketraft bench txn`: see [`super::txn_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ enum What {
     Delay(super::delay_bench::DelayArgs),
     /// Push-consume one backlog with a concurrent listener, then an orderly one: msg/s.
     Orderly(super::orderly_bench::OrderlyArgs),
+    /// Transactional sends (half + commit) against plain sends, side by side.
+    Txn(super::txn_bench::TxnArgs),
 }
 
 #[derive(clap::Args)]
@@ -119,6 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::E2e(a) => super::e2e_bench::run(a).await,
         What::Delay(a) => super::delay_bench::run(a).await,
         What::Orderly(a) => super::orderly_bench::run(a).await,
+        What::Txn(a) => super::txn_bench::run(a).await,
     }
 }
 

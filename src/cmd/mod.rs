@@ -12,6 +12,7 @@ pub mod failover_bench;
 pub mod namesrv;
 pub mod orderly_bench;
 pub mod send;
+pub mod txn_bench;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {

@@ -48,6 +48,12 @@ pub fn unregister(broker: &Broker, _conn: &Connection, request: &RemotingCommand
     if let Some(group) = h.consumer_group.as_deref().filter(|g| !g.is_empty()) {
         broker.clients().unregister(&h.client_id, Some(group));
     }
+    if let Some(group) = h.producer_group.as_deref().filter(|g| !g.is_empty()) {
+        broker
+            .clients()
+            .producers
+            .unregister(&h.client_id, Some(group));
+    }
     Ok(RemotingCommand::success())
 }
 

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod check_client;
 pub mod client;
+pub mod end_transaction;
 pub mod offset;
 pub mod pull;
 pub mod pull_filter;
@@ -57,6 +58,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
     Some(match code {
         C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(send::handle),
         C::CONSUMER_SEND_MSG_BACK => leader_only!(send_back::handle),
+        C::END_TRANSACTION => leader_only!(end_transaction::handle),
         C::PULL_MESSAGE => handle!(pull::handle),
         C::QUERY_CONSUMER_OFFSET => handle_now!(offset::query),
         C::UPDATE_CONSUMER_OFFSET => handle_now!(offset::update),

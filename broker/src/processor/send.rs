@@ -28,6 +28,7 @@ use super::{fail, ProcessError, ProcessResult};
 use crate::broker::{Broker, DEFAULT_TOPIC};
 use crate::schedule;
 use crate::store::Applied;
+use crate::transaction;
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -106,8 +107,17 @@ pub async fn handle(
     let store_timestamp = now_ms();
     let born_host = conn.peer();
     let batch = code == RequestCode::SEND_BATCH_MESSAGE || header.batch == Some(true);
-    refuse_transactions(&header)?;
-    let dest = destination(broker, &header, queue_id, store_timestamp, batch).await?;
+    let prepared =
+        transaction::is_prepared(header.sys_flag, header.properties.as_deref().unwrap_or(""));
+    // A half is stored with its transaction type cleared, as RocketMQ stores it.
+    let sys_flag = match prepared {
+        true => transaction::reset_transaction_type(header.sys_flag, 0),
+        false => header.sys_flag,
+    };
+    let dest = match prepared {
+        true => half_destination(broker, &header, queue_id, store_timestamp, batch).await?,
+        false => destination(broker, &header, queue_id, store_timestamp, batch).await?,
+    };
     let mut records: Vec<Bytes> = Vec::new();
     let mut encode = |body: &[u8], properties: &str, flag: i32| -> Result<(), ProcessError> {
         let max_message_bytes = broker.config().max_message_bytes;
@@ -126,7 +136,7 @@ pub async fn handle(
             flag,
             queue_offset: 0,
             commit_log_offset: 0,
-            sys_flag: header.sys_flag,
+            sys_flag,
             born_timestamp: header.born_timestamp,
             born_host,
             store_timestamp,
@@ -270,14 +280,13 @@ async fn destination<'a>(
 
 /// A property only the broker writes.
 fn check_reserved(properties: &str) -> Result<(), ProcessError> {
-    if property_value(properties, schedule::TIMER_ORIGIN).is_some() {
-        return Err(fail(
-            ResponseCode::MESSAGE_ILLEGAL,
-            format!(
-                "the property {} is reserved for the broker",
-                schedule::TIMER_ORIGIN
-            ),
-        ));
+    for reserved in [schedule::TIMER_ORIGIN, transaction::TRANSACTION_ORIGIN] {
+        if property_value(properties, reserved).is_some() {
+            return Err(fail(
+                ResponseCode::MESSAGE_ILLEGAL,
+                format!("the property {reserved} is reserved for the broker"),
+            ));
+        }
     }
     Ok(())
 }
@@ -285,6 +294,12 @@ fn check_reserved(properties: &str) -> Result<(), ProcessError> {
 /// A message in a batch may not ask for a schedule (RocketMQ refuses delayed batches).
 fn check_batched(properties: &str) -> Result<(), ProcessError> {
     check_reserved(properties)?;
+    if transaction::is_prepared(0, properties) {
+        return Err(fail(
+            ResponseCode::MESSAGE_ILLEGAL,
+            "a batch cannot hold transactional (prepared) messages; the batch was not stored",
+        ));
+    }
     match schedule::plan(properties, 0, &[0], u64::MAX) {
         Ok(schedule::Plan::Now) => Ok(()),
         _ => Err(fail(
@@ -294,22 +309,46 @@ fn check_batched(properties: &str) -> Result<(), ProcessError> {
     }
 }
 
-/// Transactional (half) messages are not served yet: refused, never stored as plain ones,
-/// which consumers would see before the transaction commits.
-fn refuse_transactions(header: &SendMessageRequestHeader) -> Result<(), ProcessError> {
-    let prepared = header.sys_flag & remoting::message::sys_flag::TRANSACTION_PREPARED != 0
-        || header
-            .properties
-            .as_deref()
-            .and_then(|p| property_value(p, property::TRANSACTION_PREPARED))
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-    if prepared {
+/// Where a prepared (transactional) send is stored: as a half message in
+/// `RMQ_SYS_TRANS_HALF_TOPIC`, naming its real topic and queue ([`transaction`]). A batch
+/// or a delayed message cannot be prepared.
+async fn half_destination<'a>(
+    broker: &Broker,
+    header: &'a SendMessageRequestHeader,
+    queue_id: i32,
+    store_timestamp: i64,
+    batch: bool,
+) -> Result<Destination<'a>, ProcessError> {
+    let properties = header.properties.as_deref().unwrap_or("");
+    check_reserved(properties)?;
+    if batch {
         return Err(fail(
-            ResponseCode::NO_PERMISSION,
-            "transactional messages are not supported by rocketraft yet; the message was not stored",
+            ResponseCode::MESSAGE_ILLEGAL,
+            "a batch cannot be a transactional (prepared) message; the batch was not stored",
         ));
     }
-    Ok(())
+    let plan = schedule::plan(properties, store_timestamp as u64, &[0], u64::MAX);
+    if !matches!(plan, Ok(schedule::Plan::Now)) {
+        return Err(fail(
+            ResponseCode::MESSAGE_ILLEGAL,
+            "a transactional (prepared) message cannot be delayed; the message was not stored",
+        ));
+    }
+    broker
+        .create_topic(transaction::system_topic_config(transaction::HALF_TOPIC))
+        .await
+        .map_err(|e| append_error(broker, e))?;
+    Ok(Destination {
+        topic: transaction::HALF_TOPIC.into(),
+        queue_id: 0,
+        properties: transaction::half_properties(
+            properties,
+            &header.topic,
+            queue_id,
+            &header.producer_group,
+        )
+        .into(),
+    })
 }
 
 /// `%RETRY%<group>`: where a group's failed messages wait for their next try.

@@ -9,7 +9,7 @@
 //! `ORIGIN_MESSAGE_ID`. The move is one append through the Raft log, so a new leader
 //! knows it, and the copy's delivery is a scheduled message's (see [`crate::schedule`]).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use remoting::header::ConsumerSendMsgBackRequestHeader;
 use remoting::message::{
     encode_properties, message_id, properties_iter, property, MessageRecord, MAGIC_V1, MAGIC_V2,
@@ -76,28 +76,18 @@ pub async fn handle(
         let properties = schedule::scheduled_properties(&with_delay, &retry.topic_name, 0, due);
         (schedule::SCHEDULE_TOPIC.to_string(), level - 1, properties)
     };
-    let record = MessageRecord {
-        topic: &topic,
+    let record = crate::copy::stored_copy(
+        &original,
+        &topic,
         queue_id,
-        queue_offset: 0,
-        commit_log_offset: 0,
-        store_timestamp: now,
-        store_host: broker.store_host(),
-        reconsume_times: original.reconsume_times + 1,
-        properties: &properties,
-        body_crc: 0,
-        ..original.clone()
-    };
-    let mut buf = BytesMut::with_capacity(
-        record
-            .encoded_len()
-            .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?,
-    );
-    record
-        .encode(&mut buf)
-        .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+        &properties,
+        now,
+        broker.store_host(),
+        |copy| copy.reconsume_times = original.reconsume_times + 1,
+    )
+    .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e))?;
     broker
-        .append(vec![buf.freeze()])
+        .append(vec![record])
         .await
         .map_err(|e| append_error(broker, e))?;
     Ok(RemotingCommand::success())
@@ -119,6 +109,7 @@ fn retried_properties(original: &MessageRecord<'_>, origin_msg_id: &str) -> Stri
         property::ORIGIN_MESSAGE_ID,
         property::WAIT_STORE_MSG_OK,
         schedule::TIMER_ORIGIN,
+        crate::transaction::TRANSACTION_ORIGIN,
     ];
     encode_properties(
         properties_iter(original.properties)
