@@ -38,6 +38,13 @@
 //!   order**); each acknowledged value of the topic is taken (**not delivered to
 //!   orderly**). A new owner may start again from the committed offset (re-deliveries
 //!   are counted, not failed).
+//! - **transactions**: the transactional producer's local transaction commits, rolls
+//!   back or answers unknown for each value, and its check listener gives the final
+//!   answer ([`txn_decision`]). An acknowledged half whose transaction commits is stored
+//!   in its topic exactly once (**transaction commit lost / stored twice**: a commit
+//!   forgotten across a failover, or applied twice); a value whose transaction rolls back
+//!   is never stored there (**rolled-back transaction delivered**), whatever its half's
+//!   send outcome; an unacknowledged one that commits is stored at most once.
 //! - **liveness**: after every heal, the group elected a leader and acknowledged a send
 //!   within the tool's bounds (the run records a `liveness:` note otherwise).
 //! - **quorum**: no send invoked while two of a group's three nodes were down was
@@ -74,6 +81,28 @@ pub fn failures_for(value: &str) -> Option<i32> {
         20 => Some(1),
         _ => None,
     }
+}
+
+/// What the transactional producer's local transaction answers for a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnAnswer {
+    Commit,
+    Rollback,
+    /// Unknown: the broker checks it back, and the check listener decides.
+    Unknown,
+}
+
+/// The local transaction's answer for `value` and whether its transaction finally
+/// commits, by its sequence number: 0 mod 4 commits at once, 1 rolls back at once,
+/// 2 is unknown then committed at check-back, 3 unknown then rolled back.
+pub fn txn_decision(value: &str) -> Option<(TxnAnswer, bool)> {
+    let seq: u64 = value.rsplit('-').next()?.parse().ok()?;
+    Some(match seq % 4 {
+        0 => (TxnAnswer::Commit, true),
+        1 => (TxnAnswer::Rollback, false),
+        2 => (TxnAnswer::Unknown, true),
+        _ => (TxnAnswer::Unknown, false),
+    })
 }
 
 /// Examples kept per finding, so a report stays readable.
@@ -188,6 +217,13 @@ pub struct Verdict {
     pub dead_letters_wrong: Finding,
     /// Tries the consumer saw more than once.
     pub retries_repeated: usize,
+    /// Transactional halves acknowledged.
+    pub txn_acked: usize,
+    /// Acknowledged transactions that commit, not stored exactly once in their topic (or
+    /// unacknowledged ones stored more than once).
+    pub txn_commit_wrong: Finding,
+    /// Transactions that roll back, stored in their topic.
+    pub txn_rolled_back_stored: Finding,
     /// Listener calls of the orderly consumers.
     pub orderly_calls: usize,
     /// Calls of two orderly clients on one queue that overlapped in time.
@@ -244,6 +280,14 @@ impl Verdict {
         check("retries wrong", &self.retries_wrong);
         check("dead-letter queue wrong", &self.dead_letters_wrong);
         check("orderly overlap", &self.orderly_overlap);
+        check(
+            "transaction commit lost or stored twice",
+            &self.txn_commit_wrong,
+        );
+        check(
+            "rolled-back transaction delivered",
+            &self.txn_rolled_back_stored,
+        );
         check("orderly out of order", &self.orderly_out_of_order);
         for (consumer, f) in &self.not_delivered {
             check(&format!("not delivered to {consumer}"), f);
@@ -325,6 +369,25 @@ fn check_retries(
             v.unexpected
                 .add(|| format!("retry copy of {value:?}, never sent"));
         }
+    }
+}
+
+/// One transactional value against [`txn_decision`]: `copies` is how often it is stored
+/// in its topic.
+fn check_transaction(v: &mut Verdict, value: &str, s: &Send, copies: usize) {
+    let commits = txn_decision(value).is_some_and(|(_, commits)| commits);
+    let acked = !s.acks.is_empty();
+    if acked {
+        v.txn_acked += 1;
+    }
+    if !commits && copies > 0 {
+        v.txn_rolled_back_stored
+            .add(|| format!("{value}: rolled back, stored {copies} times"));
+    }
+    if commits && ((acked && copies != 1) || copies > 1) {
+        v.txn_commit_wrong.add(|| {
+            format!("{value}: commits (half acknowledged: {acked}), stored {copies} times")
+        });
     }
 }
 
@@ -694,6 +757,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     for (value, s) in &sends {
         let stored = places.get(value);
         let delayed = s.kind == Some(SendKind::Delayed);
+        let txn = s.kind == Some(SendKind::Transactional);
+        if txn {
+            check_transaction(&mut v, value, s, stored.map_or(0, Vec::len));
+        }
         if delayed && !s.acks.is_empty() {
             v.delayed_acked += 1;
         }
@@ -703,8 +770,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
         }
         for (attempt, queue, offset) in &s.acks {
             match stored {
-                // Acknowledged at its schedule queue; delivered to its topic later.
+                // Acknowledged at its schedule queue (or its half queue); delivered to
+                // its topic later. Transactions are checked by `check_transaction`.
                 Some(_) if delayed => {}
+                _ if txn => {}
                 None => v
                     .lost
                     .add(|| format!("{value} (acked at {queue}@{offset}, attempt {attempt})")),
@@ -786,7 +855,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
         if consumer != DRAIN {
             let mut missing = Finding::default();
             for (value, s) in &sends {
-                if !s.acks.is_empty() && !value_places.contains_key(value.as_str()) {
+                let rolled_back = s.kind == Some(SendKind::Transactional)
+                    && !txn_decision(value).is_some_and(|(_, commits)| commits);
+                if !s.acks.is_empty() && !rolled_back && !value_places.contains_key(value.as_str())
+                {
                     missing.add(|| value.clone());
                 }
             }
@@ -1232,6 +1304,60 @@ mod tests {
         ]);
         assert_eq!(passed.orderly_out_of_order.count, 1);
         assert!(!passed.passed);
+    }
+
+    /// The clean history plus transactional values `t-<seq>` with their half acks, each
+    /// stored (drained) at the given offsets of queue 1.
+    fn transactions(values: &[(u64, bool, &[i64])]) -> Verdict {
+        let mut h = clean();
+        for (seq, acked, offsets) in values {
+            let value = format!("t-{seq}");
+            h.push(Event::Invoke {
+                t_us: 5,
+                value: value.clone(),
+                topic: crate::workload::TXN_TOPIC.into(),
+                kind: SendKind::Transactional,
+                sharding_key: None,
+                attempt: 1,
+            });
+            if *acked {
+                h.push(ok(6, &value, 1, 0, 0));
+            } else {
+                h.push(unknown(6, &value, 1));
+            }
+            for offset in *offsets {
+                h.push(recv("push", 1, *offset, &value));
+                h.push(recv(DRAIN, 1, *offset, &value));
+            }
+        }
+        check(&h, agree())
+    }
+
+    #[test]
+    fn transactions_committed_once_and_rolled_back_never_pass() {
+        // 0 and 2 commit, 1 and 3 roll back; 6 commits but its half's send was unknown
+        // and never stored.
+        let v = transactions(&[
+            (0, true, &[0]),
+            (1, true, &[]),
+            (2, true, &[1]),
+            (3, true, &[]),
+            (6, false, &[]),
+        ]);
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(v.txn_acked, 4);
+    }
+
+    #[test]
+    fn a_lost_commit_a_double_commit_and_a_delivered_rollback_are_caught() {
+        let lost = transactions(&[(0, true, &[])]);
+        assert_eq!(lost.txn_commit_wrong.count, 1);
+        assert!(!lost.passed);
+        let twice = transactions(&[(2, false, &[0, 1])]);
+        assert_eq!(twice.txn_commit_wrong.count, 1);
+        let rolled_back = transactions(&[(3, true, &[0])]);
+        assert_eq!(rolled_back.txn_rolled_back_stored.count, 1);
+        assert!(!rolled_back.passed);
     }
 
     #[test]

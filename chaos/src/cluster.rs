@@ -184,7 +184,8 @@ impl Cluster {
                          dLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
                          registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
                          flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
-                         messageDelayLevel={CHAOS_DELAY_LEVELS}\n",
+                         messageDelayLevel={CHAOS_DELAY_LEVELS}\n\
+                         transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
                         store.display()
                     ),
                 )?;

@@ -24,6 +24,9 @@ pub enum SendKind {
     /// A sync send of a timer message (`TIMER_DELAY_MS`): stored in a schedule queue,
     /// delivered to its topic when due.
     Delayed,
+    /// A transactional send: a half message, then the local transaction's decision
+    /// ([`crate::checker::txn_decision`]); the acknowledgement is the half's.
+    Transactional,
 }
 
 /// A place in a queue.

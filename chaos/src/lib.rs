@@ -444,6 +444,8 @@ async fn run_in(
     // too slow for the retry consumer's checks to settle in a run.
     let shape = workload::Shape {
         retry_consumer: !cluster.is_attached(),
+        // Its check-backs, too, need the chaos cluster's short settings.
+        transactional_producers: usize::from(!cluster.is_attached()),
         ..Default::default()
     };
     let mut workload = Workload::start(&cluster.namesrv_addr, recorder.clone(), shape).await?;
@@ -513,6 +515,13 @@ async fn run_in(
         started.elapsed().as_secs_f64()
     );
 
+    let unresolved = workload.settle_transactions().await;
+    if unresolved > 0 {
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!("{unresolved} committed transactions not received before the drain"),
+        });
+    }
     let ends = workload::drain(&cluster.namesrv_addr, &recorder).await?;
     let behind = workload
         .wait_consumers(&ends, Duration::from_millis(CONSUMER_CATCH_UP_MS))

@@ -76,6 +76,13 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
         "timer messages ({} acknowledged): delivered before due {}, stored twice {}",
         v.delayed_acked, v.delivered_early.count, v.delayed_twice.count
     );
+    if v.txn_acked > 0 {
+        let _ = writeln!(
+            s,
+            "transactions ({} halves acknowledged): commit lost or stored twice {}, rolled back but stored {}",
+            v.txn_acked, v.txn_commit_wrong.count, v.txn_rolled_back_stored.count
+        );
+    }
     if v.orderly_calls > 0 {
         let _ = writeln!(
             s,

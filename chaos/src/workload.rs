@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use client::{
-    ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, Message, MessageExt, MessageQueue,
-    Producer, ProducerConfig, PullConsumer, PullConsumerConfig, PullResult, PushConsumer,
-    PushConsumerConfig,
+    ConsumeFromWhere, ConsumeOrderlyStatus, ConsumeStatus, LocalTransactionState, Message,
+    MessageExt, MessageQueue, Producer, ProducerConfig, PullConsumer, PullConsumerConfig,
+    PullResult, PushConsumer, PushConsumerConfig, TransactionProducer,
 };
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -28,6 +28,13 @@ pub const ROUND_ROBIN_TOPICS: [&str; 2] = ["ChaosA", "ChaosB"];
 pub const ORDERED_TOPIC: &str = "ChaosOrdered";
 /// The topic of timer messages, each due 100 ms to [`DELAY_MAX_MS`] after its send.
 pub const DELAYED_TOPIC: &str = "ChaosDelayed";
+/// The topic of transactional sends (committed or rolled back by
+/// [`crate::checker::txn_decision`]).
+pub const TXN_TOPIC: &str = "ChaosTxn";
+/// The producer group of the transactional producer.
+pub const TXN_GROUP: &str = "chaos-txn";
+/// The longest the drain waits for committed transactions to reach the push consumer.
+const TXN_SETTLE_MS: u64 = 30_000;
 /// The longest delay of a timer message; the drain waits this long after the last send.
 pub const DELAY_MAX_MS: u64 = 2_000;
 /// The consumer group that fails chosen values of [`RETRY_TOPIC`] (see
@@ -63,6 +70,7 @@ pub fn all_topics() -> Vec<&'static str> {
     let mut t = ROUND_ROBIN_TOPICS.to_vec();
     t.push(ORDERED_TOPIC);
     t.push(DELAYED_TOPIC);
+    t.push(TXN_TOPIC);
     t
 }
 
@@ -78,6 +86,9 @@ pub struct Shape {
     pub retry_consumer: bool,
     /// Orderly consumers of [`ORDERED_TOPIC`], one group, each its own client.
     pub orderly_consumers: usize,
+    /// Transactional producers of [`TXN_TOPIC`] (needs short check-back settings: the
+    /// chaos cluster's are 1 s).
+    pub transactional_producers: usize,
 }
 
 impl Default for Shape {
@@ -89,6 +100,7 @@ impl Default for Shape {
             delayed_producers: 1,
             retry_consumer: true,
             orderly_consumers: 2,
+            transactional_producers: 1,
         }
     }
 }
@@ -157,6 +169,12 @@ pub struct Workload {
     push: Option<PushConsumer>,
     retry: Option<PushConsumer>,
     orderly: Vec<PushConsumer>,
+    /// Transactional producers, kept until the consumers stop: they answer check-backs.
+    txn_producers: Vec<TransactionProducer>,
+    /// Acknowledged values of [`TXN_TOPIC`] whose transaction commits, and the values of
+    /// that topic the push consumer received.
+    txn_committed: Arc<Mutex<std::collections::HashSet<String>>>,
+    txn_received: Arc<Mutex<std::collections::HashSet<String>>>,
     progress: Progress,
 }
 
@@ -316,6 +334,9 @@ impl Workload {
             push: None,
             retry: None,
             orderly: Vec::new(),
+            txn_producers: Vec::new(),
+            txn_committed: Default::default(),
+            txn_received: Default::default(),
             progress: Progress::default(),
         };
         w.start_push().await?;
@@ -344,6 +365,10 @@ impl Workload {
             w.start_delayed_producer(id).await?;
             id += 1;
         }
+        for _ in 0..shape.transactional_producers {
+            w.start_transactional_producer(id).await?;
+            id += 1;
+        }
         Ok(w)
     }
 
@@ -360,9 +385,14 @@ impl Workload {
             push.subscribe(topic, "*")?;
         }
         let (recorder, progress) = (self.recorder.clone(), self.progress.clone());
+        let txn_received = self.txn_received.clone();
         push.register_message_listener(move |msgs| {
             for m in msgs {
                 note_receipt(&recorder, &progress, "push", m);
+                if m.topic == TXN_TOPIC {
+                    let mut r = txn_received.lock().unwrap_or_else(|e| e.into_inner());
+                    r.insert(String::from_utf8_lossy(&m.body).to_string());
+                }
             }
             ConsumeStatus::ConsumeSuccess
         });
@@ -667,6 +697,102 @@ impl Workload {
         Ok(())
     }
 
+    /// Transactional sends to [`TXN_TOPIC`]: each value's local transaction answers as
+    /// [`crate::checker::txn_decision`] says (commit, roll back, or unknown), and the
+    /// check listener answers the final decision. One attempt per value: a retried half
+    /// would be a second transaction.
+    async fn start_transactional_producer(&mut self, id: usize) -> anyhow::Result<()> {
+        use crate::checker::{txn_decision, TxnAnswer};
+        let answer = |value: &str| match txn_decision(value) {
+            Some((_, true)) => LocalTransactionState::CommitMessage,
+            _ => LocalTransactionState::RollbackMessage,
+        };
+        let listener = move |msg: &MessageExt| answer(&String::from_utf8_lossy(&msg.body));
+        let mut config = producer_config(&self.namesrv_addr, id);
+        config.producer_group = TXN_GROUP.into();
+        let producer = TransactionProducer::start(config, Arc::new(listener)).await?;
+        self.txn_producers.push(producer.clone());
+        let ProducerTask {
+            recorder,
+            producing,
+            last_ack,
+            values,
+        } = self.producer_task(id);
+        let committed = self.txn_committed.clone();
+        self.producers.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while producing.load(Ordering::Relaxed) {
+                let value = values.value(seq);
+                seq += 1;
+                let (local, commits) = txn_decision(&value).unwrap_or((TxnAnswer::Rollback, false));
+                invoke(
+                    &recorder,
+                    &value,
+                    TXN_TOPIC,
+                    SendKind::Transactional,
+                    None,
+                    1,
+                );
+                let started = Instant::now();
+                let result = producer
+                    .send_message_in_transaction(Message::new(TXN_TOPIC, value.clone()), |_, _| {
+                        match local {
+                            TxnAnswer::Commit => LocalTransactionState::CommitMessage,
+                            TxnAnswer::Rollback => LocalTransactionState::RollbackMessage,
+                            TxnAnswer::Unknown => LocalTransactionState::Unknow,
+                        }
+                    })
+                    .await;
+                // Only a half stored SEND_OK ran its local transaction; another status may
+                // have stored it, so its outcome is unknown.
+                let result = match result {
+                    Ok(r) if r.send_result.status == client::SendStatus::SendOk => {
+                        Ok(r.send_result)
+                    }
+                    Ok(r) => Err(client::ClientError::OutcomeUnknown {
+                        broker_name: r.send_result.queue.broker_name.clone(),
+                        addr: r.send_result.broker_addr.clone(),
+                        reason: format!("half stored with status {:?}", r.send_result.status),
+                    }),
+                    Err(e) => Err(e),
+                };
+                let acked = result.is_ok();
+                record_outcome(&recorder, &last_ack, &value, 1, started, result);
+                if acked && commits {
+                    committed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(value);
+                }
+                tokio::time::sleep(Duration::from_millis(SEND_PAUSE_MS * 4)).await;
+            }
+        }));
+        Ok(())
+    }
+
+    /// After the producers stopped: waits (bounded) until every acknowledged transaction
+    /// that commits has reached the push consumer (check-backs resolve those whose end
+    /// was lost), then a little longer for halves whose send outcome was unknown, so the
+    /// drain sees them. Returns the committed values still missing.
+    pub async fn settle_transactions(&self) -> usize {
+        if self.txn_producers.is_empty() {
+            return 0;
+        }
+        let deadline = Instant::now() + Duration::from_millis(TXN_SETTLE_MS);
+        loop {
+            let missing = {
+                let committed = self.txn_committed.lock().unwrap_or_else(|e| e.into_inner());
+                let received = self.txn_received.lock().unwrap_or_else(|e| e.into_inner());
+                committed.difference(&received).count()
+            };
+            if missing == 0 || Instant::now() > deadline {
+                tokio::time::sleep(Duration::from_millis(3_000)).await;
+                return missing;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Stops the producers and waits for their last sends (bounded by the send
     /// deadline).
     pub async fn stop_producers(&mut self) {
@@ -769,6 +895,9 @@ impl Workload {
         let all = [self.push.take(), self.retry.take()].into_iter().flatten();
         for mut consumer in all.chain(orderly) {
             let _ = tokio::time::timeout(Duration::from_secs(15), consumer.shutdown()).await;
+        }
+        for producer in self.txn_producers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(15), producer.shutdown()).await;
         }
     }
 }
