@@ -222,6 +222,7 @@ impl BrokerHook {
                     tag_hash = Some(due as i64);
                 }
             }
+            crate::index::index_message(&msg, record.position, writes);
             let (slot, new) = queues.slot((msg.topic, msg.queue_id));
             if new {
                 let queue = self

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod e2e_bench;
 pub mod failover_bench;
 pub mod namesrv;
+pub mod query_msg;
 pub mod send;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
