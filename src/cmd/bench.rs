@@ -15,7 +15,8 @@
 //! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
 //!
 //! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench e2e`:
-//! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`].
+//! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`];
+//! `rocketraft bench query`: see [`super::query_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,8 @@ enum What {
     E2e(super::e2e_bench::E2eArgs),
     /// Timer messages at volume: stored/s, delivered/s, lateness after the due time.
     Delay(super::delay_bench::DelayArgs),
+    /// Query latency by key with many messages stored.
+    Query(super::query_bench::QueryArgs),
 }
 
 #[derive(clap::Args)]
@@ -115,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Failover(a) => super::failover_bench::run(a).await,
         What::E2e(a) => super::e2e_bench::run(a).await,
         What::Delay(a) => super::delay_bench::run(a).await,
+        What::Query(a) => super::query_bench::run(a).await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod e2e_bench;
 pub mod failover_bench;
 pub mod namesrv;
+pub mod query_bench;
 pub mod query_msg;
 pub mod send;
 
