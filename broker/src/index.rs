@@ -108,10 +108,18 @@ pub fn index_message(msg: &MessageRecord<'_>, position: u64, writes: &mut HookWr
     }
 }
 
+/// A page of [`candidates`].
+pub struct Page {
+    /// `(store_timestamp, commit_log_offset)`, newest first.
+    pub candidates: Vec<(i64, u64)>,
+    /// The key to continue after, if the page was full.
+    pub next: Option<Vec<u8>>,
+}
+
 /// One page of candidates for `key` in `topic` stored within `[begin_ms, end_ms]`, newest
 /// first: at most `limit` `(store_timestamp, commit_log_offset)` pairs, starting after
 /// `after` (the last key of the previous page) when given. Candidates can be collisions:
-/// check each message. Returns the page and the key to continue after.
+/// check each message.
 pub fn candidates(
     store: &HookStore,
     topic: &str,
@@ -120,7 +128,7 @@ pub fn candidates(
     end_ms: i64,
     after: Option<&[u8]>,
     limit: usize,
-) -> Result<(Vec<(i64, u64)>, Option<Vec<u8>>), dledger::DLedgerError> {
+) -> Result<Page, dledger::DLedgerError> {
     let (mut from, until) = range(topic, key, begin_ms, end_ms);
     if let Some(after) = after {
         // Just past `after`: the smallest key greater than it.
@@ -133,7 +141,10 @@ pub fn candidates(
         .iter()
         .filter_map(|(k, _)| parse_entry_key(k))
         .collect();
-    Ok((found, next.flatten()))
+    Ok(Page {
+        candidates: found,
+        next: next.flatten(),
+    })
 }
 
 /// The keys `[from, until)` of the entries for `key` in `topic` stored within

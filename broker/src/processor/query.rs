@@ -84,7 +84,7 @@ fn find(
     let mut after: Option<Vec<u8>> = None;
     let mut checked = 0usize;
     while found.len() < max_num && checked < MAX_CANDIDATES {
-        let (page, next) = index::candidates(
+        let index::Page { candidates, next } = index::candidates(
             &store,
             &h.topic,
             &h.key,
@@ -94,8 +94,8 @@ fn find(
             CANDIDATE_PAGE,
         )
         .map_err(store_error)?;
-        checked += page.len();
-        for (_, offset) in page {
+        checked += candidates.len();
+        for (_, offset) in candidates {
             match read_queued(broker, offset) {
                 Ok(bytes) if matches(&bytes, h, unique) => found.push((offset, bytes)),
                 Ok(_) => {
