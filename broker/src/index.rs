@@ -88,19 +88,25 @@ pub fn message_keys<'a>(msg: &MessageRecord<'a>) -> impl Iterator<Item = &'a str
 }
 
 /// Indexes one applied, queued message stored at `position` (called by the apply hook).
-pub fn index_message(msg: &MessageRecord<'_>, position: u64, writes: &mut HookWrites<'_>) {
+/// The newest-indexed key `k` is written only for the last record of a Raft entry: one
+/// write per entry, not per message (it only feeds the response header's "how far the
+/// index reaches", so a skipped last record costs nothing but staleness of that figure).
+pub fn index_message(
+    msg: &MessageRecord<'_>,
+    position: u64,
+    last_of_entry: bool,
+    writes: &mut HookWrites<'_>,
+) {
     if msg.sys_flag & sys_flag::TRANSACTION_ROLLBACK == sys_flag::TRANSACTION_ROLLBACK {
         return;
     }
-    let mut any = false;
     for key in message_keys(msg) {
         writes.put(
             &entry_key(msg.topic, key, msg.store_timestamp, position),
             &[],
         );
-        any = true;
     }
-    if any {
+    if last_of_entry {
         let mut last = [0u8; 16];
         last[..8].copy_from_slice(&msg.store_timestamp.to_be_bytes());
         last[8..].copy_from_slice(&position.to_be_bytes());

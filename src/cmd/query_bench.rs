@@ -4,7 +4,7 @@
 //! of a random message sent, against one member of every broker group of the topic (the
 //! routed leader, or with `--member N` the N-th member the route lists), and prints
 //! p50/p99/p999/max. Every query must find exactly its message: a miss or an extra message
-//! is counted and reported. With `--count 0` nothing is sent and `--key-space` names how
+//! is counted and reported; messages whose send failed are not queried. With `--count 0` nothing is sent and `--key-space` names how
 //! many messages an earlier run with the same `--prefix` sent.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +54,9 @@ pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
         a.batch > 0 && a.queries > 0,
         "batch and queries must be > 0"
     );
+    let mut failed_ranges = Vec::new();
     let key_space = if a.count > 0 {
-        send_all(&a).await?;
+        failed_ranges = send_all(&a).await?;
         a.count
     } else {
         a.key_space
@@ -97,7 +98,15 @@ pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let key = format!("{}-{}", a.prefix, rng % key_space);
+        let mut i = rng % key_space;
+        // A send that failed may not be stored: query a neighbour that was acknowledged.
+        while failed_ranges
+            .iter()
+            .any(|r: &std::ops::Range<u64>| r.contains(&i))
+        {
+            i = (i + 1) % key_space;
+        }
+        let key = format!("{}-{}", a.prefix, i);
         let started = Instant::now();
         let mut found = 0usize;
         for (addr, conn) in &members {
@@ -151,12 +160,13 @@ async fn query_one(addr: &str, conn: &Connection, topic: &str, key: &str) -> any
     }
 }
 
-/// Sends messages `0..count`, each with its key, in batches; reports the rate.
-async fn send_all(a: &QueryArgs) -> anyhow::Result<()> {
+/// Sends messages `0..count`, each with its key, in batches; reports the rate. Returns the
+/// ranges of messages whose batch send failed (or had an unknown outcome).
+async fn send_all(a: &QueryArgs) -> anyhow::Result<Vec<std::ops::Range<u64>>> {
     let producer = Producer::start(ProducerConfig::new(&a.namesrv, "bench-query")).await?;
     let body = bytes::Bytes::from(vec![b'q'; a.size]);
     let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..a.in_flight.max(1) {
@@ -176,7 +186,7 @@ async fn send_all(a: &QueryArgs) -> anyhow::Result<()> {
                     .collect();
                 let n = msgs.len() as u64;
                 if producer.send_batch(msgs).await.is_err() {
-                    failed.fetch_add(n, Ordering::Relaxed);
+                    failed.lock().unwrap().push(first..first + n);
                 }
             }
         }));
@@ -201,15 +211,13 @@ async fn send_all(a: &QueryArgs) -> anyhow::Result<()> {
     progress.abort();
     producer.shutdown().await;
     let secs = started.elapsed().as_secs_f64();
-    let failed = failed.load(Ordering::Relaxed);
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    let failed_count: u64 = failed.iter().map(|r| r.end - r.start).sum();
     println!(
-        "stored {} messages in {secs:.1} s: {:.0} msg/s ({failed} failed)",
-        a.count - failed,
-        (a.count - failed) as f64 / secs
+        "stored {} messages in {secs:.1} s: {:.0} msg/s ({failed_count} in failed or unknown batch sends, not queried)",
+        a.count - failed_count,
+        (a.count - failed_count) as f64 / secs
     );
-    anyhow::ensure!(
-        failed == 0,
-        "{failed} sends failed: queries for them would miss"
-    );
-    Ok(())
+    anyhow::ensure!(failed_count < a.count, "every send failed");
+    Ok(failed)
 }
