@@ -19,6 +19,7 @@
 //! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
 //! | `L` + name(group) + name(topic) + name(brokerName) + queueId (i32 BE) | a queue lock: expiry (ms, u64 BE) + holder's client id |
 //! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
+//! | `K` + hash + !storeTimestamp + !commitLogOffset, `k` | the message index ([`crate::index`]) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a

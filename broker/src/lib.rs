@@ -7,6 +7,8 @@
 //! - [`store`]: the apply hook (queue offsets, ConsumeQueue entries, offsets, topics)
 //!   and the state every replica derives from the log.
 //! - [`consume_queue`]: ConsumeQueue files.
+//! - [`index`]: the message index (keys and unique keys to CommitLog offsets) built at
+//!   apply, for QUERY_MESSAGE.
 //! - [`keys`]: how names are laid out in the keys of the stored state.
 //! - [`command`]: commands the broker puts in the Raft log besides messages.
 //! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod consume_queue;
 pub mod copy;
 pub mod error;
+pub mod index;
 pub mod keys;
 pub mod processor;
 pub mod producers;

@@ -258,6 +258,8 @@ impl BrokerHook {
                     tag_hash = Some(due as i64);
                 }
             }
+            let last_of_entry = records.last().map(|r| r.position) == Some(record.position);
+            crate::index::index_message(&msg, record.position, last_of_entry, writes);
             let (slot, new) = queues.slot((msg.topic, msg.queue_id));
             if new {
                 let queue = self

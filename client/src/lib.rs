@@ -30,6 +30,7 @@
 //! - `offset_store`: consumer offsets, on the broker (clustering) or in a local file
 //!   (broadcasting).
 //! - [`admin`]: topic creation on every broker group (like `mqadmin updateTopic`).
+//! - [`query`]: finding stored messages by key, unique key or offset message id.
 //! - [`namesrv`]: [`NameServerClient`], route, cluster and topic-list look-ups.
 //! - [`error`]: the crate's error type; an unanswered request is
 //!   [`ClientError::OutcomeUnknown`], never a failure.
@@ -92,6 +93,7 @@ mod offset_store;
 pub mod producer;
 pub mod pull_consumer;
 pub mod push_consumer;
+pub mod query;
 pub mod retry;
 pub mod route;
 pub mod selector;

@@ -469,6 +469,12 @@ impl DLedgerNode {
         self.log.read(position, max_bytes, self.log.committed_end())
     }
 
+    /// The first CommitLog position this node still stores: anything below it was purged
+    /// (retention), and reads there fail.
+    pub fn start_position(&self) -> u64 {
+        self.log.start_position()
+    }
+
     /// End of the committed CommitLog prefix known to this node.
     pub fn committed_position(&self) -> u64 {
         self.log.committed_end()

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::ext::ExtFields;
 use crate::names::{self, NameKind};
 
+/// RocketMQ's `MixAll.UNIQUE_MSG_QUERY_FLAG`: the QUERY_MESSAGE ext field that marks the key
+/// as a unique key.
+pub const UNIQUE_MSG_QUERY_FLAG: &str = "_UNIQUE_KEY_QUERY";
+
 /// A header carried in `extFields`.
 pub trait CommandHeader: Sized {
     fn write(&self, ext: &mut ExtFields);
@@ -348,6 +352,28 @@ command_header! {
         pub max_reconsume_times: Option<i32> => "maxReconsumeTimes",
     }
 
+    /// QUERY_MESSAGE (12): messages of `topic` with `key` stored within
+    /// `[beginTimestamp, endTimestamp]`; with the ext field [`UNIQUE_MSG_QUERY_FLAG`]
+    /// `true`, `key` is a unique key (UNIQ_KEY).
+    pub struct QueryMessageRequestHeader {
+        pub topic: String => "topic" as Topic,
+        pub key: String => "key",
+        pub max_num: i32 => "maxNum",
+        pub begin_timestamp: i64 => "beginTimestamp",
+        pub end_timestamp: i64 => "endTimestamp",
+    }
+
+    /// The answer to QUERY_MESSAGE: how far the index reaches.
+    pub struct QueryMessageResponseHeader {
+        pub index_last_update_timestamp: i64 => "indexLastUpdateTimestamp",
+        pub index_last_update_phyoffset: i64 => "indexLastUpdatePhyoffset",
+    }
+
+    /// VIEW_MESSAGE_BY_ID (33): the message at a CommitLog offset.
+    pub struct ViewMessageRequestHeader {
+        pub offset: i64 => "offset",
+    }
+
     /// UPDATE_AND_CREATE_TOPIC (17).
     pub struct CreateTopicRequestHeader {
         pub topic: String => "topic" as Topic,
@@ -431,6 +457,18 @@ mod tests {
         round_trip(UnRegisterBrokerRequestHeader::default());
         round_trip(QueryDataVersionRequestHeader::default());
         round_trip(QueryDataVersionResponseHeader { changed: true });
+        round_trip(QueryMessageRequestHeader {
+            topic: "T".into(),
+            key: "order-1".into(),
+            max_num: 64,
+            begin_timestamp: 0,
+            end_timestamp: i64::MAX,
+        });
+        round_trip(QueryMessageResponseHeader {
+            index_last_update_timestamp: 1_700_000_000_000,
+            index_last_update_phyoffset: 4096,
+        });
+        round_trip(ViewMessageRequestHeader { offset: 123 });
         round_trip(SendMessageRequestHeader {
             producer_group: "pg".into(),
             topic: "T".into(),

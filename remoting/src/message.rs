@@ -659,6 +659,26 @@ mod tests {
         );
     }
 
+    /// The ids RocketMQ's `MessageDecoder.createMessageId` makes: IPv4 (4 address bytes,
+    /// port as an int, offset as a long: 32 hex digits) and IPv6 (16 address bytes: 56).
+    #[test]
+    fn message_ids_match_rocketmq_in_both_forms() {
+        let v4: SocketAddr = "127.0.0.1:10911".parse().unwrap();
+        assert_eq!(message_id(v4, 0x1234), "7F00000100002A9F0000000000001234");
+        assert_eq!(
+            decode_message_id("7F00000100002A9F0000000000001234").unwrap(),
+            (v4, 0x1234)
+        );
+        let v6: SocketAddr = "[::1]:10911".parse().unwrap();
+        let id = "0000000000000000000000000000000100002A9F0000000000000001";
+        assert_eq!(message_id(v6, 1), id);
+        assert_eq!(decode_message_id(id).unwrap(), (v6, 1));
+        // A unique key (UNIQ_KEY) is 32 hex digits too: it decodes to some address, which
+        // is why a client falls back to a unique-key query when the address answers nothing.
+        assert!(decode_message_id("7F00000100002A9F00000000000012").is_err());
+        assert!(decode_message_id("7F00000100002A9F000000000000123G").is_err());
+    }
+
     #[test]
     fn offsets_patch_in_place() {
         let mut buf = BytesMut::new();

@@ -1,5 +1,6 @@
 //! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
-//! group's dead letters (`admin dlq list|resend`).
+//! group's dead letters (`admin dlq list|resend`), and stored messages by key or id
+//! (`admin query-msg`, [`super::query_msg`]).
 
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ enum What {
     /// A consumer group's dead-letter queue (`%DLQ%<group>`).
     #[command(subcommand)]
     Dlq(Dlq),
+    /// Find stored messages by key, unique key or message id (QUERY_MESSAGE,
+    /// VIEW_MESSAGE_BY_ID).
+    QueryMsg(super::query_msg::Args),
 }
 
 #[derive(clap::Subcommand)]
@@ -69,11 +73,13 @@ enum Dlq {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if let What::Dlq(dlq) = args.what {
-        return run_dlq(&args.namesrv, dlq).await;
-    }
+    let what = match args.what {
+        What::Dlq(dlq) => return run_dlq(&args.namesrv, dlq).await,
+        What::QueryMsg(query) => return super::query_msg::run(&args.namesrv, query).await,
+        what => what,
+    };
     let client = NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
-    let json = match args.what {
+    let json = match what {
         What::TopicRoute { topic } => match client.topic_route(&topic).await? {
             Some(route) => serde_json::to_string_pretty(&route)?,
             None => anyhow::bail!("TOPIC_NOT_EXIST: no route for topic `{topic}`"),
@@ -90,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 groups.join(", ")
             )
         }
-        What::Dlq(_) => unreachable!("handled above"),
+        What::Dlq(_) | What::QueryMsg(_) => unreachable!("handled above"),
     };
     println!("{json}");
     Ok(())

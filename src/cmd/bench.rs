@@ -18,6 +18,7 @@
 //! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`];
 //! `rocketraft bench orderly`: see [`super::orderly_bench`].
 //! `rocketraft bench txn`: see [`super::txn_bench`].
+//! `rocketraft bench query`: see [`super::query_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,8 @@ enum What {
     Orderly(super::orderly_bench::OrderlyArgs),
     /// Transactional sends (half + commit) against plain sends, side by side.
     Txn(super::txn_bench::TxnArgs),
+    /// Query latency by key with many messages stored.
+    Query(super::query_bench::QueryArgs),
 }
 
 #[derive(clap::Args)]
@@ -123,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Delay(a) => super::delay_bench::run(a).await,
         What::Orderly(a) => super::orderly_bench::run(a).await,
         What::Txn(a) => super::txn_bench::run(a).await,
+        What::Query(a) => super::query_bench::run(a).await,
     }
 }
 

@@ -11,6 +11,8 @@ pub mod e2e_bench;
 pub mod failover_bench;
 pub mod namesrv;
 pub mod orderly_bench;
+pub mod query_bench;
+pub mod query_msg;
 pub mod send;
 pub mod txn_bench;
 

@@ -10,6 +10,7 @@ pub mod end_transaction;
 pub mod offset;
 pub mod pull;
 pub mod pull_filter;
+pub mod query;
 pub mod queue_lock;
 pub mod send;
 pub mod send_back;
@@ -65,6 +66,8 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::GET_MAX_OFFSET => handle_now!(offset::max),
         C::GET_MIN_OFFSET => handle_now!(offset::min),
         C::SEARCH_OFFSET_BY_TIMESTAMP => handle_now!(offset::search_by_time),
+        C::QUERY_MESSAGE => handle_now!(query::query),
+        C::VIEW_MESSAGE_BY_ID => handle_now!(query::view_by_id),
         C::HEART_BEAT => handle!(client::heartbeat),
         C::UNREGISTER_CLIENT => handle_now!(client::unregister),
         C::GET_CONSUMER_LIST_BY_GROUP => handle_now!(client::consumer_list),
