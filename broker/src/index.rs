@@ -3,7 +3,10 @@
 //!
 //! Built when a record is applied, so it is the same on every replica: each queued
 //! message's `KEYS` (split by RocketMQ's `KEY_SEPARATOR`, a space) and its `UNIQ_KEY`
-//! become keys in the apply hook's RocksDB column family, written in the same batch as
+//! become keys in the apply hook's index column family (`dledger`'s `app_index`, whose
+//! memtable is hashed by a key's first 9 bytes, `K` + hash: inserting keys spread over
+//! the whole key space costs no skip-list search there, which in the hook's ordinary
+//! family was a fifth of a node's CPU under load), written in the same batch as
 //! the applied point, so after a crash the index and the applied point agree. A message
 //! is indexed under the topic it is queued in, as RocketMQ's dispatcher indexes the
 //! record's topic: a delayed message or a retry under `SCHEDULE_TOPIC_XXXX` when stored,
@@ -13,7 +16,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `K` + hash(`topic#key`) (u64 BE) + !storeTimestamp (u64 BE) + !commitLogOffset (u64 BE) | empty |
-//! | `k` | the newest indexed message: storeTimestamp (i64 BE) + commitLogOffset (u64 BE) |
+//! | `k` (in the ordinary family) | the newest indexed message: storeTimestamp (i64 BE) + commitLogOffset (u64 BE) |
 //!
 //! `!x` is `u64::MAX - x`, so one key's entries sort newest first and a time range is one
 //! contiguous range of keys: a query reads exactly the entries of its range, newest first,
@@ -36,6 +39,9 @@ pub const KEY_SEPARATOR: char = ' ';
 
 /// Length of an index entry's key.
 const ENTRY_KEY_BYTES: usize = 25;
+
+// Every entry of one `topic#key` shares its group in the index family.
+const _: () = assert!(dledger::INDEX_GROUP_BYTES == 1 + 8);
 
 /// FNV-1a, 64 bits.
 fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
@@ -80,10 +86,17 @@ pub fn parse_entry_key(key: &[u8]) -> Option<(i64, u64)> {
 
 /// The keys a message is indexed by: its `UNIQ_KEY`, then each of its `KEYS`.
 pub fn message_keys<'a>(msg: &MessageRecord<'a>) -> impl Iterator<Item = &'a str> {
-    let keys = msg.property(property::KEYS).unwrap_or("");
-    msg.property(property::UNIQ_KEY)
+    keys_of(
+        msg.property(property::UNIQ_KEY),
+        msg.property(property::KEYS),
+    )
+}
+
+/// The index keys of a message with these `UNIQ_KEY` and `KEYS` values.
+fn keys_of<'a>(uniq_key: Option<&'a str>, keys: Option<&'a str>) -> impl Iterator<Item = &'a str> {
+    uniq_key
         .into_iter()
-        .chain(keys.split(KEY_SEPARATOR))
+        .chain(keys.unwrap_or("").split(KEY_SEPARATOR))
         .filter(|k| !k.is_empty())
 }
 
@@ -93,6 +106,8 @@ pub fn message_keys<'a>(msg: &MessageRecord<'a>) -> impl Iterator<Item = &'a str
 /// index reaches", so a skipped last record costs nothing but staleness of that figure).
 pub fn index_message(
     msg: &MessageRecord<'_>,
+    uniq_key: Option<&str>,
+    keys: Option<&str>,
     position: u64,
     last_of_entry: bool,
     writes: &mut HookWrites<'_>,
@@ -100,8 +115,8 @@ pub fn index_message(
     if msg.sys_flag & sys_flag::TRANSACTION_ROLLBACK == sys_flag::TRANSACTION_ROLLBACK {
         return;
     }
-    for key in message_keys(msg) {
-        writes.put(
+    for key in keys_of(uniq_key, keys) {
+        writes.put_index(
             &entry_key(msg.topic, key, msg.store_timestamp, position),
             &[],
         );
@@ -141,7 +156,7 @@ pub fn candidates(
         from = after.to_vec();
         from.push(0);
     }
-    let page = store.scan(&from, &until, limit)?;
+    let page = store.scan_index(&from, &until, limit)?;
     let next = (page.len() == limit).then(|| page.last().map(|(k, _)| k.clone()));
     let found = page
         .iter()

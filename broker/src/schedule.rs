@@ -90,8 +90,17 @@ pub fn plan(
     delay_levels_ms: &[u64],
     max_delay_ms: u64,
 ) -> Result<Plan, Illegal> {
-    let get = |name| remoting::message::property_value(properties, name);
-    if let Some(level) = get(property::DELAY_TIME_LEVEL) {
+    // One pass over the properties: every send comes through here.
+    let [delay_level, delay_sec, delay_ms, deliver_ms] = remoting::message::property_values(
+        properties,
+        [
+            property::DELAY_TIME_LEVEL,
+            property::TIMER_DELAY_SEC,
+            property::TIMER_DELAY_MS,
+            property::TIMER_DELIVER_MS,
+        ],
+    );
+    if let Some(level) = delay_level {
         let level: i64 = level
             .trim()
             .parse()
@@ -111,11 +120,11 @@ pub fn plan(
             .parse()
             .map_err(|_| format!("{name} `{value}` is not a number"))
     };
-    let due_ms = if let Some(v) = get(property::TIMER_DELAY_SEC) {
+    let due_ms = if let Some(v) = delay_sec {
         now_ms as i64 + number(property::TIMER_DELAY_SEC, v)?.saturating_mul(1000)
-    } else if let Some(v) = get(property::TIMER_DELAY_MS) {
+    } else if let Some(v) = delay_ms {
         now_ms as i64 + number(property::TIMER_DELAY_MS, v)?
-    } else if let Some(v) = get(property::TIMER_DELIVER_MS) {
+    } else if let Some(v) = deliver_ms {
         number(property::TIMER_DELIVER_MS, v)?
     } else {
         return Ok(Plan::Now);
@@ -163,11 +172,15 @@ pub fn due_ms(record: &MessageRecord<'_>) -> Option<u64> {
 
 /// The timer key a delivered message names in [`TIMER_ORIGIN`].
 pub fn origin_key(record: &MessageRecord<'_>) -> Option<Result<[u8; 17], ()>> {
-    let origin = record.property(TIMER_ORIGIN)?;
+    record.property(TIMER_ORIGIN).map(parse_origin)
+}
+
+/// The timer key a [`TIMER_ORIGIN`] value names; `Err(())` if it does not parse.
+pub(crate) fn parse_origin(origin: &str) -> Result<[u8; 17], ()> {
     let parsed = origin
         .split_once(':')
         .and_then(|(due, offset)| Some(keys::timer_key(due.parse().ok()?, offset.parse().ok()?)));
-    Some(parsed.ok_or(()))
+    parsed.ok_or(())
 }
 
 /// The message to store in the real topic for the scheduled `record` (stored at

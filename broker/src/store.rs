@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use dledger::{
     ApplyHook, CommittedEntry, CommittedPayload, HookError, HookResponse, HookStore, HookWrites,
 };
-use remoting::message::{property, MessageRecord};
+use remoting::message::{property, property_values, MessageRecord};
 use remoting::route::{DataVersion, TopicConfig};
 use tracing::{error, info, warn};
 
@@ -212,7 +212,18 @@ impl BrokerHook {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
             let mut tag_hash = None;
-            if let Some(origin) = transaction::origin(&msg) {
+            // Every property the apply needs, found in one pass.
+            let [txn_origin, timer_origin, tags, uniq_key, keys] = property_values(
+                msg.properties,
+                [
+                    transaction::TRANSACTION_ORIGIN,
+                    schedule::TIMER_ORIGIN,
+                    property::TAGS,
+                    property::UNIQ_KEY,
+                    property::KEYS,
+                ],
+            );
+            if let Some(origin) = txn_origin.map(transaction::parse_origin) {
                 // A committed or discarded transaction: queued only if its half is pending.
                 let pending = match origin {
                     Ok(half) => {
@@ -230,7 +241,7 @@ impl BrokerHook {
                     out.push(HookResponse::new(Applied::Stored));
                     continue;
                 }
-            } else if let Some(origin) = schedule::origin_key(&msg) {
+            } else if let Some(origin) = timer_origin.map(schedule::parse_origin) {
                 // A delivered scheduled message: queued only if its timer is still pending.
                 let pending = match origin {
                     Ok(key) => {
@@ -259,7 +270,14 @@ impl BrokerHook {
                 }
             }
             let last_of_entry = records.last().map(|r| r.position) == Some(record.position);
-            crate::index::index_message(&msg, record.position, last_of_entry, writes);
+            crate::index::index_message(
+                &msg,
+                uniq_key,
+                keys,
+                record.position,
+                last_of_entry,
+                writes,
+            );
             let (slot, new) = queues.slot((msg.topic, msg.queue_id));
             if new {
                 let queue = self
@@ -282,8 +300,7 @@ impl BrokerHook {
             entries.push(CqEntry {
                 commit_log_offset: record.position as i64,
                 size: record.bytes.len() as i32,
-                tag_hash: tag_hash
-                    .unwrap_or_else(|| msg.property(property::TAGS).map(tag_code).unwrap_or(0)),
+                tag_hash: tag_hash.unwrap_or_else(|| tags.map(tag_code).unwrap_or(0)),
             });
         }
         if timers_added {

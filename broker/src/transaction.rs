@@ -146,8 +146,12 @@ pub fn system_topic_config(topic: &str) -> TopicConfig {
 /// The half a committed or discarded message names in [`TRANSACTION_ORIGIN`]:
 /// `Some(Err(()))` for a value that does not parse (such a message is queued nowhere).
 pub fn origin(record: &MessageRecord<'_>) -> Option<Result<u64, ()>> {
-    let value = record.property(TRANSACTION_ORIGIN)?;
-    Some(value.parse().map_err(|_| ()))
+    record.property(TRANSACTION_ORIGIN).map(parse_origin)
+}
+
+/// The half a [`TRANSACTION_ORIGIN`] value names; `Err(())` if it does not parse.
+pub(crate) fn parse_origin(value: &str) -> Result<u64, ()> {
+    value.parse().map_err(|_| ())
 }
 
 /// The index entry of an applied half message stored at `position`.

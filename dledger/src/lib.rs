@@ -62,6 +62,7 @@ pub use config::DLedgerConfig;
 pub use config::FlushMode;
 pub use config::Peer;
 pub use error::DLedgerError;
+pub use meta::INDEX_GROUP_BYTES;
 pub use node::AppendResult;
 pub use node::AppendedRecord;
 pub use node::CommandResult;

@@ -126,6 +126,33 @@ impl HookStore {
         self.scan_while(from, limit, |key| key < until)
     }
 
+    /// Up to `limit` (key, value) pairs of the index family with `from <= key < until`,
+    /// in key order, within `from`'s group (its first [`crate::INDEX_GROUP_BYTES`] bytes).
+    pub fn scan_index(
+        &self,
+        from: &[u8],
+        until: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, DLedgerError> {
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_prefix_same_as_start(true);
+        read.set_iterate_upper_bound(until.to_vec());
+        let iter = self.meta.db().iterator_cf_opt(
+            self.meta.index_cf(),
+            read,
+            rocksdb::IteratorMode::From(from, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter.take(limit) {
+            let (key, value) = item.map_err(|e| DLedgerError::Meta {
+                path: self.meta.path().to_path_buf(),
+                reason: format!("hook index scan: {e}"),
+            })?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
         self.scan_while(prefix, usize::MAX, |key| key.starts_with(prefix))
@@ -171,6 +198,12 @@ impl HookWrites<'_> {
 
     pub fn delete(&mut self, key: &[u8]) {
         self.batch.delete_cf(self.meta.app_cf(), key);
+    }
+
+    /// Writes `key` to the index family (see [`HookStore::scan_index`]); its first
+    /// [`crate::INDEX_GROUP_BYTES`] bytes are its group.
+    pub fn put_index(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.meta.index_cf(), key, value);
     }
 
     /// Writes the batch (with this entry's applied point) to RocksDB as soon as this entry

@@ -445,6 +445,27 @@ pub fn property_value<'a>(properties: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// The values of several properties in one pass over `properties`: `names[i]`'s value at
+/// `i` (its first occurrence, as [`property_value`] finds it). For a hot path that needs a
+/// few properties of every message.
+pub fn property_values<'a, const N: usize>(
+    properties: &'a str,
+    names: [&str; N],
+) -> [Option<&'a str>; N] {
+    let mut out = [None; N];
+    for pair in properties.split(PROPERTY_SEPARATOR) {
+        let Some((name, value)) = pair.split_once(NAME_VALUE_SEPARATOR) else {
+            continue;
+        };
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            if out[i].is_none() {
+                out[i] = Some(value);
+            }
+        }
+    }
+    out
+}
+
 /// msgId: store host (IP and port) and commit log offset as uppercase hex, as
 /// RocketMQ's `MessageDecoder.createMessageId`.
 pub fn message_id(store_host: SocketAddr, commit_log_offset: i64) -> String {
@@ -569,6 +590,25 @@ pub fn decode_batch(buf: &[u8]) -> Result<Vec<BatchMessage<'_>>> {
 
 #[cfg(test)]
 mod tests {
+    /// One pass finds what `property_value` finds for each name: first occurrence, empty
+    /// values, names that are prefixes of others, missing names.
+    #[test]
+    fn property_values_agree_with_property_value() {
+        let cases = [
+            "",
+            "TAGS\u{1}a\u{2}KEYS\u{1}k1 k2\u{2}",
+            "TAGSX\u{1}no\u{2}TAGS\u{1}\u{2}KEYS\u{1}one",
+            "KEYS\u{1}first\u{2}KEYS\u{1}second\u{2}broken\u{2}UNIQ_KEY\u{1}u",
+        ];
+        let names = ["TAGS", "KEYS", "UNIQ_KEY", "MISSING"];
+        for props in cases {
+            let found = property_values(props, names);
+            for (i, name) in names.iter().enumerate() {
+                assert_eq!(found[i], property_value(props, name), "{props:?} {name}");
+            }
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

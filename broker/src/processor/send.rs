@@ -17,7 +17,7 @@ use remoting::header::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
 use remoting::message::{
-    decode_batch, encode_properties, message_id, properties_iter, property, property_value,
+    decode_batch, encode_properties, message_id, properties_iter, property, property_values,
     MessageRecord,
 };
 use remoting::route::perm;
@@ -280,8 +280,10 @@ async fn destination<'a>(
 
 /// A property only the broker writes.
 fn check_reserved(properties: &str) -> Result<(), ProcessError> {
-    for reserved in [schedule::TIMER_ORIGIN, transaction::TRANSACTION_ORIGIN] {
-        if property_value(properties, reserved).is_some() {
+    let reserved = [schedule::TIMER_ORIGIN, transaction::TRANSACTION_ORIGIN];
+    let found = property_values(properties, reserved);
+    for (reserved, found) in reserved.into_iter().zip(found) {
+        if found.is_some() {
             return Err(fail(
                 ResponseCode::MESSAGE_ILLEGAL,
                 format!("the property {reserved} is reserved for the broker"),
