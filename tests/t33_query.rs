@@ -312,3 +312,38 @@ async fn query_by_key_unique_key_and_id_on_every_member_across_a_failover() {
     }
     producer.shutdown().await;
 }
+
+/// `messageIndexEnable=false`: no index is built, a query by key is refused with a
+/// reason, and a message is still found by its offset message id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_the_index_key_queries_are_refused_and_ids_still_work() {
+    let cluster = common::Cluster::start("messageIndexEnable=false");
+    let leader = cluster.wait_ready(Duration::from_secs(30)).await;
+    let producer = Producer::start(ProducerConfig::new(&cluster.namesrv_addr, "no-index-p"))
+        .await
+        .unwrap();
+    let sent = producer
+        .send(Message::new(TOPIC, "unindexed").with_keys(["k-1"]))
+        .await
+        .unwrap();
+    let refused = ask(&leader, query_request(TOPIC, "k-1", 0, i64::MAX, false)).await;
+    assert_eq!(refused.code, ResponseCode::SYSTEM_ERROR as i32);
+    assert!(
+        refused
+            .remark
+            .as_deref()
+            .is_some_and(|r| r.contains("messageIndexEnable=false")),
+        "{:?}",
+        refused.remark
+    );
+    let viewed = ask(&leader, view_request(commit_log_offset(&sent))).await;
+    assert_eq!(
+        viewed.code,
+        ResponseCode::SUCCESS as i32,
+        "{:?}",
+        viewed.remark
+    );
+    let found = MessageExt::decode_all(&viewed.body, "broker-a").unwrap();
+    assert_is(&found[0], &sent, "unindexed");
+    producer.shutdown().await;
+}

@@ -97,6 +97,10 @@ pub struct BrokerConfig {
     /// `rebalanceLockMaxLiveTime` (ms): how long a queue lock of an orderly consumer holds
     /// without renewal (RocketMQ's `rocketmq.broker.rebalance.lockMaxLiveTime`).
     pub rebalance_lock_max_live_ms: u64,
+    /// `messageIndexEnable`: index every message's KEYS and UNIQ_KEY at apply for
+    /// QUERY_MESSAGE (RocketMQ's switch, on by default). The index costs the send path
+    /// (docs/PERFORMANCE.md); set it alike on every member of a group.
+    pub message_index_enable: bool,
     /// `enablePropertyFilter`: serve SQL92 subscriptions (filter each message's
     /// properties on the broker). Off, as in RocketMQ: a SQL92 pull or
     /// CHECK_CLIENT_CONFIG is refused with SYSTEM_ERROR.
@@ -173,6 +177,7 @@ impl Default for BrokerConfig {
             timer_max_delay_sec: 3 * 24 * 3600,
             auto_create_subscription_group: true,
             rebalance_lock_max_live_ms: 60_000,
+            message_index_enable: true,
             enable_property_filter: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
@@ -266,6 +271,7 @@ impl BrokerConfig {
             auto_create_subscription_group
         );
         set!("rebalanceLockMaxLiveTime", rebalance_lock_max_live_ms);
+        set!("messageIndexEnable", message_index_enable);
         set!("enablePropertyFilter", enable_property_filter);
         set!("transactionTimeOut", transaction_timeout_ms);
         set!("transactionCheckInterval", transaction_check_interval_ms);

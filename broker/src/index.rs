@@ -3,11 +3,8 @@
 //!
 //! Built when a record is applied, so it is the same on every replica: each queued
 //! message's `KEYS` (split by RocketMQ's `KEY_SEPARATOR`, a space) and its `UNIQ_KEY`
-//! become keys in the apply hook's index column family (`dledger`'s `app_index`, whose
-//! memtable is hashed by a key's first 9 bytes, `K` + hash: inserting keys spread over
-//! the whole key space costs no skip-list search there, which in the hook's ordinary
-//! family was a fifth of a node's CPU under load), written in the same batch as
-//! the applied point, so after a crash the index and the applied point agree. A message
+//! become keys in the apply hook's index column family (`dledger`'s `app_index`, grouped
+//! by a key's first 9 bytes, `K` + hash), written in the same batch as the applied point, so after a crash the index and the applied point agree. A message
 //! is indexed under the topic it is queued in, as RocketMQ's dispatcher indexes the
 //! record's topic: a delayed message or a retry under `SCHEDULE_TOPIC_XXXX` when stored,
 //! and again under its real topic when its delivery is applied (a new record). A record

@@ -65,7 +65,11 @@ pub async fn run(
         source: e,
     })?;
     let state = BrokerState::open(&config.store_path, config.consume_queue_file_bytes)?;
-    let node = DLedgerNode::start(dledger_config(&config)?, BrokerHook::new(state.clone())).await?;
+    let node = DLedgerNode::start(
+        dledger_config(&config)?,
+        BrokerHook::new(state.clone()).with_index(config.message_index_enable),
+    )
+    .await?;
     let broker = Arc::new(Broker::new(config, node, state, store_host));
     info!(
         broker_name = %broker.config().broker_name,

@@ -183,6 +183,8 @@ pub struct BrokerHook {
     /// Writes found due at open (keys of an older version rewritten in today's form),
     /// made with the first apply so they commit atomically with an applied point.
     migration: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `messageIndexEnable`: build the message index.
+    index: bool,
 }
 
 impl BrokerHook {
@@ -191,7 +193,14 @@ impl BrokerHook {
             state,
             store: None,
             migration: Vec::new(),
+            index: true,
         }
+    }
+
+    /// Builds the message index (`messageIndexEnable`) or not.
+    pub fn with_index(mut self, index: bool) -> Self {
+        self.index = index;
+        self
     }
 
     fn apply_records(
@@ -270,14 +279,16 @@ impl BrokerHook {
                 }
             }
             let last_of_entry = records.last().map(|r| r.position) == Some(record.position);
-            crate::index::index_message(
-                &msg,
-                uniq_key,
-                keys,
-                record.position,
-                last_of_entry,
-                writes,
-            );
+            if self.index {
+                crate::index::index_message(
+                    &msg,
+                    uniq_key,
+                    keys,
+                    record.position,
+                    last_of_entry,
+                    writes,
+                );
+            }
             let (slot, new) = queues.slot((msg.topic, msg.queue_id));
             if new {
                 let queue = self

@@ -3,9 +3,8 @@
 //! Owns the database handle and its three column families: `raft` (vote, purge point,
 //! applied point, last membership, current snapshot, `segment_bytes`, truncate-in-progress
 //! marker), `app` (whatever the apply hook writes) and `app_index` (the hook's write-mostly
-//! index: keys grouped by their first [`INDEX_GROUP_BYTES`] bytes, held in a hashed
-//! memtable so that inserting keys spread over the whole key space costs no skip-list
-//! search; scans stay within one group). Promises: [`MetaStore::put_sync`] returns only after
+//! index, kept apart so it can be tuned and purged on its own: keys grouped by their first
+//! [`INDEX_GROUP_BYTES`] bytes, each scan within one group). Promises: [`MetaStore::put_sync`] returns only after
 //! RocksDB has synced its WAL (`WriteOptions::set_sync(true)`), which is how vote and purge
 //! point are durable before openraft's call returns; [`MetaStore::write`] applies a batch
 //! atomically, which is how the hook's data and the applied point move together.
@@ -31,8 +30,6 @@ pub(crate) const CF_INDEX: &str = "app_index";
 /// Keys of the hook's index family are grouped by this many leading bytes; a scan of the
 /// index reads one group.
 pub const INDEX_GROUP_BYTES: usize = 9;
-/// Hash buckets of the index family's memtable (8 bytes each).
-const INDEX_MEMTABLE_BUCKETS: usize = 1 << 18;
 
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 pub(crate) const KEY_PURGED: &[u8] = b"purged";
@@ -55,18 +52,11 @@ impl MetaStore {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        // A hashed memtable takes one writer at a time (we only ever have one).
-        options.set_allow_concurrent_memtable_write(false);
         let families = || {
             let mut index = Options::default();
             index.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
                 INDEX_GROUP_BYTES,
             ));
-            index.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
-                bucket_count: INDEX_MEMTABLE_BUCKETS,
-                height: 4,
-                branching_factor: 4,
-            });
             [
                 ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
                 ColumnFamilyDescriptor::new(CF_APP, Options::default()),

@@ -34,6 +34,12 @@ const MAX_CANDIDATES: usize = 16 * 1024;
 
 pub fn query(broker: &Broker, _conn: &Connection, request: &RemotingCommand) -> ProcessResult {
     let h: QueryMessageRequestHeader = request.header()?;
+    if !broker.config().message_index_enable {
+        return Err(fail(
+            ResponseCode::SYSTEM_ERROR,
+            "this broker keeps no message index (messageIndexEnable=false): query by key is off",
+        ));
+    }
     let unique = request
         .ext(UNIQUE_MSG_QUERY_FLAG)
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
