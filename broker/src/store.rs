@@ -212,11 +212,10 @@ impl BrokerHook {
         let mut out = Vec::with_capacity(records.len());
         let mut queues = EntryQueues::default();
         let mut batches: Vec<QueueBatch> = Vec::new();
-        // Timer keys this entry delivered: RocksDB shows them only once it is written.
-        let mut delivered_here: Vec<[u8; 17]> = Vec::new();
+        // Timer and half keys this entry resolved: RocksDB shows them only once it is
+        // written.
+        let mut resolved_here: Vec<Vec<u8>> = Vec::new();
         let mut timers_added = false;
-        // Halves this entry resolved (committed or discarded).
-        let mut resolved_here: Vec<u64> = Vec::new();
         for record in records {
             let (msg, _) = MessageRecord::decode(record.bytes)
                 .map_err(|e| format!("record at CommitLog position {}: {e}", record.position))?;
@@ -232,34 +231,18 @@ impl BrokerHook {
                     property::KEYS,
                 ],
             );
-            if let Some(origin) = txn_origin.map(transaction::parse_origin) {
-                // A committed or discarded transaction: queued only if its half is pending.
-                let pending = match origin {
-                    Ok(half) => {
-                        let key = keys::half_key(half);
-                        !resolved_here.contains(&half) && self.timer_pending(&key)? && {
-                            writes.delete(&key);
-                            resolved_here.push(half);
-                            true
-                        }
-                    }
-                    Err(()) => false,
-                };
-                writes.write_now();
-                if !pending {
-                    out.push(HookResponse::new(Applied::Stored));
-                    continue;
+            // A committed or discarded transaction names its half, a delivered scheduled
+            // message its timer: either is queued only if that entry is still pending.
+            let resolves = match (txn_origin, timer_origin) {
+                (Some(v), _) => {
+                    Some(transaction::parse_origin(v).map(|h| keys::half_key(h).to_vec()))
                 }
-            } else if let Some(origin) = timer_origin.map(schedule::parse_origin) {
-                // A delivered scheduled message: queued only if its timer is still pending.
-                let pending = match origin {
-                    Ok(key) => {
-                        !delivered_here.contains(&key) && self.timer_pending(&key)? && {
-                            writes.delete(&key);
-                            delivered_here.push(key);
-                            true
-                        }
-                    }
+                (None, Some(v)) => Some(schedule::parse_origin(v).map(|k| k.to_vec())),
+                (None, None) => None,
+            };
+            if let Some(entry) = resolves {
+                let pending = match entry {
+                    Ok(key) => self.resolve(&key, &mut resolved_here, writes)?,
                     Err(()) => false,
                 };
                 writes.write_now();
@@ -499,8 +482,24 @@ fn load_json_table(
 }
 
 impl BrokerHook {
-    /// Whether a scheduled message's key is still in the index (not yet delivered).
-    fn timer_pending(&self, key: &[u8]) -> Result<bool, HookError> {
+    /// Resolves a pending timer or half `key` (deleting it with this batch): false if it
+    /// was resolved already, in this entry or before.
+    fn resolve(
+        &self,
+        key: &[u8],
+        resolved_here: &mut Vec<Vec<u8>>,
+        writes: &mut HookWrites<'_>,
+    ) -> Result<bool, HookError> {
+        if resolved_here.iter().any(|k| k == key) || !self.pending(key)? {
+            return Ok(false);
+        }
+        writes.delete(key);
+        resolved_here.push(key.to_vec());
+        Ok(true)
+    }
+
+    /// Whether a timer or half key is still stored (not yet delivered or resolved).
+    fn pending(&self, key: &[u8]) -> Result<bool, HookError> {
         let store = self.store.as_ref().ok_or("the hook was not opened")?;
         Ok(store.get(key)?.is_some())
     }

@@ -131,8 +131,13 @@ fn bad_response(addr: &str, e: impl std::fmt::Display) -> ClientError {
 }
 
 fn refused(queue: &MessageQueue, addr: String, response: RemotingCommand) -> ClientError {
+    refused_by(&queue.broker_name, addr, response)
+}
+
+/// A broker group's refusal (any code but SUCCESS) as an error.
+fn refused_by(broker_name: &str, addr: String, response: RemotingCommand) -> ClientError {
     ClientError::Broker {
-        broker_name: queue.broker_name.clone(),
+        broker_name: broker_name.to_string(),
         addr,
         code: response.code,
         remark: response.remark.unwrap_or_default(),
@@ -394,12 +399,7 @@ pub(crate) async fn consumer_ids(
         )
         .await?;
     if response.code != ResponseCode::SUCCESS as i32 {
-        return Err(ClientError::Broker {
-            broker_name: broker_name.to_string(),
-            addr,
-            code: response.code,
-            remark: response.remark.unwrap_or_default(),
-        });
+        return Err(refused_by(broker_name, addr, response));
     }
     let body: ConsumerListBody =
         from_json("consumer list", &response.body).map_err(|e| bad_response(&addr, e))?;
@@ -427,12 +427,7 @@ pub(crate) async fn consumer_send_msg_back(
     if response.code == ResponseCode::SUCCESS as i32 {
         return Ok(());
     }
-    Err(ClientError::Broker {
-        broker_name: broker_name.to_string(),
-        addr,
-        code: response.code,
-        remark: response.remark.unwrap_or_default(),
-    })
+    Err(refused_by(broker_name, addr, response))
 }
 
 /// The queue as RocketMQ's `MessageQueue` body form.
@@ -469,12 +464,7 @@ pub(crate) async fn lock_batch(
         )
         .await?;
     if response.code != ResponseCode::SUCCESS as i32 {
-        return Err(ClientError::Broker {
-            broker_name: broker_name.to_string(),
-            addr,
-            code: response.code,
-            remark: response.remark.unwrap_or_default(),
-        });
+        return Err(refused_by(broker_name, addr, response));
     }
     let answer: LockBatchResponseBody =
         from_json("lock batch answer", &response.body).map_err(|e| bad_response(&addr, e))?;
@@ -511,12 +501,7 @@ pub(crate) async fn unlock_batch(
     if response.code == ResponseCode::SUCCESS as i32 {
         return Ok(());
     }
-    Err(ClientError::Broker {
-        broker_name: broker_name.to_string(),
-        addr,
-        code: response.code,
-        remark: response.remark.unwrap_or_default(),
-    })
+    Err(refused_by(broker_name, addr, response))
 }
 
 #[cfg(test)]
