@@ -62,7 +62,9 @@ async fn committed(leader: &str, group: &str) -> i64 {
 /// topic config, and a well-formed offset in the old key form, to be read and migrated.
 fn plant_old_records(store: &Path) {
     let path = store.join("meta");
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, ["raft", "app"]).unwrap();
+    // Every column family the node created must be opened (`raft`, `app`, `app_index`).
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, &families).unwrap();
     let app = db.cf_handle("app").unwrap();
     db.put_cf(app, b"o/app\0g\0TBW102\x000", 1i64.to_be_bytes())
         .unwrap();
