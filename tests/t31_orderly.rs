@@ -113,6 +113,40 @@ async fn queue_locks_are_one_table_through_raft_across_failover_and_restart() {
         set(&[2])
     );
     let locked_at = Instant::now();
+    // Hostile bodies get a clear error and change nothing: a NUL in the group, more
+    // queues than one request may name, a body that is not JSON.
+    let conn = Connection::connect(
+        &leader,
+        &ConnectionConfig::default(),
+        Arc::new(remoting::connection::NoRequests),
+    )
+    .await
+    .unwrap();
+    let nul = LockBatchRequestBody {
+        consumer_group: "g\0x".into(),
+        client_id: y.into(),
+        only_this_broker: false,
+        mq_set: vec![mq(0)],
+    };
+    let many = LockBatchRequestBody {
+        consumer_group: G.into(),
+        mq_set: (0..5000).map(mq).collect(),
+        ..nul.clone()
+    };
+    for body in [to_json(&nul), to_json(&many), b"{not json".to_vec()] {
+        let request = RemotingCommand::bare_request(lock).with_body(body);
+        let response = conn.request(request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            response.code,
+            ResponseCode::SYSTEM_ERROR as i32,
+            "{response:?}"
+        );
+        assert!(response.remark.is_some_and(|r| !r.is_empty()));
+    }
+    assert_eq!(
+        lock_on_leader(&cluster, lock, G, y, &[0, 1]).await,
+        set(&[])
+    );
     // A follower refuses: locks are decided through the log.
     let follower = cluster.nodes.iter().find(|n| n.addr != leader).unwrap();
     assert_eq!(lock_request(&follower.addr, lock, G, y, &[0]).await, None);

@@ -203,6 +203,18 @@ pub async fn create_topics(namesrv_addr: &str, queues: i32) -> anyhow::Result<()
     Ok(())
 }
 
+/// A push consumer of the workload: from the first offset, quick to see routes, members
+/// and brokers come back.
+fn consumer_config(namesrv_addr: &str, group: &str) -> PushConsumerConfig {
+    let mut config = PushConsumerConfig::new(namesrv_addr, group);
+    config.consume_from_where = ConsumeFromWhere::FirstOffset;
+    config.client.poll_name_server_interval_ms = 1_000;
+    config.client.heartbeat_broker_interval_ms = 1_000;
+    config.rebalance_interval_ms = 2_000;
+    config.pull_time_delay_when_exception_ms = 200;
+    config
+}
+
 fn producer_config(namesrv_addr: &str, id: usize) -> ProducerConfig {
     let mut config = ProducerConfig::new(namesrv_addr, format!("chaos-p{id}"));
     config.send_msg_timeout_ms = SEND_TIMEOUT_MS;
@@ -373,12 +385,7 @@ impl Workload {
     }
 
     async fn start_push(&mut self) -> anyhow::Result<()> {
-        let mut config = PushConsumerConfig::new(&self.namesrv_addr, "chaos-push");
-        config.consume_from_where = ConsumeFromWhere::FirstOffset;
-        config.client.poll_name_server_interval_ms = 1_000;
-        config.client.heartbeat_broker_interval_ms = 1_000;
-        config.rebalance_interval_ms = 2_000;
-        config.pull_time_delay_when_exception_ms = 200;
+        let mut config = consumer_config(&self.namesrv_addr, "chaos-push");
         config.consume_thread_max = 4;
         let mut push = PushConsumer::new(config);
         for topic in all_topics() {
@@ -406,12 +413,7 @@ impl Workload {
     /// pass through `%RETRY%<group>` and, past [`crate::checker::RETRY_MAX`] tries, into
     /// the DLQ. It records no receipts, only how far it got in each queue.
     async fn start_retry_consumer(&mut self) -> anyhow::Result<()> {
-        let mut config = PushConsumerConfig::new(&self.namesrv_addr, RETRY_GROUP);
-        config.consume_from_where = ConsumeFromWhere::FirstOffset;
-        config.client.poll_name_server_interval_ms = 1_000;
-        config.client.heartbeat_broker_interval_ms = 1_000;
-        config.rebalance_interval_ms = 2_000;
-        config.pull_time_delay_when_exception_ms = 200;
+        let mut config = consumer_config(&self.namesrv_addr, RETRY_GROUP);
         config.consume_message_batch_max_size = 1;
         config.max_reconsume_times = crate::checker::RETRY_MAX;
         config.reconsume_delay_ms = 1_000;
@@ -453,12 +455,7 @@ impl Workload {
         n: usize,
         suspended: Arc<Mutex<std::collections::HashSet<String>>>,
     ) -> anyhow::Result<()> {
-        let mut config = PushConsumerConfig::new(&self.namesrv_addr, ORDERLY_GROUP);
-        config.consume_from_where = ConsumeFromWhere::FirstOffset;
-        config.client.poll_name_server_interval_ms = 1_000;
-        config.client.heartbeat_broker_interval_ms = 1_000;
-        config.rebalance_interval_ms = 2_000;
-        config.pull_time_delay_when_exception_ms = 200;
+        let mut config = consumer_config(&self.namesrv_addr, ORDERLY_GROUP);
         config.suspend_current_queue_time_ms = 100;
         config.consume_thread_max = 4;
         let mut consumer = PushConsumer::new(config);

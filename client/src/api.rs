@@ -12,9 +12,7 @@ use remoting::header::{
     PullMessageRequestHeader, PullMessageResponseHeader, QueryConsumerOffsetRequestHeader,
     QueueOffsetRequestHeader, SearchOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
-use remoting::queue_lock::{
-    LockBatchRequestBody, LockBatchResponseBody, MessageQueueData, UnlockBatchRequestBody,
-};
+use remoting::queue_lock::{LockBatchRequestBody, LockBatchResponseBody, MessageQueueData};
 use remoting::route::{from_json, to_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
 
@@ -439,22 +437,22 @@ fn queue_data(queue: &MessageQueue) -> MessageQueueData {
     }
 }
 
-/// Asks the leader of `broker_name` to lock `queues` (all of that group) for this client
-/// (LOCK_BATCH_MQ); answers with the queues this client holds now.
-pub(crate) async fn lock_batch(
+/// Sends LOCK_BATCH_MQ or UNLOCK_BATCH_MQ for this client's `queues` (all of
+/// `broker_name`) to that group's leader; the SUCCESS answer and who gave it.
+async fn queue_lock_request(
     instance: &ClientInstance,
+    code: RequestCode,
     consumer_group: &str,
     broker_name: &str,
     queues: &[MessageQueue],
-) -> Result<BTreeSet<MessageQueue>> {
+) -> Result<(String, RemotingCommand)> {
     let body = LockBatchRequestBody {
         consumer_group: consumer_group.to_string(),
         client_id: instance.client_id.clone(),
         only_this_broker: false,
         mq_set: queues.iter().map(queue_data).collect(),
     };
-    let request =
-        RemotingCommand::bare_request(RequestCode::LOCK_BATCH_MQ).with_body(to_json(&body));
+    let request = RemotingCommand::bare_request(code).with_body(to_json(&body));
     let (addr, response) = instance
         .request_group(
             broker_name,
@@ -466,6 +464,20 @@ pub(crate) async fn lock_batch(
     if response.code != ResponseCode::SUCCESS as i32 {
         return Err(refused_by(broker_name, addr, response));
     }
+    Ok((addr, response))
+}
+
+/// Asks the leader of `broker_name` to lock `queues` (all of that group) for this client
+/// (LOCK_BATCH_MQ); answers with the queues this client holds now.
+pub(crate) async fn lock_batch(
+    instance: &ClientInstance,
+    consumer_group: &str,
+    broker_name: &str,
+    queues: &[MessageQueue],
+) -> Result<BTreeSet<MessageQueue>> {
+    let code = RequestCode::LOCK_BATCH_MQ;
+    let (addr, response) =
+        queue_lock_request(instance, code, consumer_group, broker_name, queues).await?;
     let answer: LockBatchResponseBody =
         from_json("lock batch answer", &response.body).map_err(|e| bad_response(&addr, e))?;
     Ok(answer
@@ -482,26 +494,9 @@ pub(crate) async fn unlock_batch(
     broker_name: &str,
     queues: &[MessageQueue],
 ) -> Result<()> {
-    let body = UnlockBatchRequestBody {
-        consumer_group: consumer_group.to_string(),
-        client_id: instance.client_id.clone(),
-        only_this_broker: false,
-        mq_set: queues.iter().map(queue_data).collect(),
-    };
-    let request =
-        RemotingCommand::bare_request(RequestCode::UNLOCK_BATCH_MQ).with_body(to_json(&body));
-    let (addr, response) = instance
-        .request_group(
-            broker_name,
-            request,
-            instance.config.api_timeout(),
-            Access::Write,
-        )
-        .await?;
-    if response.code == ResponseCode::SUCCESS as i32 {
-        return Ok(());
-    }
-    Err(refused_by(broker_name, addr, response))
+    let code = RequestCode::UNLOCK_BATCH_MQ;
+    queue_lock_request(instance, code, consumer_group, broker_name, queues).await?;
+    Ok(())
 }
 
 #[cfg(test)]

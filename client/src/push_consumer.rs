@@ -532,13 +532,7 @@ impl PushConsumer {
         for task in tasks {
             let _ = task.await;
         }
-        let queues: Vec<(MessageQueue, Arc<ProcessQueue>)> = shared
-            .queues
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(q, pq)| (q.clone(), pq.clone()))
-            .collect();
+        let queues = shared.owned();
         // Running listener calls may finish and move offsets, within the bound.
         let wait = Duration::from_millis(self.config.await_termination_when_shutdown_ms);
         let all = self.config.consume_thread_max.max(1) as u32;
@@ -854,6 +848,15 @@ impl Shared {
         }
     }
 
+    /// The queues owned now, with their state.
+    fn owned(&self) -> Vec<(MessageQueue, Arc<ProcessQueue>)> {
+        let queues = self.queues.lock().unwrap();
+        queues
+            .iter()
+            .map(|(q, pq)| (q.clone(), pq.clone()))
+            .collect()
+    }
+
     /// Orderly consumers of a clustering group lock their queues on the broker.
     fn locks_queues(&self) -> bool {
         self.orderly && self.config.message_model == MessageModel::Clustering
@@ -901,13 +904,7 @@ impl Shared {
             .sleep_or_stop(self.config.lock_interval_ms.max(10))
             .await
         {
-            let owned: Vec<(MessageQueue, Arc<ProcessQueue>)> = self
-                .queues
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(q, pq)| (q.clone(), pq.clone()))
-                .collect();
+            let owned = self.owned();
             let queues: Vec<MessageQueue> = owned.iter().map(|(q, _)| q.clone()).collect();
             let asked = now_ms();
             let granted = self.lock(&queues).await;
