@@ -180,9 +180,22 @@ async fn delayed_and_timer_messages_arrive_when_due_and_not_before() {
     let seen = seen.lock().unwrap().clone();
     let mut by_body = BTreeMap::new();
     let mut lateness = Vec::new();
+    let mut already_due = 0;
     for (m, received) in &seen {
         *by_body.entry(m.body.clone()).or_insert(0) += 1;
-        let due = due_of(m);
+        // A timer that reached the broker at or after its due time is stored in its
+        // topic at once, as RocketMQ 5 does, and carries no origin: on a loaded machine
+        // the sending can outlast the first due times.
+        let due = match m.property("__TIMER_ORIGIN") {
+            Some(_) => due_of(m),
+            None => {
+                already_due += 1;
+                m.property("TIMER_DELIVER_MS")
+                    .expect("a timer's deliver time")
+                    .parse()
+                    .unwrap()
+            }
+        };
         assert!(
             m.store_timestamp >= due,
             "timer stored {} ms early",
@@ -191,6 +204,11 @@ async fn delayed_and_timer_messages_arrive_when_due_and_not_before() {
         assert!(*received >= due);
         lateness.push(received - due);
     }
+    println!("{already_due} timers reached the broker when already due");
+    assert!(
+        already_due < 10_000,
+        "the sending outlasted every due time: nothing was scheduled"
+    );
     assert_eq!(by_body.len(), 10_000, "every timer delivered");
     assert!(by_body.values().all(|n| *n == 1), "a timer delivered twice");
     lateness.sort_unstable();

@@ -269,7 +269,10 @@ impl ClientInstance {
             q.read_queue_nums = q.read_queue_nums.min(default_queue_nums.max(1));
             q.write_queue_nums = q.write_queue_nums.min(default_queue_nums.max(1));
         }
-        self.routes.write().unwrap().update_topic(topic, route);
+        self.routes
+            .write()
+            .unwrap()
+            .update_topic_provisional(topic, route);
         Ok(())
     }
 

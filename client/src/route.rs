@@ -30,12 +30,24 @@ pub struct RouteTable {
     /// Per topic, its writable queues as [`RouteTable::publish_queues`] lists them: every
     /// send chooses from this list, so it is built when routes change, not per send.
     publish: HashMap<String, Arc<[MessageQueue]>>,
+    /// Topics routed through the default topic (`TBW102`) because no name server knew
+    /// them yet: a refresh that still finds nothing keeps such a route (the broker
+    /// registers the topic once the first send created it).
+    provisional: std::collections::HashSet<String>,
 }
 
 impl RouteTable {
     /// Stores a topic's route and the members of its groups.
     pub fn update_topic(&mut self, topic: &str, route: TopicRouteData) {
+        self.provisional.remove(topic);
         self.update_topic_at(topic, route, Instant::now())
+    }
+
+    /// Routes `topic`, which no name server knows yet, through the default topic's
+    /// `route`, until a refresh finds the topic itself.
+    pub fn update_topic_provisional(&mut self, topic: &str, route: TopicRouteData) {
+        self.update_topic_at(topic, route, Instant::now());
+        self.provisional.insert(topic.to_string());
     }
 
     fn update_topic_at(&mut self, topic: &str, route: TopicRouteData, now: Instant) {
@@ -99,7 +111,12 @@ impl RouteTable {
     }
 
     /// Forgets a topic the name servers no longer know.
+    /// Forgets a topic no name server knows; a provisional route is kept (see
+    /// [`RouteTable::update_topic_provisional`]).
     pub fn remove_topic(&mut self, topic: &str) {
+        if self.provisional.contains(topic) {
+            return;
+        }
         self.topics.remove(topic);
         self.publish.remove(topic);
     }
@@ -313,6 +330,20 @@ mod tests {
         assert!(t.publish_queues("other").is_empty());
     }
 
+    /// Proves a topic routed through the default topic keeps its queues while the name
+    /// servers do not know it yet (a send racing the refresher once found no queue at
+    /// all), and is forgotten normally once a real route replaced it.
+    #[test]
+    fn a_provisional_route_outlives_refreshes_that_find_nothing() {
+        let mut t = RouteTable::default();
+        t.update_topic_provisional("New", route());
+        t.remove_topic("New");
+        assert_eq!(t.publish_queues("New").len(), 3);
+        t.update_topic("New", route());
+        t.remove_topic("New");
+        assert!(t.publish_queues("New").is_empty());
+        assert!(t.topic("New").is_none());
+    }
     /// Proves a redirect makes the named follower the leader and keeps the old leader
     /// as a member, so the group still has three addresses to ask.
     #[test]
