@@ -305,6 +305,38 @@ impl ConsumeQueueStore {
         Ok(queue)
     }
 
+    /// The directory holding every queue (`<store>/consumequeue`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every file of every queue and the bytes of it that hold entries, for a snapshot.
+    pub fn snapshot_files(&self) -> Result<Vec<(PathBuf, u64)>> {
+        let mut out = Vec::new();
+        for (_, queue) in self.all() {
+            let end = queue.max_offset() * ENTRY_BYTES;
+            let files = queue.files.lock().unwrap();
+            for (start, file) in files.iter() {
+                let path = queue.dir.join(format!("{start:020}"));
+                let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+                let len = len.min(end.saturating_sub(*start));
+                if len > 0 {
+                    out.push((path, len));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets every queue and opens what the directory holds now (a snapshot install
+    /// replaced it). Queues handed out before keep working on the files they opened.
+    pub fn reload(&self) -> Result<()> {
+        let fresh = ConsumeQueueStore::open(self.root.clone(), self.file_bytes)?;
+        *self.queues.write().unwrap() = fresh.queues.into_inner().unwrap();
+        self.created.notify_waiters();
+        Ok(())
+    }
+
     /// Every queue and its entry count.
     pub fn all(&self) -> Vec<((String, i32), Arc<ConsumeQueue>)> {
         self.queues

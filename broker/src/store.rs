@@ -665,6 +665,34 @@ impl ApplyHook for BrokerHook {
             CommittedPayload::Command { bytes, .. } => self.apply_command(bytes, writes),
         }
     }
+
+    fn snapshot_files(&self) -> Result<Vec<dledger::HookFile>, HookError> {
+        let queues = &self.state.consume_queues;
+        let store_path = queues.root().parent().unwrap_or(queues.root());
+        Ok(queues
+            .snapshot_files()?
+            .into_iter()
+            .filter_map(|(path, len)| {
+                let path = path.strip_prefix(store_path).ok()?.to_path_buf();
+                Some(dledger::HookFile { path, len })
+            })
+            .collect())
+    }
+
+    fn snapshot_dirs(&self) -> Vec<PathBuf> {
+        let root = self.state.consume_queues.root();
+        vec![PathBuf::from(root.file_name().unwrap_or(root.as_os_str()))]
+    }
+
+    fn reopen(&mut self, store: &HookStore) -> Result<(), HookError> {
+        // The ConsumeQueues on disk are the snapshot's now, and so is every stored table.
+        self.state.consume_queues.reload()?;
+        self.state.leader_addrs.write().unwrap().clear();
+        self.migration.clear();
+        self.open(store)?;
+        self.state.timer_added.notify_waiters();
+        Ok(())
+    }
 }
 
 #[cfg(test)]

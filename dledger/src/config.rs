@@ -163,6 +163,9 @@ pub struct DLedgerConfig {
     /// openraft 0.9 gives an append-entries RPC one heartbeat interval to complete, so a
     /// lagging follower only catches up if one batch ships and persists well within it.
     pub max_append_entries_bytes: usize,
+    /// A new member of a running group: never initializes a group by itself, however long
+    /// it hears from no leader; it waits to be added ([`crate::DLedgerNode::add_learner`]).
+    pub join_existing: bool,
 }
 
 impl DLedgerConfig {
@@ -193,6 +196,7 @@ impl DLedgerConfig {
             reconnect_backoff_max_ms: 1_000,
             max_payload_entries: 256,
             max_append_entries_bytes: 1 << 20,
+            join_existing: false,
         }
     }
 

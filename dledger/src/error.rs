@@ -107,6 +107,10 @@ pub enum DLedgerError {
     /// The Raft core stopped with an error (storage failure, apply hook failure, ...).
     #[error("raft on node {node_id} failed: {reason}")]
     Raft { node_id: u64, reason: String },
+
+    /// A snapshot could not be taken, sent or installed.
+    #[error("snapshot: {reason}")]
+    Snapshot { reason: String },
 }
 
 impl DLedgerError {

@@ -38,6 +38,8 @@ pub(crate) const KEY_MEMBERSHIP: &[u8] = b"membership";
 pub(crate) const KEY_SNAPSHOT: &[u8] = b"snapshot";
 pub(crate) const KEY_SEGMENT_BYTES: &[u8] = b"segment_bytes";
 pub(crate) const KEY_TRUNCATE_PENDING: &[u8] = b"truncate_pending";
+/// The path of a received snapshot stream whose install has not finished.
+pub(crate) const KEY_INSTALLING: &[u8] = b"installing";
 
 /// Shared handle to the meta RocksDB.
 #[derive(Clone)]
@@ -137,6 +139,11 @@ impl MetaStore {
     pub(crate) fn batch_put<T: Serialize>(&self, batch: &mut WriteBatch, key: &[u8], value: &T) {
         let bytes = bincode::serialize(value).expect("bincode encodes openraft types");
         batch.put_cf(self.raft_cf(), key, bytes);
+    }
+
+    /// Deletes `key` of the `raft` family in `batch`.
+    pub(crate) fn batch_delete(&self, batch: &mut WriteBatch, key: &[u8]) {
+        batch.delete_cf(self.raft_cf(), key);
     }
 
     /// Writes one key and returns after the WAL is synced to disk.

@@ -256,7 +256,7 @@ impl DLedgerNode {
         // initialized at once would depose a healthy leader. After a randomized election
         // timeout, a node that has still heard from no leader initializes the group with
         // the full peer set (idempotent: the first entry is the same everywhere).
-        let initializer = if initialized {
+        let initializer = if initialized || config.join_existing {
             None
         } else {
             let members: BTreeMap<NodeId, BasicNode> = config
@@ -328,7 +328,7 @@ impl DLedgerNode {
 
     /// The receiving side of this node's peer RPCs.
     pub fn peer_service(&self) -> PeerService {
-        PeerService::new(self.raft.clone())
+        PeerService::new(self.raft.clone(), &self.config.store_path)
     }
 
     /// Read access to the apply hook's data.
@@ -473,6 +473,79 @@ impl DLedgerNode {
     /// (retention), and reads there fail.
     pub fn start_position(&self) -> u64 {
         self.log.start_position()
+    }
+
+    /// Purges this node's Raft log below `position` (a segment start at or below the
+    /// applied point): openraft builds a snapshot of the applied point (metadata only) and
+    /// forgets every entry that starts below `position`, and the segment files wholly below
+    /// it are deleted. Returns the last purged index (`None`: nothing stored lies below).
+    /// A member that later needs those entries receives a snapshot instead (see
+    /// [`crate::snapshot`]). Local to this node: every member purges for itself.
+    pub async fn purge_below(&self, position: u64) -> Result<Option<u64>, DLedgerError> {
+        let Some(index) = self.log.last_index_below(position) else {
+            return Ok(None);
+        };
+        let raft_err = |e: &dyn std::fmt::Display| DLedgerError::Raft {
+            node_id: self.node_id,
+            reason: e.to_string(),
+        };
+        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
+        if applied.is_none_or(|a| a < index) {
+            return Err(DLedgerError::PositionOutOfRange {
+                position,
+                start: self.log.start_position(),
+                end: self.log.applied_end(),
+            });
+        }
+        let covered = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.snapshot.is_some_and(|s| s.index >= index)
+        };
+        if !covered(&self.raft.metrics().borrow()) {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| raft_err(&e))?;
+            self.raft
+                .wait(Some(Duration::from_secs(30)))
+                .metrics(covered, "a snapshot covering the purge point")
+                .await
+                .map_err(|e| raft_err(&e))?;
+        }
+        self.raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        self.raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(
+                |m| m.purged.is_some_and(|p| p.index >= index),
+                "the log purged",
+            )
+            .await
+            .map_err(|e| raft_err(&e))?;
+        Ok(Some(index))
+    }
+
+    /// Adds node `id` at `addr` to the group as a learner (leader only) and returns once it
+    /// has caught up (by snapshot and log). The node must have been started with
+    /// `join_existing`, so that it waits to be added instead of starting a group of its own.
+    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), DLedgerError> {
+        self.raft
+            .add_learner(
+                id,
+                BasicNode {
+                    addr: addr.to_string(),
+                },
+                true,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| DLedgerError::Raft {
+                node_id: self.node_id,
+                reason: e.to_string(),
+            })
     }
 
     /// End of the committed CommitLog prefix known to this node.

@@ -19,12 +19,14 @@
 //!   [`DLedgerError::AppliedAheadOfLog`].)
 //! - A hook error is fatal: openraft stops the node rather than skip an entry.
 //!
-//! Snapshots: the state machine never builds one by itself (the node sets
-//! `SnapshotPolicy::Never`); the methods below keep openraft's metadata correct (that is what
-//! openraft's storage suite checks) but carry no data, since the CommitLog cannot be rebuilt
-//! from a snapshot. Installing a snapshot on a node behind the purge point is future work.
+//! Snapshots (see [`crate::snapshot`]): openraft builds one only when asked
+//! (`SnapshotPolicy::Never`), to purge its log below a retention point; such a build records
+//! the applied point and carries no data. The snapshot openraft sends to a node behind the
+//! first kept entry is taken when it asks for it (`get_current_snapshot`), at the applied
+//! point of that moment, and carries the hook's RocksDB families and files and the
+//! CommitLog from its first kept segment.
 
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::MutexGuard;
@@ -54,6 +56,7 @@ use crate::meta::MetaStore;
 use crate::meta::KEY_APPLIED;
 use crate::meta::KEY_MEMBERSHIP;
 use crate::meta::KEY_SNAPSHOT;
+use crate::snapshot::SnapshotData;
 use crate::types::AppliedEntry;
 use crate::types::HookResponse;
 use crate::types::Payload;
@@ -61,6 +64,11 @@ use crate::types::TypeConfig;
 
 /// How long the applied point and the hook's writes may wait in memory for one RocksDB write.
 pub(crate) const APPLIED_WRITE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long a snapshot taken to be sent is offered again instead of a new one. It stays
+/// a true picture of its applied point however old it is; reusing it only makes the
+/// receiver replay a few more entries, and keeps its files open that long.
+const SNAPSHOT_REUSE: Duration = Duration::from_secs(10);
 
 /// Error type an [`ApplyHook`] returns; any error stops the node.
 pub type HookError = Box<dyn std::error::Error + Send + Sync>;
@@ -236,6 +244,25 @@ pub trait ApplyHook: Send + 'static {
         entry: &CommittedEntry<'_>,
         writes: &mut HookWrites<'_>,
     ) -> Result<Vec<HookResponse>, HookError>;
+
+    /// The files the hook keeps beside RocksDB that a snapshot must carry, as they are now
+    /// (called between applies, with the applied state written): paths relative to the
+    /// store path, each inside one of [`ApplyHook::snapshot_dirs`].
+    fn snapshot_files(&self) -> Result<Vec<crate::snapshot::HookFile>, HookError> {
+        Ok(Vec::new())
+    }
+
+    /// The directories (relative to the store path) holding the hook's files; a snapshot
+    /// install empties them before it writes the snapshot's files.
+    fn snapshot_dirs(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Called after a snapshot install replaced the hook's stored data and files, instead
+    /// of a second `open`: everything the hook holds in memory must be reloaded.
+    fn reopen(&mut self, store: &HookStore) -> Result<(), HookError> {
+        self.open(store)
+    }
 }
 
 /// A hook that stores nothing and answers nothing.
@@ -251,10 +278,18 @@ impl ApplyHook for NoopHook {
     }
 }
 
+/// The applied point and the membership as of it.
+type AppliedState = (
+    Option<LogId<u64>>,
+    StoredMembership<u64, openraft::BasicNode>,
+);
+
+/// The metadata of the last snapshot built or installed, as stored (`data` is empty: the
+/// data of a snapshot is taken when one is sent).
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, openraft::BasicNode>,
-    data: Vec<u8>,
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMeta<u64, openraft::BasicNode>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// openraft's state machine over the CommitLog and the apply hook.
@@ -264,7 +299,13 @@ pub struct StateMachine {
     /// A mutex only to make the state machine `Sync`; used through `get_mut`, never locked.
     hook: std::sync::Mutex<Box<dyn ApplyHook>>,
     flush_mode: FlushMode,
-    snapshot_seq: u64,
+    /// Where `commitlog/`, `meta/` and the hook's files live.
+    store_path: PathBuf,
+    segment_bytes: u64,
+    /// The last snapshot taken to be sent, and when: a member that cannot be reached is
+    /// offered one again every few hundred milliseconds, and each would otherwise cost a
+    /// RocksDB checkpoint (see [`SNAPSHOT_REUSE`]).
+    last_taken: Option<(Instant, Snapshot<TypeConfig>)>,
     /// The applied point and membership, and what is not yet written of them; shared with
     /// the thread that writes it when no further apply comes.
     pending: Arc<Mutex<PendingApplies>>,
@@ -352,6 +393,8 @@ impl StateMachine {
         meta: MetaStore,
         mut hook: Box<dyn ApplyHook>,
         flush_mode: FlushMode,
+        store_path: PathBuf,
+        segment_bytes: u64,
     ) -> Result<Self, DLedgerError> {
         let applied: Option<LogId<u64>> = meta.get(KEY_APPLIED)?.flatten();
         let membership: StoredMembership<u64, openraft::BasicNode> =
@@ -388,7 +431,9 @@ impl StateMachine {
             meta,
             hook: std::sync::Mutex::new(hook),
             flush_mode,
-            snapshot_seq: 0,
+            store_path,
+            segment_bytes,
+            last_taken: None,
             pending,
         })
     }
@@ -522,31 +567,116 @@ impl StateMachine {
         Ok(responses)
     }
 
+    /// The applied point and membership, with the applied state written to RocksDB.
+    fn written_applied_state(&self) -> Result<AppliedState, DLedgerError> {
+        let mut pending = lock(&self.pending);
+        pending.write()?;
+        Ok((pending.applied, pending.membership.clone()))
+    }
+
+    /// A snapshot that records the applied point and carries no data: what openraft needs
+    /// to purge its log (see the module doc).
     fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, DLedgerError> {
-        let (applied, membership) = {
-            let mut pending = lock(&self.pending);
-            pending.write()?;
-            (pending.applied, pending.membership.clone())
-        };
-        self.snapshot_seq += 1;
-        let snapshot_id = match &applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.snapshot_seq),
-            None => format!("none-{}", self.snapshot_seq),
-        };
+        let (applied, membership) = self.written_applied_state()?;
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
-            snapshot_id,
+            snapshot_id: crate::snapshot::snapshot_id(&applied),
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: Vec::new(),
-        };
-        self.meta.put_sync(KEY_SNAPSHOT, &stored)?;
+        self.meta.put_sync(
+            KEY_SNAPSHOT,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data: Vec::new(),
+            },
+        )?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            snapshot: Box::new(SnapshotData::meta_only()),
         })
+    }
+
+    /// A snapshot to send, taken now at the applied point.
+    fn take_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, DLedgerError> {
+        if let Some((at, snapshot)) = &self.last_taken {
+            if at.elapsed() < SNAPSHOT_REUSE {
+                return Ok(Some(snapshot.clone()));
+            }
+        }
+        self.last_taken = None;
+        let (applied, membership) = self.written_applied_state()?;
+        if applied.is_none() {
+            return Ok(None);
+        }
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id: crate::snapshot::snapshot_id(&applied),
+        };
+        let hook_files = self
+            .hook
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot_files()
+            .map_err(|e| DLedgerError::Snapshot {
+                reason: format!("the apply hook's files: {e}"),
+            })?;
+        let outgoing = crate::snapshot::capture(
+            &self.store_path,
+            &self.meta,
+            &self.log,
+            self.segment_bytes,
+            hook_files,
+            meta.clone(),
+        )?;
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData(crate::snapshot::Inner::Outgoing(Arc::new(
+                outgoing,
+            )))),
+        };
+        self.last_taken = Some((Instant::now(), snapshot.clone()));
+        Ok(Some(snapshot))
+    }
+
+    /// Replaces the whole state (hook data and files, CommitLog, applied point) with the
+    /// snapshot's.
+    fn install_now(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        data: &SnapshotData,
+    ) -> Result<(), DLedgerError> {
+        // What was applied before is written first, so nothing written later mixes into
+        // the installed state.
+        self.written_applied_state()?;
+        self.last_taken = None;
+        let hook = self.hook.get_mut().unwrap_or_else(|e| e.into_inner());
+        let installed = crate::snapshot::install_data(
+            &self.store_path,
+            &self.meta,
+            &self.log,
+            self.segment_bytes,
+            &hook.snapshot_dirs(),
+            data,
+        )?;
+        if installed.last_log_id != meta.last_log_id {
+            return Err(DLedgerError::Snapshot {
+                reason: format!(
+                    "the stream holds a snapshot at {:?}, openraft installs one at {:?}",
+                    installed.last_log_id, meta.last_log_id
+                ),
+            });
+        }
+        hook.reopen(&HookStore::new(self.meta.clone()))
+            .map_err(|e| DLedgerError::Snapshot {
+                reason: format!("the apply hook could not reload: {e}"),
+            })?;
+        let mut pending = lock(&self.pending);
+        pending.batch = WriteBatch::default();
+        pending.since = None;
+        pending.applied = meta.last_log_id;
+        pending.membership = meta.last_membership.clone();
+        Ok(())
     }
 }
 
@@ -610,43 +740,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError<u64>> {
+        // Snapshots travel by the peer transport's own stream (see `network`), which hands
+        // openraft a complete one; this box is only ever replaced.
+        Ok(Box::new(SnapshotData::meta_only()))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError<u64>> {
-        tracing::warn!(snapshot = %meta, "installing a snapshot: the CommitLog below it is not transferred");
-        lock(&self.pending).write().map_err(sm_write_err)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot.into_inner(),
-        };
-        let mut batch = WriteBatch::default();
-        self.meta.batch_put(&mut batch, KEY_SNAPSHOT, &stored);
-        self.meta
-            .batch_put(&mut batch, KEY_APPLIED, &meta.last_log_id);
-        self.meta
-            .batch_put(&mut batch, KEY_MEMBERSHIP, &meta.last_membership);
-        self.meta.write(batch, true).map_err(sm_write_err)?;
-        let mut pending = lock(&self.pending);
-        pending.applied = meta.last_log_id;
-        pending.membership = meta.last_membership.clone();
-        Ok(())
+        tracing::info!(snapshot = %meta, "installing a snapshot");
+        self.install_now(meta, &snapshot).map_err(sm_write_err)
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        let stored: Option<StoredSnapshot> = self.meta.get(KEY_SNAPSHOT).map_err(sm_read_err)?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        self.take_snapshot().map_err(sm_read_err)
     }
 }

@@ -46,6 +46,13 @@ pub fn open(
     hook: Box<dyn ApplyHook>,
 ) -> Result<OpenedStorage, DLedgerError> {
     let meta = MetaStore::open(&store_path.join("meta"))?;
+    crate::snapshot::finish_interrupted_install(
+        store_path,
+        &meta,
+        options.segment_bytes,
+        options.warm_segments,
+        &hook.snapshot_dirs(),
+    )?;
     let log_store = LogStore::open(store_path.join("commitlog"), meta.clone(), options)?;
     let log = std::sync::Arc::clone(log_store.commit_log());
     let state_machine = StateMachine::open(
@@ -53,6 +60,8 @@ pub fn open(
         meta.clone(),
         hook,
         options.flush_mode,
+        store_path.to_path_buf(),
+        options.segment_bytes,
     )?;
     Ok(OpenedStorage {
         log_store,

@@ -7,8 +7,6 @@
 //! with its own big-endian u32 total length (RocketMQ's TOTALSIZE), so a reader positioned at
 //! a record can read exactly that record.
 
-use std::io::Cursor;
-
 use bytes::Bytes;
 use openraft::BasicNode;
 use serde::Deserialize;
@@ -26,7 +24,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
@@ -204,7 +205,7 @@ pub(crate) struct CommitLog {
     segment_bytes: u64,
     state: RwLock<LogState>,
     allocator: Arc<SegmentAllocator>,
-    prealloc_tx: Mutex<mpsc::SyncSender<u64>>,
+    prealloc_tx: Mutex<mpsc::SyncSender<(u64, u64)>>,
     flushed: watch::Sender<u64>,
     committed_end: AtomicU64,
     applied_end: AtomicU64,
@@ -229,38 +230,7 @@ impl CommitLog {
     ) -> Result<Arc<Self>, DLedgerError> {
         std::fs::create_dir_all(&dir).map_err(|e| DLedgerError::io(&dir, e))?;
         let allocator = SegmentAllocator::new(dir.clone(), segment_bytes, warm_segments);
-        let mut starts = Vec::new();
-        for item in std::fs::read_dir(&dir).map_err(|e| DLedgerError::io(&dir, e))? {
-            let item = item.map_err(|e| DLedgerError::io(&dir, e))?;
-            let name = item.file_name().to_string_lossy().to_string();
-            if name.ends_with(".tmp") {
-                // An unfinished pre-allocation: never used, safe to drop.
-                let _ = std::fs::remove_file(item.path());
-            } else if let Some(start) = parse_segment_name(&name) {
-                starts.push(start);
-            }
-        }
-        starts.sort_unstable();
-        if starts.is_empty() {
-            allocator.ensure(0)?;
-            starts.push(0);
-        }
-        let mut segments = Vec::with_capacity(starts.len());
-        for (i, start) in starts.iter().copied().enumerate() {
-            let path = dir.join(super::segment::segment_name(start));
-            if start % segment_bytes != 0 || (i > 0 && start != starts[i - 1] + segment_bytes) {
-                return Err(DLedgerError::Corrupt {
-                    file: path,
-                    file_offset: 0,
-                    position: start,
-                    reason: format!(
-                        "segment start is not the previous start + segment_bytes {segment_bytes}: \
-                         a segment is missing or segment_bytes changed"
-                    ),
-                });
-            }
-            segments.push(Arc::new(Segment::open(&path, start, segment_bytes)?));
-        }
+        let segments = open_segments(&dir, segment_bytes, &allocator)?;
         if let Some(position) = truncate_pending_position {
             recovery::finish_truncate(&segments, position)?;
         }
@@ -284,7 +254,7 @@ impl CommitLog {
             last_purged,
         };
         let next_segment = write_pos - write_pos % segment_bytes + segment_bytes;
-        let _ = prealloc_tx.try_send(next_segment);
+        let _ = prealloc_tx.try_send((allocator.generation(), next_segment));
         let (flushed, _) = watch::channel(write_pos);
         Ok(Arc::new(CommitLog {
             dir,
@@ -572,13 +542,111 @@ impl CommitLog {
         assert_eq!(start, expected, "segments are added one after another");
         let segment = self.allocator.segment(start)?;
         state.segments.push(Arc::clone(&segment));
+        self.preallocate(start + self.segment_bytes);
+        tracing::info!(file = %segment.path.display(), "CommitLog rolled to a new segment");
+        Ok(segment)
+    }
+
+    /// Asks the background thread to create the segment starting at `start`.
+    fn preallocate(&self, start: u64) {
         let _ = self
             .prealloc_tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .try_send(start + self.segment_bytes);
-        tracing::info!(file = %segment.path.display(), "CommitLog rolled to a new segment");
-        Ok(segment)
+            .try_send((self.allocator.generation(), start));
+    }
+
+    /// The stored CommitLog from its first segment to the end of entry `index` (applied,
+    /// so committed), for a snapshot. `None` or an index with nothing after it in the log
+    /// ends the range where the log ends.
+    pub(crate) fn range_through(&self, index: Option<u64>) -> Result<LogRange, DLedgerError> {
+        let state = self.read_state();
+        let end = match (index, state.last_index()) {
+            (Some(index), Some(last)) if index >= state.first_index && index <= last => {
+                self.location_locked(&state, index)?.end()
+            }
+            (Some(index), Some(_)) if index + 1 == state.first_index => state.positions[0],
+            (Some(index), Some(last)) if index > last => state.write_pos,
+            (None, Some(_)) => state.positions[0],
+            (Some(index), Some(_)) => {
+                return Err(DLedgerError::Raft {
+                    node_id: 0,
+                    reason: format!(
+                        "entry {index} is neither stored nor next to the first stored entry {}",
+                        state.first_index
+                    ),
+                })
+            }
+            (_, None) => state.write_pos,
+        };
+        let start = state.segments.first().map(|s| s.start).unwrap_or(end);
+        Ok(LogRange {
+            start,
+            end,
+            segments: segment_ranges(&state.segments, start, end)
+                .into_iter()
+                .map(|(segment, _, _)| segment)
+                .collect(),
+        })
+    }
+
+    /// Replaces the whole CommitLog with the bytes `[start, end)` read from `reader` (a
+    /// snapshot's), everything up to `last_purged` counting as purged: the next append
+    /// lands at `end`. Nothing of the old log is kept.
+    pub(crate) fn replace(
+        &self,
+        start: u64,
+        end: u64,
+        last_purged: Option<LogId<u64>>,
+        reader: &mut dyn std::io::Read,
+    ) -> Result<(), DLedgerError> {
+        let creating = self.allocator.new_generation();
+        let mut state = self.write_state();
+        self.recent().clear();
+        state.segments.clear();
+        remove_segment_files(&self.dir)?;
+        write_segments(&self.allocator, self.segment_bytes, start, end, reader)?;
+        let segments = open_segments(&self.dir, self.segment_bytes, &self.allocator)?;
+        let recovered = recovery::recover(&segments, self.segment_bytes, last_purged)?;
+        if recovered.write_pos != end {
+            let first = &segments[0];
+            return Err(DLedgerError::Corrupt {
+                file: first.path.clone(),
+                file_offset: 0,
+                position: start,
+                reason: format!(
+                    "a snapshot's CommitLog ends at {end} but its entries end at {}",
+                    recovered.write_pos
+                ),
+            });
+        }
+        *state = LogState {
+            segments,
+            first_index: recovered.first_index,
+            positions: recovered.positions,
+            write_pos: end,
+            dirty_from: end,
+            last_purged,
+        };
+        self.flushed.send_modify(|f| *f = end);
+        self.committed_end.store(end, Ordering::Release);
+        self.applied_end.store(end, Ordering::Release);
+        self.dropped_below.store(
+            start.max(end.saturating_sub(self.page_cache_bytes)) & !(PAGE as u64 - 1),
+            Ordering::Release,
+        );
+        drop(state);
+        drop(creating);
+        self.preallocate(end - end % self.segment_bytes + self.segment_bytes);
+        tracing::info!(dir = %self.dir.display(), start, end, ?last_purged, "CommitLog replaced by a snapshot's");
+        Ok(())
+    }
+
+    /// The last stored entry that starts below `position`, if any.
+    pub(crate) fn last_index_below(&self, position: u64) -> Option<u64> {
+        let state = self.read_state();
+        let below = state.positions.partition_point(|p| *p < position) as u64;
+        (below > 0).then(|| state.first_index + below - 1)
     }
 
     /// Position of entry `index` if present.
@@ -802,6 +870,134 @@ impl Drop for CommitLog {
         if let Err(e) = self.flush_dirty() {
             tracing::error!(dir = %self.dir.display(), error = %e, "final CommitLog flush failed");
         }
+    }
+}
+
+/// Maps every segment file in `dir` (creating the first if there is none), checking that
+/// they follow one another; an unfinished pre-allocation (`.tmp`) is removed.
+fn open_segments(
+    dir: &Path,
+    segment_bytes: u64,
+    allocator: &SegmentAllocator,
+) -> Result<Vec<Arc<Segment>>, DLedgerError> {
+    let mut starts = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(|e| DLedgerError::io(dir, e))? {
+        let item = item.map_err(|e| DLedgerError::io(dir, e))?;
+        let name = item.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") {
+            // An unfinished pre-allocation: never used, safe to drop.
+            let _ = std::fs::remove_file(item.path());
+        } else if let Some(start) = parse_segment_name(&name) {
+            starts.push(start);
+        }
+    }
+    starts.sort_unstable();
+    if starts.is_empty() {
+        allocator.ensure(0)?;
+        starts.push(0);
+    }
+    let mut segments = Vec::with_capacity(starts.len());
+    for (i, start) in starts.iter().copied().enumerate() {
+        let path = dir.join(super::segment::segment_name(start));
+        if start % segment_bytes != 0 || (i > 0 && start != starts[i - 1] + segment_bytes) {
+            return Err(DLedgerError::Corrupt {
+                file: path,
+                file_offset: 0,
+                position: start,
+                reason: format!(
+                    "segment start is not the previous start + segment_bytes {segment_bytes}: \
+                     a segment is missing or segment_bytes changed"
+                ),
+            });
+        }
+        segments.push(Arc::new(Segment::open(&path, start, segment_bytes)?));
+    }
+    Ok(segments)
+}
+
+/// Deletes every segment file (and unfinished pre-allocation) in `dir`.
+pub(crate) fn remove_segment_files(dir: &Path) -> Result<(), DLedgerError> {
+    for item in std::fs::read_dir(dir).map_err(|e| DLedgerError::io(dir, e))? {
+        let item = item.map_err(|e| DLedgerError::io(dir, e))?;
+        let name = item.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") || parse_segment_name(&name).is_some() {
+            let path = item.path();
+            std::fs::remove_file(&path).map_err(|e| DLedgerError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the CommitLog bytes `[start, end)`, read from `reader`, as segment files from
+/// `start` (a segment start) on, each fsync'd; the segment holding `end` is created even if
+/// nothing is written to it. The caller holds the allocator's creation lock
+/// ([`SegmentAllocator::new_generation`]) and has emptied the directory.
+pub(crate) fn write_segments(
+    allocator: &SegmentAllocator,
+    segment_bytes: u64,
+    start: u64,
+    end: u64,
+    reader: &mut dyn std::io::Read,
+) -> Result<(), DLedgerError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut segment_start = start;
+    loop {
+        let path = allocator.ensure_locked(segment_start)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| DLedgerError::io(&path, e))?;
+        let mut position = segment_start;
+        let to = end.min(segment_start + segment_bytes);
+        while position < to {
+            let n = ((to - position) as usize).min(buf.len());
+            reader
+                .read_exact(&mut buf[..n])
+                .map_err(|e| DLedgerError::io(&path, e))?;
+            file.write_all_at(&buf[..n], position - segment_start)
+                .map_err(|e| DLedgerError::io(&path, e))?;
+            position += n as u64;
+        }
+        file.sync_data().map_err(|e| DLedgerError::io(&path, e))?;
+        if segment_start + segment_bytes >= end {
+            break;
+        }
+        segment_start += segment_bytes;
+    }
+    sync_dir(allocator.dir())
+}
+
+/// CommitLog bytes `[start, end)` as they were when taken: it holds the segments' maps, so
+/// the bytes stay readable after a purge deletes their files, and bytes below `end` are
+/// committed and never rewritten.
+pub(crate) struct LogRange {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    segments: Vec<Arc<Segment>>,
+}
+
+impl LogRange {
+    /// Copies bytes from `position` into `buf`, up to its end, the range's end or the
+    /// segment's end; returns how many.
+    pub(crate) fn read_at(&self, position: u64, buf: &mut [u8]) -> usize {
+        if position < self.start || position >= self.end {
+            return 0;
+        }
+        let Some(segment) = self
+            .segments
+            .iter()
+            .find(|s| s.start <= position && position < s.end())
+        else {
+            return 0;
+        };
+        let n = (buf.len() as u64)
+            .min(self.end - position)
+            .min(segment.end() - position) as usize;
+        // SAFETY: committed bytes below `end` are never written again.
+        let bytes = unsafe { segment.bytes((position - segment.start) as usize, n) };
+        buf[..n].copy_from_slice(bytes);
+        n
     }
 }
 

@@ -31,6 +31,8 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -221,6 +223,10 @@ pub(crate) struct SegmentAllocator {
     warm: bool,
     /// Serializes creation so the writer never maps a file that is then replaced.
     create_lock: Mutex<()>,
+    /// A snapshot install replaces every segment and starts a new generation (under the
+    /// creation lock), so a pre-allocation asked for before it never creates a file in the
+    /// new layout.
+    generation: AtomicU64,
 }
 
 impl SegmentAllocator {
@@ -230,6 +236,7 @@ impl SegmentAllocator {
             segment_bytes,
             warm,
             create_lock: Mutex::new(()),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -237,6 +244,19 @@ impl SegmentAllocator {
     /// path.
     pub(crate) fn ensure(&self, start: u64) -> Result<PathBuf, DLedgerError> {
         let _guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.ensure_locked(start)
+    }
+
+    /// Creation is stopped, the current generation ended and a new one begun while the
+    /// returned guard lives (see [`Self::ensure_locked`] to create segments meanwhile).
+    pub(crate) fn new_generation(&self) -> std::sync::MutexGuard<'_, ()> {
+        let guard = self.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        guard
+    }
+
+    /// [`Self::ensure`] for a caller that holds the creation lock.
+    pub(crate) fn ensure_locked(&self, start: u64) -> Result<PathBuf, DLedgerError> {
         let path = self.dir.join(segment_name(start));
         if path.exists() {
             return Ok(path);
@@ -280,20 +300,33 @@ impl SegmentAllocator {
 
     /// Starts the thread that creates requested segments ahead of the writer; it ends when
     /// the sender is dropped.
-    pub(crate) fn spawn_preallocator(self: &Arc<Self>) -> mpsc::SyncSender<u64> {
-        let (tx, rx) = mpsc::sync_channel::<u64>(2);
+    pub(crate) fn spawn_preallocator(self: &Arc<Self>) -> mpsc::SyncSender<(u64, u64)> {
+        let (tx, rx) = mpsc::sync_channel::<(u64, u64)>(2);
         let allocator = Arc::clone(self);
         std::thread::Builder::new()
             .name("dledger-prealloc".into())
             .spawn(move || {
-                while let Ok(start) = rx.recv() {
-                    if let Err(e) = allocator.ensure(start) {
+                while let Ok((generation, start)) = rx.recv() {
+                    let _guard = allocator.create_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if allocator.generation() != generation {
+                        continue;
+                    }
+                    if let Err(e) = allocator.ensure_locked(start) {
                         tracing::warn!(error = %e, start, "pre-allocating a segment failed; the writer will retry");
                     }
                 }
             })
             .expect("spawn pre-allocation thread");
         tx
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current generation (what a pre-allocation request carries).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 

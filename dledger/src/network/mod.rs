@@ -1,5 +1,5 @@
-//! Peer transport: openraft's vote, append-entries and install-snapshot RPCs between the
-//! members of a group.
+//! Peer transport: openraft's vote and append-entries RPCs, and snapshot streams, between
+//! the members of a group.
 //!
 //! Owns: the wire messages ([`PeerRequest`], [`PeerResponse`]), the [`PeerTransport`] trait
 //! that carries them, [`PeerService`] (the receiving side, which hands requests to the local
@@ -9,36 +9,71 @@
 //!
 //! Promises: every RPC has a deadline (the smaller of openraft's TTL and `rpc_timeout_ms`); a
 //! timeout is reported as "outcome unknown" (openraft retries), never as a definite failure.
+//!
+//! Snapshots (see [`crate::snapshot`]) travel as a stream of [`SnapshotChunk`] RPCs, one at a
+//! time and in order, each with its own deadline ([`SNAPSHOT_CHUNK_TIMEOUT`]); the receiver
+//! appends them to a file under `<store>/snapshot/` and, with the last one, hands the whole
+//! snapshot to openraft, which installs it before that RPC is answered
+//! ([`SNAPSHOT_INSTALL_TIMEOUT`]). A snapshot can be as large as the CommitLog kept, so it
+//! never passes through memory whole and never under the heartbeat-sized RPC deadline.
 
 pub mod memory;
 pub mod tcp;
 mod wire;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
-use openraft::error::InstallSnapshotError;
+use openraft::error::Fatal;
 use openraft::error::NetworkError;
 use openraft::error::RPCError;
 use openraft::error::RaftError;
+use openraft::error::ReplicationClosed;
+use openraft::error::StreamingError;
 use openraft::error::Unreachable;
 use openraft::network::RPCOption;
 use openraft::network::RaftNetwork;
 use openraft::network::RaftNetworkFactory;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
-use openraft::raft::InstallSnapshotRequest;
-use openraft::raft::InstallSnapshotResponse;
+use openraft::raft::SnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
+use openraft::OptionalSend;
 use openraft::Raft;
+use openraft::Snapshot;
+use openraft::SnapshotMeta;
+use openraft::Vote;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::snapshot::SnapshotData;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
+
+/// Bytes of a snapshot stream per [`SnapshotChunk`].
+pub(crate) const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Deadline of one chunk of a snapshot stream.
+pub(crate) const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Deadline of the last chunk, which is answered once the snapshot is installed.
+pub(crate) const SNAPSHOT_INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One piece of a snapshot stream, at `offset`; the last one (`done`) carries the
+/// snapshot's metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct SnapshotChunk {
+    pub(crate) vote: Vote<NodeId>,
+    pub(crate) snapshot_id: String,
+    pub(crate) offset: u64,
+    pub(crate) data: Bytes,
+    pub(crate) done: Option<SnapshotMeta<NodeId, BasicNode>>,
+}
 
 /// A request from one peer to another. Opaque outside `dledger`.
 #[derive(Debug)]
@@ -48,7 +83,7 @@ pub struct PeerRequest(pub(crate) RequestBody);
 pub(crate) enum RequestBody {
     Vote(VoteRequest<NodeId>),
     AppendEntries(AppendEntriesRequest<TypeConfig>),
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    SnapshotChunk(SnapshotChunk),
 }
 
 /// The answer to a [`PeerRequest`]. Opaque outside `dledger`.
@@ -60,7 +95,7 @@ pub struct PeerResponse(pub(crate) ResponseBody);
 pub(crate) enum ResponseBody {
     Vote(Result<VoteResponse<NodeId>, String>),
     AppendEntries(Result<AppendEntriesResponse<NodeId>, String>),
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+    SnapshotChunk(Result<SnapshotResponse<NodeId>, String>),
 }
 
 /// Why an RPC produced no answer.
@@ -97,11 +132,26 @@ pub trait PeerTransport: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct PeerService {
     raft: Raft<TypeConfig>,
+    /// Where received snapshot streams are kept (`<store>/snapshot`).
+    snapshot_dir: PathBuf,
+    receiving: Arc<tokio::sync::Mutex<Option<Receiving>>>,
+}
+
+/// A snapshot stream being received.
+struct Receiving {
+    snapshot_id: String,
+    path: PathBuf,
+    file: tokio::fs::File,
+    next: u64,
 }
 
 impl PeerService {
-    pub(crate) fn new(raft: Raft<TypeConfig>) -> Self {
-        PeerService { raft }
+    pub(crate) fn new(raft: Raft<TypeConfig>, store_path: &std::path::Path) -> Self {
+        PeerService {
+            raft,
+            snapshot_dir: store_path.join(crate::snapshot::SNAPSHOT_DIR),
+            receiving: Arc::default(),
+        }
     }
 
     pub async fn handle(&self, request: PeerRequest) -> PeerResponse {
@@ -115,14 +165,91 @@ impl PeerService {
                     .await
                     .map_err(|e| e.to_string()),
             ),
-            RequestBody::InstallSnapshot(rpc) => ResponseBody::InstallSnapshot(
-                self.raft
-                    .install_snapshot(rpc)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
+            RequestBody::SnapshotChunk(chunk) => {
+                ResponseBody::SnapshotChunk(self.snapshot_chunk(chunk).await)
+            }
         };
         PeerResponse(body)
+    }
+
+    /// Appends one chunk to the stream being received; with the last one, installs it.
+    async fn snapshot_chunk(
+        &self,
+        chunk: SnapshotChunk,
+    ) -> Result<SnapshotResponse<NodeId>, String> {
+        use tokio::io::AsyncWriteExt;
+        let my_vote = self.raft.metrics().borrow().vote;
+        if chunk.vote < my_vote {
+            // A deposed leader: it learns of the newer vote from the answer.
+            return Ok(SnapshotResponse::new(my_vote));
+        }
+        let mut receiving = self.receiving.lock().await;
+        if chunk.offset == 0 {
+            if let Some(old) = receiving.take() {
+                let _ = tokio::fs::remove_file(&old.path).await;
+            }
+            tokio::fs::create_dir_all(&self.snapshot_dir)
+                .await
+                .map_err(|e| format!("{}: {e}", self.snapshot_dir.display()))?;
+            let name: String = chunk
+                .snapshot_id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(64)
+                .collect();
+            let path = self.snapshot_dir.join(format!("in-{name}.snap"));
+            let file = tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            *receiving = Some(Receiving {
+                snapshot_id: chunk.snapshot_id.clone(),
+                path,
+                file,
+                next: 0,
+            });
+        }
+        let Some(current) = receiving.as_mut() else {
+            return Err(format!(
+                "snapshot chunk at {} of a stream that was not started",
+                chunk.offset
+            ));
+        };
+        if current.snapshot_id != chunk.snapshot_id || current.next != chunk.offset {
+            return Err(format!(
+                "snapshot chunk {}@{} where {}@{} was expected",
+                chunk.snapshot_id, chunk.offset, current.snapshot_id, current.next
+            ));
+        }
+        current
+            .file
+            .write_all(&chunk.data)
+            .await
+            .map_err(|e| format!("{}: {e}", current.path.display()))?;
+        current.next += chunk.data.len() as u64;
+        let Some(meta) = chunk.done else {
+            return Ok(SnapshotResponse::new(my_vote));
+        };
+        let done = receiving.take().expect("checked above");
+        let file = done.file;
+        file.sync_all()
+            .await
+            .map_err(|e| format!("{}: {e}", done.path.display()))?;
+        drop(file);
+        tracing::info!(snapshot = %meta, bytes = done.next, "snapshot received; installing");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(SnapshotData::incoming(done.path)),
+        };
+        self.raft
+            .install_full_snapshot(chunk.vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -207,22 +334,107 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         }
     }
 
-    async fn install_snapshot(
+    async fn full_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        match self
-            .send(RequestBody::InstallSnapshot(rpc), &option)
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let Some(outgoing) = snapshot.snapshot.outgoing().cloned() else {
+            return Err(StreamingError::StorageError(
+                openraft::StorageIOError::read_snapshot(
+                    Some(snapshot.meta.signature()),
+                    openraft::AnyError::error("a snapshot without data cannot be sent"),
+                )
+                .into(),
+            ));
+        };
+        tokio::pin!(cancel);
+        let total = outgoing.len();
+        let started = std::time::Instant::now();
+        let mut offset = 0u64;
+        loop {
+            let n = (total - offset).min(SNAPSHOT_CHUNK_BYTES as u64) as usize;
+            let source = Arc::clone(&outgoing);
+            let data = tokio::task::spawn_blocking(move || {
+                let mut buf = vec![0u8; n];
+                let mut filled = 0;
+                while filled < n {
+                    let read = source.read_at(offset + filled as u64, &mut buf[filled..])?;
+                    if read == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "snapshot stream shorter than its length",
+                        ));
+                    }
+                    filled += read;
+                }
+                Ok(Bytes::from(buf))
+            })
             .await
-            .map_err(to_rpc_error)?
-        {
-            ResponseBody::InstallSnapshot(Ok(r)) => Ok(r),
-            ResponseBody::InstallSnapshot(Err(e)) => Err(to_rpc_error(self.remote(e))),
-            _ => Err(to_rpc_error(self.unexpected())),
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|r| r)
+            .map_err(|e| {
+                StreamingError::StorageError(
+                    openraft::StorageIOError::read_snapshot(
+                        Some(snapshot.meta.signature()),
+                        openraft::AnyError::error(e.to_string()),
+                    )
+                    .into(),
+                )
+            })?;
+            let done = offset + n as u64 == total;
+            let chunk = SnapshotChunk {
+                vote,
+                snapshot_id: snapshot.meta.snapshot_id.clone(),
+                offset,
+                data,
+                done: done.then(|| snapshot.meta.clone()),
+            };
+            let deadline = if done {
+                SNAPSHOT_INSTALL_TIMEOUT
+            } else {
+                SNAPSHOT_CHUNK_TIMEOUT
+            };
+            let call = self.transport.call(
+                self.target,
+                &self.addr,
+                PeerRequest(RequestBody::SnapshotChunk(chunk)),
+                deadline,
+            );
+            let response = tokio::select! {
+                r = call => r,
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            };
+            let response = match response.map_err(to_rpc_error::<Fatal<NodeId>>) {
+                Ok(PeerResponse(ResponseBody::SnapshotChunk(Ok(r)))) => r,
+                Ok(PeerResponse(ResponseBody::SnapshotChunk(Err(e)))) => {
+                    return Err(StreamingError::Network(NetworkError::new(&self.remote(e))))
+                }
+                Ok(_) => {
+                    return Err(StreamingError::Network(NetworkError::new(
+                        &self.unexpected(),
+                    )))
+                }
+                Err(RPCError::Unreachable(e)) => return Err(StreamingError::Unreachable(e)),
+                Err(e) => {
+                    return Err(StreamingError::Network(NetworkError::new(&e)));
+                }
+            };
+            if done || response.vote > vote {
+                if done {
+                    tracing::info!(
+                        target_node = self.target,
+                        snapshot = %snapshot.meta,
+                        bytes = total,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "snapshot sent and installed"
+                    );
+                }
+                return Ok(response);
+            }
+            offset += n as u64;
         }
     }
 

@@ -12,12 +12,12 @@
 
 use bytes::Bytes;
 use openraft::raft::AppendEntriesRequest;
-use openraft::raft::InstallSnapshotRequest;
 use openraft::raft::VoteRequest;
 use openraft::BasicNode;
 use openraft::EntryPayload;
 use openraft::LogId;
 use openraft::Membership;
+use openraft::SnapshotMeta;
 use openraft::Vote;
 use serde::Deserialize;
 use serde::Serialize;
@@ -26,7 +26,6 @@ use super::PeerRequest;
 use super::RequestBody;
 use crate::types::NodeId;
 use crate::types::Payload;
-use crate::types::TypeConfig;
 
 #[derive(Serialize, Deserialize)]
 enum Head {
@@ -37,7 +36,13 @@ enum Head {
         leader_commit: Option<LogId<NodeId>>,
         entries: Vec<EntryHead>,
     },
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    SnapshotChunk {
+        vote: Vote<NodeId>,
+        snapshot_id: String,
+        offset: u64,
+        data_len: u32,
+        done: Option<SnapshotMeta<NodeId, BasicNode>>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -64,7 +69,18 @@ pub(crate) fn encode_request(
     let mut payloads = Vec::new();
     let head = match request.0 {
         RequestBody::Vote(rpc) => Head::Vote(rpc),
-        RequestBody::InstallSnapshot(rpc) => Head::InstallSnapshot(rpc),
+        RequestBody::SnapshotChunk(chunk) => {
+            let data_len = u32::try_from(chunk.data.len())
+                .map_err(|_| format!("snapshot chunk of {} bytes", chunk.data.len()))?;
+            payloads.push(chunk.data);
+            Head::SnapshotChunk {
+                vote: chunk.vote,
+                snapshot_id: chunk.snapshot_id,
+                offset: chunk.offset,
+                data_len,
+                done: chunk.done,
+            }
+        }
         RequestBody::AppendEntries(rpc) => {
             payloads.reserve(rpc.entries.len());
             let mut entries = Vec::with_capacity(rpc.entries.len());
@@ -147,7 +163,19 @@ pub(crate) fn decode_request(body: Bytes) -> Result<PeerRequest, String> {
     };
     let request = match head {
         Head::Vote(rpc) => RequestBody::Vote(rpc),
-        Head::InstallSnapshot(rpc) => RequestBody::InstallSnapshot(rpc),
+        Head::SnapshotChunk {
+            vote,
+            snapshot_id,
+            offset,
+            data_len,
+            done,
+        } => RequestBody::SnapshotChunk(super::SnapshotChunk {
+            vote,
+            snapshot_id,
+            offset,
+            data: take(data_len)?,
+            done,
+        }),
         Head::AppendEntries {
             vote,
             prev_log_id,
@@ -192,6 +220,7 @@ mod tests {
     use openraft::CommittedLeaderId;
 
     use super::*;
+    use crate::types::TypeConfig;
 
     fn log_id(index: u64) -> LogId<NodeId> {
         LogId::new(CommittedLeaderId::new(2, 1), index)
