@@ -11,8 +11,9 @@
 //! - `truncate` zeroes and msyncs the removed bytes before returning, bracketed by a durable
 //!   "truncate pending" marker so a crash mid-truncate is finished on the next start.
 //!
-//! Nothing is purged by policy yet: openraft only calls `purge` after building a snapshot, and
-//! the node disables automatic snapshots (see [`crate::node`]).
+//! Nothing is purged by policy: openraft purges when asked (`DLedgerNode::purge_below`, after a
+//! metadata-only snapshot) and after installing a snapshot; automatic snapshots are off (see
+//! [`crate::node`]).
 
 pub(crate) mod codec;
 pub(crate) mod commit_log;
