@@ -83,9 +83,11 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 async fn delayed_and_timer_messages_arrive_when_due_and_not_before() {
     let cluster = common::Cluster::start("");
     cluster.wait_ready(Duration::from_secs(30)).await;
-    let producer = Producer::start(ProducerConfig::new(&cluster.namesrv_addr, "t30-producers"))
-        .await
-        .unwrap();
+    // 10,000 sends from 32 tasks on a loaded 2-core machine can take longer than the
+    // default 3 s each; a timeout would leave the outcome unknown and the count unprovable.
+    let mut producer_config = ProducerConfig::new(&cluster.namesrv_addr, "t30-producers");
+    producer_config.send_msg_timeout_ms = 20_000;
+    let producer = Producer::start(producer_config).await.unwrap();
     producer
         .send(Message::new("Delayed", "plain"))
         .await
