@@ -16,7 +16,7 @@ use remoting::header::{
 };
 use remoting::route::{to_json, DataVersion, RegisterBrokerBody, TopicConfigSerializeWrapper};
 use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::broker::Broker;
 
@@ -72,6 +72,16 @@ pub async fn run(broker: Arc<Broker>) {
     let mut registered: HashMap<String, Registered> = HashMap::new();
     let period = Duration::from_millis(broker.config().register_namesrv_interval_ms);
     loop {
+        if broker.role().role == Role::Shutdown {
+            // The Raft core stopped (a storage or apply failure): this node can no longer
+            // take writes nor follow the log, so it must not stay routed as a member.
+            error!(
+                "the Raft core has stopped: leaving the name servers; restart this node to \
+                 bring it back"
+            );
+            unregister_all(&broker).await;
+            return;
+        }
         let (broker_id, term) = broker_id(&broker);
         let version = broker.data_version();
         let now = Registered {

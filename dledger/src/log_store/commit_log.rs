@@ -709,17 +709,24 @@ impl CommitLog {
         Ok(())
     }
 
-    /// msyncs everything written since the last flush; returns the flushed position.
+    /// msyncs everything written since the last flush; returns the flushed position. A
+    /// failed msync leaves its range dirty, so the next flush tries it again (the kernel may
+    /// have dropped the pages' error state, but a bounded retry is all that is owed: a
+    /// SYNC_FLUSH caller is told of the failure and the node stops).
     pub(crate) fn flush_dirty(&self) -> std::io::Result<u64> {
-        let (ranges, high) = {
+        let (ranges, low, high) = {
             let mut state = self.write_state();
             let high = state.write_pos;
             let low = state.dirty_from.min(high);
             state.dirty_from = high;
-            (segment_ranges(&state.segments, low, high), high)
+            (segment_ranges(&state.segments, low, high), low, high)
         };
         for (segment, offset, len) in ranges {
-            segment.flush(offset, len)?;
+            if let Err(e) = segment.flush(offset, len) {
+                let mut state = self.write_state();
+                state.dirty_from = state.dirty_from.min(low);
+                return Err(e);
+            }
         }
         self.drop_cached(high);
         self.flushed.send_if_modified(|f| {
