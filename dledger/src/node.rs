@@ -235,7 +235,7 @@ impl DLedgerNode {
             raft_config,
             network,
             storage.log_store,
-            storage.state_machine,
+            storage.state_machine.starting(),
         )
         .await
         .map_err(|e| DLedgerError::Raft {

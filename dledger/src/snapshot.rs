@@ -458,6 +458,10 @@ pub(crate) fn install(
         }
     }
 
+    if failpoint("snapshot-install-after-log") {
+        return Err(snapshot_err("failpoint snapshot-install-after-log"));
+    }
+
     // The hook's families, then the Raft keys, then the install is done.
     copy_families(meta_store, &staged)?;
     let mut batch = WriteBatch::default();
@@ -480,6 +484,12 @@ pub(crate) fn install(
     }
     tracing::info!(snapshot = %header.meta, log_start = header.log_start, log_end = header.log_end, "snapshot installed");
     Ok(header.meta)
+}
+
+/// Test-only fault injection: true when `DLEDGER_FAILPOINT` names this point (a test
+/// stops an install half-way to prove the next start finishes it).
+fn failpoint(name: &str) -> bool {
+    std::env::var("DLEDGER_FAILPOINT").is_ok_and(|v| v == name)
 }
 
 /// Replaces the hook's families (`app`, `app_index`) with those of the checkpoint at `dir`.

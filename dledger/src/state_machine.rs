@@ -306,6 +306,9 @@ pub struct StateMachine {
     /// offered one again every few hundred milliseconds, and each would otherwise cost a
     /// RocksDB checkpoint (see [`SNAPSHOT_REUSE`]).
     last_taken: Option<(Instant, Snapshot<TypeConfig>)>,
+    /// Set while openraft starts: it asks for the current snapshot then only for its
+    /// metadata, which must not cost a checkpoint (see [`StateMachine::starting`]).
+    starting: bool,
     /// The applied point and membership, and what is not yet written of them; shared with
     /// the thread that writes it when no further apply comes.
     pending: Arc<Mutex<PendingApplies>>,
@@ -408,8 +411,11 @@ impl StateMachine {
                     last_log_index: last.map(|l| l.index),
                 });
             }
-            if let Some(location) = log.location(&applied)? {
-                log.set_applied_end(location.end());
+            match log.location(&applied)? {
+                Some(location) => log.set_applied_end(location.end()),
+                // Purged (a snapshot was installed at it): it ends where the entries
+                // after it begin.
+                None => log.set_applied_end(log.range_through(Some(applied.index))?.end),
             }
         }
         hook.open(&HookStore::new(meta.clone()))
@@ -434,6 +440,7 @@ impl StateMachine {
             store_path,
             segment_bytes,
             last_taken: None,
+            starting: false,
             pending,
         })
     }
@@ -596,8 +603,23 @@ impl StateMachine {
         })
     }
 
+    /// Marks the state machine as handed to a starting openraft, which reads the current
+    /// snapshot's metadata once at start: that one read is answered with the metadata of
+    /// the last snapshot built or installed and no data. Every later request takes one.
+    pub(crate) fn starting(mut self) -> Self {
+        self.starting = true;
+        self
+    }
+
     /// A snapshot to send, taken now at the applied point.
     fn take_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, DLedgerError> {
+        if std::mem::take(&mut self.starting) {
+            let stored: Option<StoredSnapshot> = self.meta.get(KEY_SNAPSHOT)?;
+            return Ok(stored.map(|s| Snapshot {
+                meta: s.meta,
+                snapshot: Box::new(SnapshotData::meta_only()),
+            }));
+        }
         if let Some((at, snapshot)) = &self.last_taken {
             if at.elapsed() < SNAPSHOT_REUSE {
                 return Ok(Some(snapshot.clone()));

@@ -2,7 +2,9 @@
 //! a follower stopped while the others purge their log past it restarts and receives the
 //! leader's state (the hook's RocksDB data and files) and CommitLog from the first kept
 //! segment, ending byte-identical from there, with the same hook data; it then follows by
-//! ordinary replication. The same for a brand-new member added as a learner.
+//! ordinary replication. The same for a brand-new member added as a learner. An install
+//! stopped half-way (a fail point after the CommitLog was replaced) is finished by the next
+//! start, from the stream kept on disk.
 
 mod common;
 
@@ -89,6 +91,10 @@ impl ApplyHook for FileHook {
     }
 }
 
+/// The fail point is an environment variable, seen by every node of the process: the two
+/// tests run one after the other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Group {
     dir: tempfile::TempDir,
     peers: Vec<Peer>,
@@ -120,7 +126,8 @@ impl Group {
 
     async fn stop_node(&mut self, id: usize) {
         let node = self.nodes[id].take().unwrap();
-        node.shutdown().await.unwrap();
+        // A node whose core already stopped answers with that error.
+        let _ = node.shutdown().await;
         drop(node);
         // The storage is released once the Raft tasks let go of it.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -172,6 +179,7 @@ async fn assert_same_state(group: &Group, position: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_behind_the_purge_point_catch_up_by_snapshot() {
+    let _one = ONE_AT_A_TIME.lock().await;
     init_tracing();
     let (peers, mut listeners) = bind_peers(4).await;
     let new_listener = listeners.pop().unwrap();
@@ -231,6 +239,72 @@ async fn members_behind_the_purge_point_catch_up_by_snapshot() {
     group.append_kib(200).await;
     let applied = wait_converged(&group.live(), applied + 1, Duration::from_secs(20)).await;
     assert_same_state(&group, applied).await;
+    for node in group.live() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_interrupted_install_is_finished_at_the_next_start() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    init_tracing();
+    let (peers, listeners) = bind_peers(3).await;
+    let mut group = Group {
+        dir: tempfile::tempdir().unwrap(),
+        peers,
+        nodes: vec![None, None, None],
+    };
+    for (id, listener) in listeners.into_iter().enumerate() {
+        group.start_node(id, Some(listener)).await;
+    }
+    let leader = wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    group.append_kib(1_000).await;
+    let follower = (leader + 1) % 3;
+    group.stop_node(follower).await;
+    group.append_kib(3_000).await;
+    let live = group.live();
+    let applied = wait_converged(&live, 0, Duration::from_secs(20)).await;
+    let segment = 1u64 << 20;
+    let purge_at = (applied / segment - 1) * segment;
+    for node in &live {
+        node.purge_below(purge_at).await.unwrap();
+    }
+
+    // The install stops after replacing the CommitLog, before the hook's data: the node's
+    // Raft core stops with it.
+    std::env::set_var("DLEDGER_FAILPOINT", "snapshot-install-after-log");
+    group.start_node(follower, None).await;
+    let node = group.nodes[follower].clone().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while node.role_watch().borrow().role != dledger::Role::Shutdown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the install did not fail"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::env::remove_var("DLEDGER_FAILPOINT");
+    drop(node);
+    group.stop_node(follower).await;
+    let stream_kept = std::fs::read_dir(group.store(follower).join("snapshot"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        stream_kept > 0,
+        "the received stream is kept for the next start"
+    );
+
+    // The next start finishes the install, then the node follows the log.
+    group.start_node(follower, None).await;
+    let applied = wait_converged(&group.live(), applied, Duration::from_secs(30)).await;
+    assert_same_state(&group, applied).await;
+    group.append_kib(200).await;
+    let applied = wait_converged(&group.live(), applied + 1, Duration::from_secs(20)).await;
+    assert_same_state(&group, applied).await;
+    let left: Vec<_> = std::fs::read_dir(group.store(follower).join("snapshot"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "nothing of the install is left: {left:?}");
     for node in group.live() {
         node.shutdown().await.unwrap();
     }

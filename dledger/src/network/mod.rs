@@ -203,7 +203,13 @@ impl PeerService {
                 })
                 .take(64)
                 .collect();
-            let path = self.snapshot_dir.join(format!("in-{name}.snap"));
+            // A name of its own for every stream: a stream whose install failed is kept
+            // for the next start to finish, and a new one must not overwrite it.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            let path = self.snapshot_dir.join(format!("in-{name}-{nanos}.snap"));
             let file = tokio::fs::File::create(&path)
                 .await
                 .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -244,12 +250,20 @@ impl PeerService {
         tracing::info!(snapshot = %meta, bytes = done.next, "snapshot received; installing");
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(SnapshotData::incoming(done.path)),
+            snapshot: Box::new(SnapshotData::incoming(done.path.clone())),
         };
-        self.raft
+        let result = self
+            .raft
             .install_full_snapshot(chunk.vote, snapshot)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        if result.is_ok() {
+            // Installed (the install removed it) or not needed (openraft skips a snapshot
+            // no newer than what this node has committed). A failed install keeps it, for
+            // the next start to finish.
+            let _ = tokio::fs::remove_file(&done.path).await;
+        }
+        result
     }
 }
 
