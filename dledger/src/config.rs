@@ -163,6 +163,9 @@ pub struct DLedgerConfig {
     /// openraft 0.9 gives an append-entries RPC one heartbeat interval to complete, so a
     /// lagging follower only catches up if one batch ships and persists well within it.
     pub max_append_entries_bytes: usize,
+    /// Deadline of each step of [`crate::DLedgerNode::purge_below`]: the snapshot that must
+    /// cover the purge, then openraft's purge (a leader defers it while replication reads).
+    pub purge_timeout_ms: u64,
 }
 
 impl DLedgerConfig {
@@ -193,6 +196,7 @@ impl DLedgerConfig {
             reconnect_backoff_max_ms: 1_000,
             max_payload_entries: 256,
             max_append_entries_bytes: 1 << 20,
+            purge_timeout_ms: 30_000,
         }
     }
 

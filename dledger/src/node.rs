@@ -109,6 +109,16 @@ pub struct CommitLogDigest {
     pub crc32: u32,
 }
 
+/// One CommitLog segment file (see [`DLedgerNode::segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// CommitLog position of the file's first byte (its name).
+    pub start_position: u64,
+    /// CommitLog position just past the file's last byte.
+    pub end_position: u64,
+    pub path: std::path::PathBuf,
+}
+
 struct AppendRequest {
     records: Vec<Bytes>,
     lengths: Vec<u32>,
@@ -509,6 +519,104 @@ impl DLedgerNode {
             to_position,
             crc32,
         })
+    }
+
+    /// Every CommitLog segment file this node stores, oldest first.
+    pub fn segments(&self) -> Vec<SegmentFile> {
+        self.log
+            .segment_files()
+            .into_iter()
+            .map(|(start_position, end_position, path)| SegmentFile {
+                start_position,
+                end_position,
+                path,
+            })
+            .collect()
+    }
+
+    /// Purges this node's Raft log (and so its CommitLog segment files) below `position`,
+    /// a segment start the caller has decided through the log (retention). Returns the last
+    /// purged log index, if anything is purged.
+    ///
+    /// openraft purges only what a snapshot covers: this builds a snapshot (on any member),
+    /// waits until openraft reports one that covers the last entry wholly below `position`,
+    /// then asks openraft to purge up to that entry; openraft then calls the log store's
+    /// `purge`, which makes the purge point durable and deletes the segment files. It waits
+    /// for openraft to report the purge (a leader may defer it while a replication task still
+    /// reads those entries). Idempotent: a position already purged returns at once, so it may
+    /// be called again after a restart. Must not be called from inside the apply hook
+    /// (openraft's state-machine worker would wait on itself).
+    pub async fn purge_below(&self, position: u64) -> Result<Option<u64>, DLedgerError> {
+        let Some(index) = self.log.last_index_below(position) else {
+            return Ok(None);
+        };
+        let node_id = self.node_id;
+        let raft_err = |e: &dyn std::fmt::Display| DLedgerError::Raft {
+            node_id,
+            reason: e.to_string(),
+        };
+        let purged = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.purged.is_some_and(|p| p.index >= index)
+        };
+        if purged(&self.raft.metrics().borrow()) {
+            return Ok(Some(index));
+        }
+        let applied = self.raft.metrics().borrow().last_applied;
+        if applied.is_none_or(|a| a.index < index) {
+            // Never purge what this node has not applied: the caller retries later.
+            return Ok(None);
+        }
+        let covered = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.snapshot.is_some_and(|s| s.index >= index)
+        };
+        let timeout = Duration::from_millis(self.config.purge_timeout_ms);
+        if !covered(&self.raft.metrics().borrow()) {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| raft_err(&e))?;
+            self.wait_metrics(covered, timeout, "a snapshot covering the purge")
+                .await?;
+        }
+        self.raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        self.wait_metrics(purged, timeout, "the Raft log purge")
+            .await?;
+        tracing::info!(
+            node_id,
+            log_index = index,
+            position,
+            start_position = self.log.start_position(),
+            "purged the Raft log below the retention point"
+        );
+        Ok(Some(index))
+    }
+
+    async fn wait_metrics(
+        &self,
+        done: impl Fn(&openraft::RaftMetrics<NodeId, BasicNode>) -> bool,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(), DLedgerError> {
+        let mut metrics = self.raft.metrics();
+        let node_id = self.node_id;
+        let result = tokio::time::timeout(timeout, async {
+            metrics.wait_for(|m| done(m)).await.map(|_| ())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(DLedgerError::Shutdown { node_id }),
+            Err(_) => Err(DLedgerError::Timeout {
+                node_id,
+                what,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
     }
 
     /// Stops the node: peer server, batcher, Raft. Files stay as they are. The storage is

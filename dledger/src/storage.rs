@@ -45,7 +45,7 @@ pub fn open(
     options: &StorageOptions,
     hook: Box<dyn ApplyHook>,
 ) -> Result<OpenedStorage, DLedgerError> {
-    let meta = MetaStore::open(&store_path.join("meta"))?;
+    let meta = MetaStore::open(&store_path.join("meta"), hook.index_compaction_filter())?;
     let log_store = LogStore::open(store_path.join("commitlog"), meta.clone(), options)?;
     let log = std::sync::Arc::clone(log_store.commit_log());
     let state_machine = StateMachine::open(

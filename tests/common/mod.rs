@@ -59,8 +59,13 @@ fn signal(pid: i32, sig: i32) {
 
 impl Cluster {
     /// Starts a name server and a three-node group; `extra` lines go into every node's
-    /// config.
+    /// config (a `mappedFileSizeCommitLog` there replaces the default 64 MiB).
     pub fn start(extra: &str) -> Cluster {
+        let segment = if extra.contains("mappedFileSizeCommitLog=") {
+            String::new()
+        } else {
+            "mappedFileSizeCommitLog=67108864\n".to_string()
+        };
         let dir = tempfile::tempdir().unwrap();
         // All seven ports at once, so none repeats.
         let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
@@ -93,7 +98,7 @@ impl Cluster {
                 format!(
                     "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
                      namesrvAddr={namesrv_addr}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
-                     dLegerPeers={peers}\ndLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
+                     dLegerPeers={peers}\ndLegerSelfId=n{i}\n{segment}\
                      registerNameServerPeriod=2000\ndefaultTopicQueueNums=4\n{extra}\n",
                     store.display()
                 ),

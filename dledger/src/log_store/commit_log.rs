@@ -739,6 +739,26 @@ impl CommitLog {
             .collect()
     }
 
+    /// The last entry that lies wholly below `position` (entries never cross a segment
+    /// boundary, so every entry that starts below a segment start ends at or before it).
+    pub(crate) fn last_index_below(&self, position: u64) -> Option<u64> {
+        let state = self.read_state();
+        let below = state.positions.partition_point(|p| *p < position) as u64;
+        match below {
+            0 => state.last_purged.map(|p| p.index),
+            n => Some(state.first_index + n - 1),
+        }
+    }
+
+    /// Every stored segment file: (start position, end position, path), ascending.
+    pub(crate) fn segment_files(&self) -> Vec<(u64, u64, PathBuf)> {
+        self.read_state()
+            .segments
+            .iter()
+            .map(|s| (s.start, s.end(), s.path.clone()))
+            .collect()
+    }
+
     /// First position still stored.
     pub(crate) fn start_position(&self) -> u64 {
         self.read_state()
