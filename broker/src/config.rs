@@ -462,6 +462,49 @@ mod tests {
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
 
+    /// Retention keys keep RocketMQ's names and defaults; `fileReservedTimeSeconds`
+    /// (rocketraft's) replaces `fileReservedTime` when set; the shipped configs load clean.
+    #[test]
+    fn retention_keys() {
+        let d = BrokerConfig::default();
+        assert_eq!(d.file_reserved_ms(), 72 * 3_600_000);
+        assert_eq!(d.delete_when, "04");
+        assert_eq!(
+            (
+                d.disk_max_used_space_ratio,
+                d.disk_space_clean_forcibly_ratio,
+                d.disk_space_warning_level_ratio,
+                d.clean_resource_interval_ms
+            ),
+            (75, 85, 90, 10_000)
+        );
+        let text = "fileReservedTime=48\ndeleteWhen=04;05\ndiskMaxUsedSpaceRatio=70\n\
+                    diskSpaceCleanForciblyRatio=80\ndiskSpaceWarningLevelRatio=95\n\
+                    cleanResourceInterval=500\n";
+        let (c, unknown, ignored) =
+            BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
+        assert!(
+            unknown.is_empty() && ignored.is_empty(),
+            "{unknown:?} {ignored:?}"
+        );
+        assert_eq!(c.file_reserved_ms(), 48 * 3_600_000);
+        assert_eq!(c.delete_when, "04;05");
+        assert_eq!(c.disk_space_warning_level_ratio, 95);
+        assert_eq!(c.clean_resource_interval_ms, 500);
+        let text = "fileReservedTime=48\nfileReservedTimeSeconds=3\ndeleteWhen=*\n";
+        let (c, _, _) =
+            BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
+        assert_eq!(c.file_reserved_ms(), 3_000);
+        for shipped in ["broker-n0.conf", "broker-n1.conf", "broker-n2.conf"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conf")
+                .join(shipped);
+            let (_, unknown, ignored) = BrokerConfig::load(&path).unwrap();
+            assert!(unknown.is_empty(), "{shipped}: {unknown:?}");
+            assert!(ignored.is_empty(), "{shipped}: {ignored:?}");
+        }
+    }
+
     #[test]
     fn delay_levels_read_as_rocketmq_writes_them() {
         let levels = parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap();
@@ -488,6 +531,12 @@ mod tests {
             "pageCacheWindowCommitLog=-1",
             "messageDelayLevel=1s 5x",
             "messageDelayLevel=",
+            "deleteWhen=25",
+            "deleteWhen=",
+            "diskMaxUsedSpaceRatio=0",
+            "diskSpaceWarningLevelRatio=101",
+            "fileReservedTimeSeconds=-1",
+            "cleanResourceInterval=0",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()

@@ -222,7 +222,8 @@ impl DLedgerNode {
             election_timeout_max,
             install_snapshot_timeout: config.rpc_timeout_ms,
             max_payload_entries: config.max_payload_entries,
-            // The CommitLog is the log: never snapshot (and so never purge) by policy.
+            // The CommitLog is the log: never snapshot nor purge by openraft's policy. The
+            // broker decides retention through the log and calls `purge_below` on every member.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
             ..Default::default()

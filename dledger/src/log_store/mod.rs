@@ -11,8 +11,10 @@
 //! - `truncate` zeroes and msyncs the removed bytes before returning, bracketed by a durable
 //!   "truncate pending" marker so a crash mid-truncate is finished on the next start.
 //!
-//! Nothing is purged by policy yet: openraft only calls `purge` after building a snapshot, and
-//! the node disables automatic snapshots (see [`crate::node`]).
+//! Nothing is purged by openraft's own policy (the node disables automatic snapshots and keeps
+//! every snapshotted entry, see [`crate::node`]): `purge` is called only after the broker
+//! asks for it through [`crate::DLedgerNode::purge_below`], with a retention point decided
+//! through the log, so every replica deletes the same whole segment files.
 
 pub(crate) mod codec;
 pub(crate) mod commit_log;
