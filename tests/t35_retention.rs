@@ -6,7 +6,8 @@
 //! kept segment; a pending timer keeps its segment until it is delivered, then retention
 //! passes it; the purge and the queue minimums survive a restart of every node; and with
 //! `deleteWhen` set to another hour nothing expired goes until `rocketraft admin
-//! delete-expired-commitlog` asks for a pass.
+//! delete-expired-commitlog` asks for a pass. The disk ratios stay at the test cluster's
+//! 100%, so how full the shared test disk is does not count.
 
 mod common;
 

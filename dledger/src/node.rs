@@ -541,6 +541,7 @@ impl DLedgerNode {
     ///
     /// openraft purges only what a snapshot covers: this builds a snapshot (on any member),
     /// waits until openraft reports one that covers the last entry wholly below `position`,
+    /// on the leader waits a while for members behind that entry (`hold_for_followers`),
     /// then asks openraft to purge up to that entry; openraft then calls the log store's
     /// `purge`, which makes the purge point durable and deletes the segment files. It waits
     /// for openraft to report the purge (a leader may defer it while a replication task still
@@ -580,6 +581,7 @@ impl DLedgerNode {
             self.wait_metrics(covered, timeout, "a snapshot covering the purge")
                 .await?;
         }
+        self.hold_for_followers(index, timeout).await;
         self.raft
             .trigger()
             .purge_log(index)
@@ -595,6 +597,36 @@ impl DLedgerNode {
             "purged the Raft log below the retention point"
         );
         Ok(Some(index))
+    }
+
+    /// On the leader, waits (at most `timeout`) until every member holds entry `index`, so a
+    /// follower that is only briefly behind (a slow disk, a pause) catches up from the log
+    /// rather than needing a snapshot. A member still behind after that does not hold the
+    /// purge back any longer: a dead member must not fill the leader's disk.
+    async fn hold_for_followers(&self, index: u64, timeout: Duration) {
+        let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.replication.as_ref().is_none_or(|r| {
+                r.values()
+                    .all(|matched| matched.is_some_and(|l| l.index >= index))
+            })
+        };
+        if self
+            .wait_metrics(caught_up, timeout, "followers")
+            .await
+            .is_err()
+        {
+            let behind: Vec<NodeId> = (self.raft.metrics().borrow().replication.iter())
+                .flatten()
+                .filter(|(_, matched)| matched.is_none_or(|l| l.index < index))
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::warn!(
+                node_id = self.node_id,
+                log_index = index,
+                ?behind,
+                "purging the Raft log past members still behind it: they will need a snapshot"
+            );
+        }
     }
 
     async fn wait_metrics(

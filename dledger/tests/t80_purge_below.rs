@@ -2,7 +2,8 @@
 //! on every member of a three-node group with 1 MiB segments it snapshots, purges through
 //! openraft and deletes exactly the segment files below the position; the members stay
 //! byte-identical from there; a second call is a no-op; appends go on; and after a restart
-//! of every member the purge holds and the group serves appends again.
+//! of every member the purge holds and the group serves appends again. On a leader, the purge
+//! waits for a member that is briefly down, which then catches up from the log.
 
 mod common;
 
@@ -102,5 +103,46 @@ async fn purge_below_deletes_the_same_segments_everywhere_and_survives_restart()
     }
     let end = fill(&group, 10).await.max(end);
     let applied = wait_converged(&nodes, end, Duration::from_secs(20)).await;
+    assert_identical_prefix(&nodes, applied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_holds_its_purge_for_a_member_briefly_behind() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = MemoryGroup::start(3, dir.path(), |_| {}).await;
+    let leader = wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    let down = (leader + 1) % 3;
+    group.stop_node(down).await;
+    let end = fill(&group, 60).await;
+    let node = group.nodes[leader].clone().unwrap();
+    let purge = tokio::spawn(async move { node.purge_below(2 * SEGMENT_BYTES).await });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !purge.is_finished(),
+        "the purge waits for the member that is down"
+    );
+    let leader_node = group.nodes[leader].clone().unwrap();
+    assert_eq!(leader_node.start_position(), 0);
+    group.restart_node(down, &|_| {}).await;
+    let purged = tokio::time::timeout(Duration::from_secs(20), purge)
+        .await
+        .expect("the purge finishes once the member caught up")
+        .unwrap()
+        .unwrap();
+    assert!(purged.is_some());
+    assert_eq!(leader_node.start_position(), 2 * SEGMENT_BYTES);
+    let nodes = group.live();
+    let applied = wait_converged(&nodes, end, Duration::from_secs(20)).await;
+    let caught_up = group.nodes[down].clone().unwrap();
+    assert_eq!(
+        caught_up.start_position(),
+        0,
+        "caught up from the log, not a snapshot"
+    );
+    for node in &nodes {
+        node.purge_below(2 * SEGMENT_BYTES).await.unwrap();
+        assert_eq!(node.start_position(), 2 * SEGMENT_BYTES);
+    }
     assert_identical_prefix(&nodes, applied);
 }

@@ -227,6 +227,8 @@ mod tests {
         assert_eq!(RequestCode::GET_ROUTEINFO_BY_TOPIC as i32, 105);
         assert_eq!(RequestCode::QUERY_DATA_VERSION as i32, 322);
         assert_eq!(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER as i32, 206);
+        assert_eq!(RequestCode::CLEAN_EXPIRED_CONSUMEQUEUE as i32, 306);
+        assert_eq!(RequestCode::DELETE_EXPIRED_COMMITLOG as i32, 329);
         assert_eq!(ResponseCode::TOPIC_NOT_EXIST as i32, 17);
         assert_eq!(ResponseCode::PULL_OFFSET_MOVED as i32, 21);
         assert_eq!(ResponseCode::QUERY_NOT_FOUND as i32, 22);
