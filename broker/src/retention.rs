@@ -222,9 +222,16 @@ fn mtime_ms(path: &std::path::Path) -> u64 {
 /// What the leader sees now. The applied point is read before the pending timers and
 /// halves: their keys are written to RocksDB before the apply that stores them is published
 /// (`write_now`), so a pending record below the applied point read is always found.
-fn situation(broker: &Broker, manual: bool) -> Result<Situation, dledger::DLedgerError> {
+async fn situation(broker: &Broker, manual: bool) -> Result<Situation, dledger::DLedgerError> {
     let (applied, _) = broker.log_positions();
-    let pending = oldest_pending(&broker.hook_store())?;
+    // A scan of every pending timer: off the async workers.
+    let store = broker.hook_store();
+    let pending = tokio::task::spawn_blocking(move || oldest_pending(&store))
+        .await
+        .map_err(|e| dledger::DLedgerError::Raft {
+            node_id: 0,
+            reason: format!("the pending-timer scan stopped: {e}"),
+        })??;
     let segments = broker
         .segments()
         .into_iter()
@@ -251,7 +258,7 @@ pub async fn pass(broker: &Broker, manual: bool) {
     if !broker.is_leader() {
         return;
     }
-    let now = match situation(broker, manual) {
+    let now = match situation(broker, manual).await {
         Ok(now) => now,
         Err(e) => {
             warn!(error = %e, "retention: cannot read the pending timers and halves");
