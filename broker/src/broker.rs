@@ -24,6 +24,7 @@ use crate::clients::ClientManager;
 use crate::command::{BrokerCommand, OffsetUpdate};
 use crate::config::BrokerConfig;
 use crate::consume_queue::ConsumeQueue;
+use crate::disk::{DiskUsage, StatVfs};
 use crate::queue_locks::Granted;
 use crate::store::{Applied, BrokerState, OffsetKey};
 
@@ -55,6 +56,12 @@ pub struct Broker {
     next_queue: AtomicU32,
     /// `messageDelayLevel`, parsed once.
     delay_levels_ms: Vec<u64>,
+    /// The store's disk usage, refreshed by the retention task.
+    disk: DiskUsage,
+    /// Wakes the retention task for a pass now (DELETE_EXPIRED_COMMITLOG).
+    clean_now: Notify,
+    /// Retention passes still to count as "time to delete" after an operator asked.
+    manual_passes: AtomicU32,
 }
 
 impl Broker {
@@ -64,8 +71,15 @@ impl Broker {
         state: Arc<BrokerState>,
         store_host: SocketAddr,
     ) -> Self {
+        let disk = DiskUsage::new(
+            Box::new(StatVfs::new(&config.store_path)),
+            config.disk_space_warning_level_ratio,
+        );
         Broker {
             delay_levels_ms: config.delay_levels_ms(),
+            disk,
+            clean_now: Notify::new(),
+            manual_passes: AtomicU32::new(0),
             config,
             node,
             state,
@@ -345,6 +359,56 @@ impl Broker {
     /// The client address a node of this group announced when it led.
     pub fn leader_addr(&self, node_id: u64) -> Option<String> {
         self.state.leader_addr(node_id)
+    }
+
+    // --- retention ---
+
+    /// The store's disk usage and whether sends are refused for it.
+    pub fn disk(&self) -> &DiskUsage {
+        &self.disk
+    }
+
+    /// Asks the retention task for a pass now, counting as "time to delete" for this and
+    /// the next passes (DELETE_EXPIRED_COMMITLOG, RocketMQ's manual delete).
+    pub fn request_clean(&self) {
+        self.manual_passes
+            .store(crate::retention::MANUAL_PASSES, Ordering::Release);
+        self.clean_now.notify_one();
+    }
+
+    pub(crate) fn clean_requested(&self) -> tokio::sync::futures::Notified<'_> {
+        self.clean_now.notified()
+    }
+
+    /// Whether this pass counts as asked for by an operator (one of the passes left).
+    pub(crate) fn take_manual_pass(&self) -> bool {
+        self.manual_passes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// The applied retention point: nothing below this CommitLog position is kept.
+    pub fn retention_point(&self) -> u64 {
+        self.state.retention_point()
+    }
+
+    pub(crate) fn retention_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.retention_watch()
+    }
+
+    /// This node's CommitLog segment files, oldest first.
+    pub fn segments(&self) -> Vec<dledger::SegmentFile> {
+        self.node.segments()
+    }
+
+    /// The first CommitLog position this node still stores.
+    pub fn commit_log_start(&self) -> u64 {
+        self.node.start_position()
+    }
+
+    /// Purges this node's Raft log below `position` (see `retention::purge`).
+    pub(crate) async fn purge_commit_log_below(&self, position: u64) -> Result<(), DLedgerError> {
+        self.node.purge_below(position).await.map(|_| ())
     }
 
     pub(crate) async fn shutdown_node(self) -> Result<(), DLedgerError> {

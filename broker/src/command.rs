@@ -1,5 +1,5 @@
 //! Commands the broker puts in the Raft log besides messages: consumer offsets, topic
-//! config, queue locks, and which client address each leader serves on. Every replica applies them
+//! config, queue locks, which client address each leader serves on, and the retention point. Every replica applies them
 //! in log order (invariant 4), so a new leader knows all of them.
 
 use remoting::queue_lock::MessageQueueData;
@@ -70,6 +70,12 @@ pub enum BrokerCommand {
     CheckHalves {
         commit_log_offsets: Vec<u64>,
     },
+    /// Retention (decided by the leader, `crate::retention`): everything below CommitLog
+    /// position `below` (a segment start) goes. Applied on every replica: the point is
+    /// stored, ConsumeQueue minimums move up to it; each replica then purges its Raft log.
+    Retain {
+        below: u64,
+    },
 }
 
 impl BrokerCommand {
@@ -134,6 +140,7 @@ mod tests {
             BrokerCommand::CheckHalves {
                 commit_log_offsets: vec![1, 2],
             },
+            BrokerCommand::Retain { below: 1 << 30 },
         ] {
             assert_eq!(BrokerCommand::decode(&cmd.encode()).unwrap(), cmd);
         }

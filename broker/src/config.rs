@@ -113,6 +113,29 @@ pub struct BrokerConfig {
     /// `transactionCheckMax`: check-backs of one half before it is discarded to
     /// `TRANS_CHECK_MAX_TIME_TOPIC`.
     pub transaction_check_max: u32,
+    /// `fileReservedTime` (hours): a CommitLog segment whose last write is older than this is
+    /// expired, and goes at the `deleteWhen` hour or once the disk is `diskMaxUsedSpaceRatio`
+    /// full (see [`crate::retention`]).
+    pub file_reserved_time_hours: u64,
+    /// `fileReservedTimeSeconds`: rocketraft's own key, not RocketMQ's; when set it replaces
+    /// `fileReservedTime` with a reservation in seconds (tests, and operators who need
+    /// finer than hours).
+    pub file_reserved_time_seconds: Option<u64>,
+    /// `deleteWhen`: the hours (local time, `;`-separated, e.g. `04;05`) at which expired
+    /// segments are deleted; `*` (rocketraft's, not RocketMQ's) means every hour.
+    pub delete_when: String,
+    /// `diskMaxUsedSpaceRatio` (%): at or above this disk usage, expired segments are deleted
+    /// at any hour.
+    pub disk_max_used_space_ratio: u32,
+    /// `diskSpaceCleanForciblyRatio` (%): above this usage, the oldest segments are deleted
+    /// even if not expired (RocketMQ 4.x reads it from the system property
+    /// `rocketmq.broker.diskSpaceCleanForciblyRatio`, 5.x from this key).
+    pub disk_space_clean_forcibly_ratio: u32,
+    /// `diskSpaceWarningLevelRatio` (%): above this usage sends are refused until usage is
+    /// below it again.
+    pub disk_space_warning_level_ratio: u32,
+    /// `cleanResourceInterval` (ms): how often the leader decides retention.
+    pub clean_resource_interval_ms: u64,
 }
 
 /// RocketMQ's default `messageDelayLevel`.
@@ -182,6 +205,13 @@ impl Default for BrokerConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
+            file_reserved_time_hours: 72,
+            file_reserved_time_seconds: None,
+            delete_when: "04".into(),
+            disk_max_used_space_ratio: 75,
+            disk_space_clean_forcibly_ratio: 85,
+            disk_space_warning_level_ratio: 90,
+            clean_resource_interval_ms: 10_000,
         }
     }
 }
@@ -210,8 +240,6 @@ pub fn override_key(flag: &str) -> Option<&'static str> {
 const IGNORED_KEYS: &[&str] = &[
     "brokerId",
     "brokerRole",
-    "deleteWhen",
-    "fileReservedTime",
     "storePathCommitLog",
     "sendMessageThreadPoolNums",
     "pullMessageThreadPoolNums",
@@ -276,6 +304,18 @@ impl BrokerConfig {
         set!("transactionTimeOut", transaction_timeout_ms);
         set!("transactionCheckInterval", transaction_check_interval_ms);
         set!("transactionCheckMax", transaction_check_max);
+        set!("fileReservedTime", file_reserved_time_hours);
+        if let Some(seconds) = p.take("fileReservedTimeSeconds")? {
+            c.file_reserved_time_seconds = Some(seconds);
+        }
+        set!("deleteWhen", delete_when);
+        set!("diskMaxUsedSpaceRatio", disk_max_used_space_ratio);
+        set!(
+            "diskSpaceCleanForciblyRatio",
+            disk_space_clean_forcibly_ratio
+        );
+        set!("diskSpaceWarningLevelRatio", disk_space_warning_level_ratio);
+        set!("cleanResourceInterval", clean_resource_interval_ms);
         let enable: Option<bool> = p.take("enableDLegerCommitLog")?;
         if enable == Some(false) {
             return Err(ConfigError::BadValue {
@@ -337,6 +377,31 @@ impl BrokerConfig {
                 &reason,
             ));
         }
+        if let Err(reason) = crate::retention::parse_delete_when(&self.delete_when) {
+            return Err(bad("deleteWhen", self.delete_when.clone(), &reason));
+        }
+        for (key, ratio) in [
+            ("diskMaxUsedSpaceRatio", self.disk_max_used_space_ratio),
+            (
+                "diskSpaceCleanForciblyRatio",
+                self.disk_space_clean_forcibly_ratio,
+            ),
+            (
+                "diskSpaceWarningLevelRatio",
+                self.disk_space_warning_level_ratio,
+            ),
+        ] {
+            if !(1..=100).contains(&ratio) {
+                return Err(bad(
+                    key,
+                    ratio.to_string(),
+                    "must be a percentage in 1..=100",
+                ));
+            }
+        }
+        if self.clean_resource_interval_ms == 0 {
+            return Err(bad("cleanResourceInterval", "0".into(), "must be >= 1 ms"));
+        }
         if self.dledger_group != self.broker_name {
             return Err(bad(
                 "dLegerGroup",
@@ -351,6 +416,15 @@ impl BrokerConfig {
     pub fn delay_levels_ms(&self) -> Vec<u64> {
         parse_delay_levels(&self.message_delay_level)
             .unwrap_or_else(|_| parse_delay_levels(DEFAULT_DELAY_LEVELS).expect("valid"))
+    }
+
+    /// How long a CommitLog segment is kept after its last write (`fileReservedTime`, or
+    /// `fileReservedTimeSeconds` when set), in ms.
+    pub fn file_reserved_ms(&self) -> u64 {
+        match self.file_reserved_time_seconds {
+            Some(seconds) => seconds.saturating_mul(1000),
+            None => self.file_reserved_time_hours.saturating_mul(3_600_000),
+        }
     }
 
     /// The address clients reach this node at.
@@ -388,6 +462,49 @@ mod tests {
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
 
+    /// Retention keys keep RocketMQ's names and defaults; `fileReservedTimeSeconds`
+    /// (rocketraft's) replaces `fileReservedTime` when set; the shipped configs load clean.
+    #[test]
+    fn retention_keys() {
+        let d = BrokerConfig::default();
+        assert_eq!(d.file_reserved_ms(), 72 * 3_600_000);
+        assert_eq!(d.delete_when, "04");
+        assert_eq!(
+            (
+                d.disk_max_used_space_ratio,
+                d.disk_space_clean_forcibly_ratio,
+                d.disk_space_warning_level_ratio,
+                d.clean_resource_interval_ms
+            ),
+            (75, 85, 90, 10_000)
+        );
+        let text = "fileReservedTime=48\ndeleteWhen=04;05\ndiskMaxUsedSpaceRatio=70\n\
+                    diskSpaceCleanForciblyRatio=80\ndiskSpaceWarningLevelRatio=95\n\
+                    cleanResourceInterval=500\n";
+        let (c, unknown, ignored) =
+            BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
+        assert!(
+            unknown.is_empty() && ignored.is_empty(),
+            "{unknown:?} {ignored:?}"
+        );
+        assert_eq!(c.file_reserved_ms(), 48 * 3_600_000);
+        assert_eq!(c.delete_when, "04;05");
+        assert_eq!(c.disk_space_warning_level_ratio, 95);
+        assert_eq!(c.clean_resource_interval_ms, 500);
+        let text = "fileReservedTime=48\nfileReservedTimeSeconds=3\ndeleteWhen=*\n";
+        let (c, _, _) =
+            BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap()).unwrap();
+        assert_eq!(c.file_reserved_ms(), 3_000);
+        for shipped in ["broker-n0.conf", "broker-n1.conf", "broker-n2.conf"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../conf")
+                .join(shipped);
+            let (_, unknown, ignored) = BrokerConfig::load(&path).unwrap();
+            assert!(unknown.is_empty(), "{shipped}: {unknown:?}");
+            assert!(ignored.is_empty(), "{shipped}: {ignored:?}");
+        }
+    }
+
     #[test]
     fn delay_levels_read_as_rocketmq_writes_them() {
         let levels = parse_delay_levels(DEFAULT_DELAY_LEVELS).unwrap();
@@ -414,6 +531,12 @@ mod tests {
             "pageCacheWindowCommitLog=-1",
             "messageDelayLevel=1s 5x",
             "messageDelayLevel=",
+            "deleteWhen=25",
+            "deleteWhen=",
+            "diskMaxUsedSpaceRatio=0",
+            "diskSpaceWarningLevelRatio=101",
+            "fileReservedTimeSeconds=-1",
+            "cleanResourceInterval=0",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()

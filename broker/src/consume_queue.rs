@@ -64,6 +64,8 @@ pub struct ConsumeQueue {
     files: Mutex<BTreeMap<u64, Arc<File>>>,
     /// Entries written: the next queue offset.
     max_offset: AtomicU64,
+    /// The first entry whose record retention has kept (see [`ConsumeQueue::retain_from`]).
+    min_offset: AtomicU64,
     /// Woken whenever entries are added (long polling waits on it).
     pub(crate) appended: Notify,
 }
@@ -94,6 +96,7 @@ impl ConsumeQueue {
             file_bytes,
             files: Mutex::new(files),
             max_offset: AtomicU64::new(end / ENTRY_BYTES),
+            min_offset: AtomicU64::new(0),
             appended: Notify::new(),
         })
     }
@@ -103,9 +106,58 @@ impl ConsumeQueue {
         self.max_offset.load(Ordering::Acquire)
     }
 
-    /// The first queue offset still stored (nothing is purged yet).
+    /// The first queue offset whose message is still stored: entries below it point below
+    /// the retention point.
     pub fn min_offset(&self) -> u64 {
-        0
+        self.min_offset.load(Ordering::Acquire)
+    }
+
+    /// Moves the minimum to the first entry whose record lies at or above CommitLog
+    /// `position` (the end, if none does), and deletes the files wholly below it. Entries
+    /// lie in CommitLog order, so this is a binary search, starting from the first file
+    /// still present. Deterministic: every replica holds the same entries and gets the same
+    /// minimum. Never moves the minimum back; a repeat (replay after a crash) finds the files
+    /// gone and the same answer.
+    pub fn retain_from(&self, position: u64) -> Result<u64> {
+        let first_file = self.files.lock().unwrap().keys().next().copied();
+        let mut lo = self
+            .min_offset()
+            .max(first_file.map_or(0, |start| start / ENTRY_BYTES));
+        let mut hi = self.max_offset();
+        lo = lo.min(hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(entry) = self.read(mid, 1)?.first().copied() else {
+                return Err(BrokerError::Corrupt {
+                    what: format!("consume queue {}", self.dir.display()),
+                    reason: format!("entry {mid} is missing below its end"),
+                });
+            };
+            if (entry.commit_log_offset as u64) < position {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let min = self.min_offset.fetch_max(lo, Ordering::AcqRel).max(lo);
+        self.delete_files_below(min)?;
+        Ok(min)
+    }
+
+    /// Deletes the files whose entries all lie below queue offset `min`.
+    fn delete_files_below(&self, min: u64) -> Result<()> {
+        let mut files = self.files.lock().unwrap();
+        let below: Vec<u64> = files
+            .keys()
+            .copied()
+            .filter(|start| start + self.file_bytes <= min * ENTRY_BYTES)
+            .collect();
+        for start in below {
+            files.remove(&start);
+            let path = self.dir.join(format!("{start:020}"));
+            std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+        }
+        Ok(())
     }
 
     fn file_for(&self, byte_offset: u64, create: bool) -> Result<Option<(u64, Arc<File>)>> {
@@ -375,6 +427,50 @@ mod tests {
         for missing in [-1, 1, 150, 2_999, 3_000] {
             assert_eq!(q.find(missing).unwrap(), None, "{missing}");
         }
+    }
+
+    /// Retention moves the minimum to the first entry at or above the point, deletes the
+    /// files wholly below it, never moves back, and gives the same minimum after a reopen
+    /// (the broker recomputes it at open from the stored point).
+    #[test]
+    fn min_offset_follows_retention_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let file_bytes = 20 * 8;
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), file_bytes).unwrap();
+        let q = store.get_or_create("T", 0).unwrap();
+        for i in 0..30 {
+            q.append(i, entry(i)).unwrap();
+        }
+        assert_eq!(q.min_offset(), 0);
+        assert_eq!(q.retain_from(0).unwrap(), 0);
+        // Entry i lies at CommitLog offset 100 * i: the first at or above 1_750 is 18.
+        assert_eq!(q.retain_from(1_750).unwrap(), 18);
+        assert_eq!(q.min_offset(), 18);
+        for gone in ["00000000000000000000", "00000000000000000160"] {
+            assert!(!dir.path().join("T/0").join(gone).exists(), "{gone}");
+        }
+        assert!(
+            dir.path().join("T/0/00000000000000000320").exists(),
+            "holds 16..24"
+        );
+        assert_eq!(q.read(18, 2).unwrap(), vec![entry(18), entry(19)]);
+        assert_eq!(q.find(1_800).unwrap(), Some((18, entry(18))));
+        assert_eq!(q.retain_from(500).unwrap(), 18, "never moves back");
+        drop(store);
+
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), file_bytes).unwrap();
+        let q = store.get("T", 0).unwrap();
+        assert_eq!(q.max_offset(), 30);
+        assert_eq!(
+            q.retain_from(1_750).unwrap(),
+            18,
+            "same answer after a reopen"
+        );
+        // Past the last entry: the minimum is the end, and new entries follow.
+        assert_eq!(q.retain_from(1_000_000).unwrap(), 30);
+        q.append(30, entry(30)).unwrap();
+        assert_eq!(q.read(30, 5).unwrap(), vec![entry(30)]);
+        assert_eq!((q.min_offset(), q.max_offset()), (30, 31));
     }
 
     #[test]

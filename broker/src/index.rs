@@ -35,7 +35,7 @@ pub const LAST_INDEXED_KEY: &[u8] = b"k";
 pub const KEY_SEPARATOR: char = ' ';
 
 /// Length of an index entry's key.
-const ENTRY_KEY_BYTES: usize = 25;
+pub const ENTRY_KEY_BYTES: usize = 25;
 
 // Every entry of one `topic#key` shares its group in the index family.
 const _: () = assert!(dledger::INDEX_GROUP_BYTES == 1 + 8);

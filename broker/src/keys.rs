@@ -20,6 +20,7 @@
 //! | `L` + name(group) + name(topic) + name(brokerName) + queueId (i32 BE) | a queue lock: expiry (ms, u64 BE) + holder's client id |
 //! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
 //! | `K` + hash + !storeTimestamp + !commitLogOffset, `k` | the message index ([`crate::index`]) |
+//! | `R` | the retention point: CommitLog position below which everything is purged (u64 BE, [`crate::retention`]) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -36,6 +37,8 @@ pub const TIMER_PREFIX: &[u8] = b"T";
 pub const LOCK_PREFIX: &[u8] = b"L";
 /// Prefix of half messages (transactions) not yet committed, rolled back or discarded.
 pub const HALF_PREFIX: &[u8] = b"X";
+/// The retention point (purge position), written when a `Retain` command is applied.
+pub const RETENTION_KEY: &[u8] = b"R";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";

@@ -22,6 +22,9 @@
 //!   through the log; [`producers`]: producer groups from heartbeats.
 //! - [`copy`]: a stored message copied into another topic (schedule, retry, commit).
 //! - [`queue_locks`]: queue locks of orderly consumers, decided at apply through Raft.
+//! - [`retention`]: which CommitLog segments go (RocketMQ's `deleteWhen`,
+//!   `fileReservedTime` and disk ratios), decided by the leader through the log and purged
+//!   by every replica; [`disk`]: the store's disk usage and the disk-full refusal of sends.
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -37,6 +40,7 @@ pub mod command;
 pub mod config;
 pub mod consume_queue;
 pub mod copy;
+pub mod disk;
 pub mod error;
 pub mod index;
 pub mod keys;
@@ -44,6 +48,7 @@ pub mod processor;
 pub mod producers;
 pub mod queue_locks;
 pub mod registration;
+pub mod retention;
 pub mod schedule;
 pub mod server;
 pub mod store;

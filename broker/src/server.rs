@@ -85,6 +85,8 @@ pub async fn run(
         tokio::spawn(expire_clients(broker.clone())),
         tokio::spawn(crate::schedule::run(broker.clone())),
         tokio::spawn(crate::transaction::run(broker.clone())),
+        tokio::spawn(crate::retention::run(broker.clone())),
+        tokio::spawn(crate::retention::purge(broker.clone())),
     ];
     let connection_config = ConnectionConfig {
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use dledger::{
@@ -58,6 +58,11 @@ pub struct BrokerState {
     queue_locks: RwLock<QueueLocks>,
     /// Woken when a scheduled message is applied (the leader's delivery task sleeps on it).
     pub(crate) timer_added: tokio::sync::Notify,
+    /// The applied retention point (CommitLog position below which everything goes), shared
+    /// with the index compaction filter.
+    retention_point: Arc<AtomicU64>,
+    /// The same point, for the task that purges the Raft log after it moves.
+    retention_tx: tokio::sync::watch::Sender<u64>,
     opened: AtomicBool,
 }
 
@@ -76,6 +81,8 @@ impl BrokerState {
             subscription_groups: RwLock::new(BTreeMap::new()),
             queue_locks: RwLock::new(QueueLocks::default()),
             timer_added: tokio::sync::Notify::new(),
+            retention_point: Arc::new(AtomicU64::new(0)),
+            retention_tx: tokio::sync::watch::Sender::new(0),
             opened: AtomicBool::new(false),
         }))
     }
@@ -129,6 +136,32 @@ impl BrokerState {
             Some(q) => (q.min_offset(), q.max_offset()),
             None => (0, 0),
         }
+    }
+
+    /// The applied retention point: nothing below this CommitLog position is kept.
+    pub fn retention_point(&self) -> u64 {
+        self.retention_point.load(Ordering::Acquire)
+    }
+
+    /// Changes of the applied retention point.
+    pub fn retention_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.retention_tx.subscribe()
+    }
+
+    /// Moves every ConsumeQueue's minimum up to `below` and publishes the point (at apply,
+    /// and at open from the stored point).
+    fn retain(&self, below: u64) -> Result<(), HookError> {
+        for ((topic, queue_id), queue) in self.consume_queues.all() {
+            let min = queue.retain_from(below)?;
+            tracing::debug!(%topic, queue_id, min_offset = min, "ConsumeQueue minimum moved");
+        }
+        self.retention_point.fetch_max(below, Ordering::AcqRel);
+        self.retention_tx.send_if_modified(|p| {
+            let moved = below > *p;
+            *p = (*p).max(below);
+            moved
+        });
+        Ok(())
     }
 }
 
@@ -420,6 +453,14 @@ impl BrokerHook {
             BrokerCommand::CheckHalves { commit_log_offsets } => {
                 self.count_checks(&commit_log_offsets, writes)?;
             }
+            BrokerCommand::Retain { below } => {
+                if below > self.state.retention_point() {
+                    info!(below, "retention point moved");
+                    writes.put(keys::RETENTION_KEY, &below.to_be_bytes());
+                    writes.write_now();
+                    self.state.retain(below)?;
+                }
+            }
         }
         Ok(Vec::new())
     }
@@ -645,6 +686,12 @@ impl ApplyHook for BrokerHook {
         *self.state.queue_locks.write().unwrap() = QueueLocks::load(store)?;
         let counts = self.load_queue_counts(store)?;
         self.cut_back_queues(counts)?;
+        if let Some(value) = store.get(keys::RETENTION_KEY)? {
+            match keys::be_u64(&value) {
+                Some(below) => self.state.retain(below)?,
+                None => skipped(keys::RETENTION_KEY, "retention point"),
+            }
+        }
         self.state.opened.store(true, Ordering::Release);
         Ok(())
     }
@@ -692,6 +739,12 @@ impl ApplyHook for BrokerHook {
         self.open(store)?;
         self.state.timer_added.notify_waiters();
         Ok(())
+    }
+
+    fn index_compaction_filter(&self) -> Option<dledger::IndexFilter> {
+        Some(crate::retention::index_filter(
+            self.state.retention_point.clone(),
+        ))
     }
 }
 

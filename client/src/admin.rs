@@ -25,63 +25,83 @@ pub async fn create_topic(
 ) -> Result<Vec<String>> {
     let info = namesrv.cluster_info().await?;
     let mut created = Vec::new();
+    let header = CreateTopicRequestHeader {
+        topic: topic.to_string(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: queue_nums,
+        write_queue_nums: queue_nums,
+        perm: perm::READ_WRITE,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: Some(0),
+        order: false,
+    };
     for (broker_name, data) in &info.broker_addr_table {
-        let mut target = data
-            .leader_addr()
-            .or_else(|| data.broker_addrs.values().next().map(String::as_str))
-            .map(str::to_string)
-            .ok_or_else(|| ClientError::NoLeader {
-                broker_name: broker_name.clone(),
-                reason: "no member registered".into(),
-            })?;
-        let header = CreateTopicRequestHeader {
-            topic: topic.to_string(),
-            default_topic: "TBW102".into(),
-            read_queue_nums: queue_nums,
-            write_queue_nums: queue_nums,
-            perm: perm::READ_WRITE,
-            topic_filter_type: "SINGLE_TAG".into(),
-            topic_sys_flag: Some(0),
-            order: false,
-        };
-        let mut answered = None;
-        for _ in 0..3 {
-            let conn =
-                Connection::connect(&target, &ConnectionConfig::default(), Arc::new(NoRequests))
-                    .await?;
-            let response = conn
-                .request(
-                    RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header),
-                    timeout,
-                )
-                .await?;
-            conn.close();
-            match (response.response_code(), response.ext("leaderAddr")) {
-                (Some(ResponseCode::SERVICE_NOT_AVAILABLE), Some(leader)) if leader != target => {
-                    target = leader.to_string();
-                }
-                _ => {
-                    answered = Some(response);
-                    break;
-                }
-            }
-        }
-        let response = answered.ok_or_else(|| ClientError::NoLeader {
-            broker_name: broker_name.clone(),
-            reason: "followed three redirects without reaching the leader".into(),
-        })?;
-        if response.response_code() != Some(ResponseCode::SUCCESS) {
-            return Err(ClientError::Broker {
-                broker_name: broker_name.clone(),
-                addr: target,
-                code: response.code,
-                remark: response.remark.unwrap_or_default(),
-            });
-        }
+        let request = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header);
+        request_leader(broker_name, data, request, timeout).await?;
         created.push(broker_name.clone());
     }
     wait_for_route(namesrv, topic, queue_nums, &created, timeout).await;
     Ok(created)
+}
+
+/// Sends `request` to the leader of broker group `broker_name`, following a follower's
+/// answer that names the leader (at most three hops); errors unless it answers SUCCESS.
+/// Returns the address that answered and the answer.
+async fn request_leader(
+    broker_name: &str,
+    data: &remoting::route::BrokerData,
+    request: RemotingCommand,
+    timeout: Duration,
+) -> Result<(String, RemotingCommand)> {
+    let mut target = data
+        .leader_addr()
+        .or_else(|| data.broker_addrs.values().next().map(String::as_str))
+        .map(str::to_string)
+        .ok_or_else(|| ClientError::NoLeader {
+            broker_name: broker_name.to_string(),
+            reason: "no member registered".into(),
+        })?;
+    for _ in 0..3 {
+        let conn = Connection::connect(&target, &ConnectionConfig::default(), Arc::new(NoRequests))
+            .await?;
+        let response = conn.request(request.clone(), timeout).await?;
+        conn.close();
+        match (response.response_code(), response.ext("leaderAddr")) {
+            (Some(ResponseCode::SERVICE_NOT_AVAILABLE), Some(leader)) if leader != target => {
+                target = leader.to_string();
+            }
+            (Some(ResponseCode::SUCCESS), _) => return Ok((target, response)),
+            _ => {
+                return Err(ClientError::Broker {
+                    broker_name: broker_name.to_string(),
+                    addr: target,
+                    code: response.code,
+                    remark: response.remark.unwrap_or_default(),
+                })
+            }
+        }
+    }
+    Err(ClientError::NoLeader {
+        broker_name: broker_name.to_string(),
+        reason: "followed three redirects without reaching the leader".into(),
+    })
+}
+
+/// Asks the leader of every broker group for a retention pass now (DELETE_EXPIRED_COMMITLOG,
+/// like `mqadmin deleteExpiredCommitLog`): expired CommitLog segments go whatever the
+/// `deleteWhen` hour. Returns the groups asked; the pass itself runs in the background.
+pub async fn delete_expired_commit_log(
+    namesrv: &NameServerClient,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let info = namesrv.cluster_info().await?;
+    let mut asked = Vec::new();
+    for (broker_name, data) in &info.broker_addr_table {
+        let request = RemotingCommand::bare_request(RequestCode::DELETE_EXPIRED_COMMITLOG);
+        request_leader(broker_name, data, request, timeout).await?;
+        asked.push(broker_name.clone());
+    }
+    Ok(asked)
 }
 
 /// Waits (at most `timeout`) until the name server's route for `topic` shows `queue_nums`

@@ -166,6 +166,9 @@ pub struct DLedgerConfig {
     /// A new member of a running group: never initializes a group by itself, however long
     /// it hears from no leader; it waits to be added ([`crate::DLedgerNode::add_learner`]).
     pub join_existing: bool,
+    /// Deadline of each step of [`crate::DLedgerNode::purge_below`]: the snapshot that must
+    /// cover the purge, then openraft's purge (a leader defers it while replication reads).
+    pub purge_timeout_ms: u64,
 }
 
 impl DLedgerConfig {
@@ -197,6 +200,7 @@ impl DLedgerConfig {
             max_payload_entries: 256,
             max_append_entries_bytes: 1 << 20,
             join_existing: false,
+            purge_timeout_ms: 30_000,
         }
     }
 

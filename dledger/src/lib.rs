@@ -42,8 +42,10 @@
 //! - On start, a torn tail (no complete CRC-valid entry after the valid prefix) is cut and
 //!   logged with file and offset; any damage followed by a valid entry stops the node with an
 //!   error naming file and offset (precise definitions in `log_store::recovery`).
-//! - Nothing is purged by policy yet, and snapshots are never built by openraft itself; a
-//!   node that falls behind a purge point cannot be repaired by snapshot yet (future work).
+//! - openraft never snapshots or purges by policy. The broker decides retention through the
+//!   log and then calls [`DLedgerNode::purge_below`] on every member, which builds a snapshot
+//!   and purges the Raft log (whole segment files) below the decided position. A node that
+//!   falls behind a purge point cannot be repaired by snapshot yet (issue 18, part 2).
 
 pub mod config;
 pub mod error;
@@ -71,6 +73,7 @@ pub use node::CommitLogDigest;
 pub use node::DLedgerNode;
 pub use node::Role;
 pub use node::RoleState;
+pub use node::SegmentFile;
 pub use snapshot::HookFile;
 pub use state_machine::ApplyHook;
 pub use state_machine::CommittedEntry;
@@ -79,5 +82,6 @@ pub use state_machine::CommittedRecord;
 pub use state_machine::HookError;
 pub use state_machine::HookStore;
 pub use state_machine::HookWrites;
+pub use state_machine::IndexFilter;
 pub use state_machine::NoopHook;
 pub use types::HookResponse;

@@ -49,7 +49,11 @@ pub(crate) struct MetaStore {
 }
 
 impl MetaStore {
-    pub(crate) fn open(path: &Path) -> Result<Self, DLedgerError> {
+    /// Opens (creating) the store; `index_filter` runs in compactions of the index family.
+    pub(crate) fn open(
+        path: &Path,
+        index_filter: Option<crate::state_machine::IndexFilter>,
+    ) -> Result<Self, DLedgerError> {
         std::fs::create_dir_all(path).map_err(|e| DLedgerError::io(path, e))?;
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -59,6 +63,18 @@ impl MetaStore {
             index.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
                 INDEX_GROUP_BYTES,
             ));
+            if let Some(filter) = index_filter.clone() {
+                index.set_compaction_filter(
+                    "dledger-index-filter",
+                    move |_level: u32, key: &[u8], _value: &[u8]| {
+                        if filter(key) {
+                            rocksdb::CompactionDecision::Remove
+                        } else {
+                            rocksdb::CompactionDecision::Keep
+                        }
+                    },
+                );
+            }
             [
                 ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
                 ColumnFamilyDescriptor::new(CF_APP, Options::default()),

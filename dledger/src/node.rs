@@ -109,6 +109,16 @@ pub struct CommitLogDigest {
     pub crc32: u32,
 }
 
+/// One CommitLog segment file (see [`DLedgerNode::segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFile {
+    /// CommitLog position of the file's first byte (its name).
+    pub start_position: u64,
+    /// CommitLog position just past the file's last byte.
+    pub end_position: u64,
+    pub path: std::path::PathBuf,
+}
+
 struct AppendRequest {
     records: Vec<Bytes>,
     lengths: Vec<u32>,
@@ -212,7 +222,8 @@ impl DLedgerNode {
             election_timeout_max,
             install_snapshot_timeout: config.rpc_timeout_ms,
             max_payload_entries: config.max_payload_entries,
-            // The CommitLog is the log: never snapshot (and so never purge) by policy.
+            // The CommitLog is the log: never snapshot nor purge by openraft's policy. The
+            // broker decides retention through the log and calls `purge_below` on every member.
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: u64::MAX,
             ..Default::default()
@@ -475,59 +486,6 @@ impl DLedgerNode {
         self.log.start_position()
     }
 
-    /// Purges this node's Raft log below `position` (a segment start at or below the
-    /// applied point): openraft builds a snapshot of the applied point (metadata only) and
-    /// forgets every entry that starts below `position`, and the segment files wholly below
-    /// it are deleted. Returns the last purged index (`None`: nothing stored lies below).
-    /// A member that later needs those entries receives a snapshot instead (see
-    /// [`crate::snapshot`]). Local to this node: every member purges for itself.
-    pub async fn purge_below(&self, position: u64) -> Result<Option<u64>, DLedgerError> {
-        let Some(index) = self.log.last_index_below(position) else {
-            return Ok(None);
-        };
-        let raft_err = |e: &dyn std::fmt::Display| DLedgerError::Raft {
-            node_id: self.node_id,
-            reason: e.to_string(),
-        };
-        let applied = self.raft.metrics().borrow().last_applied.map(|l| l.index);
-        if applied.is_none_or(|a| a < index) {
-            return Err(DLedgerError::PositionOutOfRange {
-                position,
-                start: self.log.start_position(),
-                end: self.log.applied_end(),
-            });
-        }
-        let covered = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
-            m.snapshot.is_some_and(|s| s.index >= index)
-        };
-        if !covered(&self.raft.metrics().borrow()) {
-            self.raft
-                .trigger()
-                .snapshot()
-                .await
-                .map_err(|e| raft_err(&e))?;
-            self.raft
-                .wait(Some(Duration::from_secs(30)))
-                .metrics(covered, "a snapshot covering the purge point")
-                .await
-                .map_err(|e| raft_err(&e))?;
-        }
-        self.raft
-            .trigger()
-            .purge_log(index)
-            .await
-            .map_err(|e| raft_err(&e))?;
-        self.raft
-            .wait(Some(Duration::from_secs(30)))
-            .metrics(
-                |m| m.purged.is_some_and(|p| p.index >= index),
-                "the log purged",
-            )
-            .await
-            .map_err(|e| raft_err(&e))?;
-        Ok(Some(index))
-    }
-
     /// Adds node `id` at `addr` to the group as a learner (leader only) and returns once it
     /// has caught up (by snapshot and log). The node must have been started with
     /// `join_existing`, so that it waits to be added instead of starting a group of its own.
@@ -582,6 +540,136 @@ impl DLedgerNode {
             to_position,
             crc32,
         })
+    }
+
+    /// Every CommitLog segment file this node stores, oldest first.
+    pub fn segments(&self) -> Vec<SegmentFile> {
+        self.log
+            .segment_files()
+            .into_iter()
+            .map(|(start_position, end_position, path)| SegmentFile {
+                start_position,
+                end_position,
+                path,
+            })
+            .collect()
+    }
+
+    /// Purges this node's Raft log (and so its CommitLog segment files) below `position`,
+    /// a segment start the caller has decided through the log (retention). Returns the last
+    /// purged log index, if anything is purged.
+    ///
+    /// openraft purges only what a snapshot covers: this builds a snapshot (on any member),
+    /// waits until openraft reports one that covers the last entry wholly below `position`,
+    /// on the leader waits a while for members behind that entry (`hold_for_followers`),
+    /// then asks openraft to purge up to that entry; openraft then calls the log store's
+    /// `purge`, which makes the purge point durable and deletes the segment files. It waits
+    /// for openraft to report the purge (a leader may defer it while a replication task still
+    /// reads those entries). Idempotent: a position already purged returns at once, so it may
+    /// be called again after a restart. Must not be called from inside the apply hook
+    /// (openraft's state-machine worker would wait on itself).
+    pub async fn purge_below(&self, position: u64) -> Result<Option<u64>, DLedgerError> {
+        let Some(index) = self.log.last_index_below(position) else {
+            return Ok(None);
+        };
+        let node_id = self.node_id;
+        let raft_err = |e: &dyn std::fmt::Display| DLedgerError::Raft {
+            node_id,
+            reason: e.to_string(),
+        };
+        let purged = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.purged.is_some_and(|p| p.index >= index)
+        };
+        if purged(&self.raft.metrics().borrow()) {
+            return Ok(Some(index));
+        }
+        let applied = self.raft.metrics().borrow().last_applied;
+        if applied.is_none_or(|a| a.index < index) {
+            // Never purge what this node has not applied: the caller retries later.
+            return Ok(None);
+        }
+        let covered = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.snapshot.is_some_and(|s| s.index >= index)
+        };
+        let timeout = Duration::from_millis(self.config.purge_timeout_ms);
+        if !covered(&self.raft.metrics().borrow()) {
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| raft_err(&e))?;
+            self.wait_metrics(covered, timeout, "a snapshot covering the purge")
+                .await?;
+        }
+        self.hold_for_followers(index, timeout).await;
+        self.raft
+            .trigger()
+            .purge_log(index)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        self.wait_metrics(purged, timeout, "the Raft log purge")
+            .await?;
+        tracing::info!(
+            node_id,
+            log_index = index,
+            position,
+            start_position = self.log.start_position(),
+            "purged the Raft log below the retention point"
+        );
+        Ok(Some(index))
+    }
+
+    /// On the leader, waits (at most `timeout`) until every member holds entry `index`, so a
+    /// follower that is only briefly behind (a slow disk, a pause) catches up from the log
+    /// rather than needing a snapshot. A member still behind after that does not hold the
+    /// purge back any longer: a dead member must not fill the leader's disk.
+    async fn hold_for_followers(&self, index: u64, timeout: Duration) {
+        let caught_up = |m: &openraft::RaftMetrics<NodeId, BasicNode>| {
+            m.replication.as_ref().is_none_or(|r| {
+                r.values()
+                    .all(|matched| matched.is_some_and(|l| l.index >= index))
+            })
+        };
+        if self
+            .wait_metrics(caught_up, timeout, "followers")
+            .await
+            .is_err()
+        {
+            let behind: Vec<NodeId> = (self.raft.metrics().borrow().replication.iter())
+                .flatten()
+                .filter(|(_, matched)| matched.is_none_or(|l| l.index < index))
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::warn!(
+                node_id = self.node_id,
+                log_index = index,
+                ?behind,
+                "purging the Raft log past members still behind it: they will need a snapshot"
+            );
+        }
+    }
+
+    async fn wait_metrics(
+        &self,
+        done: impl Fn(&openraft::RaftMetrics<NodeId, BasicNode>) -> bool,
+        timeout: Duration,
+        what: &'static str,
+    ) -> Result<(), DLedgerError> {
+        let mut metrics = self.raft.metrics();
+        let node_id = self.node_id;
+        let result = tokio::time::timeout(timeout, async {
+            metrics.wait_for(|m| done(m)).await.map(|_| ())
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(DLedgerError::Shutdown { node_id }),
+            Err(_) => Err(DLedgerError::Timeout {
+                node_id,
+                what,
+                timeout_ms: timeout.as_millis() as u64,
+            }),
+        }
     }
 
     /// Stops the node: peer server, batcher, Raft. Files stay as they are. The storage is

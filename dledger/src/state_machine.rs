@@ -76,6 +76,12 @@ pub type HookError = Box<dyn std::error::Error + Send + Sync>;
 /// A key and its value in the hook's column family.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// Says whether RocksDB may drop a key of the hook's index family when a compaction passes
+/// it (true: drop). It may run on any RocksDB thread at any time, so it may differ between
+/// replicas: only for keys no replica answers with any more (see
+/// [`ApplyHook::index_compaction_filter`]).
+pub type IndexFilter = std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// One committed record, where it lives in the CommitLog.
 #[derive(Debug, Clone, Copy)]
 pub struct CommittedRecord<'a> {
@@ -262,6 +268,14 @@ pub trait ApplyHook: Send + 'static {
     /// of a second `open`: everything the hook holds in memory must be reloaded.
     fn reopen(&mut self, store: &HookStore) -> Result<(), HookError> {
         self.open(store)
+    }
+
+    /// A filter for RocksDB's compactions of the index family, asked for once before the
+    /// store opens: keys it drops disappear as compactions pass, with no write of their own.
+    /// Only for keys that nothing reads any more (e.g. index entries below the retention
+    /// point), since when they go differs from replica to replica.
+    fn index_compaction_filter(&self) -> Option<IndexFilter> {
+        None
     }
 }
 

@@ -45,7 +45,7 @@ pub fn open(
     options: &StorageOptions,
     hook: Box<dyn ApplyHook>,
 ) -> Result<OpenedStorage, DLedgerError> {
-    let meta = MetaStore::open(&store_path.join("meta"))?;
+    let meta = MetaStore::open(&store_path.join("meta"), hook.index_compaction_filter())?;
     crate::snapshot::finish_interrupted_install(
         store_path,
         &meta,

@@ -95,12 +95,14 @@ i32_codes! {
         DELETE_TOPIC_IN_NAMESRV = 216,
         GET_KVLIST_BY_NAMESPACE = 219,
         GET_TOPICS_BY_CLUSTER = 224,
+        CLEAN_EXPIRED_CONSUMEQUEUE = 306,
         GET_CONSUMER_RUNNING_INFO = 307,
         CONSUME_MESSAGE_DIRECTLY = 309,
         SEND_MESSAGE_V2 = 310,
         SEND_BATCH_MESSAGE = 320,
         QUERY_CONSUME_QUEUE = 321,
         QUERY_DATA_VERSION = 322,
+        DELETE_EXPIRED_COMMITLOG = 329,
     }
 }
 
@@ -225,6 +227,8 @@ mod tests {
         assert_eq!(RequestCode::GET_ROUTEINFO_BY_TOPIC as i32, 105);
         assert_eq!(RequestCode::QUERY_DATA_VERSION as i32, 322);
         assert_eq!(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER as i32, 206);
+        assert_eq!(RequestCode::CLEAN_EXPIRED_CONSUMEQUEUE as i32, 306);
+        assert_eq!(RequestCode::DELETE_EXPIRED_COMMITLOG as i32, 329);
         assert_eq!(ResponseCode::TOPIC_NOT_EXIST as i32, 17);
         assert_eq!(ResponseCode::PULL_OFFSET_MOVED as i32, 21);
         assert_eq!(ResponseCode::QUERY_NOT_FOUND as i32, 22);

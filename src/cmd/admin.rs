@@ -1,6 +1,7 @@
 //! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
 //! group's dead letters (`admin dlq list|resend`), and stored messages by key or id
-//! (`admin query-msg`, [`super::query_msg`]).
+//! (`admin query-msg`, [`super::query_msg`]), and a retention pass now
+//! (`admin delete-expired-commitlog`).
 
 use std::time::Duration;
 
@@ -39,6 +40,10 @@ enum What {
         #[arg(short = 'q', long, default_value_t = 8)]
         queues: i32,
     },
+    /// Ask every broker group's leader for a retention pass now: expired CommitLog segments
+    /// go whatever the `deleteWhen` hour (DELETE_EXPIRED_COMMITLOG, like `mqadmin
+    /// deleteExpiredCommitLog`).
+    DeleteExpiredCommitlog,
     /// A consumer group's dead-letter queue (`%DLQ%<group>`).
     #[command(subcommand)]
     Dlq(Dlq),
@@ -93,6 +98,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
             format!(
                 "created topic {topic} with {queues} queues on {}",
+                groups.join(", ")
+            )
+        }
+        What::DeleteExpiredCommitlog => {
+            let groups =
+                client::admin::delete_expired_commit_log(&client, Duration::from_secs(5)).await?;
+            anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
+            format!(
+                "asked {} for a retention pass (expired CommitLog segments are deleted in the background)",
                 groups.join(", ")
             )
         }

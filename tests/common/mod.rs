@@ -59,8 +59,24 @@ fn signal(pid: i32, sig: i32) {
 
 impl Cluster {
     /// Starts a name server and a three-node group; `extra` lines go into every node's
-    /// config.
+    /// config (a `mappedFileSizeCommitLog` or disk ratio there replaces the default).
+    ///
+    /// The disk ratios default to 100%: how full the test machine's shared disk happens to
+    /// be must not make a test's brokers refuse sends (above 90%) or delete unexpired
+    /// segments (above 85%). Retention's reaction to the ratios is tested with injected
+    /// figures (`broker::retention`, `broker::disk`).
     pub fn start(extra: &str) -> Cluster {
+        let mut segment = String::new();
+        for (key, value) in [
+            ("mappedFileSizeCommitLog", "67108864"),
+            ("diskMaxUsedSpaceRatio", "100"),
+            ("diskSpaceCleanForciblyRatio", "100"),
+            ("diskSpaceWarningLevelRatio", "100"),
+        ] {
+            if !extra.contains(&format!("{key}=")) {
+                segment.push_str(&format!("{key}={value}\n"));
+            }
+        }
         let dir = tempfile::tempdir().unwrap();
         // All seven ports at once, so none repeats.
         let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
@@ -93,7 +109,7 @@ impl Cluster {
                 format!(
                     "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
                      namesrvAddr={namesrv_addr}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
-                     dLegerPeers={peers}\ndLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
+                     dLegerPeers={peers}\ndLegerSelfId=n{i}\n{segment}\
                      registerNameServerPeriod=2000\ndefaultTopicQueueNums=4\n{extra}\n",
                     store.display()
                 ),

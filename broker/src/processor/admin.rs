@@ -2,6 +2,8 @@
 //! UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201),
 //! DELETE_SUBSCRIPTIONGROUP (207): topic and subscription-group changes go through the
 //! Raft log (invariant 4), so only the leader takes them; every replica answers reads.
+//! DELETE_EXPIRED_COMMITLOG (329) and CLEAN_EXPIRED_CONSUMEQUEUE (306) ask the leader for a
+//! retention pass now (`crate::retention`).
 
 use remoting::header::CreateTopicRequestHeader;
 use remoting::names::{check_group, check_topic, is_system_topic};
@@ -11,6 +13,19 @@ use remoting::{Connection, RemotingCommand, ResponseCode};
 use super::{bad_name, fail, required_ext, ProcessError, ProcessResult};
 use crate::broker::Broker;
 use crate::command::BrokerCommand;
+
+/// DELETE_EXPIRED_COMMITLOG (329) and CLEAN_EXPIRED_CONSUMEQUEUE (306): a retention pass
+/// now, deleting expired segments whatever the `deleteWhen` hour (for this pass and the
+/// next ones, as RocketMQ's manual delete does). Answered at once, as RocketMQ does: the
+/// pass runs in the leader's retention task, and the ConsumeQueues follow the CommitLog.
+pub async fn delete_expired(
+    broker: &Broker,
+    _conn: &Connection,
+    _request: &RemotingCommand,
+) -> ProcessResult {
+    broker.request_clean();
+    Ok(RemotingCommand::success())
+}
 
 /// GET_ALL_TOPIC_CONFIG (21).
 pub fn all_topics(

@@ -80,6 +80,9 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::DELETE_SUBSCRIPTIONGROUP => leader_only!(admin::delete_subscription_group),
         C::LOCK_BATCH_MQ => leader_only!(queue_lock::lock),
         C::UNLOCK_BATCH_MQ => leader_only!(queue_lock::unlock),
+        C::DELETE_EXPIRED_COMMITLOG | C::CLEAN_EXPIRED_CONSUMEQUEUE => {
+            leader_only!(admin::delete_expired)
+        }
         _ => return None,
     })
 }

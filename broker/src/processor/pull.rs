@@ -187,6 +187,16 @@ fn read(
     let entries = queue
         .read(offset, scan)
         .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
+    // Retention moved the queue's minimum past these entries while they were read (the
+    // minimum moves at apply, before the segments are deleted): answer as below the minimum.
+    if entries
+        .first()
+        .is_some_and(|e| (e.commit_log_offset as u64) < broker.commit_log_start())
+    {
+        return Ok(Outcome::OffsetMoved {
+            next: queue.min_offset().max(offset),
+        });
+    }
     let mut body = BytesMut::new();
     let mut taken = 0usize;
     let mut next = offset;

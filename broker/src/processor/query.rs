@@ -159,7 +159,8 @@ fn store_error(e: dledger::DLedgerError) -> super::ProcessError {
 /// that no ConsumeQueue indexes) is refused with the reason.
 pub(crate) fn read_queued(broker: &Broker, offset: u64) -> Result<Vec<u8>, String> {
     let node = broker.node();
-    let start = node.start_position();
+    // Below the retention point counts as purged even before this node's purge ran.
+    let start = node.start_position().max(broker.retention_point());
     if offset < start {
         return Err(format!(
             "below the CommitLog's first position {start} (purged)"

@@ -67,6 +67,7 @@ pub async fn handle(
             format!("{DEFAULT_TOPIC} is the default topic and cannot be sent to"),
         ));
     }
+    refuse_if_disk_full(broker)?;
     let topic = match broker
         .topic_or_create(&header.topic, header.default_topic_queue_nums)
         .await
@@ -379,4 +380,17 @@ pub(crate) fn append_error(broker: &Broker, e: DLedgerError) -> ProcessError {
             fail(ResponseCode::SERVICE_NOT_AVAILABLE, other.to_string())
         }
     }
+}
+
+/// Refuses a client write that appends data while the store's disk is above
+/// `diskSpaceWarningLevelRatio` (RocketMQ's SERVICE_NOT_AVAILABLE "the broker's disk is
+/// full"); accepted again once the usage falls below it (`crate::disk`).
+pub(crate) fn refuse_if_disk_full(broker: &Broker) -> Result<(), super::ProcessError> {
+    if broker.disk().is_full() {
+        return Err(fail(
+            ResponseCode::SERVICE_NOT_AVAILABLE,
+            broker.disk().full_remark(),
+        ));
+    }
+    Ok(())
 }

@@ -33,6 +33,7 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let h: ConsumerSendMsgBackRequestHeader = request.header()?;
+    super::send::refuse_if_disk_full(broker)?;
     known_group(broker, &h.group).await?;
     let bytes = queued_record(broker, h.offset)?;
     let (original, _) = MessageRecord::decode(&bytes).map_err(|e| lookup_failed(h.offset, e))?;

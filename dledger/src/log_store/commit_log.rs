@@ -642,13 +642,6 @@ impl CommitLog {
         Ok(())
     }
 
-    /// The last stored entry that starts below `position`, if any.
-    pub(crate) fn last_index_below(&self, position: u64) -> Option<u64> {
-        let state = self.read_state();
-        let below = state.positions.partition_point(|p| *p < position) as u64;
-        (below > 0).then(|| state.first_index + below - 1)
-    }
-
     /// Position of entry `index` if present.
     pub(crate) fn position_of(&self, index: u64) -> Option<u64> {
         let state = self.read_state();
@@ -811,6 +804,26 @@ impl CommitLog {
                     location.position - segment.start,
                 ))
             })
+            .collect()
+    }
+
+    /// The last entry that lies wholly below `position` (entries never cross a segment
+    /// boundary, so every entry that starts below a segment start ends at or before it).
+    pub(crate) fn last_index_below(&self, position: u64) -> Option<u64> {
+        let state = self.read_state();
+        let below = state.positions.partition_point(|p| *p < position) as u64;
+        match below {
+            0 => state.last_purged.map(|p| p.index),
+            n => Some(state.first_index + n - 1),
+        }
+    }
+
+    /// Every stored segment file: (start position, end position, path), ascending.
+    pub(crate) fn segment_files(&self) -> Vec<(u64, u64, PathBuf)> {
+        self.read_state()
+            .segments
+            .iter()
+            .map(|s| (s.start, s.end(), s.path.clone()))
             .collect()
     }
 

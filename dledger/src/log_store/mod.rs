@@ -11,9 +11,11 @@
 //! - `truncate` zeroes and msyncs the removed bytes before returning, bracketed by a durable
 //!   "truncate pending" marker so a crash mid-truncate is finished on the next start.
 //!
-//! Nothing is purged by policy: openraft purges when asked (`DLedgerNode::purge_below`, after a
-//! metadata-only snapshot) and after installing a snapshot; automatic snapshots are off (see
-//! [`crate::node`]).
+//! Nothing is purged by openraft's own policy (the node disables automatic snapshots and keeps
+//! every snapshotted entry, see [`crate::node`]): `purge` is called after the broker asks for
+//! it through [`crate::DLedgerNode::purge_below`], with a retention point decided through the
+//! log, so every replica deletes the same whole segment files; and after a snapshot install,
+//! which has already replaced the CommitLog (see [`crate::snapshot`]).
 
 pub(crate) mod codec;
 pub(crate) mod commit_log;
