@@ -21,7 +21,7 @@ use client::{
     ConsumeFromWhere, ConsumeStatus, Message, MessageExt, Producer, ProducerConfig, PushConsumer,
     PushConsumerConfig,
 };
-use common::Cluster;
+use common::{first_segment, segment_files, Cluster};
 use remoting::header::{
     OffsetResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
     QueueOffsetRequestHeader,
@@ -50,23 +50,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// (start position, path) of each CommitLog segment file under `store`, ascending.
-fn segment_files(store: &Path) -> Vec<(u64, std::path::PathBuf)> {
-    let mut files: Vec<_> = std::fs::read_dir(store.join("commitlog"))
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let name = path.file_name()?.to_str()?.to_string();
-            if name.len() != 20 {
-                return None;
-            }
-            Some((name.parse().ok()?, path))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 fn dir_bytes(store: &Path) -> u64 {
     segment_files(store)
         .iter()
@@ -74,37 +57,8 @@ fn dir_bytes(store: &Path) -> u64 {
         .sum()
 }
 
-fn first_segment(store: &Path) -> u64 {
-    segment_files(store).first().map_or(0, |(s, _)| *s)
-}
-
 /// Every node's CommitLog bytes from the largest first kept segment on, trailing zeros cut:
 /// (that position, bytes per node).
-fn kept_logs(cluster: &Cluster) -> (u64, Vec<Vec<u8>>) {
-    let from = cluster
-        .nodes
-        .iter()
-        .map(|n| first_segment(&n.store))
-        .max()
-        .unwrap();
-    let logs = cluster
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut all = Vec::new();
-            for (start, path) in segment_files(&n.store) {
-                if start >= from {
-                    all.extend(std::fs::read(path).unwrap());
-                }
-            }
-            while all.last() == Some(&0) {
-                all.pop();
-            }
-            all
-        })
-        .collect();
-    (from, logs)
-}
 
 async fn connect(addr: &str) -> Connection {
     Connection::connect(
@@ -262,7 +216,7 @@ async fn wait_settled(cluster: &Cluster, quiet: Duration, timeout: Duration) -> 
 async fn assert_identical(cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (from, logs) = kept_logs(cluster);
+        let (from, logs) = cluster.kept_logs();
         assert!(!logs[0].is_empty());
         let differing = (1..logs.len()).find(|i| logs[*i] != logs[0]);
         let Some(i) = differing else {

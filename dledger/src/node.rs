@@ -581,6 +581,9 @@ impl DLedgerNode {
             m.purged.is_some_and(|p| p.index >= index)
         };
         if purged(&self.raft.metrics().borrow()) {
+            // Entries purged already (e.g. by a snapshot install, which keeps the sender's
+            // older segments): only files may be left to delete.
+            self.log.delete_segments_below(position)?;
             return Ok(Some(index));
         }
         let applied = self.raft.metrics().borrow().last_applied;

@@ -273,6 +273,39 @@ impl Cluster {
             .collect()
     }
 
+    /// The start positions of node `i`'s first and last segment files.
+    pub fn first_and_last_segment(&self, i: usize) -> (u64, u64) {
+        let files = segment_files(&self.nodes[i].store);
+        (
+            files.first().map_or(0, |(s, _)| *s),
+            files.last().map_or(0, |(s, _)| *s),
+        )
+    }
+
+    /// Every node's CommitLog bytes from the largest first kept segment on (trailing zeros
+    /// cut), and that position.
+    pub fn kept_logs(&self) -> (u64, Vec<Vec<u8>>) {
+        let from = (0..self.nodes.len())
+            .map(|i| self.first_and_last_segment(i).0)
+            .max()
+            .unwrap();
+        let logs = (0..self.nodes.len())
+            .map(|i| {
+                let mut all = Vec::new();
+                for (start, path) in segment_files(&self.nodes[i].store) {
+                    if start >= from {
+                        all.extend(std::fs::read(path).unwrap());
+                    }
+                }
+                while all.last() == Some(&0) {
+                    all.pop();
+                }
+                all
+            })
+            .collect();
+        (from, logs)
+    }
+
     /// The directory holding every node's data, config and log.
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("dir").path()
@@ -358,7 +391,27 @@ pub fn assert_offsets_contiguous(
     }
 }
 
-/// Pulls every message of one queue straight from the node at `addr` (no routing):
+/// (start position, path) of each CommitLog segment file under `store`, ascending.
+pub fn segment_files(store: &Path) -> Vec<(u64, PathBuf)> {
+    let mut files: Vec<_> = std::fs::read_dir(store.join("commitlog"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name()?.to_str()?.to_string();
+            (name.len() == 20).then_some((name.parse().ok()?, path))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The start position of the first CommitLog segment file under `store`.
+pub fn first_segment(store: &Path) -> u64 {
+    segment_files(store).first().map_or(0, |(s, _)| *s)
+}
+
+/// Pulls every message of one queue straight from the node at `addr` (no routing), from
+/// the queue's minimum:
 /// (queue offset, body) in order.
 pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64, Vec<u8>)> {
     use remoting::header::{PullMessageRequestHeader, PullMessageResponseHeader};
@@ -401,6 +454,12 @@ pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64
                 offset = h.next_begin_offset;
             }
             Some(ResponseCode::PULL_NOT_FOUND) => return out,
+            // Retention moved the queue's minimum past `offset`: start there.
+            Some(ResponseCode::PULL_OFFSET_MOVED) => {
+                let h: PullMessageResponseHeader = r.header().unwrap();
+                assert!(h.next_begin_offset > offset, "moved backwards: {r:?}");
+                offset = h.next_begin_offset;
+            }
             _ => panic!("pull from {addr} at {offset}: {r:?}"),
         }
     }

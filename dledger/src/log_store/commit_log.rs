@@ -688,7 +688,30 @@ impl CommitLog {
         if state.positions.is_empty() {
             state.first_index = log_id.index + 1;
         }
-        let keep_from = state.positions.front().copied().unwrap_or(state.write_pos);
+        self.remove_segments_below(&mut state, u64::MAX)
+    }
+
+    /// Deletes the segment files wholly below `position` that hold no stored entry (a
+    /// snapshot install keeps the sender's older segments, whose entries all count as
+    /// purged, until a retention point passes them).
+    pub(crate) fn delete_segments_below(&self, position: u64) -> Result<(), DLedgerError> {
+        let mut state = self.write_state();
+        self.remove_segments_below(&mut state, position)
+    }
+
+    /// Deletes the segment files that end at or below both `position` and the first stored
+    /// entry (the write position if none), keeping at least one.
+    fn remove_segments_below(
+        &self,
+        state: &mut LogState,
+        position: u64,
+    ) -> Result<(), DLedgerError> {
+        let keep_from = state
+            .positions
+            .front()
+            .copied()
+            .unwrap_or(state.write_pos)
+            .min(position);
         let mut removed = false;
         while state.segments.len() > 1 && state.segments[0].end() <= keep_from {
             let segment = state.segments.remove(0);
