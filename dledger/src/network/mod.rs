@@ -1,5 +1,5 @@
 //! Peer transport: openraft's vote, append-entries and install-snapshot RPCs between the
-//! members of a group.
+//! members of a group, and our own TimeoutNow (leadership transfer, [`crate::transfer`]).
 //!
 //! Owns: the wire messages ([`PeerRequest`], [`PeerResponse`]), the [`PeerTransport`] trait
 //! that carries them, [`PeerService`] (the receiving side, which hands requests to the local
@@ -34,6 +34,7 @@ use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use openraft::BasicNode;
 use openraft::Raft;
+use openraft::Vote;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -49,6 +50,30 @@ pub(crate) enum RequestBody {
     Vote(VoteRequest<NodeId>),
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    TimeoutNow(TimeoutNowRequest),
+}
+
+/// The leader asks a follower to campaign at once (Raft's TimeoutNow, DLedger's leadership
+/// transfer). Not an openraft RPC: see [`crate::transfer`] for the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimeoutNowRequest {
+    /// The sender's vote: the target acts only while it follows this very leader and term.
+    pub(crate) vote: Vote<NodeId>,
+    /// The sender's last log index: the target campaigns only if its log reaches it (the
+    /// vote request then proves it holds the same entries).
+    pub(crate) last_log_index: Option<u64>,
+    /// Only check and answer (is the target alive, following this leader, how far is its
+    /// log); do not campaign.
+    pub(crate) probe: bool,
+}
+
+/// The target's answer to a [`TimeoutNowRequest`] it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimeoutNowResponse {
+    /// The target's last log index.
+    pub(crate) last_log_index: Option<u64>,
+    /// Whether the target has started its campaign.
+    pub(crate) campaigning: bool,
 }
 
 /// The answer to a [`PeerRequest`]. Opaque outside `dledger`.
@@ -61,6 +86,7 @@ pub(crate) enum ResponseBody {
     Vote(Result<VoteResponse<NodeId>, String>),
     AppendEntries(Result<AppendEntriesResponse<NodeId>, String>),
     InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, String>),
+    TimeoutNow(Result<TimeoutNowResponse, String>),
 }
 
 /// Why an RPC produced no answer.
@@ -121,6 +147,9 @@ impl PeerService {
                     .await
                     .map_err(|e| e.to_string()),
             ),
+            RequestBody::TimeoutNow(rpc) => {
+                ResponseBody::TimeoutNow(crate::transfer::on_timeout_now(&self.raft, rpc).await)
+            }
         };
         PeerResponse(body)
     }

@@ -38,6 +38,7 @@ enum Head {
         entries: Vec<EntryHead>,
     },
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    TimeoutNow(super::TimeoutNowRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,6 +66,7 @@ pub(crate) fn encode_request(
     let head = match request.0 {
         RequestBody::Vote(rpc) => Head::Vote(rpc),
         RequestBody::InstallSnapshot(rpc) => Head::InstallSnapshot(rpc),
+        RequestBody::TimeoutNow(rpc) => Head::TimeoutNow(rpc),
         RequestBody::AppendEntries(rpc) => {
             payloads.reserve(rpc.entries.len());
             let mut entries = Vec::with_capacity(rpc.entries.len());
@@ -148,6 +150,7 @@ pub(crate) fn decode_request(body: Bytes) -> Result<PeerRequest, String> {
     let request = match head {
         Head::Vote(rpc) => RequestBody::Vote(rpc),
         Head::InstallSnapshot(rpc) => RequestBody::InstallSnapshot(rpc),
+        Head::TimeoutNow(rpc) => RequestBody::TimeoutNow(rpc),
         Head::AppendEntries {
             vote,
             prev_log_id,
@@ -273,5 +276,23 @@ mod tests {
             panic!("decoded as another kind");
         };
         assert_eq!(decoded, vote);
+    }
+
+    // Proves a TimeoutNow request (leadership transfer) round-trips.
+    #[test]
+    fn timeout_now_round_trip() {
+        let request = super::super::TimeoutNowRequest {
+            vote: Vote::new_committed(3, 2),
+            last_log_index: Some(7),
+            probe: true,
+        };
+        let body =
+            encode_request_to_vec(PeerRequest(RequestBody::TimeoutNow(request.clone()))).unwrap();
+        let PeerRequest(RequestBody::TimeoutNow(decoded)) =
+            decode_request(Bytes::from(body)).unwrap()
+        else {
+            panic!("decoded as another kind");
+        };
+        assert_eq!(decoded, request);
     }
 }
