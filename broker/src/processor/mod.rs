@@ -14,6 +14,7 @@ pub mod query;
 pub mod queue_lock;
 pub mod send;
 pub mod send_back;
+pub mod transfer_leadership;
 
 use futures::future::BoxFuture;
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
@@ -80,6 +81,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::DELETE_SUBSCRIPTIONGROUP => leader_only!(admin::delete_subscription_group),
         C::LOCK_BATCH_MQ => leader_only!(queue_lock::lock),
         C::UNLOCK_BATCH_MQ => leader_only!(queue_lock::unlock),
+        C::TRANSFER_LEADERSHIP => leader_only!(transfer_leadership::handle),
         _ => return None,
     })
 }
