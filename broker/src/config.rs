@@ -46,7 +46,8 @@ pub struct BrokerConfig {
     /// `dLegerSelfId`: `n0`, `n1`, ...
     pub dledger_self_id: String,
     /// `preferredLeaderId` (DLedger's key): `n0`, `n1`, ... or empty. While another node
-    /// leads, it hands leadership to this one once it is alive and caught up.
+    /// leads, it hands leadership to this one once it is alive and caught up. Set it alike
+    /// on every member (members preferring each other would hand leadership back and forth).
     pub preferred_leader_id: String,
     /// `flushDiskType`.
     pub flush_disk_type: FlushDiskType,

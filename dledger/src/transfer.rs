@@ -119,7 +119,7 @@ impl Transfers {
             .map_err(|_| self.refused(target, "another leadership transfer is in progress"))?;
         let (metrics, addr) = self.check_target(target)?;
         let probe = self
-            .timeout_now(target, &addr, &metrics, true)
+            .timeout_now(target, &addr, &metrics, true, self.rpc_timeout)
             .await
             .map_err(|e| self.refused(target, e))?;
         let lag = lag_entries(&metrics, target);
@@ -184,7 +184,8 @@ impl Transfers {
         if caught_up.state != ServerState::Leader {
             return Err(self.failed(target, "this node stopped leading before the hand-over"));
         }
-        self.timeout_now(target, addr, &caught_up, false)
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.timeout_now(target, addr, &caught_up, false, self.rpc_timeout.min(left))
             .await
             .map_err(|e| self.failed(target, e))?;
         let followed = wait_metrics(&self.raft, deadline, |m| {
@@ -261,6 +262,7 @@ impl Transfers {
         addr: &str,
         metrics: &Metrics,
         probe: bool,
+        rpc_timeout: Duration,
     ) -> Result<TimeoutNowResponse, String> {
         let request = TimeoutNowRequest {
             vote: metrics.vote,
@@ -273,7 +275,7 @@ impl Transfers {
                 target,
                 addr,
                 PeerRequest(RequestBody::TimeoutNow(request)),
-                self.rpc_timeout,
+                rpc_timeout,
             )
             .await
             .map_err(|e| e.to_string())?;

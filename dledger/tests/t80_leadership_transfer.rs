@@ -2,7 +2,8 @@
 //! transfer makes its target leader in a higher term with appends held briefly, and nothing
 //! acknowledged is lost (every acked record is on every replica at its position, CommitLogs
 //! byte-identical); a transfer to a stopped node, to itself, or asked of a follower is refused
-//! at once with leadership unchanged; `preferred_leader_id` brings leadership back to the
+//! at once with leadership unchanged; one that cannot finish within its bound fails and
+//! appends go on; `preferred_leader_id` brings leadership back to the
 //! preferred node after it restarts, and leaves it alone while that node is down.
 
 mod common;
@@ -154,6 +155,33 @@ async fn transfer_to_a_stopped_node_or_from_a_follower_is_refused() {
         .await
         .expect("appends go on after a refused transfer");
     for node in group.live() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_that_cannot_finish_in_time_fails_and_appends_resume() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    // A 1 ms bound: the hand-over cannot complete (the TimeoutNow has no time left).
+    let group = MemoryGroup::start(3, dir.path(), |c| c.transfer_timeout_ms = 1).await;
+    let leader = wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    let node = group.nodes[leader].clone().unwrap();
+    node.append(vec![record(b"before")]).await.unwrap();
+    let err = node
+        .transfer_leadership(((leader + 1) % 3) as u64)
+        .await
+        .unwrap_err();
+    println!("{err}");
+    assert!(matches!(err, DLedgerError::TransferFailed { .. }), "{err}");
+    let appended = append_anywhere(&group.nodes, vec![record(b"after")], Duration::from_secs(5))
+        .await
+        .records[0]
+        .position;
+    let nodes = group.live();
+    let position = wait_converged(&nodes, appended, Duration::from_secs(10)).await;
+    assert_identical_prefix(&nodes, position);
+    for node in nodes {
         node.shutdown().await.unwrap();
     }
 }
