@@ -57,9 +57,6 @@ fn dir_bytes(store: &Path) -> u64 {
         .sum()
 }
 
-/// Every node's CommitLog bytes from the largest first kept segment on, trailing zeros cut:
-/// (that position, bytes per node).
-
 async fn connect(addr: &str) -> Connection {
     Connection::connect(
         addr,

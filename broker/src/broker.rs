@@ -411,6 +411,14 @@ impl Broker {
         self.node.purge_below(position).await.map(|_| ())
     }
 
+    /// Hands leadership to node `target` of this group ([`DLedgerNode::transfer_leadership`]).
+    pub async fn transfer_leadership(
+        &self,
+        target: u64,
+    ) -> Result<dledger::TransferResult, DLedgerError> {
+        self.node.transfer_leadership(target).await
+    }
+
     pub(crate) async fn shutdown_node(self) -> Result<(), DLedgerError> {
         self.node.shutdown().await
     }

@@ -45,6 +45,10 @@ pub struct BrokerConfig {
     pub dledger_peers: String,
     /// `dLegerSelfId`: `n0`, `n1`, ...
     pub dledger_self_id: String,
+    /// `preferredLeaderId` (DLedger's key): `n0`, `n1`, ... or empty. While another node
+    /// leads, it hands leadership to this one once it is alive and caught up. Set it alike
+    /// on every member (members preferring each other would hand leadership back and forth).
+    pub preferred_leader_id: String,
     /// `flushDiskType`.
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
@@ -177,6 +181,7 @@ impl Default for BrokerConfig {
             dledger_group: "broker-a".into(),
             dledger_peers: "n0-127.0.0.1:40911".into(),
             dledger_self_id: "n0".into(),
+            preferred_leader_id: String::new(),
             flush_disk_type: FlushDiskType::AsyncFlush,
             flush_interval_ms: 500,
             commit_log_segment_bytes: 1 << 30,
@@ -273,6 +278,7 @@ impl BrokerConfig {
         set!("dLegerGroup", dledger_group);
         set!("dLegerPeers", dledger_peers);
         set!("dLegerSelfId", dledger_self_id);
+        set!("preferredLeaderId", preferred_leader_id);
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);

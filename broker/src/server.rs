@@ -39,6 +39,9 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     d.heartbeat_interval_ms = config.heartbeat_interval_ms;
     d.election_timeout_min_ms = config.election_timeout_min_ms;
     d.election_timeout_max_ms = config.election_timeout_max_ms;
+    if !config.preferred_leader_id.trim().is_empty() {
+        d.preferred_leader_id = Some(dledger::parse_node_name(&config.preferred_leader_id)?);
+    }
     d.append_timeout_ms = config.send_timeout_ms;
     d.max_entry_bytes = d
         .max_entry_bytes

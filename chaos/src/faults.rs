@@ -34,9 +34,12 @@ pub enum FaultKind {
     /// Cut the link between the leader and one follower only; the third node still
     /// reaches both (Jepsen's "bridge"), hold, mend.
     PartitionBridge,
+    /// Move the leadership to a follower (TRANSFER_LEADERSHIP, as `rocketraft admin
+    /// transfer-leader` does) under load; nothing to heal.
+    TransferLeader,
 }
 
-pub const ALL: [FaultKind; 7] = [
+pub const ALL: [FaultKind; 8] = [
     FaultKind::KillLeader,
     FaultKind::PauseLeader,
     FaultKind::KillFollower,
@@ -44,6 +47,7 @@ pub const ALL: [FaultKind; 7] = [
     FaultKind::RestartGroup,
     FaultKind::PartitionLeader,
     FaultKind::PartitionBridge,
+    FaultKind::TransferLeader,
 ];
 
 impl FaultKind {
@@ -56,6 +60,7 @@ impl FaultKind {
             FaultKind::RestartGroup => "restart-group",
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::PartitionBridge => "partition-bridge",
+            FaultKind::TransferLeader => "transfer-leader",
         }
     }
 }
@@ -75,9 +80,9 @@ impl FromStr for FaultKind {
     }
 }
 
-/// The default deck: mostly leader kills and pauses, each other kind once.
+/// The default deck: mostly leader kills and pauses, each other kind once or twice.
 pub const DEFAULT_MIX: &str = "kill-leader=4,pause-leader=2,kill-follower=2,kill-two=1,\
-restart-group=1,partition-leader=1,partition-bridge=1";
+restart-group=1,partition-leader=1,partition-bridge=1,transfer-leader=2";
 
 /// Parses `kind=count,...` into a deck.
 pub fn parse_mix(mix: &str) -> anyhow::Result<Vec<FaultKind>> {

@@ -214,7 +214,10 @@ async fn inject(
         FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::PartitionLeader => {
             vec![leader]
         }
-        FaultKind::KillFollower => vec![followers[(id as usize) % followers.len()]],
+        // A transfer's "victim" is its target.
+        FaultKind::KillFollower | FaultKind::TransferLeader => {
+            vec![followers[(id as usize) % followers.len()]]
+        }
         FaultKind::KillTwo | FaultKind::PartitionBridge => {
             vec![leader, followers[(id as usize) % followers.len()]]
         }
@@ -248,6 +251,9 @@ async fn inject(
         FaultKind::PauseLeader => cluster.pause(leader),
         FaultKind::PartitionLeader => cluster.isolate(leader, true)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], true)?,
+        FaultKind::TransferLeader => {
+            transfer_leader(cluster, recorder, id, &group, victims[0]).await
+        }
         _ => victims.iter().for_each(|i| cluster.kill(*i)),
     }
     if kind == FaultKind::KillTwo {
@@ -265,6 +271,7 @@ async fn inject(
         FaultKind::PauseLeader => cluster.resume(leader),
         FaultKind::PartitionLeader => cluster.isolate(leader, false)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], false)?,
+        FaultKind::TransferLeader => {}
         FaultKind::KillTwo => {
             // One comes back: a quorum again, so service must return before the other.
             cluster.start_node(victims[0])?;
@@ -298,6 +305,36 @@ async fn inject(
     }
     sleep_ms(planned.gap_ms).await;
     Ok(())
+}
+
+/// Asks `group`'s leader to hand leadership to node `target`. A refused or failed transfer
+/// is a note, not a failure: safety is what the checker judges, and a transfer may meet a
+/// leader elected a moment ago or a target still catching up after an earlier fault.
+async fn transfer_leader(
+    cluster: &Cluster,
+    recorder: &Recorder,
+    id: u32,
+    group: &str,
+    target: usize,
+) {
+    let name = cluster.nodes[target].name.clone();
+    let outcome = match cluster.namesrv() {
+        Ok(namesrv) => {
+            client::admin::transfer_leadership(&namesrv, group, &name, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let text = match outcome {
+        Ok(done) => format!(
+            "fault #{id}: leadership of {group} moved to {} (term {}), appends held {} ms",
+            done.leader_id, done.term, done.held_ms
+        ),
+        Err(e) => format!("fault #{id}: transfer of {group} to {name} did not happen: {e}"),
+    };
+    println!("{text}");
+    recorder.record(|t_us| Event::Note { t_us, text });
 }
 
 /// Compares each group's replicas: waits (bounded) for them to converge while

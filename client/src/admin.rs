@@ -104,6 +104,57 @@ pub async fn delete_expired_commit_log(
     Ok(asked)
 }
 
+/// What [`transfer_leadership`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeadershipTransfer {
+    /// The client address of the node that led and handed over.
+    pub from_addr: String,
+    /// The new leader, `n1`.
+    pub leader_id: String,
+    /// The new leader's term.
+    pub term: u64,
+    /// How long the old leader held appends.
+    pub held_ms: u64,
+    /// How long the transfer took on the old leader.
+    pub elapsed_ms: u64,
+}
+
+/// Hands the Raft leadership of broker group `broker_name` to its member `target_id` (`n1`)
+/// with TRANSFER_LEADERSHIP (9001, rocketraft's own code), sent to the group's leader as the
+/// name servers know it; a follower's answer naming the leader is followed. `timeout` bounds
+/// each request (the broker gives up on its own after its transfer timeout).
+pub async fn transfer_leadership(
+    namesrv: &NameServerClient,
+    broker_name: &str,
+    target_id: &str,
+    timeout: Duration,
+) -> Result<LeadershipTransfer> {
+    let info = namesrv.cluster_info().await?;
+    let data =
+        info.broker_addr_table
+            .get(broker_name)
+            .ok_or_else(|| ClientError::UnknownBroker {
+                broker_name: broker_name.to_string(),
+            })?;
+    let request = RemotingCommand::bare_request(RequestCode::TRANSFER_LEADERSHIP)
+        .with_ext("brokerName", broker_name)
+        .with_ext("targetId", target_id);
+    let (from_addr, response) = request_leader(broker_name, data, request, timeout).await?;
+    let number = |key: &str| {
+        response
+            .ext(key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(LeadershipTransfer {
+        leader_id: response.ext("leaderId").unwrap_or(target_id).to_string(),
+        term: number("term"),
+        held_ms: number("heldMs"),
+        elapsed_ms: number("elapsedMs"),
+        from_addr,
+    })
+}
+
 /// Waits (at most `timeout`) until the name server's route for `topic` shows `queue_nums`
 /// write queues on every group in `groups`. A broker registers a new topic right after
 /// creating it, but without this wait a producer started at once could still be given the

@@ -169,6 +169,20 @@ pub struct DLedgerConfig {
     /// Deadline of each step of [`crate::DLedgerNode::purge_below`]: the snapshot that must
     /// cover the purge, then openraft's purge (a leader defers it while replication reads).
     pub purge_timeout_ms: u64,
+    /// DLedger's `preferredLeaderId`: while this node leads and the preferred node is a
+    /// caught-up voter, leadership is handed to it (checked every
+    /// `preferred_leader_check_interval_ms`). `None`: leadership stays where elections put it.
+    pub preferred_leader_id: Option<NodeId>,
+    /// Period of the preferred-leader check on the leader.
+    pub preferred_leader_check_interval_ms: u64,
+    /// A leadership transfer is refused when its target is more than this many entries behind
+    /// the leader's last entry (DLedger's `maxLeadershipTransferWaitIndex`): catching up would
+    /// hold appends too long.
+    pub max_transfer_lag_entries: u64,
+    /// Longest a leadership transfer may hold appends; past it the old leader resumes (if it
+    /// still leads) and the transfer is reported failed. A leader elected less than one
+    /// leader lease ago first waits that out, before holding anything.
+    pub transfer_timeout_ms: u64,
 }
 
 impl DLedgerConfig {
@@ -201,6 +215,10 @@ impl DLedgerConfig {
             max_append_entries_bytes: 1 << 20,
             join_existing: false,
             purge_timeout_ms: 30_000,
+            preferred_leader_id: None,
+            preferred_leader_check_interval_ms: 1_000,
+            max_transfer_lag_entries: 1_000,
+            transfer_timeout_ms: 2_000,
         }
     }
 
@@ -272,6 +290,20 @@ impl DLedgerConfig {
             if value == 0 {
                 return Err(bad(field, "must be > 0".into()));
             }
+        }
+        if let Some(preferred) = self.preferred_leader_id {
+            if !self.peers.iter().any(|p| p.id == preferred) {
+                return Err(bad(
+                    "preferred_leader_id",
+                    format!("n{preferred} is not in peers"),
+                ));
+            }
+        }
+        if self.preferred_leader_check_interval_ms == 0 || self.transfer_timeout_ms == 0 {
+            return Err(bad(
+                "transfer_timeout_ms",
+                "transfer_timeout_ms and preferred_leader_check_interval_ms must be > 0".into(),
+            ));
         }
         if self.flush_interval_ms == 0 || self.rpc_timeout_ms == 0 || self.append_timeout_ms == 0 {
             return Err(bad(

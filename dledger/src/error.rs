@@ -111,6 +111,24 @@ pub enum DLedgerError {
     /// A snapshot could not be taken, sent or installed.
     #[error("snapshot: {reason}")]
     Snapshot { reason: String },
+
+    /// A leadership transfer was refused before anything was held (target down, lagging,
+    /// not a voter, not following this leader): leadership and appends are as they were.
+    #[error("leadership transfer from n{node_id} to n{target} refused: {reason}")]
+    TransferRefused {
+        node_id: u64,
+        target: u64,
+        reason: String,
+    },
+
+    /// A leadership transfer held appends and did not complete in time: appends resumed, and
+    /// `reason` says who leads now (this node again, or an election decides).
+    #[error("leadership transfer from n{node_id} to n{target} failed: {reason}")]
+    TransferFailed {
+        node_id: u64,
+        target: u64,
+        reason: String,
+    },
 }
 
 impl DLedgerError {

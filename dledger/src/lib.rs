@@ -18,6 +18,8 @@
 //! - [`network`]: the peer transport trait, bincode-over-TCP, and an in-memory router for tests.
 //! - [`node`]: [`DLedgerNode`], the API the broker uses (start, append, read, role watch).
 //! - [`storage`]: opening a node's storage without Raft (conformance suite, tools).
+//! - [`transfer`]: leadership transfer (TimeoutNow over the peer transport, appends held for
+//!   the hand-over) and the `preferred_leader_id` check.
 //!
 //! # openraft
 //!
@@ -57,6 +59,7 @@ mod parts;
 pub mod snapshot;
 pub mod state_machine;
 pub mod storage;
+pub mod transfer;
 pub mod types;
 
 pub use config::parse_node_name;
@@ -84,4 +87,5 @@ pub use state_machine::HookStore;
 pub use state_machine::HookWrites;
 pub use state_machine::IndexFilter;
 pub use state_machine::NoopHook;
+pub use transfer::TransferResult;
 pub use types::HookResponse;

@@ -11,6 +11,8 @@
 //!   `append_queue_capacity` wait.
 //! - Every call has a deadline (`append_timeout_ms`); a timeout means "outcome unknown".
 //! - `read` returns committed bytes only.
+//! - `transfer_leadership` hands leadership to a caught-up voter, holding appends for the
+//!   hand-over only, and gives up within `transfer_timeout_ms` ([`crate::transfer`]).
 //! - A new store waits a randomized election timeout for a running group to reach it; if
 //!   none has, it initializes the group with the full peer set (idempotent: the first
 //!   entry is the same membership entry everywhere). Initializing at once would let a late
@@ -45,6 +47,9 @@ use crate::network::PeerTransport;
 use crate::state_machine::ApplyHook;
 use crate::state_machine::HookStore;
 use crate::storage::StorageOptions;
+use crate::transfer::TransferResult;
+use crate::transfer::Transfers;
+use crate::transfer::WriteGate;
 use crate::types::AppliedEntry;
 use crate::types::HookResponse;
 use crate::types::NodeId;
@@ -135,6 +140,7 @@ pub struct DLedgerNode {
     hook_store: HookStore,
     append_tx: mpsc::Sender<AppendRequest>,
     role_rx: watch::Receiver<RoleState>,
+    transfers: Transfers,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     server_shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -238,7 +244,7 @@ impl DLedgerNode {
                     })?,
             );
         let network = NetworkFactory {
-            transport,
+            transport: Arc::clone(&transport),
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
         };
         let raft = Raft::new(
@@ -311,6 +317,29 @@ impl DLedgerNode {
         let (role_tx, role_rx) = watch::channel(initial);
         let mut tasks = vec![tokio::spawn(watch_role(raft.clone(), role_tx))];
         tasks.extend(initializer);
+        let transfers = Transfers {
+            node_id,
+            raft: raft.clone(),
+            transport,
+            gate: WriteGate::default(),
+            leader_since: Arc::default(),
+            lease: Duration::from_millis(election_timeout_max),
+            rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+            timeout: Duration::from_millis(config.transfer_timeout_ms),
+            max_lag_entries: config.max_transfer_lag_entries,
+            running: Arc::default(),
+        };
+        tasks.push(tokio::spawn(crate::transfer::track_leader_since(
+            role_rx.clone(),
+            Arc::clone(&transfers.leader_since),
+        )));
+        if let Some(preferred) = config.preferred_leader_id {
+            tasks.push(tokio::spawn(crate::transfer::keep_preferred_leader(
+                transfers.clone(),
+                preferred,
+                Duration::from_millis(config.preferred_leader_check_interval_ms),
+            )));
+        }
         let (append_tx, append_rx) = mpsc::channel(config.append_queue_capacity);
         tasks.push(tokio::spawn(batcher(
             node_id,
@@ -319,6 +348,7 @@ impl DLedgerNode {
             config.max_records_per_entry,
             config.max_entry_bytes,
             Arc::new(Semaphore::new(config.max_inflight_entries)),
+            Arc::clone(&transfers.gate),
         )));
         Ok(DLedgerNode {
             node_id,
@@ -328,6 +358,7 @@ impl DLedgerNode {
             hook_store,
             append_tx,
             role_rx,
+            transfers,
             tasks: std::sync::Mutex::new(tasks),
             server_shutdown: std::sync::Mutex::new(None),
         })
@@ -449,18 +480,21 @@ impl DLedgerNode {
         }
         let node_id = self.node_id;
         let timeout_ms = self.config.append_timeout_ms;
-        let written = tokio::time::timeout(
-            Duration::from_millis(timeout_ms),
+        let write = async {
+            // Held until applied: a leadership transfer waits for it, and holds new ones.
+            let _gate = self.transfers.gate.read().await;
             self.raft
-                .client_write(Payload::Command(Bytes::from(command))),
-        )
-        .await
-        .map_err(|_| DLedgerError::Timeout {
-            node_id,
-            what: "append_command",
-            timeout_ms,
-        })?
-        .map_err(|e| write_error(node_id, e))?;
+                .client_write(Payload::Command(Bytes::from(command)))
+                .await
+        };
+        let written = tokio::time::timeout(Duration::from_millis(timeout_ms), write)
+            .await
+            .map_err(|_| DLedgerError::Timeout {
+                node_id,
+                what: "append_command",
+                timeout_ms,
+            })?
+            .map_err(|e| write_error(node_id, e))?;
         let AppliedEntry {
             body_position,
             responses,
@@ -471,6 +505,17 @@ impl DLedgerNode {
             position: body_position,
             response: responses.into_iter().next(),
         })
+    }
+
+    /// Hands leadership to voter `target` once it holds this leader's whole log (appends are
+    /// held meanwhile, and answered NotLeader after). Refused at once, nothing held, when this
+    /// node does not lead or `target` is down, lagging or not a voter; failed (appends resumed)
+    /// when the hand-over does not complete within `transfer_timeout_ms`.
+    pub async fn transfer_leadership(
+        &self,
+        target: NodeId,
+    ) -> Result<TransferResult, DLedgerError> {
+        self.transfers.transfer(target).await
     }
 
     /// Up to `max_bytes` committed CommitLog bytes from `position` (never past the end of its
@@ -785,6 +830,7 @@ async fn batcher(
     max_records: usize,
     max_bytes: usize,
     inflight: Arc<Semaphore>,
+    gate: WriteGate,
 ) {
     let mut carried: Option<AppendRequest> = None;
     loop {
@@ -816,9 +862,12 @@ async fn batcher(
                 body.extend_from_slice(record);
             }
         }
+        // Held until applied: a leadership transfer waits for it, and holds the next batch.
+        let held = Arc::clone(&gate).read_owned().await;
         let raft = raft.clone();
         tokio::spawn(async move {
             let written = raft.client_write(Payload::Records(Bytes::from(body))).await;
+            drop(held);
             drop(permit);
             match written {
                 Ok(written) => {

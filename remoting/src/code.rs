@@ -1,7 +1,8 @@
 //! Request, response and language codes, with RocketMQ's numbers.
 //!
 //! A code is never reused for another meaning; codes this project does not serve are
-//! listed anyway so logs can name what a client asked for.
+//! listed anyway so logs can name what a client asked for. Codes of rocketraft's own (not
+//! RocketMQ's) live in 9000-9099, a range no RocketMQ version uses.
 
 macro_rules! i32_codes {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $value:expr,)* }) => {
@@ -103,6 +104,12 @@ i32_codes! {
         QUERY_CONSUME_QUEUE = 321,
         QUERY_DATA_VERSION = 322,
         DELETE_EXPIRED_COMMITLOG = 329,
+        // rocketraft's own codes, 9000-9099: no RocketMQ version (4.x or 5.x) uses this range.
+        // TRANSFER_LEADERSHIP: hand a broker group's Raft leadership to another member
+        // (`rocketraft admin transfer-leader`); extFields `brokerName`, `targetId` (`n1`).
+        // Only the leader takes it; a follower answers SERVICE_NOT_AVAILABLE with
+        // `leaderAddr`. Success carries `leaderId`, `term`, `heldMs`, `elapsedMs`.
+        TRANSFER_LEADERSHIP = 9001,
     }
 }
 
@@ -232,6 +239,7 @@ mod tests {
         assert_eq!(ResponseCode::TOPIC_NOT_EXIST as i32, 17);
         assert_eq!(ResponseCode::PULL_OFFSET_MOVED as i32, 21);
         assert_eq!(ResponseCode::QUERY_NOT_FOUND as i32, 22);
+        assert_eq!(RequestCode::TRANSFER_LEADERSHIP as i32, 9001);
     }
 
     #[test]

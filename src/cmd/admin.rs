@@ -1,7 +1,8 @@
 //! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
 //! group's dead letters (`admin dlq list|resend`), and stored messages by key or id
-//! (`admin query-msg`, [`super::query_msg`]), and a retention pass now
-//! (`admin delete-expired-commitlog`).
+//! (`admin query-msg`, [`super::query_msg`]), a retention pass now
+//! (`admin delete-expired-commitlog`), and moving a group's leadership
+//! (`admin transfer-leader`).
 
 use std::time::Duration;
 
@@ -50,6 +51,16 @@ enum What {
     /// Find stored messages by key, unique key or message id (QUERY_MESSAGE,
     /// VIEW_MESSAGE_BY_ID).
     QueryMsg(super::query_msg::Args),
+    /// Hand a broker group's leadership to another member (TRANSFER_LEADERSHIP, rocketraft's
+    /// own request code 9001): appends pause only for the hand-over.
+    TransferLeader {
+        /// The broker group (brokerName).
+        #[arg(short = 'g', long)]
+        group: String,
+        /// The member to lead, as in dLegerPeers: `n1`.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -81,6 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let what = match args.what {
         What::Dlq(dlq) => return run_dlq(&args.namesrv, dlq).await,
         What::QueryMsg(query) => return super::query_msg::run(&args.namesrv, query).await,
+        What::TransferLeader { group, to } => {
+            return transfer_leader(&args.namesrv, &group, &to).await
+        }
         what => what,
     };
     let client = NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
@@ -110,10 +124,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 groups.join(", ")
             )
         }
-        What::Dlq(_) | What::QueryMsg(_) => unreachable!("handled above"),
+        What::Dlq(_) | What::QueryMsg(_) | What::TransferLeader { .. } => {
+            unreachable!("handled above")
+        }
     };
     println!("{json}");
     Ok(())
+}
+
+/// `admin transfer-leader`: asks the group's leader to hand over, then waits (bounded) until
+/// the name servers route the group's writes elsewhere.
+async fn transfer_leader(namesrv: &str, group: &str, to: &str) -> anyhow::Result<()> {
+    let client = NameServerClient::new(namesrv, Duration::from_secs(3))?;
+    let started = std::time::Instant::now();
+    let done = client::admin::transfer_leadership(&client, group, to, Duration::from_secs(10))
+        .await
+        .map_err(|e| anyhow::anyhow!("transfer of {group}'s leadership to {to} failed: {e}"))?;
+    println!(
+        "{group}: leadership moved from {} to {} (term {}): appends held {} ms, transfer took {} ms",
+        done.from_addr, done.leader_id, done.term, done.held_ms, done.elapsed_ms
+    );
+    let deadline = started + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let info = client.cluster_info().await?;
+        let routed = info
+            .broker_addr_table
+            .get(group)
+            .and_then(|d| d.leader_addr())
+            .filter(|addr| *addr != done.from_addr)
+            .map(str::to_string);
+        if let Some(addr) = routed {
+            println!(
+                "{group}: name servers route writes to {addr} ({} ms after the request)",
+                started.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!(
+        "{group}: the name servers still route writes to {} after 10 s",
+        done.from_addr
+    )
 }
 
 /// The ids a dead letter answers to: its own, its UNIQ_KEY and the id it first had.

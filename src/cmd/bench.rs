@@ -14,7 +14,8 @@
 //! answers non-held pulls, until `--count` messages (over all queues) or the end of every
 //! queue; reports msg/s. Offsets are not committed, so runs can be repeated.
 //!
-//! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench e2e`:
+//! `rocketraft bench failover`: see [`super::failover_bench`]; `rocketraft bench transfer`:
+//! see [`super::transfer_bench`]; `rocketraft bench e2e`:
 //! see [`super::e2e_bench`]; `rocketraft bench delay`: see [`super::delay_bench`];
 //! `rocketraft bench orderly`: see [`super::orderly_bench`].
 //! `rocketraft bench txn`: see [`super::txn_bench`].
@@ -42,6 +43,8 @@ enum What {
     Consume(ConsumeArgs),
     /// Kill the leader N times under load; report the acknowledgement gap per kill.
     Failover(super::failover_bench::FailoverArgs),
+    /// Move the leadership N times under load; report the acknowledgement gap per transfer.
+    Transfer(super::transfer_bench::TransferArgs),
     /// End-to-end latency: from the producer's send to the consumer's receipt.
     E2e(super::e2e_bench::E2eArgs),
     /// Timer messages at volume: stored/s, delivered/s, lateness after the due time.
@@ -122,6 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Produce(a) => produce(a).await,
         What::Consume(a) => consume(a).await,
         What::Failover(a) => super::failover_bench::run(a).await,
+        What::Transfer(a) => super::transfer_bench::run(a).await,
         What::E2e(a) => super::e2e_bench::run(a).await,
         What::Delay(a) => super::delay_bench::run(a).await,
         What::Orderly(a) => super::orderly_bench::run(a).await,

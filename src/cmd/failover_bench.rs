@@ -57,10 +57,10 @@ pub struct FailoverArgs {
 }
 
 /// Longest wait for a new leader, or for the first acknowledgement after a kill.
-const WAIT: Duration = Duration::from_secs(30);
+pub(super) const WAIT: Duration = Duration::from_secs(30);
 
 /// Acknowledgement times (µs since start), kept only while a kill is being measured.
-struct Acks {
+pub(super) struct Acks {
     start: Instant,
     acked: AtomicU64,
     unknown: AtomicU64,
@@ -71,9 +71,112 @@ struct Acks {
 }
 
 impl Acks {
-    fn now_us(&self) -> u64 {
+    pub(super) fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
     }
+
+    /// Starts recording acknowledgement times; returns the time of the last one so far.
+    pub(super) fn record(&self) -> u64 {
+        self.window.lock().unwrap().clear();
+        self.recording.store(true, Ordering::Relaxed);
+        self.last_us.load(Ordering::Relaxed)
+    }
+
+    /// Acknowledged sends so far.
+    pub(super) fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// (unknown, failed) sends so far.
+    pub(super) fn errors(&self) -> (u64, u64) {
+        (
+            self.unknown.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Waits (bounded) for an acknowledgement after `routed_us`, then stops recording and
+    /// returns the longest time without acknowledgements from `before_us` (the last one before
+    /// the event) up to it. Responses already on their way at the event can land just after it
+    /// and must not hide the outage, hence the longest gap rather than the first one.
+    pub(super) async fn gap_until_ack_after(
+        &self,
+        before_us: u64,
+        routed_us: u64,
+        what: &str,
+    ) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + WAIT;
+        let gap_us = loop {
+            let mut window: Vec<u64> = self.window.lock().unwrap().clone();
+            window.sort_unstable();
+            if let Some(end) = window.iter().position(|t| *t > routed_us) {
+                let mut points = vec![before_us];
+                points.extend(window[..=end].iter().copied().filter(|t| *t > before_us));
+                break points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "no send acknowledged within {WAIT:?} of {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        self.recording.store(false, Ordering::Relaxed);
+        Ok(gap_us)
+    }
+}
+
+/// The steady produce load both benches run: `in_flight` tasks each sending one message at a
+/// time to `topic` until `stop`.
+pub(super) fn start_load(
+    producer: &Arc<Producer>,
+    in_flight: usize,
+    size: usize,
+    topic: &str,
+    stop: &Arc<AtomicBool>,
+) -> (Arc<Acks>, Vec<tokio::task::JoinHandle<()>>) {
+    let acks = Arc::new(Acks {
+        start: Instant::now(),
+        acked: AtomicU64::new(0),
+        unknown: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+        window: Mutex::new(Vec::new()),
+        recording: AtomicBool::new(false),
+    });
+    let body = Bytes::from(vec![b'f'; size]);
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (producer, acks, stop, body, topic) = (
+            producer.clone(),
+            acks.clone(),
+            stop.clone(),
+            body.clone(),
+            topic.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match producer.send(Message::new(&topic, body.clone())).await {
+                    Ok(_) => {
+                        let now = acks.now_us();
+                        acks.acked.fetch_add(1, Ordering::Relaxed);
+                        acks.last_us.fetch_max(now, Ordering::Relaxed);
+                        if acks.recording.load(Ordering::Relaxed) {
+                            acks.window.lock().unwrap().push(now);
+                        }
+                    }
+                    Err(e) if e.is_outcome_unknown() => {
+                        acks.unknown.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        acks.failed.fetch_add(1, Ordering::Relaxed);
+                        // A definite failure came back at once: do not spin.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }));
+    }
+    (acks, tasks)
 }
 
 struct Kill {
@@ -108,97 +211,38 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let mut config = ProducerConfig::new(&cluster.namesrv_addr, "rocketraft-failover-bench");
     config.max_async_sends_in_flight = args.in_flight;
     let producer = Arc::new(Producer::start(config).await?);
-    let body = Bytes::from(vec![b'f'; args.size]);
     producer
-        .send(Message::new(&args.topic, body.clone()))
+        .send(Message::new(
+            &args.topic,
+            Bytes::from(vec![b'f'; args.size]),
+        ))
         .await
         .context("first send (creates the topic)")?;
-    let acks = Arc::new(Acks {
-        start: Instant::now(),
-        acked: AtomicU64::new(0),
-        unknown: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        last_us: AtomicU64::new(0),
-        window: Mutex::new(Vec::new()),
-        recording: AtomicBool::new(false),
-    });
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..args.in_flight {
-        let (producer, acks, stop, body, topic) = (
-            producer.clone(),
-            acks.clone(),
-            stop.clone(),
-            body.clone(),
-            args.topic.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                match producer.send(Message::new(&topic, body.clone())).await {
-                    Ok(_) => {
-                        let now = acks.now_us();
-                        acks.acked.fetch_add(1, Ordering::Relaxed);
-                        acks.last_us.fetch_max(now, Ordering::Relaxed);
-                        if acks.recording.load(Ordering::Relaxed) {
-                            acks.window.lock().unwrap().push(now);
-                        }
-                    }
-                    Err(e) if e.is_outcome_unknown() => {
-                        acks.unknown.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(_) => {
-                        acks.failed.fetch_add(1, Ordering::Relaxed);
-                        // A definite failure came back at once: do not spin.
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-            }
-        }));
-    }
+    let (acks, tasks) = start_load(&producer, args.in_flight, args.size, &args.topic, &stop);
 
     let mut kills = Vec::new();
     for n in 1..=args.kills {
         tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
         let leader = cluster.wait_for_leader(&group, WAIT).await?;
         let victim = cluster.nodes[leader].label();
-        let (unknown0, failed0) = (
-            acks.unknown.load(Ordering::Relaxed),
-            acks.failed.load(Ordering::Relaxed),
-        );
-        acks.window.lock().unwrap().clear();
-        acks.recording.store(true, Ordering::Relaxed);
-        let before_us = acks.last_us.load(Ordering::Relaxed);
+        let (unknown0, failed0) = acks.errors();
+        let before_us = acks.record();
         let kill_us = acks.now_us();
         cluster.kill(leader);
         cluster.wait_for_leader(&group, WAIT).await?;
         let routed_ms = (acks.now_us() - kill_us) as f64 / 1000.0;
-        // Wait (bounded) for an acknowledgement after the new leader was routed; the
-        // gap is the longest time without acknowledgements from the last one before
-        // the kill up to it (responses already on their way when the leader died can
-        // land just after the kill and must not hide the outage).
         let routed_us = acks.now_us();
-        let deadline = Instant::now() + WAIT;
-        let gap_us = loop {
-            let mut window: Vec<u64> = acks.window.lock().unwrap().clone();
-            window.sort_unstable();
-            if let Some(end) = window.iter().position(|t| *t > routed_us) {
-                let mut points = vec![before_us];
-                points.extend(window[..=end].iter().copied().filter(|t| *t > before_us));
-                break points.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "no send acknowledged within {WAIT:?} of killing {victim}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        acks.recording.store(false, Ordering::Relaxed);
+        let gap_us = acks
+            .gap_until_ack_after(before_us, routed_us, &format!("killing {victim}"))
+            .await?;
+        let (unknown1, failed1) = acks.errors();
         let kill = Kill {
             victim,
             gap_ms: gap_us as f64 / 1000.0,
             routed_ms,
-            unknown: acks.unknown.load(Ordering::Relaxed) - unknown0,
-            failed: acks.failed.load(Ordering::Relaxed) - failed0,
+            unknown: unknown1 - unknown0,
+            failed: failed1 - failed0,
         };
         if !args.json {
             eprintln!(
@@ -220,7 +264,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
 }
 
 /// The `q` quantile (nearest rank) of `sorted`.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(super) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

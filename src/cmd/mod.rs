@@ -14,6 +14,7 @@ pub mod orderly_bench;
 pub mod query_bench;
 pub mod query_msg;
 pub mod send;
+pub mod transfer_bench;
 pub mod txn_bench;
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).

@@ -14,6 +14,7 @@ pub mod query;
 pub mod queue_lock;
 pub mod send;
 pub mod send_back;
+pub mod transfer_leadership;
 
 use futures::future::BoxFuture;
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
@@ -83,6 +84,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::DELETE_EXPIRED_COMMITLOG | C::CLEAN_EXPIRED_CONSUMEQUEUE => {
             leader_only!(admin::delete_expired)
         }
+        C::TRANSFER_LEADERSHIP => leader_only!(transfer_leadership::handle),
         _ => return None,
     })
 }

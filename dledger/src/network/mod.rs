@@ -1,5 +1,5 @@
-//! Peer transport: openraft's vote and append-entries RPCs, and snapshot streams, between
-//! the members of a group.
+//! Peer transport: openraft's vote and append-entries RPCs, snapshot streams, and our own
+//! TimeoutNow (leadership transfer, [`crate::transfer`]), between the members of a group.
 //!
 //! Owns: the wire messages ([`PeerRequest`], [`PeerResponse`]), the [`PeerTransport`] trait
 //! that carries them, [`PeerService`] (the receiving side, which hands requests to the local
@@ -84,6 +84,30 @@ pub(crate) enum RequestBody {
     Vote(VoteRequest<NodeId>),
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     SnapshotChunk(SnapshotChunk),
+    TimeoutNow(TimeoutNowRequest),
+}
+
+/// The leader asks a follower to campaign at once (Raft's TimeoutNow, DLedger's leadership
+/// transfer). Not an openraft RPC: see [`crate::transfer`] for the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimeoutNowRequest {
+    /// The sender's vote: the target acts only while it follows this very leader and term.
+    pub(crate) vote: Vote<NodeId>,
+    /// The sender's last log index: the target campaigns only if its log reaches it (the
+    /// vote request then proves it holds the same entries).
+    pub(crate) last_log_index: Option<u64>,
+    /// Only check and answer (is the target alive, following this leader, how far is its
+    /// log); do not campaign.
+    pub(crate) probe: bool,
+}
+
+/// The target's answer to a [`TimeoutNowRequest`] it accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TimeoutNowResponse {
+    /// The target's last log index.
+    pub(crate) last_log_index: Option<u64>,
+    /// Whether the target has started its campaign.
+    pub(crate) campaigning: bool,
 }
 
 /// The answer to a [`PeerRequest`]. Opaque outside `dledger`.
@@ -96,6 +120,7 @@ pub(crate) enum ResponseBody {
     Vote(Result<VoteResponse<NodeId>, String>),
     AppendEntries(Result<AppendEntriesResponse<NodeId>, String>),
     SnapshotChunk(Result<SnapshotResponse<NodeId>, String>),
+    TimeoutNow(Result<TimeoutNowResponse, String>),
 }
 
 /// Why an RPC produced no answer.
@@ -167,6 +192,9 @@ impl PeerService {
             ),
             RequestBody::SnapshotChunk(chunk) => {
                 ResponseBody::SnapshotChunk(self.snapshot_chunk(chunk).await)
+            }
+            RequestBody::TimeoutNow(rpc) => {
+                ResponseBody::TimeoutNow(crate::transfer::on_timeout_now(&self.raft, rpc).await)
             }
         };
         PeerResponse(body)

@@ -43,6 +43,7 @@ enum Head {
         data_len: u32,
         done: Option<SnapshotMeta<NodeId, BasicNode>>,
     },
+    TimeoutNow(super::TimeoutNowRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,6 +82,7 @@ pub(crate) fn encode_request(
                 done: chunk.done,
             }
         }
+        RequestBody::TimeoutNow(rpc) => Head::TimeoutNow(rpc),
         RequestBody::AppendEntries(rpc) => {
             payloads.reserve(rpc.entries.len());
             let mut entries = Vec::with_capacity(rpc.entries.len());
@@ -176,6 +178,7 @@ pub(crate) fn decode_request(body: Bytes) -> Result<PeerRequest, String> {
             data: take(data_len)?,
             done,
         }),
+        Head::TimeoutNow(rpc) => RequestBody::TimeoutNow(rpc),
         Head::AppendEntries {
             vote,
             prev_log_id,
@@ -302,5 +305,23 @@ mod tests {
             panic!("decoded as another kind");
         };
         assert_eq!(decoded, vote);
+    }
+
+    // Proves a TimeoutNow request (leadership transfer) round-trips.
+    #[test]
+    fn timeout_now_round_trip() {
+        let request = super::super::TimeoutNowRequest {
+            vote: Vote::new_committed(3, 2),
+            last_log_index: Some(7),
+            probe: true,
+        };
+        let body =
+            encode_request_to_vec(PeerRequest(RequestBody::TimeoutNow(request.clone()))).unwrap();
+        let PeerRequest(RequestBody::TimeoutNow(decoded)) =
+            decode_request(Bytes::from(body)).unwrap()
+        else {
+            panic!("decoded as another kind");
+        };
+        assert_eq!(decoded, request);
     }
 }
