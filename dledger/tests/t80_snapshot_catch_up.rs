@@ -116,6 +116,8 @@ impl Group {
         // The first three are the group; a fourth joins it later.
         let mut config = test_config(id as u64, &self.peers[..3.max(id + 1)], self.dir.path());
         config.join_existing = id >= 3;
+        // The leader's purge waits this long for a stopped member before purging past it.
+        config.purge_timeout_ms = 2_000;
         let hook = FileHook::new(&self.store(id));
         self.nodes[id] = Some(Arc::new(
             DLedgerNode::start_with_listener(config, hook, listener)
