@@ -122,6 +122,19 @@ impl Cluster {
         flush: &str,
         net: Option<Arc<Net>>,
     ) -> anyhow::Result<Cluster> {
+        Self::start_with(binary, dir, groups, flush, net, "")
+    }
+
+    /// [`Cluster::start`], with `extra` lines at the end of every node's config (a key
+    /// there replaces the same key above it).
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        groups: usize,
+        flush: &str,
+        net: Option<Arc<Net>>,
+        extra: &str,
+    ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let groups = groups.clamp(1, 2);
         // Loopback ports for the name server and each node's client and Raft ports.
@@ -185,7 +198,7 @@ impl Cluster {
                          registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
                          flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
                          messageDelayLevel={CHAOS_DELAY_LEVELS}\n\
-                         transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
+                         transactionTimeOut=1000\ntransactionCheckInterval=1000\n{extra}\n",
                         store.display()
                     ),
                 )?;

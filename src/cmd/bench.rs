@@ -20,6 +20,7 @@
 //! `rocketraft bench orderly`: see [`super::orderly_bench`].
 //! `rocketraft bench txn`: see [`super::txn_bench`].
 //! `rocketraft bench query`: see [`super::query_bench`].
+//! `rocketraft bench catch-up`: see [`super::catchup_bench`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,9 @@ enum What {
     Failover(super::failover_bench::FailoverArgs),
     /// Move the leadership N times under load; report the acknowledgement gap per transfer.
     Transfer(super::transfer_bench::TransferArgs),
+    /// A follower behind the purge point catches up by snapshot under load: MB/s, and the
+    /// load's throughput before, during and after.
+    CatchUp(super::catchup_bench::CatchUpArgs),
     /// End-to-end latency: from the producer's send to the consumer's receipt.
     E2e(super::e2e_bench::E2eArgs),
     /// Timer messages at volume: stored/s, delivered/s, lateness after the due time.
@@ -126,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Consume(a) => consume(a).await,
         What::Failover(a) => super::failover_bench::run(a).await,
         What::Transfer(a) => super::transfer_bench::run(a).await,
+        What::CatchUp(a) => super::catchup_bench::run(a).await,
         What::E2e(a) => super::e2e_bench::run(a).await,
         What::Delay(a) => super::delay_bench::run(a).await,
         What::Orderly(a) => super::orderly_bench::run(a).await,

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod bench;
 pub mod broker;
+pub mod catchup_bench;
 pub mod chaos;
 pub mod consume;
 pub mod delay_bench;

@@ -283,27 +283,37 @@ impl Cluster {
     }
 
     /// Every node's CommitLog bytes from the largest first kept segment on (trailing zeros
-    /// cut), and that position.
+    /// cut), and that position. Retention may delete a file between the listing and the
+    /// read: the whole picture is then taken again.
     pub fn kept_logs(&self) -> (u64, Vec<Vec<u8>>) {
-        let from = (0..self.nodes.len())
-            .map(|i| self.first_and_last_segment(i).0)
-            .max()
-            .unwrap();
-        let logs = (0..self.nodes.len())
-            .map(|i| {
-                let mut all = Vec::new();
-                for (start, path) in segment_files(&self.nodes[i].store) {
-                    if start >= from {
-                        all.extend(std::fs::read(path).unwrap());
+        let mut attempts = 0;
+        loop {
+            let from = (0..self.nodes.len())
+                .map(|i| self.first_and_last_segment(i).0)
+                .max()
+                .unwrap();
+            let logs: std::io::Result<Vec<Vec<u8>>> = (0..self.nodes.len())
+                .map(|i| {
+                    let mut all = Vec::new();
+                    for (start, path) in segment_files(&self.nodes[i].store) {
+                        if start >= from {
+                            all.extend(std::fs::read(path)?);
+                        }
                     }
+                    while all.last() == Some(&0) {
+                        all.pop();
+                    }
+                    Ok(all)
+                })
+                .collect();
+            match logs {
+                Ok(logs) => return (from, logs),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 50 => {
+                    attempts += 1;
                 }
-                while all.last() == Some(&0) {
-                    all.pop();
-                }
-                all
-            })
-            .collect();
-        (from, logs)
+                Err(e) => panic!("reading CommitLog segments: {e}"),
+            }
+        }
     }
 
     /// The directory holding every node's data, config and log.
