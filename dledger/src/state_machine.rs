@@ -67,7 +67,9 @@ pub(crate) const APPLIED_WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How long a snapshot taken to be sent is offered again instead of a new one. It stays
 /// a true picture of its applied point however old it is; reusing it only makes the
-/// receiver replay a few more entries, and keeps its files open that long.
+/// receiver replay a few more entries, and keeps its files open that long. A snapshot
+/// built meanwhile (for a purge) ends the reuse: openraft then expects what it sends to
+/// reach at least that one.
 const SNAPSHOT_REUSE: Duration = Duration::from_secs(10);
 
 /// Error type an [`ApplyHook`] returns; any error stops the node.
@@ -599,6 +601,8 @@ impl StateMachine {
     /// to purge its log (see the module doc).
     fn build_snapshot_now(&mut self) -> Result<Snapshot<TypeConfig>, DLedgerError> {
         let (applied, membership) = self.written_applied_state()?;
+        // openraft expects every snapshot sent from now on to reach at least this one.
+        self.last_taken = None;
         let meta = SnapshotMeta {
             last_log_id: applied,
             last_membership: membership,
