@@ -188,20 +188,31 @@ impl Cluster {
             for (i, (host, port, _)) in hosts.iter().enumerate() {
                 let store = dir.join(format!("{group}-n{i}"));
                 let conf = dir.join(format!("{group}-n{i}.conf"));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "brokerClusterName=ChaosCluster\nbrokerName={group}\ndLegerGroup={group}\n\
-                         brokerIP1={host}\nlistenPort={port}\nnamesrvAddr={namesrv_addr}\n\
-                         storePathRootDir={}\nenableDLegerCommitLog=true\ndLegerPeers={peers}\n\
-                         dLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
-                         registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
-                         flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
-                         messageDelayLevel={CHAOS_DELAY_LEVELS}\n\
-                         transactionTimeOut=1000\ntransactionCheckInterval=1000\n{extra}\n",
-                        store.display()
-                    ),
-                )?;
+                let base = format!(
+                    "brokerClusterName=ChaosCluster\nbrokerName={group}\ndLegerGroup={group}\n\
+                     brokerIP1={host}\nlistenPort={port}\nnamesrvAddr={namesrv_addr}\n\
+                     storePathRootDir={}\nenableDLegerCommitLog=true\ndLegerPeers={peers}\n\
+                     dLegerSelfId=n{i}\nmappedFileSizeCommitLog=67108864\n\
+                     registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
+                     flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
+                     messageDelayLevel={CHAOS_DELAY_LEVELS}\n\
+                     transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
+                    store.display()
+                );
+                // A key in `extra` replaces ours (a key twice is refused at start).
+                let replaced = |line: &str| {
+                    line.split_once('=').is_some_and(|(key, _)| {
+                        extra.lines().any(|l| l.starts_with(&format!("{key}=")))
+                    })
+                };
+                let mut text: String = base
+                    .lines()
+                    .filter(|l| !replaced(l))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                text.push_str(extra);
+                text.push('\n');
+                std::fs::write(&conf, text)?;
                 let net_index = net.as_ref().map(|_| first + i);
                 let mut command = match (&net, net_index) {
                     (Some(net), Some(k)) => net.exec_prefix(k),
