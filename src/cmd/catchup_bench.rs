@@ -13,16 +13,13 @@
 //! second before the restart, during the transfer and after it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use chaos::cluster::Cluster;
-use client::{Message, Producer, ProducerConfig};
 
-use super::failover_bench::{start_load, Acks, WAIT};
+use super::failover_bench::{start_loaded, Acks, Loaded, WAIT};
 
 #[derive(clap::Args)]
 pub struct CatchUpArgs {
@@ -132,25 +129,20 @@ pub async fn run(args: CatchUpArgs) -> anyhow::Result<()> {
         args.retention_s
     );
     let mut cluster = Cluster::start_with(&exe, &args.dir, 1, &args.flush, None, &extra)?;
-    let group = cluster
-        .groups()
-        .first()
-        .cloned()
-        .context("the cluster has no group")?;
-    cluster.wait_ready(WAIT).await?;
-
-    let mut config = ProducerConfig::new(&cluster.namesrv_addr, "rocketraft-catchup-bench");
-    config.max_async_sends_in_flight = args.in_flight;
-    let producer = Arc::new(Producer::start(config).await?);
-    producer
-        .send(Message::new(
-            &args.topic,
-            Bytes::from(vec![b'c'; args.size]),
-        ))
-        .await
-        .context("first send (creates the topic)")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, tasks) = start_load(&producer, args.in_flight, args.size, &args.topic, &stop);
+    let Loaded {
+        group,
+        producer,
+        acks,
+        tasks,
+        stop,
+    } = start_loaded(
+        &cluster,
+        "rocketraft-catchup-bench",
+        args.in_flight,
+        args.size,
+        &args.topic,
+    )
+    .await?;
 
     // Fill the retained window, then take a follower away.
     let filling = Duration::from_secs(args.retention_s + 10);

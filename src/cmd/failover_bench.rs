@@ -179,6 +179,48 @@ pub(super) fn start_load(
     (acks, tasks)
 }
 
+/// What a load bench runs against: its group (ready), the producer that created the topic,
+/// and the steady load ([`start_load`]) running on it until `stop`.
+pub(super) struct Loaded {
+    pub(super) group: String,
+    pub(super) producer: Arc<Producer>,
+    pub(super) acks: Arc<Acks>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub(super) stop: Arc<AtomicBool>,
+}
+
+/// Waits for the cluster's first group, creates `topic` with one send and starts the load.
+pub(super) async fn start_loaded(
+    cluster: &Cluster,
+    producer_group: &str,
+    in_flight: usize,
+    size: usize,
+    topic: &str,
+) -> anyhow::Result<Loaded> {
+    let group = cluster
+        .groups()
+        .first()
+        .cloned()
+        .context("the cluster has no group")?;
+    cluster.wait_ready(WAIT).await?;
+    let mut config = ProducerConfig::new(&cluster.namesrv_addr, producer_group);
+    config.max_async_sends_in_flight = in_flight;
+    let producer = Arc::new(Producer::start(config).await?);
+    producer
+        .send(Message::new(topic, Bytes::from(vec![b'f'; size])))
+        .await
+        .context("first send (creates the topic)")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (acks, tasks) = start_load(&producer, in_flight, size, topic, &stop);
+    Ok(Loaded {
+        group,
+        producer,
+        acks,
+        tasks,
+        stop,
+    })
+}
+
 struct Kill {
     victim: String,
     gap_ms: f64,
@@ -201,25 +243,20 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
             Cluster::start(&exe, &args.dir, 1, &args.flush, None)?
         }
     };
-    let group = cluster
-        .groups()
-        .first()
-        .cloned()
-        .context("the cluster has no group")?;
-    cluster.wait_ready(WAIT).await?;
-
-    let mut config = ProducerConfig::new(&cluster.namesrv_addr, "rocketraft-failover-bench");
-    config.max_async_sends_in_flight = args.in_flight;
-    let producer = Arc::new(Producer::start(config).await?);
-    producer
-        .send(Message::new(
-            &args.topic,
-            Bytes::from(vec![b'f'; args.size]),
-        ))
-        .await
-        .context("first send (creates the topic)")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, tasks) = start_load(&producer, args.in_flight, args.size, &args.topic, &stop);
+    let Loaded {
+        group,
+        producer,
+        acks,
+        tasks,
+        stop,
+    } = start_loaded(
+        &cluster,
+        "rocketraft-failover-bench",
+        args.in_flight,
+        args.size,
+        &args.topic,
+    )
+    .await?;
 
     let mut kills = Vec::new();
     for n in 1..=args.kills {

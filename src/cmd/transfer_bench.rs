@@ -16,16 +16,13 @@
 //! - the sends that ended unknown or failed in the window.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use chaos::cluster::Cluster;
-use client::{Message, Producer, ProducerConfig};
 
-use super::failover_bench::{quantile, start_load, Acks, WAIT};
+use super::failover_bench::{quantile, start_loaded, Acks, Loaded, WAIT};
 
 #[derive(clap::Args)]
 pub struct TransferArgs {
@@ -73,26 +70,21 @@ pub async fn run(args: TransferArgs) -> anyhow::Result<()> {
     }
     let exe = std::env::current_exe().context("locate the rocketraft binary")?;
     let mut cluster = Cluster::start(&exe, &args.dir, 1, &args.flush, None)?;
-    let group = cluster
-        .groups()
-        .first()
-        .cloned()
-        .context("the cluster has no group")?;
-    cluster.wait_ready(WAIT).await?;
+    let Loaded {
+        group,
+        producer,
+        acks,
+        tasks,
+        stop,
+    } = start_loaded(
+        &cluster,
+        "rocketraft-transfer-bench",
+        args.in_flight,
+        args.size,
+        &args.topic,
+    )
+    .await?;
     let namesrv = cluster.namesrv()?;
-
-    let mut config = ProducerConfig::new(&cluster.namesrv_addr, "rocketraft-transfer-bench");
-    config.max_async_sends_in_flight = args.in_flight;
-    let producer = Arc::new(Producer::start(config).await?);
-    producer
-        .send(Message::new(
-            &args.topic,
-            Bytes::from(vec![b'f'; args.size]),
-        ))
-        .await
-        .context("first send (creates the topic)")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (acks, tasks) = start_load(&producer, args.in_flight, args.size, &args.topic, &stop);
 
     let members = cluster.group_nodes(&group);
     let mut transfers = Vec::new();
