@@ -164,7 +164,7 @@ pub struct DLedgerConfig {
     /// lagging follower only catches up if one batch ships and persists well within it.
     pub max_append_entries_bytes: usize,
     /// A new member of a running group: never initializes a group by itself, however long
-    /// it hears from no leader; it waits to be added ([`crate::DLedgerNode::add_learner`]).
+    /// it hears from no leader; it waits to be added ([`crate::DLedgerNode::add_node`]).
     pub join_existing: bool,
     /// Deadline of each step of [`crate::DLedgerNode::purge_below`]: the snapshot that must
     /// cover the purge, then openraft's purge (a leader defers it while replication reads).
@@ -183,6 +183,11 @@ pub struct DLedgerConfig {
     /// still leads) and the transfer is reported failed. A leader elected less than one
     /// leader lease ago first waits that out, before holding anything.
     pub transfer_timeout_ms: u64,
+    /// Deadline of each step of a membership change ([`crate::DLedgerNode::add_node`],
+    /// [`crate::DLedgerNode::remove_node`]): a new node's catch-up as a learner, then the
+    /// commit of the joint and the new configuration. A learner still catching up at the
+    /// deadline keeps catching up; asking again waits on.
+    pub membership_timeout_ms: u64,
 }
 
 impl DLedgerConfig {
@@ -219,6 +224,7 @@ impl DLedgerConfig {
             preferred_leader_check_interval_ms: 1_000,
             max_transfer_lag_entries: 1_000,
             transfer_timeout_ms: 2_000,
+            membership_timeout_ms: 60_000,
         }
     }
 
@@ -298,6 +304,12 @@ impl DLedgerConfig {
                     format!("n{preferred} is not in peers"),
                 ));
             }
+        }
+        if self.membership_timeout_ms == 0 {
+            return Err(bad(
+                "membership_timeout_ms",
+                "membership_timeout_ms must be > 0".into(),
+            ));
         }
         if self.preferred_leader_check_interval_ms == 0 || self.transfer_timeout_ms == 0 {
             return Err(bad(

@@ -129,6 +129,21 @@ pub enum DLedgerError {
         target: u64,
         reason: String,
     },
+
+    /// A membership change was refused before anything changed (the node is already a
+    /// member, the change would leave no reachable quorum, this node would remove itself).
+    #[error("membership change on n{node_id} refused: {reason}")]
+    MembershipRefused { node_id: u64, reason: String },
+
+    /// A membership change started and did not complete within `membership_timeout_ms`.
+    /// With `catching_up`, the node is a learner still receiving the log: asking again
+    /// waits on, and promotes it once it has caught up.
+    #[error("membership change on n{node_id} did not complete: {reason}")]
+    MembershipIncomplete {
+        node_id: u64,
+        catching_up: bool,
+        reason: String,
+    },
 }
 
 impl DLedgerError {

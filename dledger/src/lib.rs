@@ -18,6 +18,7 @@
 //! - [`network`]: the peer transport trait, bincode-over-TCP, and an in-memory router for tests.
 //! - [`node`]: [`DLedgerNode`], the API the broker uses (start, append, read, role watch).
 //! - [`storage`]: opening a node's storage without Raft (conformance suite, tools).
+//! - [`membership`]: adding a node (learner, catch-up, voter) and removing one.
 //! - [`transfer`]: leadership transfer (TimeoutNow over the peer transport, appends held for
 //!   the hand-over) and the `preferred_leader_id` check.
 //!
@@ -52,6 +53,7 @@
 pub mod config;
 pub mod error;
 mod log_store;
+pub mod membership;
 mod meta;
 pub mod network;
 pub mod node;
@@ -68,6 +70,7 @@ pub use config::DLedgerConfig;
 pub use config::FlushMode;
 pub use config::Peer;
 pub use error::DLedgerError;
+pub use membership::Members;
 pub use meta::INDEX_GROUP_BYTES;
 pub use node::AppendResult;
 pub use node::AppendedRecord;

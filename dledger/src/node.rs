@@ -11,6 +11,7 @@
 //!   `append_queue_capacity` wait.
 //! - Every call has a deadline (`append_timeout_ms`); a timeout means "outcome unknown".
 //! - `read` returns committed bytes only.
+//! - `add_node` / `remove_node` change the group's membership ([`crate::membership`]).
 //! - `transfer_leadership` hands leadership to a caught-up voter, holding appends for the
 //!   hand-over only, and gives up within `transfer_timeout_ms` ([`crate::transfer`]).
 //! - A new store waits a randomized election timeout for a running group to reach it; if
@@ -39,6 +40,8 @@ use tokio::task::JoinHandle;
 use crate::config::DLedgerConfig;
 use crate::error::DLedgerError;
 use crate::log_store::CommitLog;
+use crate::membership::Members;
+use crate::membership::Membership;
 use crate::network::tcp::TcpLimits;
 use crate::network::tcp::TcpTransport;
 use crate::network::NetworkFactory;
@@ -73,8 +76,11 @@ pub struct RoleState {
     pub role: Role,
     pub term: u64,
     pub leader_id: Option<NodeId>,
-    /// The leader's peer address (from `dLegerPeers`).
+    /// The leader's peer address (from the group's membership).
     pub leader_addr: Option<String>,
+    /// This node is a voter of the group's current membership (false for a learner still
+    /// catching up, and for a node removed from the group).
+    pub voter: bool,
 }
 
 /// One appended record, once committed and applied.
@@ -313,6 +319,7 @@ impl DLedgerNode {
             term: 0,
             leader_id: None,
             leader_addr: None,
+            voter: false,
         };
         let (role_tx, role_rx) = watch::channel(initial);
         let mut tasks = vec![tokio::spawn(watch_role(raft.clone(), role_tx))];
@@ -531,24 +538,31 @@ impl DLedgerNode {
         self.log.start_position()
     }
 
-    /// Adds node `id` at `addr` to the group as a learner (leader only) and returns once it
-    /// has caught up (by snapshot and log). The node must have been started with
-    /// `join_existing`, so that it waits to be added instead of starting a group of its own.
-    pub async fn add_learner(&self, id: NodeId, addr: &str) -> Result<(), DLedgerError> {
-        self.raft
-            .add_learner(
-                id,
-                BasicNode {
-                    addr: addr.to_string(),
-                },
-                true,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| DLedgerError::Raft {
-                node_id: self.node_id,
-                reason: e.to_string(),
-            })
+    /// Adds node `id`, listening for peers at `addr`, to the group (leader only): as a
+    /// learner first, which catches up by snapshot and log, then as a voter. The node must
+    /// have been started with `join_existing`, so that it waits to be added instead of
+    /// starting a group of its own. See [`crate::membership`] for what is refused.
+    pub async fn add_node(&self, id: NodeId, addr: &str) -> Result<Members, DLedgerError> {
+        self.membership().add(id, addr).await
+    }
+
+    /// Removes node `id` from the group (leader only; never this node itself).
+    pub async fn remove_node(&self, id: NodeId) -> Result<Members, DLedgerError> {
+        self.membership().remove(id).await
+    }
+
+    /// The group's membership as this node sees it now.
+    pub fn members(&self) -> Members {
+        Members::from_metrics(&self.raft.metrics().borrow())
+    }
+
+    fn membership(&self) -> Membership<'_> {
+        Membership {
+            node_id: self.node_id,
+            raft: &self.raft,
+            transfers: &self.transfers,
+            timeout: Duration::from_millis(self.config.membership_timeout_ms),
+        }
     }
 
     /// End of the committed CommitLog prefix known to this node.
@@ -936,17 +950,30 @@ async fn watch_role(raft: Raft<TypeConfig>, role_tx: watch::Sender<RoleState>) {
                     .get_node(&l)
                     .map(|n| n.addr.clone())
             });
+            let voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == m.id);
             RoleState {
                 node_id: m.id,
                 role,
                 term: m.vote.leader_id().get_term(),
                 leader_id: m.current_leader,
                 leader_addr,
+                voter,
             }
         };
         let changed = role_tx.send_if_modified(|current| {
             if *current == next {
                 return false;
+            }
+            if current.voter != next.voter {
+                tracing::info!(
+                    node_id = next.node_id,
+                    voter = next.voter,
+                    "this node's vote in the group changed"
+                );
             }
             if current.role != next.role || current.leader_id != next.leader_id {
                 tracing::info!(

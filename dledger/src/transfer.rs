@@ -256,7 +256,7 @@ impl Transfers {
         tokio::time::sleep_until((since + self.lease + LEASE_MARGIN).into()).await;
     }
 
-    async fn timeout_now(
+    pub(crate) async fn timeout_now(
         &self,
         target: NodeId,
         addr: &str,

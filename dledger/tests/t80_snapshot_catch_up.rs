@@ -231,7 +231,7 @@ async fn members_behind_the_purge_point_catch_up_by_snapshot() {
     let leader_node = group.nodes[leader].clone().unwrap();
     tokio::time::timeout(
         Duration::from_secs(60),
-        leader_node.add_learner(3, &group.peers[3].addr),
+        leader_node.add_node(3, &group.peers[3].addr),
     )
     .await
     .expect("the learner caught up within 60 s")

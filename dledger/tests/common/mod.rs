@@ -306,4 +306,24 @@ impl MemoryGroup {
     pub fn live(&self) -> Vec<Arc<DLedgerNode>> {
         self.nodes.iter().flatten().cloned().collect()
     }
+
+    /// Starts node `id` (a new one past the last, or one started again with an empty store)
+    /// as a joining member: it waits to be added instead of starting a group of its own.
+    pub async fn start_joining(&mut self, id: usize, tweak: &impl Fn(&mut DLedgerConfig)) {
+        if id == self.peers.len() {
+            self.peers.push(Peer {
+                id: id as u64,
+                addr: format!("mem-{id}:1"),
+            });
+            self.nodes.push(None);
+            self.seen.push(Arc::default());
+        }
+        let joining = |c: &mut DLedgerConfig| {
+            tweak(c);
+            c.join_existing = true;
+        };
+        let (node, seen) = self.start_node(id as u64, &joining).await;
+        self.nodes[id] = Some(node);
+        self.seen[id] = seen;
+    }
 }
