@@ -191,7 +191,7 @@ async fn grow_shrink_and_replace_under_load_lose_nothing() {
     let nodes = group.live();
     let position = wait_converged(&nodes, 0, Duration::from_secs(20)).await;
     assert_identical_prefix(&nodes, position);
-    let acked = acked.lock().unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
         acked.len() > 100,
         "only {} appends acknowledged",
