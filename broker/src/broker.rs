@@ -419,6 +419,21 @@ impl Broker {
         self.node.transfer_leadership(target).await
     }
 
+    /// Adds node `id` at peer address `addr` to this group ([`DLedgerNode::add_node`]).
+    pub async fn add_node(&self, id: u64, addr: &str) -> Result<dledger::Members, DLedgerError> {
+        self.node.add_node(id, addr).await
+    }
+
+    /// Removes node `id` from this group ([`DLedgerNode::remove_node`]).
+    pub async fn remove_node(&self, id: u64) -> Result<dledger::Members, DLedgerError> {
+        self.node.remove_node(id).await
+    }
+
+    /// This group's membership as this node sees it.
+    pub fn members(&self) -> dledger::Members {
+        self.node.members()
+    }
+
     pub(crate) async fn shutdown_node(self) -> Result<(), DLedgerError> {
         self.node.shutdown().await
     }

@@ -49,6 +49,14 @@ pub struct BrokerConfig {
     /// leads, it hands leadership to this one once it is alive and caught up. Set it alike
     /// on every member (members preferring each other would hand leadership back and forth).
     pub preferred_leader_id: String,
+    /// `joinExistingGroup` (rocketraft's key): this node is new to a running group. It never
+    /// starts a group of its own; it waits until the leader adds it (`rocketraft admin
+    /// add-node`). Its `dLegerPeers` names the current members and itself.
+    pub join_existing_group: bool,
+    /// `membershipChangeTimeoutMs` (rocketraft's key): how long the leader waits on each step
+    /// of a membership change (a new node's catch-up; each configuration's commit) before
+    /// answering; a node still catching up keeps catching up.
+    pub membership_change_timeout_ms: u64,
     /// `flushDiskType`.
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
@@ -182,6 +190,8 @@ impl Default for BrokerConfig {
             dledger_peers: "n0-127.0.0.1:40911".into(),
             dledger_self_id: "n0".into(),
             preferred_leader_id: String::new(),
+            join_existing_group: false,
+            membership_change_timeout_ms: 60_000,
             flush_disk_type: FlushDiskType::AsyncFlush,
             flush_interval_ms: 500,
             commit_log_segment_bytes: 1 << 30,
@@ -279,6 +289,8 @@ impl BrokerConfig {
         set!("dLegerPeers", dledger_peers);
         set!("dLegerSelfId", dledger_self_id);
         set!("preferredLeaderId", preferred_leader_id);
+        set!("joinExistingGroup", join_existing_group);
+        set!("membershipChangeTimeoutMs", membership_change_timeout_ms);
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);

@@ -2,7 +2,9 @@
 //! `registerNameServerPeriod` and at once when its role, term or topics change. brokerId
 //! 0 with `raftTerm` T means "I lead this group in term T"; followers send their node id
 //! plus one. Between full registrations a QUERY_DATA_VERSION (322) serves as the
-//! heartbeat, and the topic table is sent again only when its version changed.
+//! heartbeat, and the topic table is sent again only when its version changed. A node that
+//! does not vote in its group (a learner still catching up, a node removed) is not
+//! registered: it leaves the name servers until it votes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +73,7 @@ pub async fn run(broker: Arc<Broker>) {
     let mut conns = HashMap::new();
     let mut registered: HashMap<String, Registered> = HashMap::new();
     let period = Duration::from_millis(broker.config().register_namesrv_interval_ms);
+    let mut routed = true;
     loop {
         if broker.role().role == Role::Shutdown {
             // The Raft core stopped (a storage or apply failure): this node can no longer
@@ -82,6 +85,27 @@ pub async fn run(broker: Arc<Broker>) {
             unregister_all(&broker).await;
             return;
         }
+        let role = broker.role();
+        if !role.voter && role.role != Role::Leader {
+            // A learner still catching up, or a node removed from the group: clients must
+            // not be routed to it. It registers once it votes.
+            if routed {
+                info!(
+                    role = ?role.role,
+                    "not a voter of this group (joining, or removed): not registered with the \
+                     name servers"
+                );
+                unregister_all(&broker).await;
+                registered.clear();
+                routed = false;
+            }
+            tokio::select! {
+                _ = broker.register_requested() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
+            continue;
+        }
+        routed = true;
         let (broker_id, term) = broker_id(&broker);
         let version = broker.data_version();
         let now = Registered {

@@ -42,6 +42,8 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     if !config.preferred_leader_id.trim().is_empty() {
         d.preferred_leader_id = Some(dledger::parse_node_name(&config.preferred_leader_id)?);
     }
+    d.join_existing = config.join_existing_group;
+    d.membership_timeout_ms = config.membership_change_timeout_ms;
     d.append_timeout_ms = config.send_timeout_ms;
     d.max_entry_bytes = d
         .max_entry_bytes
@@ -135,13 +137,14 @@ async fn watch_role(broker: Arc<Broker>) {
     let mut last = None;
     loop {
         let state = rx.borrow_and_update().clone();
-        let key = (state.role, state.term, state.leader_id);
+        let key = (state.role, state.term, state.leader_id, state.voter);
         if last != Some(key) {
             info!(
                 node_id = state.node_id,
                 role = ?state.role,
                 term = state.term,
                 leader_id = ?state.leader_id,
+                voter = state.voter,
                 "role changed"
             );
             last = Some(key);

@@ -2,6 +2,7 @@
 //! `mqadmin updateTopic`). Topic changes go through each group's Raft log, so they are
 //! sent to each group's leader; a follower's answer naming the leader is followed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +54,27 @@ async fn request_leader(
     request: RemotingCommand,
     timeout: Duration,
 ) -> Result<(String, RemotingCommand)> {
+    let (target, response) = leader_answer(broker_name, data, request, timeout).await?;
+    if response.response_code() == Some(ResponseCode::SUCCESS) {
+        return Ok((target, response));
+    }
+    Err(ClientError::Broker {
+        broker_name: broker_name.to_string(),
+        addr: target,
+        code: response.code,
+        remark: response.remark.unwrap_or_default(),
+    })
+}
+
+/// Sends `request` to the leader of broker group `broker_name`, following a follower's
+/// answer that names the leader (at most three hops); returns the first answer that is not
+/// such a redirect, whatever its code, with the address that gave it.
+async fn leader_answer(
+    broker_name: &str,
+    data: &remoting::route::BrokerData,
+    request: RemotingCommand,
+    timeout: Duration,
+) -> Result<(String, RemotingCommand)> {
     let mut target = data
         .leader_addr()
         .or_else(|| data.broker_addrs.values().next().map(String::as_str))
@@ -70,15 +92,7 @@ async fn request_leader(
             (Some(ResponseCode::SERVICE_NOT_AVAILABLE), Some(leader)) if leader != target => {
                 target = leader.to_string();
             }
-            (Some(ResponseCode::SUCCESS), _) => return Ok((target, response)),
-            _ => {
-                return Err(ClientError::Broker {
-                    broker_name: broker_name.to_string(),
-                    addr: target,
-                    code: response.code,
-                    remark: response.remark.unwrap_or_default(),
-                })
-            }
+            _ => return Ok((target, response)),
         }
     }
     Err(ClientError::NoLeader {
@@ -153,6 +167,158 @@ pub async fn transfer_leadership(
         elapsed_ms: number("elapsedMs"),
         from_addr,
     })
+}
+
+/// A broker group's Raft membership (GET_GROUP_MEMBERS, rocketraft's own code 9004), as
+/// one member sees it; members are named as in `dLegerPeers` (`n0`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMembers {
+    /// The member that answered.
+    pub node_id: String,
+    pub leader_id: Option<String>,
+    pub term: u64,
+    /// Voters and their peer addresses.
+    pub voters: BTreeMap<String, String>,
+    /// Members that receive the log and do not vote yet.
+    pub learners: BTreeMap<String, String>,
+    /// A change is half done: the old and the new voters both count.
+    pub joint: bool,
+    pub last_log_index: Option<u64>,
+    /// From the leader: the last log index each other member is known to hold.
+    pub matched: BTreeMap<String, Option<u64>>,
+}
+
+fn group_data(
+    info: &remoting::route::ClusterInfo,
+    broker_name: &str,
+) -> Result<remoting::route::BrokerData> {
+    info.broker_addr_table
+        .get(broker_name)
+        .cloned()
+        .ok_or_else(|| ClientError::UnknownBroker {
+            broker_name: broker_name.to_string(),
+        })
+}
+
+fn members_of(broker_name: &str, addr: &str, response: &RemotingCommand) -> Result<GroupMembers> {
+    serde_json::from_slice(&response.body).map_err(|e| ClientError::Broker {
+        broker_name: broker_name.to_string(),
+        addr: addr.to_string(),
+        code: response.code,
+        remark: format!("membership body does not decode: {e}"),
+    })
+}
+
+/// The Raft membership of broker group `broker_name`, as its leader sees it.
+pub async fn group_members(
+    namesrv: &NameServerClient,
+    broker_name: &str,
+    timeout: Duration,
+) -> Result<GroupMembers> {
+    let data = group_data(&namesrv.cluster_info().await?, broker_name)?;
+    let request = RemotingCommand::bare_request(RequestCode::GET_GROUP_MEMBERS)
+        .with_ext("brokerName", broker_name);
+    let (addr, response) = request_leader(broker_name, &data, request, timeout).await?;
+    members_of(broker_name, &addr, &response)
+}
+
+/// Adds node `node_id` (`n3`), listening for peers at `peer_addr`, to broker group
+/// `broker_name` (ADD_GROUP_NODE, 9002). The node must be running with
+/// `joinExistingGroup=true`. It joins as a learner and becomes a voter once it has caught
+/// up; while the leader reports it still catching up, this asks again, until `deadline`.
+pub async fn add_node(
+    namesrv: &NameServerClient,
+    broker_name: &str,
+    node_id: &str,
+    peer_addr: &str,
+    deadline: Duration,
+) -> Result<GroupMembers> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        let data = group_data(&namesrv.cluster_info().await?, broker_name)?;
+        let request = RemotingCommand::bare_request(RequestCode::ADD_GROUP_NODE)
+            .with_ext("brokerName", broker_name)
+            .with_ext("nodeId", node_id)
+            .with_ext("peerAddr", peer_addr);
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let (addr, response) = leader_answer(
+            broker_name,
+            &data,
+            request,
+            left.max(Duration::from_secs(1)),
+        )
+        .await?;
+        if response.response_code() == Some(ResponseCode::SUCCESS) {
+            return members_of(broker_name, &addr, &response);
+        }
+        let catching_up = response.ext("catchingUp") == Some("true");
+        if !catching_up || tokio::time::Instant::now() >= until {
+            return Err(ClientError::Broker {
+                broker_name: broker_name.to_string(),
+                addr,
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            });
+        }
+        tracing::info!(node_id, "the new node is still catching up; waiting on");
+    }
+}
+
+/// Removes node `node_id` from broker group `broker_name` (REMOVE_GROUP_NODE, 9003). When
+/// it is the leader, its leadership is first moved to the most caught-up other voter
+/// (TRANSFER_LEADERSHIP), so the removal costs a transfer, not a failover. `timeout` bounds
+/// each request.
+pub async fn remove_node(
+    namesrv: &NameServerClient,
+    broker_name: &str,
+    node_id: &str,
+    timeout: Duration,
+) -> Result<GroupMembers> {
+    let mut moved = false;
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let data = group_data(&namesrv.cluster_info().await?, broker_name)?;
+        let request = RemotingCommand::bare_request(RequestCode::REMOVE_GROUP_NODE)
+            .with_ext("brokerName", broker_name)
+            .with_ext("nodeId", node_id);
+        let (addr, response) = leader_answer(broker_name, &data, request, timeout).await?;
+        let code = response.response_code();
+        if code == Some(ResponseCode::SUCCESS) {
+            return members_of(broker_name, &addr, &response);
+        }
+        let leads = response.ext("targetLeads") == Some("true");
+        // After a transfer the name servers may route to the old leader a moment longer.
+        let stale = code == Some(ResponseCode::SERVICE_NOT_AVAILABLE) && moved;
+        if (leads && !moved) || stale {
+            if leads {
+                let members = group_members(namesrv, broker_name, timeout).await?;
+                let to = members
+                    .voters
+                    .keys()
+                    .filter(|v| *v != node_id)
+                    .max_by_key(|v| members.matched.get(*v).copied().flatten())
+                    .cloned()
+                    .ok_or_else(|| ClientError::NoLeader {
+                        broker_name: broker_name.to_string(),
+                        reason: format!("{node_id} is the only voter"),
+                    })?;
+                tracing::info!(node_id, to, "moving the leadership off the node to remove");
+                transfer_leadership(namesrv, broker_name, &to, timeout).await?;
+                moved = true;
+            }
+            if tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        }
+        return Err(ClientError::Broker {
+            broker_name: broker_name.to_string(),
+            addr,
+            code: response.code,
+            remark: response.remark.unwrap_or_default(),
+        });
+    }
 }
 
 /// Waits (at most `timeout`) until the name server's route for `topic` shows `queue_nums`

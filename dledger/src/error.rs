@@ -130,6 +130,14 @@ pub enum DLedgerError {
         reason: String,
     },
 
+    /// This store belongs to a node that was removed from its group: it must not take part
+    /// again (its vote and log are from before the removal).
+    #[error(
+        "this node was removed from its group ({detail}); its store at {path} cannot rejoin: \
+         delete the store and add the node again (admin add-node)"
+    )]
+    Removed { path: PathBuf, detail: String },
+
     /// A membership change was refused before anything changed (the node is already a
     /// member, the change would leave no reachable quorum, this node would remove itself).
     #[error("membership change on n{node_id} refused: {reason}")]

@@ -11,12 +11,17 @@
 //!   must be removed first: re-added under its old vote it could vote twice in one term).
 //! - The leader never removes itself: it asks for its leadership to be moved first, so a
 //!   planned removal costs a transfer, not a failover.
+//! - A node removed while alive is told so by the leader (openraft stops replicating to it
+//!   before it could learn the new configuration): it writes `<store>/REMOVED` and stops its
+//!   Raft core, and a store holding that file refuses to start. A removed node that was down
+//!   never hears it; it must not be started again on its old store.
 //! - Every wait is bounded by `membership_timeout_ms`. A learner still catching up then is
 //!   reported as such ([`DLedgerError::MembershipIncomplete`] with `catching_up`); asking
 //!   again waits on and promotes it.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use openraft::error::ClientWriteError;
@@ -28,6 +33,10 @@ use openraft::RaftMetrics;
 use openraft::ServerState;
 
 use crate::error::DLedgerError;
+use crate::network::PeerRequest;
+use crate::network::RemovedRequest;
+use crate::network::RequestBody;
+use crate::network::ResponseBody;
 use crate::transfer::Transfers;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
@@ -181,14 +190,16 @@ impl Membership<'_> {
             )));
         }
         let membership = m.membership_config.membership();
+        let Some(addr) = membership.get_node(&id).map(|n| n.addr.clone()) else {
+            return Err(self.refused(format!("n{id} is not a member of this group")));
+        };
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         if !voters.contains(&id) {
-            if membership.learner_ids().any(|l| l == id) {
-                return self
-                    .change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
-                    .await;
-            }
-            return Err(self.refused(format!("n{id} is not a member of this group")));
+            let members = self
+                .change(ChangeMembers::RemoveNodes(BTreeSet::from([id])))
+                .await?;
+            self.tell_removed(id, &addr).await;
+            return Ok(members);
         }
         let remaining: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != id).collect();
         let alive = self.answering(&m, &voters).await;
@@ -204,8 +215,46 @@ impl Membership<'_> {
             )));
         }
         tracing::info!(node_id = self.node_id, removed = id, "removing a voter");
-        self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
-            .await
+        let members = self
+            .change(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+            .await?;
+        self.tell_removed(id, &addr).await;
+        Ok(members)
+    }
+
+    /// Tells node `id` it is out of the group (once; a node that is down never hears it).
+    async fn tell_removed(&self, id: NodeId, addr: &str) {
+        let m = self.raft.metrics().borrow().clone();
+        let request = RemovedRequest {
+            vote: m.vote,
+            membership_log_index: m.membership_config.log_id().map_or(0, |l| l.index),
+        };
+        let answer = self
+            .transfers
+            .transport
+            .call(
+                id,
+                addr,
+                PeerRequest(RequestBody::Removed(request)),
+                self.transfers.rpc_timeout,
+            )
+            .await;
+        match answer.map(|r| r.0) {
+            Ok(ResponseBody::Removed(Ok(()))) => {
+                tracing::info!(
+                    node_id = self.node_id,
+                    removed = id,
+                    "told n{id} it is removed"
+                )
+            }
+            other => tracing::warn!(
+                node_id = self.node_id,
+                removed = id,
+                answer = ?other.map(|_| ()),
+                "could not tell n{id} it is removed (down?): it must not be started again on \
+                 its old store"
+            ),
+        }
     }
 
     /// The voters that answer a probe now (this leader counts itself).
@@ -284,4 +333,58 @@ impl Membership<'_> {
 fn names(ids: &BTreeSet<NodeId>) -> String {
     let names: Vec<String> = ids.iter().map(|id| format!("n{id}")).collect();
     format!("{{{}}}", names.join(", "))
+}
+
+/// The file that marks a removed node's store.
+const REMOVED_MARKER: &str = "REMOVED";
+
+/// Refuses to start a store whose node was removed from its group.
+pub(crate) fn check_not_removed(store: &Path) -> Result<(), DLedgerError> {
+    let path = store.join(REMOVED_MARKER);
+    match std::fs::read_to_string(&path) {
+        Ok(detail) => Err(DLedgerError::Removed {
+            path: store.to_path_buf(),
+            detail: detail.trim().to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(DLedgerError::io(path, e)),
+    }
+}
+
+/// A removed node's side of [`RemovedRequest`]: from a leader at least as new as the vote
+/// this node holds, it marks its store removed (durably) and stops its Raft core.
+pub(crate) async fn on_removed(
+    raft: &Raft<TypeConfig>,
+    store: &Path,
+    request: RemovedRequest,
+) -> Result<(), String> {
+    let m = raft.metrics().borrow().clone();
+    let sender = request.vote.leader_id().voted_for();
+    if request.vote < m.vote || !request.vote.is_committed() {
+        return Err(format!(
+            "n{} holds vote {}, newer than the sender's {}",
+            m.id, m.vote, request.vote
+        ));
+    }
+    let detail = format!(
+        "removed by leader n{} in term {} at log index {}",
+        sender.unwrap_or_default(),
+        request.vote.leader_id().get_term(),
+        request.membership_log_index
+    );
+    write_synced(&store.join(REMOVED_MARKER), detail.as_bytes()).map_err(|e| e.to_string())?;
+    tracing::warn!(node_id = m.id, "{detail}: stopping this node's Raft core");
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let _ = raft.shutdown().await;
+    });
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()
 }

@@ -212,6 +212,7 @@ impl DLedgerNode {
     ) -> Result<Self, DLedgerError> {
         config.validate()?;
         let node_id = config.self_id;
+        crate::membership::check_not_removed(&config.store_path)?;
         let storage = crate::storage::open(
             &config.store_path,
             &StorageOptions {

@@ -161,12 +161,47 @@ async fn grow_shrink_and_replace_under_load_lose_nothing() {
     assert!(reason.contains("majority"), "{reason}");
     assert_eq!(voters(&leader_node.members()), set(&[0, 1, 2, 3, 4]));
 
-    // Shrink back to three: remove the stopped ones.
-    for id in [gone_b, gone_a] {
-        let members = leader_node.remove_node(id as u64).await.unwrap();
-        assert!(!members.voters.contains_key(&(id as u64)), "{members:?}");
-    }
+    // Shrink back to three: remove a stopped node, then a live one, which is told it is
+    // out: it stops its Raft core and its store refuses to start again.
+    group.restart_node(gone_a, &tweak).await;
+    publish(&group, &live).await;
+    let members = leader_node.remove_node(gone_b as u64).await.unwrap();
+    assert!(
+        !members.voters.contains_key(&(gone_b as u64)),
+        "{members:?}"
+    );
+    let removed = group.nodes[gone_a].clone().unwrap();
+    let members = leader_node.remove_node(gone_a as u64).await.unwrap();
+    assert!(
+        !members.voters.contains_key(&(gone_a as u64)),
+        "{members:?}"
+    );
     assert_eq!(voters(&leader_node.members()), set(&[0, 1, 2]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while removed.role_watch().borrow().role != dledger::Role::Shutdown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the removed n{gone_a} still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(removed);
+    group.router.unregister(gone_a as u64);
+    let stopped = group.nodes[gone_a].take().unwrap();
+    let _ = stopped.shutdown().await; // its core stopped already
+    drop(stopped);
+    publish(&group, &live).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut config = test_config(gone_a as u64, &group.peers, dir.path());
+    tweak(&mut config);
+    let (hook, _) = RecordingHook::new();
+    match DLedgerNode::start_with_transport(config, hook, group.router.transport_for(gone_a as u64))
+        .await
+    {
+        Err(e @ DLedgerError::Removed { .. }) => println!("a removed store refuses to start: {e}"),
+        Err(e) => panic!("a removed store must refuse to start as removed, not: {e}"),
+        Ok(_) => panic!("a removed store started again"),
+    }
 
     // Replace a follower whose store is gone: remove it, start it again empty, add it back.
     group.stop_node(follower).await;

@@ -110,6 +110,22 @@ i32_codes! {
         // Only the leader takes it; a follower answers SERVICE_NOT_AVAILABLE with
         // `leaderAddr`. Success carries `leaderId`, `term`, `heldMs`, `elapsedMs`.
         TRANSFER_LEADERSHIP = 9001,
+        // ADD_GROUP_NODE: add a node to a broker group's Raft membership (`rocketraft admin
+        // add-node`); extFields `brokerName`, `nodeId` (`n3`), `peerAddr` (its dLegerPeers
+        // address). Leader only. The node joins as a learner and votes once caught up; a
+        // node still catching up at the broker's `membershipChangeTimeoutMs` is answered
+        // SYSTEM_ERROR with `catchingUp=true` (ask again to wait on). Success carries the
+        // membership as the JSON body of GET_GROUP_MEMBERS.
+        ADD_GROUP_NODE = 9002,
+        // REMOVE_GROUP_NODE: remove a node (`rocketraft admin remove-node`); extFields
+        // `brokerName`, `nodeId`. Leader only, and never the leader itself: that is refused
+        // with `targetLeads=true` (move the leadership first). Success carries the membership.
+        REMOVE_GROUP_NODE = 9003,
+        // GET_GROUP_MEMBERS: the group's Raft membership as the answering node sees it
+        // (`rocketraft admin members`); extFields `brokerName`. Any member answers; the body
+        // is JSON: nodeId, leaderId, term, voters and learners (`n0` -> peer address),
+        // joint, lastLogIndex and, from the leader, each member's matched log index.
+        GET_GROUP_MEMBERS = 9004,
     }
 }
 
@@ -240,6 +256,9 @@ mod tests {
         assert_eq!(ResponseCode::PULL_OFFSET_MOVED as i32, 21);
         assert_eq!(ResponseCode::QUERY_NOT_FOUND as i32, 22);
         assert_eq!(RequestCode::TRANSFER_LEADERSHIP as i32, 9001);
+        assert_eq!(RequestCode::ADD_GROUP_NODE as i32, 9002);
+        assert_eq!(RequestCode::REMOVE_GROUP_NODE as i32, 9003);
+        assert_eq!(RequestCode::GET_GROUP_MEMBERS as i32, 9004);
     }
 
     #[test]

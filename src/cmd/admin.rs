@@ -1,8 +1,9 @@
 //! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
 //! group's dead letters (`admin dlq list|resend`), and stored messages by key or id
 //! (`admin query-msg`, [`super::query_msg`]), a retention pass now
-//! (`admin delete-expired-commitlog`), and moving a group's leadership
-//! (`admin transfer-leader`).
+//! (`admin delete-expired-commitlog`), moving a group's leadership
+//! (`admin transfer-leader`), and changing its membership (`admin members / add-node /
+//! remove-node`).
 
 use std::time::Duration;
 
@@ -61,6 +62,39 @@ enum What {
         #[arg(long)]
         to: String,
     },
+    /// A broker group's Raft membership: voters, learners, who leads, how far each member
+    /// has replicated (GET_GROUP_MEMBERS, rocketraft's own code 9004).
+    Members {
+        #[arg(short = 'g', long)]
+        group: String,
+    },
+    /// Add a node to a running broker group (ADD_GROUP_NODE, 9002). Start the node first
+    /// with `joinExistingGroup=true` and a `dLegerPeers` naming the current members and
+    /// itself; it joins as a learner, catches up (by snapshot when the others have purged
+    /// what it lacks) and then votes, and registers with the name servers.
+    AddNode {
+        #[arg(short = 'g', long)]
+        group: String,
+        /// The new node's id, as in its dLegerSelfId: `n3`.
+        #[arg(long)]
+        id: String,
+        /// The new node's peer address, as in its dLegerPeers entry: `127.0.0.1:40914`.
+        #[arg(long)]
+        addr: String,
+        /// How long to wait for the node to catch up and vote.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
+    /// Remove a node from a broker group (REMOVE_GROUP_NODE, 9003); the leader's own
+    /// removal first moves its leadership. Refused when the voters left would have no
+    /// majority answering. Stop the removed node's process afterwards.
+    RemoveNode {
+        #[arg(short = 'g', long)]
+        group: String,
+        /// The node to remove: `n2`.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -95,6 +129,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::TransferLeader { group, to } => {
             return transfer_leader(&args.namesrv, &group, &to).await
         }
+        What::Members { .. } | What::AddNode { .. } | What::RemoveNode { .. } => {
+            return membership(&args.namesrv, args.what).await
+        }
         what => what,
     };
     let client = NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
@@ -124,7 +161,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 groups.join(", ")
             )
         }
-        What::Dlq(_) | What::QueryMsg(_) | What::TransferLeader { .. } => {
+        What::Dlq(_)
+        | What::QueryMsg(_)
+        | What::TransferLeader { .. }
+        | What::Members { .. }
+        | What::AddNode { .. }
+        | What::RemoveNode { .. } => {
             unreachable!("handled above")
         }
     };
@@ -166,6 +208,45 @@ async fn transfer_leader(namesrv: &str, group: &str, to: &str) -> anyhow::Result
         "{group}: the name servers still route writes to {} after 10 s",
         done.from_addr
     )
+}
+
+/// `admin members / add-node / remove-node`: prints the membership after the change.
+async fn membership(namesrv: &str, what: What) -> anyhow::Result<()> {
+    let client = NameServerClient::new(namesrv, Duration::from_secs(3))?;
+    let per_request = Duration::from_secs(10);
+    let (group, members) = match what {
+        What::Members { group } => {
+            let m = client::admin::group_members(&client, &group, per_request).await?;
+            (group, m)
+        }
+        What::AddNode {
+            group,
+            id,
+            addr,
+            timeout_secs,
+        } => {
+            let started = std::time::Instant::now();
+            let deadline = Duration::from_secs(timeout_secs);
+            let m = client::admin::add_node(&client, &group, &id, &addr, deadline)
+                .await
+                .map_err(|e| anyhow::anyhow!("adding {id} to {group} failed: {e}"))?;
+            println!(
+                "{group}: {id} at {addr} caught up and votes ({} ms)",
+                started.elapsed().as_millis()
+            );
+            (group, m)
+        }
+        What::RemoveNode { group, id } => {
+            let m = client::admin::remove_node(&client, &group, &id, per_request)
+                .await
+                .map_err(|e| anyhow::anyhow!("removing {id} from {group} failed: {e}"))?;
+            println!("{group}: {id} removed; stop its process (it no longer receives the log)");
+            (group, m)
+        }
+        _ => unreachable!("membership verbs only"),
+    };
+    println!("{group}: {}", serde_json::to_string_pretty(&members)?);
+    Ok(())
 }
 
 /// The ids a dead letter answers to: its own, its UNIQ_KEY and the id it first had.

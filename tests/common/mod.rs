@@ -15,6 +15,8 @@ pub const GROUP: &str = "broker-a";
 pub struct Node {
     pub name: String,
     pub addr: String,
+    /// The dledger peer address (its `dLegerPeers` entry).
+    pub peer_addr: String,
     pub conf: PathBuf,
     pub store: PathBuf,
     pub log: PathBuf,
@@ -32,6 +34,8 @@ pub struct Cluster {
     pub namesrv_addr: String,
     namesrv: Option<Child>,
     pub nodes: Vec<Node>,
+    /// Config lines every node gets after its own.
+    common_conf: String,
 }
 
 fn spawn(args: &[String], log: &Path) -> Child {
@@ -93,47 +97,84 @@ impl Cluster {
             &namesrv_log,
         );
         let peer_ports: Vec<u16> = ports.by_ref().take(3).collect();
-        let peers = peer_ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("n{i}-127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        let mut nodes = Vec::new();
-        for i in 0..3 {
-            let port = ports.next().unwrap();
-            let store = dir.path().join(format!("n{i}"));
-            let conf = dir.path().join(format!("n{i}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
-                     namesrvAddr={namesrv_addr}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
-                     dLegerPeers={peers}\ndLegerSelfId=n{i}\n{segment}\
-                     registerNameServerPeriod=2000\ndefaultTopicQueueNums=4\n{extra}\n",
-                    store.display()
-                ),
-            )
-            .unwrap();
-            nodes.push(Node {
-                name: format!("n{i}"),
-                addr: format!("127.0.0.1:{port}"),
-                log: dir.path().join(format!("n{i}.log")),
-                conf,
-                store,
-                child: None,
-            });
-        }
         let mut cluster = Cluster {
             dir: Some(dir),
             namesrv_addr,
             namesrv: Some(namesrv),
-            nodes,
+            nodes: Vec::new(),
+            common_conf: format!(
+                "{segment}registerNameServerPeriod=2000\ndefaultTopicQueueNums=4\n{extra}\n"
+            ),
         };
+        for (i, peer_port) in peer_ports.into_iter().enumerate() {
+            let port = ports.next().unwrap();
+            cluster.push_node(i, port, peer_port);
+        }
+        for i in 0..3 {
+            cluster.write_conf(i, "");
+        }
         for i in 0..3 {
             cluster.start_node(i);
         }
         cluster
+    }
+
+    fn push_node(&mut self, i: usize, port: u16, peer_port: u16) {
+        let dir = self.path().to_path_buf();
+        self.nodes.push(Node {
+            name: format!("n{i}"),
+            addr: format!("127.0.0.1:{port}"),
+            peer_addr: format!("127.0.0.1:{peer_port}"),
+            log: dir.join(format!("n{i}.log")),
+            conf: dir.join(format!("n{i}.conf")),
+            store: dir.join(format!("n{i}")),
+            child: None,
+        });
+    }
+
+    /// Writes node `i`'s config file: every node so far as its peers, then `more` lines.
+    fn write_conf(&self, i: usize, more: &str) {
+        let peers = self
+            .nodes
+            .iter()
+            .map(|n| format!("{}-{}", n.name, n.peer_addr))
+            .collect::<Vec<_>>()
+            .join(";");
+        let node = &self.nodes[i];
+        let port = node.addr.rsplit(':').next().unwrap();
+        std::fs::write(
+            &node.conf,
+            format!(
+                "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
+                 namesrvAddr={}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
+                 dLegerPeers={peers}\ndLegerSelfId={}\n{}{more}",
+                self.namesrv_addr,
+                node.store.display(),
+                node.name,
+                self.common_conf,
+            ),
+        )
+        .unwrap();
+    }
+
+    /// Starts a new node (`n3`, `n4`, ...) that joins the running group: its config names
+    /// every node so far and sets `joinExistingGroup=true`. It waits to be added
+    /// (`admin add-node`). Returns its index.
+    pub fn start_joining_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        let ports = chaos::cluster::free_ports(2).unwrap();
+        self.push_node(i, ports[0], ports[1]);
+        self.write_conf(i, "joinExistingGroup=true\n");
+        self.start_node(i);
+        i
+    }
+
+    /// Starts node `i` again with an empty store, joining the group as a new node would.
+    pub fn restart_empty_joining(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none(), "stop n{i} first");
+        let _ = std::fs::remove_dir_all(&self.nodes[i].store);
+        self.write_conf(i, "joinExistingGroup=true\n");
+        self.start_node(i);
     }
 
     pub fn start_node(&mut self, i: usize) {

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod check_client;
 pub mod client;
 pub mod end_transaction;
+pub mod membership;
 pub mod offset;
 pub mod pull;
 pub mod pull_filter;
@@ -85,6 +86,9 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
             leader_only!(admin::delete_expired)
         }
         C::TRANSFER_LEADERSHIP => leader_only!(transfer_leadership::handle),
+        C::ADD_GROUP_NODE => leader_only!(membership::add),
+        C::REMOVE_GROUP_NODE => leader_only!(membership::remove),
+        C::GET_GROUP_MEMBERS => handle_now!(membership::members),
         _ => return None,
     })
 }

@@ -85,6 +85,18 @@ pub(crate) enum RequestBody {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     SnapshotChunk(SnapshotChunk),
     TimeoutNow(TimeoutNowRequest),
+    Removed(RemovedRequest),
+}
+
+/// The leader tells a node it has removed from the group that it is out (not an openraft
+/// RPC: openraft stops replicating to a removed node before it could learn the new
+/// configuration). See [`crate::membership`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RemovedRequest {
+    /// The sender's vote: acted on only when it is at least as new as the target's own.
+    pub(crate) vote: Vote<NodeId>,
+    /// The log index of the committed configuration without the target.
+    pub(crate) membership_log_index: u64,
 }
 
 /// The leader asks a follower to campaign at once (Raft's TimeoutNow, DLedger's leadership
@@ -121,6 +133,7 @@ pub(crate) enum ResponseBody {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, String>),
     SnapshotChunk(Result<SnapshotResponse<NodeId>, String>),
     TimeoutNow(Result<TimeoutNowResponse, String>),
+    Removed(Result<(), String>),
 }
 
 /// Why an RPC produced no answer.
@@ -157,6 +170,8 @@ pub trait PeerTransport: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct PeerService {
     raft: Raft<TypeConfig>,
+    /// The node's store directory.
+    store_path: PathBuf,
     /// Where received snapshot streams are kept (`<store>/snapshot`).
     snapshot_dir: PathBuf,
     receiving: Arc<tokio::sync::Mutex<Option<Receiving>>>,
@@ -174,6 +189,7 @@ impl PeerService {
     pub(crate) fn new(raft: Raft<TypeConfig>, store_path: &std::path::Path) -> Self {
         PeerService {
             raft,
+            store_path: store_path.to_path_buf(),
             snapshot_dir: store_path.join(crate::snapshot::SNAPSHOT_DIR),
             receiving: Arc::default(),
         }
@@ -196,6 +212,9 @@ impl PeerService {
             RequestBody::TimeoutNow(rpc) => {
                 ResponseBody::TimeoutNow(crate::transfer::on_timeout_now(&self.raft, rpc).await)
             }
+            RequestBody::Removed(rpc) => ResponseBody::Removed(
+                crate::membership::on_removed(&self.raft, &self.store_path, rpc).await,
+            ),
         };
         PeerResponse(body)
     }

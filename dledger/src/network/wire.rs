@@ -44,6 +44,7 @@ enum Head {
         done: Option<SnapshotMeta<NodeId, BasicNode>>,
     },
     TimeoutNow(super::TimeoutNowRequest),
+    Removed(super::RemovedRequest),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -83,6 +84,7 @@ pub(crate) fn encode_request(
             }
         }
         RequestBody::TimeoutNow(rpc) => Head::TimeoutNow(rpc),
+        RequestBody::Removed(rpc) => Head::Removed(rpc),
         RequestBody::AppendEntries(rpc) => {
             payloads.reserve(rpc.entries.len());
             let mut entries = Vec::with_capacity(rpc.entries.len());
@@ -179,6 +181,7 @@ pub(crate) fn decode_request(body: Bytes) -> Result<PeerRequest, String> {
             done,
         }),
         Head::TimeoutNow(rpc) => RequestBody::TimeoutNow(rpc),
+        Head::Removed(rpc) => RequestBody::Removed(rpc),
         Head::AppendEntries {
             vote,
             prev_log_id,
@@ -319,6 +322,22 @@ mod tests {
             encode_request_to_vec(PeerRequest(RequestBody::TimeoutNow(request.clone()))).unwrap();
         let PeerRequest(RequestBody::TimeoutNow(decoded)) =
             decode_request(Bytes::from(body)).unwrap()
+        else {
+            panic!("decoded as another kind");
+        };
+        assert_eq!(decoded, request);
+    }
+
+    // Proves a Removed notice (membership change) round-trips.
+    #[test]
+    fn removed_round_trip() {
+        let request = super::super::RemovedRequest {
+            vote: Vote::new_committed(4, 1),
+            membership_log_index: 42,
+        };
+        let body =
+            encode_request_to_vec(PeerRequest(RequestBody::Removed(request.clone()))).unwrap();
+        let PeerRequest(RequestBody::Removed(decoded)) = decode_request(Bytes::from(body)).unwrap()
         else {
             panic!("decoded as another kind");
         };
