@@ -292,8 +292,15 @@ impl Cluster {
 
     /// Each node's CommitLog bytes with trailing zero fill removed.
     pub fn commit_logs(&self) -> Vec<Vec<u8>> {
-        self.nodes
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.commit_logs_of(&all)
+    }
+
+    /// The CommitLog bytes of the nodes at `indexes`, trailing zero fill removed.
+    pub fn commit_logs_of(&self, indexes: &[usize]) -> Vec<Vec<u8>> {
+        indexes
             .iter()
+            .map(|i| &self.nodes[*i])
             .map(|n| {
                 let dir = n.store.join("commitlog");
                 let mut files: Vec<_> = std::fs::read_dir(&dir)
