@@ -23,6 +23,9 @@ use tracing::{debug, error, info, warn};
 use crate::broker::Broker;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a registered node must stay out of the voters before it leaves the name
+/// servers.
+const NOT_VOTER_GRACE: Duration = Duration::from_secs(2);
 
 /// What a name server last accepted from us.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,7 +91,12 @@ pub async fn run(broker: Arc<Broker>) {
         let role = broker.role();
         if !role.voter && role.role != Role::Leader {
             // A learner still catching up, or a node removed from the group: clients must
-            // not be routed to it. It registers once it votes.
+            // not be routed to it. It registers once it votes. A node replaying old
+            // configurations from the log passes through "not a voter" for a moment:
+            // only a state that lasts counts.
+            if routed && !still_not_voter(&broker, NOT_VOTER_GRACE).await {
+                continue;
+            }
             if routed {
                 info!(
                     role = ?role.role,
@@ -147,6 +155,22 @@ pub async fn run(broker: Arc<Broker>) {
             _ = any_closed(&conns) => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Whether this node is still not a voter (nor leader) after `grace`; false as soon as it
+/// is one again.
+async fn still_not_voter(broker: &Broker, grace: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + grace;
+    loop {
+        let role = broker.role();
+        if role.voter || role.role == Role::Leader {
+            return false;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

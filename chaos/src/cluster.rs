@@ -53,6 +53,10 @@ pub struct Node {
     pub group: String,
     pub name: String,
     pub addr: String,
+    /// Its dledger peer address (`dLegerPeers`), when this cluster wrote its config.
+    pub peer_addr: Option<String>,
+    /// Its config file, when this cluster wrote it.
+    conf: Option<PathBuf>,
     pub store: PathBuf,
     pub log: PathBuf,
     /// Program and arguments that (re)start it.
@@ -185,7 +189,7 @@ impl Cluster {
             // A 1 MiB page-cache window, far below the default: flushed CommitLog bytes are
             // dropped from the cache almost at once, so replication catch-up and consumers
             // read dropped pages back from the disk throughout the run.
-            for (i, (host, port, _)) in hosts.iter().enumerate() {
+            for (i, (host, port, peer_port)) in hosts.iter().enumerate() {
                 let store = dir.join(format!("{group}-n{i}"));
                 let conf = dir.join(format!("{group}-n{i}.conf"));
                 let base = format!(
@@ -224,6 +228,8 @@ impl Cluster {
                     group: group.to_string(),
                     name: format!("n{i}"),
                     addr: format!("{host}:{port}"),
+                    peer_addr: Some(format!("{host}:{peer_port}")),
+                    conf: Some(conf.clone()),
                     log: dir.join(format!("{group}-n{i}.log")),
                     store,
                     command,
@@ -295,6 +301,32 @@ impl Cluster {
         node.pid = Some(child.id() as i32);
         node.child = Some(child);
         node.paused = false;
+        Ok(())
+    }
+
+    /// Deletes stopped node `i`'s data directory and makes its config join the running group
+    /// (`joinExistingGroup=true`): started again, it waits to be added as a new node.
+    pub fn wipe_for_rejoin(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        if node.pid.is_some() {
+            bail!("{} still runs", node.label());
+        }
+        let Some(conf) = &node.conf else {
+            bail!(
+                "{} was not started by this tool: its config is not ours to change",
+                node.label()
+            );
+        };
+        match std::fs::remove_dir_all(&node.store) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("delete {}", node.store.display()))
+            }
+            _ => {}
+        }
+        let text = std::fs::read_to_string(conf)?;
+        if !text.lines().any(|l| l.starts_with("joinExistingGroup=")) {
+            std::fs::write(conf, format!("{text}joinExistingGroup=true\n"))?;
+        }
         Ok(())
     }
 
@@ -563,6 +595,8 @@ fn attached_node(pid: i32, dir: &Path) -> anyhow::Result<Node> {
         group,
         name,
         addr: format!("{host}:{port}"),
+        peer_addr: None,
+        conf: None,
         store,
         command,
         cwd: Some(cwd),

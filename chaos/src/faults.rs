@@ -37,9 +37,13 @@ pub enum FaultKind {
     /// Move the leadership to a follower (TRANSFER_LEADERSHIP, as `rocketraft admin
     /// transfer-leader` does) under load; nothing to heal.
     TransferLeader,
+    /// SIGKILL a follower, remove it from its group (`rocketraft admin remove-node`),
+    /// delete its data directory, start it again empty with `joinExistingGroup=true` and
+    /// add it back (`admin add-node`): a dead disk replaced under load.
+    ReplaceNode,
 }
 
-pub const ALL: [FaultKind; 8] = [
+pub const ALL: [FaultKind; 9] = [
     FaultKind::KillLeader,
     FaultKind::PauseLeader,
     FaultKind::KillFollower,
@@ -48,6 +52,7 @@ pub const ALL: [FaultKind; 8] = [
     FaultKind::PartitionLeader,
     FaultKind::PartitionBridge,
     FaultKind::TransferLeader,
+    FaultKind::ReplaceNode,
 ];
 
 impl FaultKind {
@@ -61,6 +66,7 @@ impl FaultKind {
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::PartitionBridge => "partition-bridge",
             FaultKind::TransferLeader => "transfer-leader",
+            FaultKind::ReplaceNode => "replace-node",
         }
     }
 }
@@ -82,7 +88,7 @@ impl FromStr for FaultKind {
 
 /// The default deck: mostly leader kills and pauses, each other kind once or twice.
 pub const DEFAULT_MIX: &str = "kill-leader=4,pause-leader=2,kill-follower=2,kill-two=1,\
-restart-group=1,partition-leader=1,partition-bridge=1,transfer-leader=2";
+restart-group=1,partition-leader=1,partition-bridge=1,transfer-leader=2,replace-node=1";
 
 /// Parses `kind=count,...` into a deck.
 pub fn parse_mix(mix: &str) -> anyhow::Result<Vec<FaultKind>> {

@@ -215,7 +215,7 @@ async fn inject(
             vec![leader]
         }
         // A transfer's "victim" is its target.
-        FaultKind::KillFollower | FaultKind::TransferLeader => {
+        FaultKind::KillFollower | FaultKind::TransferLeader | FaultKind::ReplaceNode => {
             vec![followers[(id as usize) % followers.len()]]
         }
         FaultKind::KillTwo | FaultKind::PartitionBridge => {
@@ -233,6 +233,15 @@ async fn inject(
             return Ok(());
         }
     }
+    if kind == FaultKind::ReplaceNode && cluster.nodes[victims[0]].peer_addr.is_none() {
+        recorder.record(|t_us| Event::Note {
+            t_us,
+            text: format!(
+                "fault #{id} {kind} of {target} skipped: an attached node's config is not ours"
+            ),
+        });
+        return Ok(());
+    }
     let record_start = || {
         recorder.record(|t_us| Event::FaultStart {
             t_us,
@@ -247,12 +256,21 @@ async fn inject(
     if kind != FaultKind::KillTwo {
         record_start();
     }
+    // replace-node: whether the victim left the group (only then is its store deleted).
+    let mut removed = false;
     match kind {
         FaultKind::PauseLeader => cluster.pause(leader),
         FaultKind::PartitionLeader => cluster.isolate(leader, true)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], true)?,
         FaultKind::TransferLeader => {
             transfer_leader(cluster, recorder, id, &group, victims[0]).await
+        }
+        FaultKind::ReplaceNode => {
+            cluster.kill(victims[0]);
+            removed = remove_member(cluster, recorder, id, &group, victims[0]).await;
+            if removed {
+                cluster.wipe_for_rejoin(victims[0])?;
+            }
         }
         _ => victims.iter().for_each(|i| cluster.kill(*i)),
     }
@@ -272,6 +290,12 @@ async fn inject(
         FaultKind::PartitionLeader => cluster.isolate(leader, false)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], false)?,
         FaultKind::TransferLeader => {}
+        FaultKind::ReplaceNode => {
+            cluster.start_node(victims[0])?;
+            if removed {
+                add_member(cluster, recorder, id, &group, victims[0]).await;
+            }
+        }
         FaultKind::KillTwo => {
             // One comes back: a quorum again, so service must return before the other.
             cluster.start_node(victims[0])?;
@@ -332,6 +356,95 @@ async fn transfer_leader(
             done.leader_id, done.term, done.held_ms
         ),
         Err(e) => format!("fault #{id}: transfer of {group} to {name} did not happen: {e}"),
+    };
+    println!("{text}");
+    recorder.record(|t_us| Event::Note { t_us, text });
+}
+
+/// Removes stopped node `victim` from `group` (as `rocketraft admin remove-node` does);
+/// whether it left. A refusal (the rest of the group not answering after an earlier fault)
+/// is a note: the node is then started again on its own store.
+async fn remove_member(
+    cluster: &Cluster,
+    recorder: &Recorder,
+    id: u32,
+    group: &str,
+    victim: usize,
+) -> bool {
+    let name = cluster.nodes[victim].name.clone();
+    let outcome = match cluster.namesrv() {
+        Ok(namesrv) => remove_with_retries(&namesrv, group, &name).await,
+        Err(e) => Err(e.to_string()),
+    };
+    let (text, removed) = match outcome {
+        Ok(m) => (
+            format!(
+                "fault #{id}: {name} removed from {group}; voters now {:?}",
+                m.voters.keys().collect::<Vec<_>>()
+            ),
+            true,
+        ),
+        Err(e) => (
+            format!("fault #{id}: {name} could not be removed from {group} (it restarts on its own store): {e}"),
+            false,
+        ),
+    };
+    println!("{text}");
+    recorder.record(|t_us| Event::Note { t_us, text });
+    removed
+}
+
+/// Removes `name`, asking again for up to 10 s while the leader refuses (a member that
+/// just came back from an earlier fault may not answer its probe yet); a removal whose
+/// answer was lost counts once the membership no longer names the node.
+async fn remove_with_retries(
+    namesrv: &client::NameServerClient,
+    group: &str,
+    name: &str,
+) -> Result<client::admin::GroupMembers, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let error =
+            match client::admin::remove_node(namesrv, group, name, Duration::from_secs(10)).await {
+                Ok(members) => return Ok(members),
+                Err(e) => e.to_string(),
+            };
+        if let Ok(m) = client::admin::group_members(namesrv, group, Duration::from_secs(5)).await {
+            if !m.voters.contains_key(name) && !m.learners.contains_key(name) {
+                return Ok(m);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(error);
+        }
+        sleep_ms(500).await;
+    }
+}
+
+/// Adds the emptied, restarted node `victim` back to `group` (as `rocketraft admin
+/// add-node` does), waiting (bounded) for it to catch up and vote.
+async fn add_member(cluster: &Cluster, recorder: &Recorder, id: u32, group: &str, victim: usize) {
+    let node = &cluster.nodes[victim];
+    let outcome = match (cluster.namesrv(), &node.peer_addr) {
+        (Ok(namesrv), Some(peer)) => {
+            client::admin::add_node(&namesrv, group, &node.name, peer, Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (Err(e), _) => Err(e.to_string()),
+        (_, None) => Err("its peer address is unknown".into()),
+    };
+    let text = match outcome {
+        Ok(m) => format!(
+            "fault #{id}: {} added back to {group} empty; voters now {:?}",
+            node.name,
+            m.voters.keys().collect::<Vec<_>>()
+        ),
+        Err(e) => format!(
+            "{}fault #{id}: {} could not be added back to {group}: {e}",
+            checker::LIVENESS,
+            node.name
+        ),
     };
     println!("{text}");
     recorder.record(|t_us| Event::Note { t_us, text });

@@ -1,7 +1,8 @@
 //! Proves, in a short bounded run of the real tool against real processes (one
 //! three-node group started from the `rocketraft` binary), that five SIGKILLed leaders,
 //! a paused leader that wakes up, a killed follower, two of three nodes killed at
-//! once and two planned leadership transfers lose no acknowledged message, deliver nothing unexpected or out of order, ack
+//! once, two planned leadership transfers and a follower replaced with an empty data
+//! directory (removed, started again empty, added back) lose no acknowledged message, deliver nothing unexpected or out of order, ack
 //! nothing without a quorum, and leave byte-identical replicas; and that the timer
 //! messages of the workload are each delivered once and not early, and the retry
 //! consumer's failed messages are tried as often as allowed and dead-lettered exactly
@@ -16,13 +17,13 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
     let binary = chaos::test_binary();
     let out = tempfile::tempdir().unwrap();
     let args = chaos::RunArgs {
-        faults: 10,
+        faults: 11,
         seconds: 90,
         seed: Some(10),
         out: Some(out.path().to_path_buf()),
         groups: 1,
         flush: "ASYNC_FLUSH".into(),
-        mix: "kill-leader=5,pause-leader=1,kill-follower=1,kill-two=1,transfer-leader=2".into(),
+        mix: "kill-leader=5,pause-leader=1,kill-follower=1,kill-two=1,transfer-leader=2,replace-node=1".into(),
         binary: Some(binary),
         keep_data: false,
         ..Default::default()
@@ -36,7 +37,8 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
     assert!(
         kinds.get("kill-leader").copied().unwrap_or(0) >= 5
             && kinds.get("pause-leader").copied().unwrap_or(0) >= 1
-            && kinds.get("transfer-leader").copied().unwrap_or(0) >= 1,
+            && kinds.get("transfer-leader").copied().unwrap_or(0) >= 1
+            && kinds.get("replace-node").copied().unwrap_or(0) >= 1,
         "not every planned fault ran: {kinds:?}"
     );
     assert!(verdict.acked > 0, "nothing was acknowledged");

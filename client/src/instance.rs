@@ -135,6 +135,10 @@ pub(crate) struct ClientInstance {
     handler: Arc<ClientHandler>,
     refresh_tx: mpsc::Sender<()>,
     refresh_rx: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Fired when a group's members or leader change: heartbeats go out at once, so a new
+    /// leader (or a member that came back) knows this client's producers and consumers
+    /// before it checks back a transaction or answers a rebalance.
+    members_changed: tokio::sync::Notify,
     pub cancel: CancellationToken,
 }
 
@@ -165,6 +169,7 @@ impl ClientInstance {
             handler: Arc::new(ClientHandler::default()),
             refresh_tx,
             refresh_rx: Mutex::new(Some(refresh_rx)),
+            members_changed: tokio::sync::Notify::new(),
             cancel: CancellationToken::new(),
         }))
     }
@@ -224,7 +229,9 @@ impl ClientInstance {
         self.interest.lock().unwrap().insert(topic.to_string());
         match self.namesrv.topic_route(topic).await? {
             Some(route) => {
-                self.routes.write().unwrap().update_topic(topic, route);
+                if self.routes.write().unwrap().update_topic(topic, route) {
+                    self.members_changed.notify_waiters();
+                }
                 Ok(true)
             }
             None => {
@@ -454,6 +461,7 @@ impl ClientInstance {
                                 .write()
                                 .unwrap()
                                 .learn_leader(broker_name, &hint);
+                            self.members_changed.notify_waiters();
                             target = Some(hint);
                         }
                         _ => {
@@ -471,6 +479,7 @@ impl ClientInstance {
                             .write()
                             .unwrap()
                             .learn_leader(broker_name, &addr);
+                        self.members_changed.notify_waiters();
                     }
                     return Ok((addr, response));
                 }
@@ -577,6 +586,16 @@ impl ClientInstance {
             .unwrap()
             .insert(producer_group.to_string(), tx);
         rx
+    }
+
+    /// Waits `interval`, or less when a group's members or leader change; false once the
+    /// client is closed.
+    pub(crate) async fn heartbeat_wait(&self, interval: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => true,
+            _ = self.members_changed.notified() => true,
+            _ = self.cancel.cancelled() => false,
+        }
     }
 
     /// Sends a heartbeat to every member of every group serving `topics`; returns how

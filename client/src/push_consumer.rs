@@ -699,10 +699,8 @@ impl Shared {
     }
 
     async fn heartbeat_loop(self: Arc<Self>) {
-        while self
-            .sleep_or_stop(self.config.client.heartbeat_broker_interval_ms)
-            .await
-        {
+        let interval = Duration::from_millis(self.config.client.heartbeat_broker_interval_ms);
+        while self.instance.heartbeat_wait(interval).await {
             self.heartbeat().await;
         }
     }

@@ -37,30 +37,33 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Stores a topic's route and the members of its groups.
-    pub fn update_topic(&mut self, topic: &str, route: TopicRouteData) {
+    /// Stores a topic's route and the members of its groups; returns whether some group's
+    /// members or leader changed.
+    pub fn update_topic(&mut self, topic: &str, route: TopicRouteData) -> bool {
         self.provisional.remove(topic);
         self.update_topic_at(topic, route, Instant::now())
     }
 
     /// Routes `topic`, which no name server knows yet, through the default topic's
     /// `route`, until a refresh finds the topic itself.
-    pub fn update_topic_provisional(&mut self, topic: &str, route: TopicRouteData) {
-        self.update_topic_at(topic, route, Instant::now());
+    pub fn update_topic_provisional(&mut self, topic: &str, route: TopicRouteData) -> bool {
+        let changed = self.update_topic_at(topic, route, Instant::now());
         self.provisional.insert(topic.to_string());
+        changed
     }
 
-    fn update_topic_at(&mut self, topic: &str, route: TopicRouteData, now: Instant) {
+    fn update_topic_at(&mut self, topic: &str, route: TopicRouteData, now: Instant) -> bool {
         let mut new_groups = false;
+        let mut changed = false;
         for broker in &route.broker_datas {
             if broker.broker_addrs.is_empty() {
                 continue;
             }
             let name = &broker.broker_name;
-            new_groups |= self
+            let before = self
                 .groups
-                .insert(name.clone(), broker.broker_addrs.clone())
-                .is_none_or(|g| g.is_empty());
+                .insert(name.clone(), broker.broker_addrs.clone());
+            new_groups |= before.as_ref().is_none_or(|g| g.is_empty());
             if let Some((addr, at)) = self.learned.get(name).cloned() {
                 let agrees = broker.leader_addr() == Some(addr.as_str());
                 if agrees || now.duration_since(at) >= LEARNED_LEADER_TTL {
@@ -69,6 +72,7 @@ impl RouteTable {
                     self.set_leader(name, &addr);
                 }
             }
+            changed |= before.as_ref() != self.groups.get(name);
         }
         self.topics.insert(topic.to_string(), route);
         if new_groups {
@@ -77,6 +81,7 @@ impl RouteTable {
         } else {
             self.rebuild_publish(topic);
         }
+        changed
     }
 
     fn rebuild_publish(&mut self, topic: &str) {
@@ -333,6 +338,21 @@ mod tests {
     /// Proves a topic routed through the default topic keeps its queues while the name
     /// servers do not know it yet (a send racing the refresher once found no queue at
     /// all), and is forgotten normally once a real route replaced it.
+    #[test]
+    fn a_refresh_says_whether_members_or_leader_changed() {
+        let mut t = RouteTable::default();
+        assert!(t.update_topic("T", route()), "first sight of the groups");
+        assert!(!t.update_topic("T", route()), "the same route again");
+        t.learn_leader("broker-a", "127.0.0.1:101");
+        assert!(
+            !t.update_topic("T", route()),
+            "a learned leader the name servers do not know yet is no change"
+        );
+        let mut moved = route();
+        moved.broker_datas[0].broker_addrs.remove(&1);
+        assert!(t.update_topic("T", moved), "a member left");
+    }
+
     #[test]
     fn a_provisional_route_outlives_refreshes_that_find_nothing() {
         let mut t = RouteTable::default();

@@ -321,11 +321,10 @@ async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
         let Some(this) = inner.upgrade() else { return };
         let interval =
             Duration::from_millis(this.instance.config.heartbeat_broker_interval_ms.max(100));
-        let cancel = this.instance.cancel.clone();
+        let instance = Arc::clone(&this.instance);
         drop(this);
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = cancel.cancelled() => return,
+        if !instance.heartbeat_wait(interval).await {
+            return;
         }
         let Some(this) = inner.upgrade() else { return };
         this.heartbeat().await;
