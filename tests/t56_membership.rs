@@ -19,6 +19,9 @@ use common::{Cluster, GROUP};
 
 const TOPIC: &str = "Members";
 
+/// msgId (UNIQ_KEY) -> (body, queue id, queue offset) of every acknowledged send.
+type Acked = HashMap<String, (String, i32, i64)>;
+
 /// The client addresses the name servers list for the group.
 async fn routed(cluster: &Cluster) -> Vec<String> {
     let Ok(info) = cluster.namesrv().cluster_info().await else {
@@ -99,7 +102,7 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
     config.send_msg_timeout_ms = 10_000;
     let producer = Arc::new(Producer::start(config).await.unwrap());
     producer.send(Message::new(TOPIC, "warmup")).await.unwrap();
-    let acked: Arc<Mutex<HashMap<String, (String, i32, i64)>>> = Arc::default();
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let running = Arc::new(AtomicBool::new(true));
     let mut tasks = Vec::new();
     for task in 0..4 {
@@ -222,7 +225,7 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
     assert!(acked.len() > 100, "only {} acked", acked.len());
     let queues = common::drain_topic(&cluster.namesrv_addr, TOPIC).await;
     common::assert_offsets_contiguous(&queues);
-    let mut stored: HashMap<String, (String, i32, i64)> = HashMap::new();
+    let mut stored: Acked = HashMap::new();
     for (queue_id, messages) in &queues {
         for m in messages {
             let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
