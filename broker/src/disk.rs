@@ -36,14 +36,7 @@ impl StatVfs {
 
 impl UsageSource for StatVfs {
     fn used_percent(&self) -> std::io::Result<f64> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.0.as_os_str().as_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: `path` is a valid C string and `stat` a plain struct statvfs fills in.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        let stat = statvfs(&self.0)?;
         let used = stat.f_blocks.saturating_sub(stat.f_bfree) as f64;
         let usable = used + stat.f_bavail as f64;
         if usable <= 0.0 {
@@ -51,6 +44,24 @@ impl UsageSource for StatVfs {
         }
         Ok((used / usable * 100.0).clamp(0.0, 100.0))
     }
+}
+
+/// Bytes of `path`'s filesystem available to this process (`statvfs`'s `f_bavail`).
+pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
+    let stat = statvfs(path)?;
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `path` is a valid C string and `stat` a plain struct statvfs fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stat)
 }
 
 /// The cached used ratio and the disk-full flag of one broker node.

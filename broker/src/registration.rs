@@ -82,8 +82,8 @@ pub async fn run(broker: Arc<Broker>) {
             // The Raft core stopped (a storage or apply failure): this node can no longer
             // take writes nor follow the log, so it must not stay routed as a member.
             error!(
-                "the Raft core has stopped: leaving the name servers; restart this node to \
-                 bring it back"
+                "the Raft core has stopped: leaving the name servers until this node starts \
+                 again"
             );
             unregister_all(&broker).await;
             return;

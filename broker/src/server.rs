@@ -15,7 +15,7 @@ use remoting::{
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::broker::{Broker, DEFAULT_TOPIC};
 use crate::command::BrokerCommand;
@@ -56,11 +56,115 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
 
 /// Runs a broker on an already bound client listener until `shutdown` resolves. The
 /// dledger peer port comes from `dLegerPeers`.
+///
+/// When the node's Raft core stops by itself (a full disk, an I/O error, a failed apply),
+/// the node leaves the name servers, says why, and starts again in this process once its
+/// store's filesystem has room for a new CommitLog segment ([`room_to_restart`]), after a
+/// backoff (1 s, doubling up to a minute): opening the store again runs the same recovery
+/// as a restart after a crash. A store marked removed from its group does not start again:
+/// the error ends `run`. Errors of the first start end `run` at once.
 pub async fn run(
     listener: TcpListener,
     config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    use futures::FutureExt;
+    let addr = listener.local_addr().map_err(|e| BrokerError::Io {
+        path: "listener".into(),
+        source: e,
+    })?;
+    let shutdown = Box::pin(shutdown).shared();
+    let mut listener = Some(listener);
+    let mut backoff = RESTART_BACKOFF_MIN;
+    let mut restarting = false;
+    loop {
+        let listener = match listener.take() {
+            Some(listener) => listener,
+            None => TcpListener::bind(addr).await.map_err(|e| BrokerError::Io {
+                path: format!("listener {addr}").into(),
+                source: e,
+            })?,
+        };
+        let started = tokio::time::Instant::now();
+        match run_node(listener, config.clone(), shutdown.clone()).await {
+            Ok(Exit::Shutdown) => return Ok(()),
+            Ok(Exit::CoreStopped(reason)) => {
+                error!(
+                    %reason,
+                    "this node's Raft core stopped: it has left the name servers and starts \
+                     again once its disk has room"
+                );
+                if started.elapsed() >= RESTART_BACKOFF_RESET {
+                    backoff = RESTART_BACKOFF_MIN;
+                }
+            }
+            Err(BrokerError::DLedger(e @ dledger::DLedgerError::Removed { .. })) => {
+                return Err(BrokerError::DLedger(e))
+            }
+            Err(e) if restarting => warn!(error = %e, "starting this node again failed; retrying"),
+            Err(e) => return Err(e),
+        }
+        restarting = true;
+        tokio::select! {
+            _ = shutdown.clone() => return Ok(()),
+            _ = room_to_restart(&config, backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// First wait before starting a stopped node again; doubled per failed start, up to the max.
+const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A node that ran this long before it stopped starts again after the shortest wait.
+const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// Room a restart needs besides one CommitLog segment: RocksDB's logs, ConsumeQueue files.
+const RESTART_ROOM_MARGIN: u64 = 16 << 20;
+
+/// Waits `backoff`, then until the store's filesystem has room for a new CommitLog segment
+/// and a margin (checked every second). Only that much: once running, the node's own
+/// retention can delete expired segments, which a stopped node cannot.
+async fn room_to_restart(config: &BrokerConfig, backoff: Duration) {
+    tokio::time::sleep(backoff).await;
+    let needed = config.commit_log_segment_bytes + RESTART_ROOM_MARGIN;
+    let mut said = false;
+    loop {
+        match crate::disk::available_bytes(&config.store_path) {
+            Ok(available) if available >= needed => {
+                info!(available, "the store has room again: starting this node");
+                return;
+            }
+            Ok(available) if !said => {
+                warn!(
+                    available,
+                    needed,
+                    store = %config.store_path.display(),
+                    "waiting for room on the store's filesystem before starting again"
+                );
+                said = true;
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot read the store's free space"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How one run of the node ended.
+enum Exit {
+    /// `shutdown` resolved.
+    Shutdown,
+    /// The Raft core stopped by itself, for this reason.
+    CoreStopped(String),
+}
+
+/// One run of the node: open the store, serve until `shutdown` or until the Raft core
+/// stops by itself, then close everything (the store's files and locks are released).
+async fn run_node(
+    listener: TcpListener,
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Exit> {
     let store_host = listener.local_addr().map_err(|e| BrokerError::Io {
         path: "listener".into(),
         source: e,
@@ -97,18 +201,39 @@ pub async fn run(
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,
         ..ConnectionConfig::default()
     };
+    let stopped: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let core_stopped = {
+        let (broker, stopped) = (broker.clone(), stopped.clone());
+        async move {
+            let mut role = broker.node().role_watch();
+            let _ = role.wait_for(|s| s.role == Role::Shutdown).await;
+            let reason = broker
+                .node()
+                .stop_reason()
+                .unwrap_or_else(|| "the Raft core stopped".into());
+            *stopped.lock().unwrap() = Some(reason);
+        }
+    };
     remoting::connection::serve(
         listener,
         connection_config,
         Arc::new(Handler {
             broker: broker.clone(),
         }),
-        shutdown,
+        async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = core_stopped => {}
+            }
+        },
     )
     .await;
+    let stopped = stopped.lock().unwrap().take();
 
     // Leave cleanly: final offsets, name servers, then Raft.
-    flush_offsets(&broker).await;
+    if stopped.is_none() {
+        flush_offsets(&broker).await;
+    }
     crate::registration::unregister_all(&broker).await;
     for task in tasks.drain(..) {
         task.abort();
@@ -116,18 +241,25 @@ pub async fn run(
     }
     // Connections closed by `serve` drop their handles to the broker as they finish.
     let mut broker = broker;
-    for _ in 0..50 {
+    for _ in 0..250 {
         match Arc::try_unwrap(broker) {
             Ok(b) => {
-                b.shutdown_node().await?;
-                return Ok(());
+                let result = b.shutdown_node().await;
+                return match stopped {
+                    // The core is gone already; stopping it again only repeats why.
+                    Some(reason) => Ok(Exit::CoreStopped(reason)),
+                    None => result.map(|()| Exit::Shutdown).map_err(Into::into),
+                };
             }
             Err(b) => broker = b,
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    warn!("requests still running at shutdown; dledger stops with the process");
-    Ok(())
+    warn!("requests still running at shutdown; dledger stops with them");
+    Ok(match stopped {
+        Some(reason) => Exit::CoreStopped(reason),
+        None => Exit::Shutdown,
+    })
 }
 
 /// On becoming leader: announce the client address through the log, make sure the

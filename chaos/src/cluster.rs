@@ -48,6 +48,11 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// Where [`Cluster::start`] puts node `i` of `group`'s data under `dir`.
+pub fn store_path(dir: &Path, group: &str, i: usize) -> PathBuf {
+    dir.join(format!("{group}-n{i}"))
+}
+
 /// One broker node.
 pub struct Node {
     pub group: String,
@@ -190,7 +195,7 @@ impl Cluster {
             // dropped from the cache almost at once, so replication catch-up and consumers
             // read dropped pages back from the disk throughout the run.
             for (i, (host, port, peer_port)) in hosts.iter().enumerate() {
-                let store = dir.join(format!("{group}-n{i}"));
+                let store = store_path(dir, group, i);
                 let conf = dir.join(format!("{group}-n{i}.conf"));
                 let base = format!(
                     "brokerClusterName=ChaosCluster\nbrokerName={group}\ndLegerGroup={group}\n\
@@ -317,11 +322,17 @@ impl Cluster {
                 node.label()
             );
         };
-        match std::fs::remove_dir_all(&node.store) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).with_context(|| format!("delete {}", node.store.display()))
+        // Its contents, not the directory: it may be a mount point (a small disk).
+        if let Ok(entries) = std::fs::read_dir(&node.store) {
+            for entry in entries {
+                let path = entry?.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("delete {}", path.display()))?;
             }
-            _ => {}
         }
         let text = std::fs::read_to_string(conf)?;
         if !text.lines().any(|l| l.starts_with("joinExistingGroup=")) {

@@ -41,9 +41,13 @@ pub enum FaultKind {
     /// delete its data directory, start it again empty with `joinExistingGroup=true` and
     /// add it back (`admin add-node`): a dead disk replaced under load.
     ReplaceNode,
+    /// Fill a node's own small disk (a tmpfs, see [`crate::disks`]) completely, hold, free
+    /// it: the node stops on ENOSPC, says why and leaves the name servers, and starts
+    /// again by itself once there is room. The leader on even fault ids, a follower on odd.
+    FillDisk,
 }
 
-pub const ALL: [FaultKind; 9] = [
+pub const ALL: [FaultKind; 10] = [
     FaultKind::KillLeader,
     FaultKind::PauseLeader,
     FaultKind::KillFollower,
@@ -53,6 +57,7 @@ pub const ALL: [FaultKind; 9] = [
     FaultKind::PartitionBridge,
     FaultKind::TransferLeader,
     FaultKind::ReplaceNode,
+    FaultKind::FillDisk,
 ];
 
 impl FaultKind {
@@ -67,6 +72,7 @@ impl FaultKind {
             FaultKind::PartitionBridge => "partition-bridge",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::ReplaceNode => "replace-node",
+            FaultKind::FillDisk => "fill-disk",
         }
     }
 }

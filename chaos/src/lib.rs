@@ -17,6 +17,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod disks;
 pub mod faults;
 pub mod history;
 pub mod net;
@@ -191,15 +192,24 @@ fn labels(cluster: &Cluster, nodes: &[usize]) -> String {
     format!("{group}/{}", names.join(","))
 }
 
+/// What a fault acts with besides the cluster.
+struct Env<'a> {
+    workload: &'a Workload,
+    recorder: &'a Recorder,
+    /// Whether partition faults can run, or why not.
+    partition: &'a Result<(), String>,
+    /// The nodes' small disks, when fill-disk faults can run.
+    disks: Option<&'a disks::SmallDisks>,
+}
+
 /// Injects one fault, holds it, heals it, and waits for service to return.
 async fn inject(
     cluster: &mut Cluster,
-    workload: &Workload,
-    recorder: &Recorder,
+    env: &Env<'_>,
     id: u32,
     planned: &Planned,
-    partition: &Result<(), String>,
 ) -> anyhow::Result<()> {
+    let (workload, recorder, partition) = (env.workload, env.recorder, env.partition);
     let groups = cluster.groups();
     let group = groups[planned.group % groups.len()].clone();
     let leader_wait = Duration::from_millis(LEADER_WAIT_MS);
@@ -221,6 +231,8 @@ async fn inject(
         FaultKind::KillTwo | FaultKind::PartitionBridge => {
             vec![leader, followers[(id as usize) % followers.len()]]
         }
+        FaultKind::FillDisk if id % 2 == 0 => vec![leader],
+        FaultKind::FillDisk => vec![followers[(id as usize) % followers.len()]],
         FaultKind::RestartGroup => cluster.group_nodes(&group),
     };
     let target = labels(cluster, &victims);
@@ -232,6 +244,13 @@ async fn inject(
             });
             return Ok(());
         }
+    }
+    let small_disk = env
+        .disks
+        .filter(|d| d.holds(&cluster.nodes[victims[0]].store));
+    if kind == FaultKind::FillDisk && small_disk.is_none() {
+        // Said once at the start of the run.
+        return Ok(());
     }
     if kind == FaultKind::ReplaceNode && cluster.nodes[victims[0]].peer_addr.is_none() {
         recorder.record(|t_us| Event::Note {
@@ -258,12 +277,20 @@ async fn inject(
     }
     // replace-node: whether the victim left the group (only then is its store deleted).
     let mut removed = false;
+    // fill-disk: the filler file, and how often the victim's log said ENOSPC before.
+    let mut filled: Option<(PathBuf, usize)> = None;
     match kind {
         FaultKind::PauseLeader => cluster.pause(leader),
         FaultKind::PartitionLeader => cluster.isolate(leader, true)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], true)?,
         FaultKind::TransferLeader => {
             transfer_leader(cluster, recorder, id, &group, victims[0]).await
+        }
+        FaultKind::FillDisk => {
+            let node = &cluster.nodes[victims[0]];
+            let before = enospc_count(&node.log);
+            let disk = small_disk.expect("checked above");
+            filled = Some((disk.fill(&node.store)?, before));
         }
         FaultKind::ReplaceNode => {
             cluster.kill(victims[0]);
@@ -290,6 +317,27 @@ async fn inject(
         FaultKind::PartitionLeader => cluster.isolate(leader, false)?,
         FaultKind::PartitionBridge => cluster.cut(victims[0], victims[1], false)?,
         FaultKind::TransferLeader => {}
+        FaultKind::FillDisk => {
+            let (filler, before) = filled.take().expect("filled at the start");
+            let node = &cluster.nodes[victims[0]];
+            let stopped = enospc_count(&node.log) > before;
+            std::fs::remove_file(&filler)
+                .with_context(|| format!("remove {}", filler.display()))?;
+            let text = if stopped {
+                format!(
+                    "fault #{id}: {} stopped on ENOSPC; its disk is free again and it starts \
+                     again by itself",
+                    node.label()
+                )
+            } else {
+                format!(
+                    "fault #{id}: {} did not run out of space within the hold",
+                    node.label()
+                )
+            };
+            println!("{text}");
+            recorder.record(|t_us| Event::Note { t_us, text });
+        }
         FaultKind::ReplaceNode => {
             cluster.start_node(victims[0])?;
             if removed {
@@ -359,6 +407,14 @@ async fn transfer_leader(
     };
     println!("{text}");
     recorder.record(|t_us| Event::Note { t_us, text });
+}
+
+/// How often a node's log has said "No space left on device".
+fn enospc_count(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("No space left on device")
+        .count()
 }
 
 /// Removes stopped node `victim` from `group` (as `rocketraft admin remove-node` does);
@@ -551,6 +607,19 @@ async fn run_in(
     };
     let deck = faults::parse_mix(&args.mix)?;
     let cluster_dir = out.join("cluster");
+    // Declared before the cluster: unmounted after its nodes are gone.
+    let disks: Result<disks::SmallDisks, String> = if !deck.contains(&FaultKind::FillDisk) {
+        Err("the mix has no fill-disk faults".into())
+    } else if args.attach_namesrv.is_some() {
+        Err("an attached cluster's disks are not the tool's to fill".into())
+    } else {
+        let stores: Vec<PathBuf> = cluster::GROUP_NAMES
+            .iter()
+            .take(args.groups as usize)
+            .flat_map(|g| (0..3).map(|i| cluster::store_path(&cluster_dir, g, i)))
+            .collect();
+        disks::SmallDisks::mount(&stores).map_err(|e| format!("{e:#} (needs root)"))
+    };
     let mut cluster = match &args.attach_namesrv {
         Some(namesrv) => Cluster::attach(namesrv, &args.attach_pids, &cluster_dir)?,
         None => Cluster::start(
@@ -588,6 +657,20 @@ async fn run_in(
         ),
         Err(_) => {}
     }
+    match &disks {
+        Ok(_) => println!(
+            "each node's data is on a tmpfs of its own ({} MiB) for fill-disk faults",
+            disks::DISK_BYTES >> 20
+        ),
+        Err(reason) if deck.contains(&FaultKind::FillDisk) => {
+            println!("fill-disk faults skipped: {reason}");
+            recorder.record(|t_us| Event::Note {
+                t_us,
+                text: format!("fill-disk faults skipped: {reason}"),
+            });
+        }
+        Err(_) => {}
+    }
     cluster.wait_ready(Duration::from_secs(60)).await?;
     workload::create_topics(&cluster.namesrv_addr, cluster::QUEUES_PER_TOPIC).await?;
     // An attached cluster keeps RocketMQ's delay levels (10 s, 30 s, ... between tries):
@@ -621,7 +704,13 @@ async fn run_in(
             break;
         }
         let id = n as u32 + 1;
-        if let Err(e) = inject(&mut cluster, &workload, &recorder, id, planned, &partition).await {
+        let env = Env {
+            workload: &workload,
+            recorder: &recorder,
+            partition: &partition,
+            disks: disks.as_ref().ok(),
+        };
+        if let Err(e) = inject(&mut cluster, &env, id, planned).await {
             let text = format!(
                 "{}fault phase stopped at fault #{id}: {e:#}",
                 checker::LIVENESS
@@ -638,6 +727,7 @@ async fn run_in(
         net.heal()?;
     }
     for i in 0..cluster.nodes.len() {
+        let _ = std::fs::remove_file(cluster.nodes[i].store.join(disks::FILLER));
         cluster.resume(i);
         cluster.start_node(i)?;
     }

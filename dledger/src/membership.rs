@@ -351,6 +351,13 @@ pub(crate) fn check_not_removed(store: &Path) -> Result<(), DLedgerError> {
     }
 }
 
+/// What the removal marker of `store` says, if it has one.
+pub(crate) fn removed_detail(store: &Path) -> Option<String> {
+    std::fs::read_to_string(store.join(REMOVED_MARKER))
+        .ok()
+        .map(|d| format!("this node was removed from its group ({})", d.trim()))
+}
+
 /// A removed node's side of [`RemovedRequest`]: from a leader at least as new as the vote
 /// this node holds, it marks its store removed (durably) and stops its Raft core.
 pub(crate) async fn on_removed(

@@ -566,6 +566,17 @@ impl DLedgerNode {
         }
     }
 
+    /// Why this node's Raft core stopped by itself (a storage or apply failure, or this
+    /// node's removal from the group); `None` while it runs or after a plain shutdown.
+    pub fn stop_reason(&self) -> Option<String> {
+        match &self.raft.metrics().borrow().running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => {
+                crate::membership::removed_detail(&self.config.store_path)
+            }
+            Err(fatal) => Some(fatal.to_string()),
+        }
+    }
+
     /// End of the committed CommitLog prefix known to this node.
     pub fn committed_position(&self) -> u64 {
         self.log.committed_end()

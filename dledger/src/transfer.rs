@@ -334,8 +334,9 @@ pub(crate) async fn on_timeout_now(
     let sender = request.vote.leader_id().voted_for();
     if m.vote != request.vote || m.state != ServerState::Follower {
         return Err(format!(
-            "n{} does not follow n{sender:?} in term {} (its vote {}, state {:?})",
+            "n{} does not follow n{} in term {} (its vote {}, state {:?})",
             m.id,
+            sender.map_or_else(|| "?".to_string(), |s| s.to_string()),
             request.vote.leader_id().get_term(),
             m.vote,
             m.state

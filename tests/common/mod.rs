@@ -70,6 +70,12 @@ impl Cluster {
     /// segments (above 85%). Retention's reaction to the ratios is tested with injected
     /// figures (`broker::retention`, `broker::disk`).
     pub fn start(extra: &str) -> Cluster {
+        Self::start_with_store(extra, None)
+    }
+
+    /// [`Cluster::start`], with node `i`'s data directory at `path` (e.g. on a small
+    /// filesystem the test made).
+    pub fn start_with_store(extra: &str, store: Option<(usize, PathBuf)>) -> Cluster {
         let mut segment = String::new();
         for (key, value) in [
             ("mappedFileSizeCommitLog", "67108864"),
@@ -109,6 +115,9 @@ impl Cluster {
         for (i, peer_port) in peer_ports.into_iter().enumerate() {
             let port = ports.next().unwrap();
             cluster.push_node(i, port, peer_port);
+        }
+        if let Some((i, path)) = store {
+            cluster.nodes[i].store = path;
         }
         for i in 0..3 {
             cluster.write_conf(i, "");
