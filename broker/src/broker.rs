@@ -356,6 +356,15 @@ impl Broker {
         self.node.hook_store()
     }
 
+    /// fsyncs the ConsumeQueues written since the last call and prunes their journal
+    /// ([`crate::consume_queue::sync_queues`]); blocking.
+    pub(crate) fn sync_consume_queues(
+        &self,
+        synced: &mut std::collections::HashMap<(String, i32), u64>,
+    ) -> crate::Result<usize> {
+        crate::consume_queue::sync_queues(&self.state.consume_queues, &self.hook_store(), synced)
+    }
+
     /// The client address a node of this group announced when it led.
     pub fn leader_addr(&self, node_id: u64) -> Option<String> {
         self.state.leader_addr(node_id)

@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
     pub flush_interval_ms: u64,
+    /// `flushIntervalConsumeQueue` (ms): how often ConsumeQueue files are fsync'd (their
+    /// entries are also in RocksDB's journal until then, so an OS crash loses none).
+    pub flush_consume_queue_interval_ms: u64,
     /// `mappedFileSizeCommitLog` (bytes): equal on every member of a group.
     pub commit_log_segment_bytes: u64,
     /// `warmMapedFileEnable` (RocketMQ's spelling): write new CommitLog segments full of
@@ -194,6 +197,7 @@ impl Default for BrokerConfig {
             membership_change_timeout_ms: 60_000,
             flush_disk_type: FlushDiskType::AsyncFlush,
             flush_interval_ms: 500,
+            flush_consume_queue_interval_ms: 1_000,
             commit_log_segment_bytes: 1 << 30,
             warm_mapped_file: true,
             page_cache_window: 64 << 20,
@@ -293,6 +297,7 @@ impl BrokerConfig {
         set!("membershipChangeTimeoutMs", membership_change_timeout_ms);
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
+        set!("flushIntervalConsumeQueue", flush_consume_queue_interval_ms);
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);
         set!("warmMapedFileEnable", warm_mapped_file);
         set!("pageCacheWindowCommitLog", page_cache_window);

@@ -7,6 +7,15 @@
 //! count is also kept in RocksDB in the same batch as the applied point (see
 //! [`crate::store`]); on start each queue is cut back to that count, so entries of a
 //! batch that did not reach RocksDB before a crash are rewritten, not duplicated.
+//!
+//! The files are written to the page cache only, and fsync'd every
+//! `flushIntervalConsumeQueue` ([`sync_queues`]). What an OS crash can lose of them (a tail,
+//! or any page in the middle, in any order) is restored from the journal: each apply also
+//! writes the entries it appended into the same RocksDB batch as the queue's count (keys
+//! `J`, [`crate::keys::journal_key`]), and a journal record is deleted only once the files
+//! are fsync'd past it. On start every journal record below the applied count is written
+//! over the files again ([`ConsumeQueue::write_at`]), so the entries are exactly what was
+//! applied, with no operator step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -32,7 +41,7 @@ pub struct CqEntry {
 }
 
 impl CqEntry {
-    fn encode(&self) -> [u8; 20] {
+    pub(crate) fn encode(&self) -> [u8; 20] {
         let mut out = [0u8; 20];
         out[0..8].copy_from_slice(&self.commit_log_offset.to_be_bytes());
         out[8..12].copy_from_slice(&self.size.to_be_bytes());
@@ -40,13 +49,38 @@ impl CqEntry {
         out
     }
 
-    fn decode(b: &[u8]) -> CqEntry {
+    pub(crate) fn decode(b: &[u8]) -> CqEntry {
         CqEntry {
             commit_log_offset: i64::from_be_bytes(b[0..8].try_into().unwrap()),
             size: i32::from_be_bytes(b[8..12].try_into().unwrap()),
             tag_hash: i64::from_be_bytes(b[12..20].try_into().unwrap()),
         }
     }
+}
+
+/// A journal record: the first queue offset (u64 BE), then the entries.
+pub(crate) fn encode_journal(first: u64, entries: &[CqEntry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + entries.len() * ENTRY_BYTES as usize);
+    out.extend_from_slice(&first.to_be_bytes());
+    for e in entries {
+        out.extend_from_slice(&e.encode());
+    }
+    out
+}
+
+/// (first queue offset, entries) of a journal record; `None` if it is malformed.
+pub(crate) fn decode_journal(value: &[u8]) -> Option<(u64, Vec<CqEntry>)> {
+    let first = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let body = &value[8..];
+    if body.len() % ENTRY_BYTES as usize != 0 {
+        return None;
+    }
+    Some((
+        first,
+        body.chunks_exact(ENTRY_BYTES as usize)
+            .map(CqEntry::decode)
+            .collect(),
+    ))
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> BrokerError {
@@ -219,6 +253,30 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Writes `entries` at queue offsets from `first`, over what is there (crash repair
+    /// from the journal); the queue then holds at least `first + entries.len()` entries.
+    pub fn write_at(&self, first: u64, entries: &[CqEntry]) -> Result<()> {
+        let mut offset = first;
+        let mut rest = entries;
+        let mut buf = Vec::with_capacity(entries.len() * ENTRY_BYTES as usize);
+        while !rest.is_empty() {
+            let byte_offset = offset * ENTRY_BYTES;
+            let (start, file) = self.file_for(byte_offset, true)?.expect("created");
+            let room = ((start + self.file_bytes - byte_offset) / ENTRY_BYTES) as usize;
+            let n = room.min(rest.len());
+            buf.clear();
+            for e in &rest[..n] {
+                buf.extend_from_slice(&e.encode());
+            }
+            file.write_all_at(&buf, byte_offset - start)
+                .map_err(|e| io_err(&self.dir, e))?;
+            offset += n as u64;
+            rest = &rest[n..];
+        }
+        self.max_offset.fetch_max(offset, Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Reads up to `max_entries` entries from `from`.
     pub fn read(&self, from: u64, max_entries: usize) -> Result<Vec<CqEntry>> {
         let max = self.max_offset();
@@ -280,9 +338,18 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Flushes every file of the queue to disk.
-    pub fn sync(&self) -> Result<()> {
-        for file in self.files.lock().unwrap().values() {
+    /// Flushes to disk the files holding entries from queue offset `from` on.
+    pub fn sync_from(&self, from: u64) -> Result<()> {
+        let from_byte = from * ENTRY_BYTES;
+        let files: Vec<Arc<File>> = self
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(start, _)| *start + self.file_bytes > from_byte)
+            .map(|(_, f)| f.clone())
+            .collect();
+        for file in files {
             file.sync_data().map_err(|e| io_err(&self.dir, e))?;
         }
         Ok(())
@@ -412,6 +479,41 @@ mod tests {
         }
     }
 
+    /// A journal record decodes to what was encoded, a malformed one to `None`; and
+    /// `write_at` puts entries back over a cut and zeroed file, across a file boundary.
+    #[test]
+    fn journal_records_restore_lost_entries() {
+        let entries: Vec<CqEntry> = (5..12).map(entry).collect();
+        let record = encode_journal(5, &entries);
+        assert_eq!(decode_journal(&record), Some((5, entries.clone())));
+        assert_eq!(decode_journal(&record[..record.len() - 1]), None);
+        assert_eq!(decode_journal(&[1, 2]), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 8).unwrap();
+        let q = store.get_or_create("T", 0).unwrap();
+        for i in 0..12 {
+            q.append(i, entry(i)).unwrap();
+        }
+        drop(store);
+        // As a crash could leave it: the second file gone, a page of the first zeroed.
+        std::fs::remove_file(dir.path().join("T/0/00000000000000000160")).unwrap();
+        let first = dir.path().join("T/0/00000000000000000000");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .write_all_at(&[0u8; 40], 100)
+            .unwrap();
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 8).unwrap();
+        let q = store.get("T", 0).unwrap();
+        assert_eq!(q.max_offset(), 8);
+        let (from, lost) = decode_journal(&record).unwrap();
+        q.write_at(from, &lost).unwrap();
+        assert_eq!(q.max_offset(), 12);
+        assert_eq!(q.read(0, 20).unwrap(), (0..12).map(entry).collect::<Vec<_>>());
+    }
+
     #[test]
     fn find_locates_a_record_by_its_commit_log_offset() {
         let dir = tempfile::tempdir().unwrap();
@@ -516,4 +618,32 @@ mod tests {
         assert_eq!(q.read(0, 100).unwrap(), batch);
         assert!(dir.path().join("U/0/00000000000000000320").exists());
     }
+}
+
+/// fsyncs every ConsumeQueue written since the last call and deletes the journal records
+/// the files now hold durably (see the module comment). `synced` remembers, per queue, the
+/// entry count last made durable. Returns how many queues were synced.
+pub fn sync_queues(
+    queues: &ConsumeQueueStore,
+    hook_store: &dledger::HookStore,
+    synced: &mut HashMap<(String, i32), u64>,
+) -> Result<usize> {
+    let mut count = 0;
+    for ((topic, queue_id), queue) in queues.all() {
+        // Read before the fsync: every entry below it is written by then.
+        let end = queue.max_offset();
+        let from = synced.get(&(topic.clone(), queue_id)).copied().unwrap_or(0);
+        if end <= from {
+            continue;
+        }
+        queue.sync_from(from)?;
+        let from_key = crate::keys::journal_key(&topic, queue_id, 0);
+        let to_key = crate::keys::journal_key(&topic, queue_id, end + 1);
+        hook_store
+            .delete_local_range(&from_key, &to_key)
+            .map_err(BrokerError::from)?;
+        synced.insert((topic, queue_id), end);
+        count += 1;
+    }
+    Ok(count)
 }

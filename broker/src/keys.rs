@@ -21,6 +21,7 @@
 //! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
 //! | `K` + hash + !storeTimestamp + !commitLogOffset, `k` | the message index ([`crate::index`]) |
 //! | `R` | the retention point: CommitLog position below which everything is purged (u64 BE, [`crate::retention`]) |
+//! | `J` + name(topic) + queueId (i32 BE) + end (u64 BE) | ConsumeQueue journal: the entries one apply appended, ending before queue offset `end`: first offset (u64 BE) + 20-byte entries. Kept until the ConsumeQueue files are fsync'd past `end` (local to each node; [`crate::consume_queue`]) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
@@ -39,6 +40,8 @@ pub const LOCK_PREFIX: &[u8] = b"L";
 pub const HALF_PREFIX: &[u8] = b"X";
 /// The retention point (purge position), written when a `Retain` command is applied.
 pub const RETENTION_KEY: &[u8] = b"R";
+/// Prefix of the ConsumeQueue journal (entries appended but maybe not yet fsync'd).
+pub const JOURNAL_PREFIX: &[u8] = b"J";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -82,6 +85,32 @@ pub fn queue_key(topic: &str, queue_id: i32) -> Vec<u8> {
     put_name(&mut key, topic);
     key.extend_from_slice(&queue_id.to_be_bytes());
     key
+}
+
+/// The journal key of the entries of one apply to a queue, ending before `end`.
+pub fn journal_key(topic: &str, queue_id: i32, end: u64) -> Vec<u8> {
+    let mut key = journal_queue_prefix(topic, queue_id);
+    key.extend_from_slice(&end.to_be_bytes());
+    key
+}
+
+/// The prefix of every journal key of one queue.
+pub fn journal_queue_prefix(topic: &str, queue_id: i32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + 2 + topic.len() + 4 + 8);
+    key.extend_from_slice(JOURNAL_PREFIX);
+    put_name(&mut key, topic);
+    key.extend_from_slice(&queue_id.to_be_bytes());
+    key
+}
+
+/// (topic, queue id, end) of a journal key.
+pub fn parse_journal_key(key: &[u8]) -> Option<(String, i32, u64)> {
+    let mut r = Reader(key.strip_prefix(JOURNAL_PREFIX)?);
+    let topic = r.name()?;
+    let queue_id = r.queue_id()?;
+    let end = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
+    r.end()?;
+    Some((topic, queue_id, end))
 }
 
 pub fn parse_queue_key(key: &[u8]) -> Option<(String, i32)> {
@@ -194,6 +223,16 @@ pub fn be_u64(value: &[u8]) -> Option<u64> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn journal_keys_round_trip_and_order_by_end() {
+        let k = journal_key("T\0/x", 3, 42);
+        assert_eq!(parse_journal_key(&k), Some(("T\0/x".to_string(), 3, 42)));
+        assert!(k.starts_with(&journal_queue_prefix("T\0/x", 3)));
+        assert!(journal_key("T", 3, 9) < journal_key("T", 3, 10));
+        assert_eq!(parse_journal_key(&k[..k.len() - 1]), None);
+        assert_eq!(parse_journal_key(b"J"), None);
+    }
 
     #[test]
     fn names_with_any_bytes_keep_their_boundaries() {

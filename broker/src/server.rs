@@ -196,6 +196,7 @@ async fn run_node(
         tokio::spawn(crate::transaction::run(broker.clone())),
         tokio::spawn(crate::retention::run(broker.clone())),
         tokio::spawn(crate::retention::purge(broker.clone())),
+        tokio::spawn(sync_consume_queues(broker.clone())),
     ];
     let connection_config = ConnectionConfig {
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,
@@ -315,6 +316,31 @@ async fn on_elected(broker: Arc<Broker>, term: u64) {
         }
     }
     broker.register_soon();
+}
+
+/// fsyncs the ConsumeQueues every `flushIntervalConsumeQueue` and prunes their journal.
+async fn sync_consume_queues(broker: Arc<Broker>) {
+    let interval = Duration::from_millis(broker.config().flush_consume_queue_interval_ms.max(1));
+    let mut synced = std::collections::HashMap::new();
+    loop {
+        tokio::time::sleep(interval).await;
+        let b = broker.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let result = b.sync_consume_queues(&mut synced);
+            (synced, result)
+        })
+        .await;
+        match done {
+            Ok((back, result)) => {
+                synced = back;
+                if let Err(e) = result {
+                    // The journal keeps what was not synced; the next pass tries again.
+                    warn!(error = %e, "fsync of the ConsumeQueues failed");
+                }
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Moves consumer offsets committed on this leader into the Raft log, in batches.

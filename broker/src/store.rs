@@ -337,6 +337,12 @@ impl BrokerHook {
             queue.append_many(*first, entries)?;
             let count = first + entries.len() as u64;
             writes.put(&keys::queue_key(topic, *queue_id), &count.to_be_bytes());
+            // Until the files are fsync'd past them, the entries are also here: an OS
+            // crash that loses file pages loses nothing (see `consume_queue`).
+            writes.put(
+                &keys::journal_key(topic, *queue_id, count),
+                &crate::consume_queue::encode_journal(*first, entries),
+            );
         }
         Ok(out)
     }
@@ -615,11 +621,41 @@ impl BrokerHook {
         Ok(counts)
     }
 
-    /// Cuts each ConsumeQueue back to the count applied with the last batch.
-    fn cut_back_queues(
+    /// Makes each ConsumeQueue hold exactly the entries applied with the last batch: the
+    /// journal's records below the applied count are written over the files (restoring
+    /// whatever an OS crash lost of them, a tail or a page in the middle), then anything
+    /// past the count (a batch that did not reach RocksDB) is cut.
+    fn repair_queues(
         &self,
+        store: &HookStore,
         mut counts: HashMap<(String, i32), Option<u64>>,
     ) -> Result<(), HookError> {
+        let mut restored = 0u64;
+        for (key, value) in store.scan_prefix(keys::JOURNAL_PREFIX)? {
+            let (Some((topic, queue_id, _)), Some((first, entries))) = (
+                keys::parse_journal_key(&key),
+                crate::consume_queue::decode_journal(&value),
+            ) else {
+                skipped(&key, "ConsumeQueue journal record");
+                continue;
+            };
+            let Some(Some(applied)) = counts.get(&(topic.clone(), queue_id)).copied() else {
+                continue;
+            };
+            let keep = entries.len().min(applied.saturating_sub(first) as usize);
+            if keep == 0 {
+                continue;
+            }
+            let queue = self.state.consume_queues.get_or_create(&topic, queue_id)?;
+            queue.write_at(first, &entries[..keep])?;
+            restored += keep as u64;
+        }
+        if restored > 0 {
+            info!(
+                entries = restored,
+                "ConsumeQueue entries written again from the journal"
+            );
+        }
         for ((topic, queue_id), queue) in self.state.consume_queues.all() {
             let on_disk = queue.max_offset();
             let applied = match counts.remove(&(topic.clone(), queue_id)) {
@@ -635,9 +671,9 @@ impl BrokerHook {
                 queue.truncate(applied)?;
             } else if on_disk < applied {
                 return Err(format!(
-                    "ConsumeQueue {topic}/{queue_id} holds {on_disk} entries but {applied} were applied: \
-                     it lost writes (an OS crash before they were flushed?); remove this node's \
-                     consumequeue/ and meta/ directories and let it catch up from its peers"
+                    "ConsumeQueue {topic}/{queue_id} holds {on_disk} entries but {applied} were \
+                     applied, and its journal does not cover the gap: it lost writes that were \
+                     reported fsync'd (a failing disk?)"
                 )
                 .into());
             }
@@ -685,7 +721,7 @@ impl ApplyHook for BrokerHook {
         }
         *self.state.queue_locks.write().unwrap() = QueueLocks::load(store)?;
         let counts = self.load_queue_counts(store)?;
-        self.cut_back_queues(counts)?;
+        self.repair_queues(store, counts)?;
         if let Some(value) = store.get(keys::RETENTION_KEY)? {
             match keys::be_u64(&value) {
                 Some(below) => self.state.retain(below)?,

@@ -169,6 +169,15 @@ impl HookStore {
         Ok(out)
     }
 
+    /// Deletes the keys in `[from, to)` at once, outside any apply: only for keys the hook
+    /// keeps for itself on this node (e.g. a journal it prunes), never for replicated
+    /// state, whose writes go with the applied point ([`HookWrites`]).
+    pub fn delete_local_range(&self, from: &[u8], to: &[u8]) -> Result<(), DLedgerError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.meta.app_cf(), from, to);
+        self.meta.write(batch, false)
+    }
+
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, DLedgerError> {
         self.scan_while(prefix, usize::MAX, |key| key.starts_with(prefix))
