@@ -511,7 +511,10 @@ mod tests {
         let (from, lost) = decode_journal(&record).unwrap();
         q.write_at(from, &lost).unwrap();
         assert_eq!(q.max_offset(), 12);
-        assert_eq!(q.read(0, 20).unwrap(), (0..12).map(entry).collect::<Vec<_>>());
+        assert_eq!(
+            q.read(0, 20).unwrap(),
+            (0..12).map(entry).collect::<Vec<_>>()
+        );
     }
 
     #[test]

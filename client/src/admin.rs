@@ -276,7 +276,8 @@ pub async fn remove_node(
     timeout: Duration,
 ) -> Result<GroupMembers> {
     let mut moved = false;
-    let until = tokio::time::Instant::now() + timeout;
+    // Room for a transfer or three besides the removal itself.
+    let until = tokio::time::Instant::now() + timeout * 3;
     loop {
         let data = group_data(&namesrv.cluster_info().await?, broker_name)?;
         let request = RemotingCommand::bare_request(RequestCode::REMOVE_GROUP_NODE)
@@ -304,7 +305,26 @@ pub async fn remove_node(
                         reason: format!("{node_id} is the only voter"),
                     })?;
                 tracing::info!(node_id, to, "moving the leadership off the node to remove");
-                transfer_leadership(namesrv, broker_name, &to, timeout).await?;
+                // A transfer that could not finish (a loaded target missing its vote
+                // deadline) leaves the leadership where it was: try again, bounded.
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    match transfer_leadership(namesrv, broker_name, &to, timeout).await {
+                        Ok(_) => break,
+                        // The election it started may still have moved it.
+                        Err(_)
+                            if leader_moved_off(namesrv, broker_name, node_id, timeout).await =>
+                        {
+                            break
+                        }
+                        Err(e) if tries < 3 && tokio::time::Instant::now() < until => {
+                            tracing::warn!(node_id, to, error = %e, "transfer failed; trying again");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
                 moved = true;
             }
             if tokio::time::Instant::now() < until {
@@ -319,6 +339,19 @@ pub async fn remove_node(
             remark: response.remark.unwrap_or_default(),
         });
     }
+}
+
+/// Whether the group's leader (as the group answers now) is another node than `node_id`.
+async fn leader_moved_off(
+    namesrv: &NameServerClient,
+    broker_name: &str,
+    node_id: &str,
+    timeout: Duration,
+) -> bool {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    group_members(namesrv, broker_name, timeout)
+        .await
+        .is_ok_and(|m| m.leader_id.as_deref().is_some_and(|l| l != node_id))
 }
 
 /// Waits (at most `timeout`) until the name server's route for `topic` shows `queue_nums`

@@ -378,7 +378,11 @@ impl DLedgerNode {
 
     /// The receiving side of this node's peer RPCs.
     pub fn peer_service(&self) -> PeerService {
-        PeerService::new(self.raft.clone(), &self.config.store_path)
+        PeerService::new(
+            self.raft.clone(),
+            &self.config.store_path,
+            Duration::from_millis(self.config.election_timeout_max_ms),
+        )
     }
 
     /// Read access to the apply hook's data.

@@ -172,6 +172,8 @@ pub struct PeerService {
     raft: Raft<TypeConfig>,
     /// The node's store directory.
     store_path: PathBuf,
+    /// How long after a snapshot install elections stay held (one election timeout).
+    election_grace: std::time::Duration,
     /// Where received snapshot streams are kept (`<store>/snapshot`).
     snapshot_dir: PathBuf,
     receiving: Arc<tokio::sync::Mutex<Option<Receiving>>>,
@@ -186,9 +188,14 @@ struct Receiving {
 }
 
 impl PeerService {
-    pub(crate) fn new(raft: Raft<TypeConfig>, store_path: &std::path::Path) -> Self {
+    pub(crate) fn new(
+        raft: Raft<TypeConfig>,
+        store_path: &std::path::Path,
+        election_grace: std::time::Duration,
+    ) -> Self {
         PeerService {
             raft,
+            election_grace,
             store_path: store_path.to_path_buf(),
             snapshot_dir: store_path.join(crate::snapshot::SNAPSHOT_DIR),
             receiving: Arc::default(),
@@ -299,11 +306,21 @@ impl PeerService {
             meta,
             snapshot: Box::new(SnapshotData::incoming(done.path.clone())),
         };
+        // No election while installing: the leader's heartbeats wait behind the install,
+        // and a node that campaigned right after it would cost the group a leader change.
+        self.raft.runtime_config().elect(false);
         let result = self
             .raft
             .install_full_snapshot(chunk.vote, snapshot)
             .await
             .map_err(|e| e.to_string());
+        let raft = self.raft.clone();
+        let grace = self.election_grace;
+        tokio::spawn(async move {
+            // The heartbeats held meanwhile arrive first; then elections may run again.
+            tokio::time::sleep(grace).await;
+            raft.runtime_config().elect(true);
+        });
         if result.is_ok() {
             // Installed (the install removed it) or not needed (openraft skips a snapshot
             // no newer than what this node has committed). A failed install keeps it, for

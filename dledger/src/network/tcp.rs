@@ -60,6 +60,10 @@ struct Outgoing {
     payloads: Vec<Bytes>,
     id: u64,
     reply: Reply,
+    /// The caller's deadline: the connection is judged dead only when a request goes
+    /// unanswered well past its own deadline (a snapshot's last chunk waits minutes for
+    /// its install).
+    deadline: Duration,
 }
 
 struct PeerConnection {
@@ -234,6 +238,7 @@ impl PeerTransport for TcpTransport {
                         payloads,
                         id,
                         reply,
+                        deadline,
                     })
                     .await
                     .map_err(|_| TransportError::Unreachable {
@@ -351,8 +356,9 @@ async fn run_connection(
             }
         }
     });
-    let stale_after = Duration::from_millis(limits.rpc_timeout_ms * 2);
-    let mut pending: HashMap<u64, (Reply, Instant)> = HashMap::new();
+    let rpc_timeout = Duration::from_millis(limits.rpc_timeout_ms);
+    // (reply, when sent, unanswered past this: the connection is dead)
+    let mut pending: HashMap<u64, (Reply, Instant, Duration)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut next = Some(first);
     let end = loop {
@@ -364,7 +370,8 @@ async fn run_connection(
                 }));
                 break ConnectionEnd::Broken(e.to_string());
             }
-            pending.insert(outgoing.id, (outgoing.reply, Instant::now()));
+            let stale_after = (rpc_timeout * 2).max(outgoing.deadline + rpc_timeout);
+            pending.insert(outgoing.id, (outgoing.reply, Instant::now(), stale_after));
         }
         tokio::select! {
             outgoing = rx.recv() => match outgoing {
@@ -373,7 +380,7 @@ async fn run_connection(
             },
             response = response_rx.recv() => match response {
                 Some(Ok((id, body))) => {
-                    if let Some((reply, _)) = pending.remove(&id) {
+                    if let Some((reply, _, _)) = pending.remove(&id) {
                         let decoded = bincode::deserialize::<PeerResponse>(&body)
                             .map_err(|e| TransportError::Remote { target, reason: format!("undecodable response: {e}") });
                         let _ = reply.send(decoded);
@@ -383,14 +390,14 @@ async fn run_connection(
                 None => break ConnectionEnd::Broken("reader ended".into()),
             },
             _ = tick.tick() => {
-                if pending.values().any(|(_, sent)| sent.elapsed() > stale_after) {
-                    break ConnectionEnd::Broken("a request went unanswered for twice the rpc deadline".into());
+                if pending.values().any(|(_, sent, stale_after)| sent.elapsed() > *stale_after) {
+                    break ConnectionEnd::Broken("a request went unanswered well past its deadline".into());
                 }
             }
         }
     };
     reader_task.abort();
-    for (_, (reply, _)) in pending {
+    for (_, (reply, _, _)) in pending {
         let _ = reply.send(Err(TransportError::Unreachable {
             target,
             reason: "connection lost".into(),
