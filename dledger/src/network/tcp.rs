@@ -71,10 +71,20 @@ struct PeerConnection {
     inflight: Arc<Semaphore>,
 }
 
+/// Which connection to a peer a request travels on. Snapshot chunks have one of their own:
+/// while a peer installs a snapshot its Raft core answers nothing else, and the other
+/// connection, judged dead for that, must not take the last chunk's answer with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Lane {
+    Raft,
+    Snapshot,
+}
+
 /// TCP client side of the peer transport.
 pub struct TcpTransport {
     limits: TcpLimits,
-    peers: Mutex<HashMap<NodeId, Arc<PeerConnection>>>,
+    /// By peer, address (a member re-added at a new address gets a new connection) and lane.
+    peers: Mutex<HashMap<(NodeId, String, Lane), Arc<PeerConnection>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -87,9 +97,10 @@ impl TcpTransport {
         })
     }
 
-    fn connection(&self, target: NodeId, addr: &str) -> Arc<PeerConnection> {
+    fn connection(&self, target: NodeId, addr: &str, lane: Lane) -> Arc<PeerConnection> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let connection = peers.entry(target).or_insert_with(|| {
+        let key = (target, addr.to_string(), lane);
+        let connection = peers.entry(key).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(self.limits.max_inflight_rpcs_per_peer);
             tokio::spawn(connection_task(
                 target,
@@ -214,7 +225,11 @@ impl PeerTransport for TcpTransport {
         request: PeerRequest,
         deadline: Duration,
     ) -> BoxFuture<'static, Result<PeerResponse, TransportError>> {
-        let connection = self.connection(target, target_addr);
+        let lane = match &request.0 {
+            super::RequestBody::SnapshotChunk(_) => Lane::Snapshot,
+            _ => Lane::Raft,
+        };
+        let connection = self.connection(target, target_addr, lane);
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
