@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use client::{Message, Producer, ProducerConfig};
-use common::{Cluster, GROUP};
+use common::{Acked, Cluster, GROUP};
 
 const TOPIC: &str = "FullDisk";
 const FS_BYTES: u64 = 64 << 20;
@@ -78,8 +77,6 @@ impl Drop for SmallFs {
     }
 }
 
-type Acked = HashMap<String, (String, i32, i64)>;
-
 /// Sends `count` messages of 2 KiB numbered from `from`; records what is acknowledged.
 async fn send(producer: &Producer, from: usize, count: usize, acked: &mut Acked) -> usize {
     let mut failed = 0;
@@ -94,16 +91,6 @@ async fn send(producer: &Producer, from: usize, count: usize, acked: &mut Acked)
         }
     }
     failed
-}
-
-async fn routed(cluster: &Cluster) -> Vec<String> {
-    let Ok(info) = cluster.namesrv().cluster_info().await else {
-        return Vec::new();
-    };
-    info.broker_addr_table
-        .get(GROUP)
-        .map(|d| d.broker_addrs.values().cloned().collect())
-        .unwrap_or_default()
 }
 
 async fn wait_until(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
@@ -133,7 +120,7 @@ async fn stop_and_recover(cluster: &Cluster, fs: &SmallFs, filler: &Path, enospc
     wait_until(
         "n2 leaves the name servers",
         Duration::from_secs(20),
-        async || !routed(cluster).await.contains(&n2),
+        async || !common::routed_members(cluster).await.contains(&n2),
     )
     .await;
     let log = std::fs::read_to_string(&cluster.nodes[2].log).unwrap_or_default();
@@ -149,7 +136,7 @@ async fn stop_and_recover(cluster: &Cluster, fs: &SmallFs, filler: &Path, enospc
         "n2 comes back by itself",
         Duration::from_secs(90),
         async || {
-            if routed(cluster).await.contains(&n2) {
+            if common::routed_members(cluster).await.contains(&n2) {
                 since.get_or_insert_with(Instant::now).elapsed() >= Duration::from_secs(3)
             } else {
                 since = None;
@@ -194,9 +181,17 @@ async fn a_full_disk_on_a_follower_then_on_the_leader_loses_nothing() {
     stop_and_recover(&cluster, &fs, &filler, 0).await;
 
     // The leader's disk fills: it steps down, another leads, sends go on.
-    client::admin::transfer_leadership(&namesrv, GROUP, "n2", Duration::from_secs(10))
-        .await
-        .unwrap();
+    // (n2 may still be catching up: a transfer to a lagging node is refused; ask again.)
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) =
+        client::admin::transfer_leadership(&namesrv, GROUP, "n2", Duration::from_secs(10)).await
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no transfer to n2 within 60 s: {e}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let n2 = cluster.nodes[2].addr.clone();
     wait_until(
         "n2 is routed as leader",
@@ -212,26 +207,8 @@ async fn a_full_disk_on_a_follower_then_on_the_leader_loses_nothing() {
     send(&producer, 9_500, 200, &mut acked).await;
     producer.shutdown().await;
 
-    let queues = common::drain_topic(&cluster.namesrv_addr, TOPIC).await;
-    common::assert_offsets_contiguous(&queues);
-    let mut stored = Acked::new();
-    for (queue_id, messages) in &queues {
-        for m in messages {
-            let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
-            let body = String::from_utf8_lossy(&m.body).to_string();
-            stored
-                .entry(id)
-                .or_insert((body, *queue_id, m.queue_offset));
-        }
-    }
     assert!(acked.len() > 9_000, "only {} acknowledged", acked.len());
-    for (id, place) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(place),
-            "acknowledged {id} lost or moved"
-        );
-    }
+    common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &acked).await;
     println!("{} acknowledged messages all read back", acked.len());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -9,16 +9,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use client::{Message, Producer, ProducerConfig};
-use common::{Cluster, GROUP};
+use common::{Acked, Cluster};
 
 const TOPIC: &str = "Crash";
-
-type Acked = HashMap<String, (String, i32, i64)>;
 
 async fn send(producer: &Producer, from: usize, count: usize, acked: &mut Acked) {
     for i in from..from + count {
@@ -29,16 +26,6 @@ async fn send(producer: &Producer, from: usize, count: usize, acked: &mut Acked)
             .unwrap_or_else(|e| panic!("send {i}: {e}"));
         acked.insert(r.msg_id, (body, r.queue.queue_id, r.queue_offset));
     }
-}
-
-async fn routed(cluster: &Cluster) -> Vec<String> {
-    let Ok(info) = cluster.namesrv().cluster_info().await else {
-        return Vec::new();
-    };
-    info.broker_addr_table
-        .get(GROUP)
-        .map(|d| d.broker_addrs.values().cloned().collect())
-        .unwrap_or_default()
 }
 
 /// Cuts every ConsumeQueue file of `TOPIC` under `store` to half (whole entries) and zeroes
@@ -93,7 +80,10 @@ async fn a_node_rebuilds_consume_queues_an_os_crash_lost() {
             "n{victim} did not come back by itself; logs in {}",
             cluster.path().display()
         );
-        if routed(&cluster).await.contains(&victim_addr) {
+        if common::routed_members(&cluster)
+            .await
+            .contains(&victim_addr)
+        {
             since.get_or_insert_with(Instant::now);
         } else {
             since = None;
@@ -128,23 +118,6 @@ async fn a_node_rebuilds_consume_queues_an_os_crash_lost() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let queues = common::drain_topic(&cluster.namesrv_addr, TOPIC).await;
-    let mut stored = Acked::new();
-    for (queue_id, messages) in &queues {
-        for m in messages {
-            let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
-            let body = String::from_utf8_lossy(&m.body).to_string();
-            stored
-                .entry(id)
-                .or_insert((body, *queue_id, m.queue_offset));
-        }
-    }
-    for (id, place) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(place),
-            "acknowledged {id} lost or moved"
-        );
-    }
+    common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &acked).await;
     println!("{} acknowledged messages all read back", acked.len());
 }

@@ -9,33 +9,23 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use client::{Message, Producer, ProducerConfig};
-use common::{Cluster, GROUP};
+use common::{Acked, Cluster, GROUP};
 
 const TOPIC: &str = "Members";
 
-/// msgId (UNIQ_KEY) -> (body, queue id, queue offset) of every acknowledged send.
-type Acked = HashMap<String, (String, i32, i64)>;
-
-/// The client addresses the name servers list for the group.
-async fn routed(cluster: &Cluster) -> Vec<String> {
-    let Ok(info) = cluster.namesrv().cluster_info().await else {
-        return Vec::new();
-    };
-    info.broker_addr_table
-        .get(GROUP)
-        .map(|d| d.broker_addrs.values().cloned().collect())
-        .unwrap_or_default()
-}
-
 async fn wait_routed(cluster: &Cluster, addr: &str, present: bool, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while routed(cluster).await.iter().any(|a| a == addr) != present {
+    while common::routed_members(cluster)
+        .await
+        .iter()
+        .any(|a| a == addr)
+        != present
+    {
         assert!(
             Instant::now() < deadline,
             "{addr} {} the name servers after {timeout:?}: {:?}; logs in {}",
@@ -44,7 +34,7 @@ async fn wait_routed(cluster: &Cluster, addr: &str, present: bool, timeout: Dura
             } else {
                 "never left"
             },
-            routed(cluster).await,
+            common::routed_members(cluster).await,
             cluster.path().display()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -129,7 +119,7 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let addr = cluster.nodes[i].addr.clone();
         assert!(
-            !routed(&cluster).await.contains(&addr),
+            !common::routed_members(&cluster).await.contains(&addr),
             "n{i} is routed before it was added"
         );
         let started = Instant::now();
@@ -223,25 +213,7 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
     producer.shutdown().await;
     let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(acked.len() > 100, "only {} acked", acked.len());
-    let queues = common::drain_topic(&cluster.namesrv_addr, TOPIC).await;
-    common::assert_offsets_contiguous(&queues);
-    let mut stored: Acked = HashMap::new();
-    for (queue_id, messages) in &queues {
-        for m in messages {
-            let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
-            let body = String::from_utf8_lossy(&m.body).to_string();
-            stored
-                .entry(id)
-                .or_insert((body, *queue_id, m.queue_offset));
-        }
-    }
-    for (id, place) in &acked {
-        assert_eq!(
-            stored.get(id),
-            Some(place),
-            "acknowledged {id} lost or moved"
-        );
-    }
+    common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &acked).await;
     println!("{} acknowledged msgIds all read back", acked.len());
 
     let members: Vec<usize> = (0..5).filter(|i| ![old, extra].contains(i)).collect();

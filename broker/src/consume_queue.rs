@@ -231,24 +231,7 @@ impl ConsumeQueue {
                 reason: format!("append at queue offset {first_queue_offset}, expected {expected}"),
             });
         }
-        let mut offset = first_queue_offset;
-        let mut rest = entries;
-        let mut buf = Vec::with_capacity(entries.len() * ENTRY_BYTES as usize);
-        while !rest.is_empty() {
-            let byte_offset = offset * ENTRY_BYTES;
-            let (start, file) = self.file_for(byte_offset, true)?.expect("created");
-            let room = ((start + self.file_bytes - byte_offset) / ENTRY_BYTES) as usize;
-            let n = room.min(rest.len());
-            buf.clear();
-            for e in &rest[..n] {
-                buf.extend_from_slice(&e.encode());
-            }
-            file.write_all_at(&buf, byte_offset - start)
-                .map_err(|e| io_err(&self.dir, e))?;
-            offset += n as u64;
-            rest = &rest[n..];
-            self.max_offset.store(offset, Ordering::Release);
-        }
+        self.write_at(first_queue_offset, entries)?;
         self.appended.notify_waiters();
         Ok(())
     }

@@ -531,3 +531,42 @@ pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64
         }
     }
 }
+
+/// msgId (UNIQ_KEY) -> (body, queue id, queue offset) of acknowledged sends.
+pub type Acked = std::collections::HashMap<String, (String, i32, i64)>;
+
+/// Drains `topic` and asserts every acknowledged message is stored at the queue and offset
+/// its acknowledgement named (queue offsets contiguous); returns how many were checked.
+pub async fn assert_acked_read_back(namesrv_addr: &str, topic: &str, acked: &Acked) -> usize {
+    let queues = drain_topic(namesrv_addr, topic).await;
+    assert_offsets_contiguous(&queues);
+    let mut stored = Acked::new();
+    for (queue_id, messages) in &queues {
+        for m in messages {
+            let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
+            let body = String::from_utf8_lossy(&m.body).to_string();
+            stored
+                .entry(id)
+                .or_insert((body, *queue_id, m.queue_offset));
+        }
+    }
+    for (id, place) in acked {
+        assert_eq!(
+            stored.get(id),
+            Some(place),
+            "acknowledged {id} lost or moved"
+        );
+    }
+    acked.len()
+}
+
+/// The client addresses the name servers list for the group (empty if unreachable).
+pub async fn routed_members(cluster: &Cluster) -> Vec<String> {
+    let Ok(info) = cluster.namesrv().cluster_info().await else {
+        return Vec::new();
+    };
+    info.broker_addr_table
+        .get(GROUP)
+        .map(|d| d.broker_addrs.values().cloned().collect())
+        .unwrap_or_default()
+}

@@ -64,7 +64,8 @@ fn answer(broker: &Broker, result: Result<Members, DLedgerError>) -> ProcessResu
     }
 }
 
-fn check_group(broker: &Broker, request: &RemotingCommand) -> Result<(), ProcessError> {
+/// Refuses a request whose `brokerName` is not this node's group.
+pub(super) fn check_group(broker: &Broker, request: &RemotingCommand) -> Result<(), ProcessError> {
     let broker_name = required_ext(request, "brokerName")?;
     if broker_name != broker.config().broker_name {
         return Err(fail(

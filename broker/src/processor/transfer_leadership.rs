@@ -15,16 +15,7 @@ pub async fn handle(
     _conn: &Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
-    let broker_name = required_ext(request, "brokerName")?;
-    if broker_name != broker.config().broker_name {
-        return Err(fail(
-            ResponseCode::SYSTEM_ERROR,
-            format!(
-                "this node belongs to broker group {}, not {broker_name}",
-                broker.config().broker_name
-            ),
-        ));
-    }
+    super::membership::check_group(broker, request)?;
     let target_name = required_ext(request, "targetId")?;
     let target = dledger::parse_node_name(target_name)
         .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
