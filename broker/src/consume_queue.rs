@@ -450,6 +450,34 @@ impl ConsumeQueueStore {
     }
 }
 
+/// fsyncs every ConsumeQueue written since the last call and deletes the journal records
+/// the files now hold durably (see the module comment). `synced` remembers, per queue, the
+/// entry count last made durable. Returns how many queues were synced.
+pub fn sync_queues(
+    queues: &ConsumeQueueStore,
+    hook_store: &dledger::HookStore,
+    synced: &mut HashMap<(String, i32), u64>,
+) -> Result<usize> {
+    let mut count = 0;
+    for ((topic, queue_id), queue) in queues.all() {
+        // Read before the fsync: every entry below it is written by then.
+        let end = queue.max_offset();
+        let from = synced.get(&(topic.clone(), queue_id)).copied().unwrap_or(0);
+        if end <= from {
+            continue;
+        }
+        queue.sync_from(from)?;
+        let from_key = crate::keys::journal_key(&topic, queue_id, 0);
+        let to_key = crate::keys::journal_key(&topic, queue_id, end + 1);
+        hook_store
+            .delete_local_range(&from_key, &to_key)
+            .map_err(BrokerError::from)?;
+        synced.insert((topic, queue_id), end);
+        count += 1;
+    }
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,32 +632,4 @@ mod tests {
         assert_eq!(q.read(0, 100).unwrap(), batch);
         assert!(dir.path().join("U/0/00000000000000000320").exists());
     }
-}
-
-/// fsyncs every ConsumeQueue written since the last call and deletes the journal records
-/// the files now hold durably (see the module comment). `synced` remembers, per queue, the
-/// entry count last made durable. Returns how many queues were synced.
-pub fn sync_queues(
-    queues: &ConsumeQueueStore,
-    hook_store: &dledger::HookStore,
-    synced: &mut HashMap<(String, i32), u64>,
-) -> Result<usize> {
-    let mut count = 0;
-    for ((topic, queue_id), queue) in queues.all() {
-        // Read before the fsync: every entry below it is written by then.
-        let end = queue.max_offset();
-        let from = synced.get(&(topic.clone(), queue_id)).copied().unwrap_or(0);
-        if end <= from {
-            continue;
-        }
-        queue.sync_from(from)?;
-        let from_key = crate::keys::journal_key(&topic, queue_id, 0);
-        let to_key = crate::keys::journal_key(&topic, queue_id, end + 1);
-        hook_store
-            .delete_local_range(&from_key, &to_key)
-            .map_err(BrokerError::from)?;
-        synced.insert((topic, queue_id), end);
-        count += 1;
-    }
-    Ok(count)
 }
