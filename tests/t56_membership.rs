@@ -1,8 +1,8 @@
 //! Proves membership change with real processes, under a producer that never pauses: a new
 //! node started with `joinExistingGroup=true` is not routed until `rocketraft admin
 //! add-node` has made it a voter, then is at once; the group grows to five; removing the
-//! leader first moves its leadership; the removed node is told, stops and leaves the name
-//! servers, and its store refuses to start again; a member whose data directory is deleted
+//! leader first moves its leadership; the removed node is told, leaves the name servers
+//! and exits, and its store refuses to start again; a member whose data directory is deleted
 //! is replaced (removed, started again empty, added again); the group shrinks back to three.
 //! Every acknowledged message is read back at the queue and offset its acknowledgement named,
 //! and the final members' CommitLogs are byte-identical.
@@ -158,6 +158,20 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
     );
     assert_eq!(members.voters.len(), 4, "{members:?}");
     wait_routed(&cluster, &leader, false, Duration::from_secs(10)).await;
+    // Told it is out, it stops its core, cannot start again on its store, and exits.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exited = loop {
+        let child = cluster.nodes[old].child.as_mut().expect("started");
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed n{old} still runs after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!exited.success(), "a removed node exits with an error");
     cluster.kill(old);
     cluster.start_node(old);
     let deadline = Instant::now() + Duration::from_secs(10);

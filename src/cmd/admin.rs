@@ -87,7 +87,8 @@ enum What {
     },
     /// Remove a node from a broker group (REMOVE_GROUP_NODE, 9003); the leader's own
     /// removal first moves its leadership. Refused when the voters left would have no
-    /// majority answering. Stop the removed node's process afterwards.
+    /// majority answering. A running removed node is told, and exits; one that was down
+    /// must not be started on its old store.
     RemoveNode {
         #[arg(short = 'g', long)]
         group: String,
@@ -240,7 +241,10 @@ async fn membership(namesrv: &str, what: What) -> anyhow::Result<()> {
             let m = client::admin::remove_node(&client, &group, &id, per_request)
                 .await
                 .map_err(|e| anyhow::anyhow!("removing {id} from {group} failed: {e}"))?;
-            println!("{group}: {id} removed; stop its process (it no longer receives the log)");
+            println!(
+                "{group}: {id} removed; if it was running it has been told and exits (its store \
+                 is marked REMOVED); if it was down, do not start it on its old store"
+            );
             (group, m)
         }
         _ => unreachable!("membership verbs only"),
