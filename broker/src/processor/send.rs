@@ -371,7 +371,12 @@ pub(crate) fn append_error(broker: &Broker, e: DLedgerError) -> ProcessError {
         DLedgerError::TooLarge { .. } | DLedgerError::InvalidRecord { .. } => {
             fail(ResponseCode::MESSAGE_ILLEGAL, e.to_string())
         }
-        DLedgerError::Timeout { .. } => fail(
+        // Handed to Raft, then no answer: the deadline passed, or the core stopped (a full
+        // disk, an I/O error) after proposing; the entry may still be committed by the
+        // others. Never answered as a plain failure, which a producer would retry.
+        DLedgerError::Timeout { .. }
+        | DLedgerError::Raft { .. }
+        | DLedgerError::Shutdown { .. } => fail(
             ResponseCode::FLUSH_SLAVE_TIMEOUT,
             format!("{e}: the message may or may not be stored"),
         ),
