@@ -52,17 +52,30 @@ pub enum DLedgerError {
         reason: String,
     },
 
-    /// The applied point in the meta store is ahead of the last entry in the CommitLog.
+    /// The applied point in the meta store is ahead of the last entry in the CommitLog, and
+    /// the node cannot fetch the lost entries again (usually it can: see the state machine).
     #[error(
         "applied log index {applied_index} is ahead of the last CommitLog entry {last_log_index:?} \
-         in {path}: the CommitLog lost flushed data (ASYNC_FLUSH and an OS crash?); \
-         rebuild this replica from its peers"
+         in {path}: the CommitLog lost data (ASYNC_FLUSH and an OS crash?) and {reason}; \
+         replace this replica (README, \"Adding, removing and replacing nodes\")"
     )]
     AppliedAheadOfLog {
         path: PathBuf,
         applied_index: u64,
         last_log_index: Option<u64>,
+        reason: String,
     },
+
+    /// The group's log no longer holds entries this replica applied: they were lost from a
+    /// majority (ASYNC_FLUSH and OS crashes on several nodes), and the group went on with
+    /// other entries at those indexes.
+    #[error(
+        "this replica applied entries up to {applied} that the group no longer has (entry \
+         {entry} replaces one of them: ASYNC_FLUSH and OS crashes on a majority lost them); \
+         it stops rather than apply another history; replace this replica (README, \
+         \"Adding, removing and replacing nodes\")"
+    )]
+    AppliedEntriesLost { applied: String, entry: String },
 
     /// This node is not the leader; retry on `leader_id` (its peer address is `leader_addr`).
     #[error("node {node_id} is not the leader; leader is {leader_id:?} at {leader_addr:?}")]

@@ -14,9 +14,15 @@
 //!   machine is dropped): one RocksDB write per apply cost a tenth of a follower's CPU. A
 //!   crash loses at most that much of the applied point, which replay restores.
 //! - With `SYNC_FLUSH`, that batch is written only after the applied entries are msync'd in the
-//!   CommitLog, so the applied point never survives a crash that the entries did not. (With
-//!   `ASYNC_FLUSH` an OS crash can break this; the node then refuses to start, see
-//!   [`DLedgerError::AppliedAheadOfLog`].)
+//!   CommitLog, so the applied point never survives a crash that the entries did not.
+//! - With `ASYNC_FLUSH` an OS crash can keep the applied point and lose the CommitLog's tail
+//!   under it. The node still starts: openraft is told the last entry the CommitLog holds is
+//!   applied, the leader sends the lost entries again, and those up to the stored applied
+//!   point are not handed to the hook a second time (its state has them). The entry at the
+//!   stored applied point must come back with the same log id (then, by Raft's log matching,
+//!   so did every entry before it); an entry of a later term in that range, or another at
+//!   that point, means the group lost entries this replica applied, and the node stops with
+//!   [`DLedgerError::AppliedEntriesLost`] rather than apply a different history.
 //! - A hook error is fatal: openraft stops the node rather than skip an entry.
 //!
 //! Snapshots (see [`crate::snapshot`]): openraft builds one only when asked
@@ -353,6 +359,10 @@ struct PendingApplies {
     /// An apply or a write failed: nothing of it, nor anything later, is ever written, so
     /// the stored applied point never passes writes that were lost.
     failed: bool,
+    /// The stored applied point, while it is ahead of the CommitLog (see the module doc):
+    /// the hook's state already holds every entry up to it, so those are not given to the
+    /// hook again, and it stays the stored applied point until `applied` reaches it.
+    ahead: Option<LogId<u64>>,
 }
 
 impl PendingApplies {
@@ -361,7 +371,8 @@ impl PendingApplies {
             return Ok(());
         }
         let mut batch = std::mem::take(&mut self.batch);
-        self.meta.batch_put(&mut batch, KEY_APPLIED, &self.applied);
+        let applied = self.ahead.or(self.applied);
+        self.meta.batch_put(&mut batch, KEY_APPLIED, &applied);
         self.meta
             .batch_put(&mut batch, KEY_MEMBERSHIP, &self.membership);
         let result = self.meta.write(batch, false);
@@ -407,6 +418,41 @@ fn spawn_pending_writer(pending: Weak<Mutex<PendingApplies>>) -> Result<(), DLed
         })
 }
 
+/// The stored applied point, if it is ahead of the last entry the CommitLog holds and the node
+/// can start anyway (see the module doc); an error if it is ahead and cannot.
+fn applied_ahead_of_log(
+    log: &CommitLog,
+    meta: &MetaStore,
+    applied: Option<LogId<u64>>,
+    membership: &StoredMembership<u64, openraft::BasicNode>,
+) -> Result<Option<LogId<u64>>, DLedgerError> {
+    let Some(applied) = applied else {
+        return Ok(None);
+    };
+    let (_, last) = log.log_state()?;
+    let last_index = last.map(|l| l.index);
+    if last_index.is_some_and(|l| l >= applied.index) {
+        return Ok(None);
+    }
+    // openraft must not see a membership or a snapshot past the applied point it is told.
+    let refuse = |reason: &str| DLedgerError::AppliedAheadOfLog {
+        path: log.dir().clone(),
+        applied_index: applied.index,
+        last_log_index: last_index,
+        reason: reason.to_string(),
+    };
+    let past_log =
+        |id: Option<&LogId<u64>>| id.is_some_and(|id| last_index.is_none_or(|l| id.index > l));
+    if past_log(membership.log_id().as_ref()) {
+        return Err(refuse("a membership change was among the entries lost"));
+    }
+    let snapshot: Option<StoredSnapshot> = meta.get(KEY_SNAPSHOT)?;
+    if past_log(snapshot.as_ref().and_then(|s| s.meta.last_log_id.as_ref())) {
+        return Err(refuse("a snapshot was taken among the entries lost"));
+    }
+    Ok(Some(applied))
+}
+
 fn sm_read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::read_state_machine(AnyError::error(e.to_string())).into()
 }
@@ -424,18 +470,21 @@ impl StateMachine {
         store_path: PathBuf,
         segment_bytes: u64,
     ) -> Result<Self, DLedgerError> {
-        let applied: Option<LogId<u64>> = meta.get(KEY_APPLIED)?.flatten();
+        let mut applied: Option<LogId<u64>> = meta.get(KEY_APPLIED)?.flatten();
         let membership: StoredMembership<u64, openraft::BasicNode> =
             meta.get(KEY_MEMBERSHIP)?.unwrap_or_default();
-        if let Some(applied) = applied {
+        let ahead = applied_ahead_of_log(&log, &meta, applied, &membership)?;
+        if let Some(stored) = ahead {
             let (_, last) = log.log_state()?;
-            if last.is_none_or(|l| l.index < applied.index) {
-                return Err(DLedgerError::AppliedAheadOfLog {
-                    path: log.dir().clone(),
-                    applied_index: applied.index,
-                    last_log_index: last.map(|l| l.index),
-                });
-            }
+            tracing::warn!(
+                applied_index = stored.index,
+                last_log_index = last.map(|l| l.index),
+                "the CommitLog lost entries this node had applied (an OS crash with \
+                 ASYNC_FLUSH?): they are fetched again from the leader and not applied twice"
+            );
+            applied = last;
+        }
+        if let Some(applied) = applied {
             match log.location(&applied)? {
                 Some(location) => log.set_applied_end(location.end()),
                 // Purged (a snapshot was installed at it): it ends where the entries
@@ -455,6 +504,7 @@ impl StateMachine {
             membership,
             since: None,
             failed: false,
+            ahead,
         }));
         spawn_pending_writer(Arc::downgrade(&pending))?;
         Ok(StateMachine {
@@ -499,7 +549,28 @@ impl StateMachine {
             let log_id = entry.log_id;
             let location = self.log.location(&log_id).map_err(sm_read_err)?;
             let body_position = location.map(|l| l.body_position()).unwrap_or(0);
+            let replayed = match pending.ahead {
+                Some(stored) if log_id.index <= stored.index => {
+                    if log_id.leader_id.term > stored.leader_id.term
+                        || (log_id.index == stored.index && log_id != stored)
+                    {
+                        let lost = DLedgerError::AppliedEntriesLost {
+                            applied: stored.to_string(),
+                            entry: log_id.to_string(),
+                        };
+                        tracing::error!(error = %lost, "the state machine stops");
+                        return Err(StorageIOError::apply(log_id, AnyError::error(lost)).into());
+                    }
+                    if log_id.index == stored.index {
+                        pending.ahead = None;
+                    }
+                    true
+                }
+                _ => false,
+            };
             let output = match &entry.payload {
+                // Applied before the CommitLog lost it: the hook's state has it.
+                _ if replayed => Vec::new(),
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     pending.membership = StoredMembership::new(Some(log_id), m.clone());
@@ -653,6 +724,17 @@ impl StateMachine {
             }
         }
         self.last_taken = None;
+        if let Some(stored) = lock(&self.pending).ahead {
+            // The hook's state is ahead of the applied point openraft knows: no snapshot
+            // can say what it holds. Only a leader sends one, and a replica in this state
+            // stops before it leads (its first entry as leader is of a later term).
+            return Err(DLedgerError::Snapshot {
+                reason: format!(
+                    "the applied state is at {stored}, ahead of the CommitLog, until the \
+                     entries up to it are received again"
+                ),
+            });
+        }
         let (applied, membership) = self.written_applied_state()?;
         if applied.is_none() {
             return Ok(None);
@@ -725,6 +807,7 @@ impl StateMachine {
         pending.since = None;
         pending.applied = meta.last_log_id;
         pending.membership = meta.last_membership.clone();
+        pending.ahead = None;
         Ok(())
     }
 }

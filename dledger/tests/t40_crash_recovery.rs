@@ -250,3 +250,118 @@ async fn damage_in_the_middle_refuses_to_start_naming_file_and_offset() {
         node.shutdown().await.unwrap();
     }
 }
+
+/// Zeroes the last `n` entries of the CommitLog in `store` (all in its last segment), as an OS
+/// crash that lost their unsynced pages would leave it; returns the index of the first lost.
+fn lose_tail(store: &std::path::Path, n: usize) -> u64 {
+    let (entries, _) = inspect(store);
+    let first = entries[entries.len() - n].clone();
+    let last = entries.last().unwrap();
+    assert_eq!(first.file, last.file, "the lost entries span two segments");
+    let end = last.file_offset + last.total_bytes as u64;
+    write_at(
+        &first.file,
+        first.file_offset,
+        &vec![0u8; (end - first.file_offset) as usize],
+    );
+    first.log_index
+}
+
+fn async_flush(config: &mut dledger::DLedgerConfig) {
+    config.flush_mode = FlushMode::Async;
+}
+
+/// ASYNC_FLUSH: an OS crash lost the CommitLog's tail under the applied point. The node starts
+/// by itself, fetches the lost entries again from the leader without applying them twice, and
+/// ends identical to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_tail_under_the_applied_point_is_fetched_again_not_applied_twice() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = MemoryGroup::start(3, dir.path(), async_flush).await;
+    let leader = wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    let mut acked = append_records(&group, "early", 100).await;
+    wait_converged(
+        &group.live(),
+        acked.last().unwrap().0,
+        Duration::from_secs(10),
+    )
+    .await;
+    settled_stored_counts(&group.live()).await;
+    let follower = (leader + 1) % 3;
+    group.stop_node(follower).await;
+
+    let store = dir.path().join(format!("n{follower}"));
+    let first_lost = lose_tail(&store, 10);
+    let (entries, _) = inspect(&store);
+    assert_eq!(entries.last().unwrap().log_index, first_lost - 1);
+
+    acked.extend(append_records(&group, "b", 20).await);
+    group.restart_node(follower, &async_flush).await;
+    acked.extend(append_records(&group, "c", 10).await);
+    check_all_readable_and_identical(&group, &acked).await;
+    {
+        let seen = group.seen[follower].lock().unwrap();
+        assert!(
+            !seen
+                .records
+                .iter()
+                .any(|(_, r)| r.windows(6).any(|w| w == b"early-")),
+            "a record applied before the crash was applied again"
+        );
+        assert_eq!(seen.records.len(), 30, "the records after the crash");
+    }
+    for node in group.live() {
+        node.shutdown().await.unwrap();
+    }
+}
+
+/// ASYNC_FLUSH: OS crashes lost the same tail on two of three nodes, so the group goes on from
+/// an earlier entry with entries of a new term. Both nodes stop with a clear error instead of
+/// applying a second history over the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_lost_on_a_majority_stops_the_replicas_that_applied_it() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = MemoryGroup::start(3, dir.path(), async_flush).await;
+    wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    let acked = append_records(&group, "a", 50).await;
+    wait_converged(
+        &group.live(),
+        acked.last().unwrap().0,
+        Duration::from_secs(10),
+    )
+    .await;
+    settled_stored_counts(&group.live()).await;
+    for id in 0..3 {
+        group.stop_node(id).await;
+    }
+    for id in 0..2 {
+        lose_tail(&dir.path().join(format!("n{id}")), 10);
+    }
+    for id in 0..2 {
+        group.restart_node(id, &async_flush).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let reasons = loop {
+        let reasons: Vec<Option<String>> = group.live().iter().map(|n| n.stop_reason()).collect();
+        if reasons.iter().all(|r| r.is_some()) {
+            break reasons;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes did not stop: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for reason in reasons.into_iter().flatten() {
+        println!("stopped: {reason}");
+        assert!(
+            reason.contains("applied entries up to") && reason.contains("replace this replica"),
+            "{reason}"
+        );
+    }
+    for node in group.live() {
+        let _ = node.shutdown().await;
+    }
+}

@@ -258,9 +258,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.meta
+        let vote: Option<Vote<u64>> = self
+            .meta
             .get(KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(AnyError::error(e.to_string())).into())
+            .map_err(|e| StorageIOError::read_vote(AnyError::error(e.to_string())))?;
+        // With ASYNC_FLUSH an OS crash may have lost entries this node wrote as leader.
+        // openraft would resume a committed vote of its own as leader in the same term and
+        // write other entries under the same log ids, which the followers that kept the
+        // lost ones would take as matching. So the vote is read as not yet committed: this
+        // node leads again only after winning a new term (a follower's vote is committed
+        // again by its leader's next message).
+        Ok(match vote {
+            Some(v) if self.flush_tx.is_none() && v.is_committed() => Some(Vote::new(
+                v.leader_id.term,
+                v.leader_id.voted_for().unwrap_or_default(),
+            )),
+            v => v,
+        })
     }
 
     async fn save_committed(
