@@ -588,6 +588,15 @@ impl ClientInstance {
         rx
     }
 
+    /// Waits `pause`, or less when a group's members or leader change: a send that found
+    /// its group without a leader tries again as soon as any request learns the new one.
+    pub(crate) async fn leader_wait(&self, pause: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = self.members_changed.notified() => {}
+        }
+    }
+
     /// Waits `interval`, or less when a group's members or leader change; false once the
     /// client is closed.
     pub(crate) async fn heartbeat_wait(&self, interval: Duration) -> bool {

@@ -595,7 +595,8 @@ impl Inner {
         let mut unknown: Option<ClientError> = None;
         // Attempts refused because a group has no leader (an election is under way) do
         // not count: they are retried with a short backoff until the send deadline, so a
-        // send outlives a failover of about a second instead of failing during it.
+        // send outlives a failover of about a second instead of failing during it. A wait
+        // ends early once any request of this client learns the new leader.
         let mut attempt = 0;
         let mut leaderless_waits = 0u32;
         while attempt < attempts {
@@ -679,7 +680,7 @@ impl Inner {
                 let pause = backoff.min(deadline.saturating_duration_since(Instant::now()) / 2);
                 debug!(topic = %out.topic, broker_name = %queue.broker_name, error = %error, "group has no leader; waiting");
                 last_error = Some(error);
-                tokio::time::sleep(pause).await;
+                self.instance.leader_wait(pause).await;
                 continue;
             }
             attempt += 1;
