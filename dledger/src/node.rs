@@ -253,6 +253,7 @@ impl DLedgerNode {
         let network = NetworkFactory {
             transport: Arc::clone(&transport),
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
+            unreachable_backoff: Duration::from_millis(config.heartbeat_interval_ms * 2),
         };
         let raft = Raft::new(
             node_id,
@@ -274,6 +275,19 @@ impl DLedgerNode {
                 node_id,
                 reason: e.to_string(),
             })?;
+        // A node that restarts on its store holds elections for twice the longest election
+        // timeout: a running group's leader tries it again every two heartbeats, and a
+        // campaign before that reached it would only depose a healthy leader (openraft 0.9
+        // has no pre-vote). A restarted group elects that much later.
+        if initialized {
+            raft.runtime_config().elect(false);
+            let raft = raft.clone();
+            let hold = Duration::from_millis(config.election_timeout_max_ms * 2);
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                raft.runtime_config().elect(true);
+            });
+        }
         // A fresh store does not start an election at once: it first gives a running
         // group the chance to reach it. With openraft's default leader ids a candidacy in
         // the current term outranks the sitting leader, so a node that joined late and

@@ -336,6 +336,8 @@ impl PeerService {
 pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn PeerTransport>,
     pub(crate) rpc_timeout: Duration,
+    /// How long replication to an unreachable peer waits before it tries again.
+    pub(crate) unreachable_backoff: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -347,6 +349,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             addr: node.addr.clone(),
             transport: Arc::clone(&self.transport),
             rpc_timeout: self.rpc_timeout,
+            unreachable_backoff: self.unreachable_backoff,
         }
     }
 }
@@ -357,6 +360,7 @@ pub(crate) struct PeerClient {
     addr: String,
     transport: Arc<dyn PeerTransport>,
     rpc_timeout: Duration,
+    unreachable_backoff: Duration,
 }
 
 fn to_rpc_error<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNode, E> {
@@ -396,6 +400,15 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Tries an unreachable peer again every two heartbeats, however long it has been
+    /// away. A backoff that grew to openraft's default of 500 ms let a member that
+    /// restarted meanwhile reach its election timeout (200-300 ms by default) before the
+    /// leader's next try; it campaigned, and the leader stepped down when it finally
+    /// reached it with an older term. A try costs one refused or timed-out connect.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(self.unreachable_backoff))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -530,12 +543,5 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             ResponseBody::Vote(Err(e)) => Err(to_rpc_error(self.remote(e))),
             _ => Err(to_rpc_error(self.unexpected())),
         }
-    }
-
-    fn backoff(&self) -> openraft::network::Backoff {
-        // Retry an unreachable peer quickly at first: failover timing depends on it.
-        openraft::network::Backoff::new(
-            (0..).map(|i: u32| Duration::from_millis((50u64 << i.min(4)).min(500))),
-        )
     }
 }
