@@ -68,7 +68,10 @@ impl Cluster {
     /// The disk ratios default to 100%: how full the test machine's shared disk happens to
     /// be must not make a test's brokers refuse sends (above 90%) or delete unexpired
     /// segments (above 85%). Retention's reaction to the ratios is tested with injected
-    /// figures (`broker::retention`, `broker::disk`).
+    /// figures (`broker::retention`, `broker::disk`). The Raft timers are twice the
+    /// broker's defaults: debug builds of three brokers and the test itself share CI's two
+    /// cores with other tests, and a test that wants a stable leader must not see elections
+    /// a stall caused (the chaos run keeps the defaults).
     pub fn start(extra: &str) -> Cluster {
         Self::start_with_store(extra, None)
     }
@@ -82,6 +85,9 @@ impl Cluster {
             ("diskMaxUsedSpaceRatio", "100"),
             ("diskSpaceCleanForciblyRatio", "100"),
             ("diskSpaceWarningLevelRatio", "100"),
+            ("dLegerHeartbeatIntervalMs", "100"),
+            ("dLegerElectionTimeoutMinMs", "300"),
+            ("dLegerElectionTimeoutMaxMs", "600"),
         ] {
             if !extra.contains(&format!("{key}=")) {
                 segment.push_str(&format!("{key}={value}\n"));
