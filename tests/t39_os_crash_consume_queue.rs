@@ -55,41 +55,6 @@ fn lose_unsynced_pages(store: &std::path::Path) -> u64 {
     cut
 }
 
-/// Zeroes the last `bytes` written of the newest CommitLog segment with data under `store`, as an OS
-/// crash that lost those unsynced pages leaves it; returns the segment's written end.
-fn lose_commit_log_tail(store: &std::path::Path, bytes: u64) -> u64 {
-    let dir = store.join("commitlog");
-    let mut segments: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().len() == 20)
-        .collect();
-    segments.sort();
-    // The newest segment holding data (the next one may be preallocated, all zeros).
-    let (newest, end) = segments
-        .iter()
-        .rev()
-        .find_map(|path| {
-            let data = std::fs::read(path).unwrap();
-            let end = data.iter().rposition(|b| *b != 0)? as u64 + 1;
-            Some((path.clone(), end))
-        })
-        .unwrap();
-    assert!(
-        end > bytes,
-        "only {end} bytes written in {}",
-        newest.display()
-    );
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&newest)
-        .unwrap();
-    f.write_all_at(&vec![0u8; bytes as usize], end - bytes)
-        .unwrap();
-    f.sync_all().unwrap();
-    end
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_rebuilds_consume_queues_an_os_crash_lost() {
     crash_a_follower("SYNC_FLUSH", false).await;
@@ -120,8 +85,14 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
     assert!(cut > 100, "only {cut} entries cut");
     println!("n{victim}: {cut} ConsumeQueue entries cut off and a page zeroed per file");
     if lose_log_tail {
-        let end = lose_commit_log_tail(&cluster.nodes[victim].store, 64 << 10);
-        println!("n{victim}: the last 64 KiB of its CommitLog (written to {end}) zeroed");
+        let (file, end) =
+            chaos::disks::lose_commit_log_tail(&cluster.nodes[victim].store, 64 << 10)
+                .unwrap()
+                .expect("a CommitLog with data");
+        println!(
+            "n{victim}: the last 64 KiB of its CommitLog (written to {end} in {}) zeroed",
+            file.display()
+        );
     }
     send(&producer, 3_000, 500, &mut acked).await;
 

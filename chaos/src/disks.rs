@@ -86,3 +86,36 @@ impl Drop for SmallDisks {
         }
     }
 }
+
+/// Zeroes the last `bytes` written of the newest CommitLog segment holding data under
+/// `store` (a node's `storePathRootDir`), as an OS crash that lost those unsynced pages
+/// leaves it; the node must be stopped. Returns the segment and its written end before, or
+/// `None` when no segment holds data.
+pub fn lose_commit_log_tail(store: &Path, bytes: u64) -> anyhow::Result<Option<(PathBuf, u64)>> {
+    use std::os::unix::fs::FileExt;
+    let dir = store.join("commitlog");
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.len() == 20))
+        .collect();
+    segments.sort();
+    // The next segment may be preallocated, all zeros.
+    for path in segments.iter().rev() {
+        let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let Some(last) = data.iter().rposition(|b| *b != 0) else {
+            continue;
+        };
+        let end = last as u64 + 1;
+        let from = end.saturating_sub(bytes);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(|| format!("open {}", path.display()))?;
+        file.write_all_at(&vec![0u8; (end - from) as usize], from)
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("zero the tail of {}", path.display()))?;
+        return Ok(Some((path.clone(), end)));
+    }
+    Ok(None)
+}

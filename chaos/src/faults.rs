@@ -24,6 +24,11 @@ pub enum FaultKind {
     PauseLeader,
     /// SIGKILL a follower, hold, restart it.
     KillFollower,
+    /// SIGKILL a follower and drop the tail of its CommitLog as an OS crash that lost
+    /// unsynced page-cache writes would (ASYNC_FLUSH only: under SYNC_FLUSH every byte
+    /// acknowledged was fsync'd, and the node is only killed), hold, restart it: it must
+    /// fetch the lost entries again without applying them twice.
+    CrashFollower,
     /// SIGKILL the leader and a follower: no quorum, writes must fail or be unknown;
     /// restart one (service returns), then the other.
     KillTwo,
@@ -47,10 +52,11 @@ pub enum FaultKind {
     FillDisk,
 }
 
-pub const ALL: [FaultKind; 10] = [
+pub const ALL: [FaultKind; 11] = [
     FaultKind::KillLeader,
     FaultKind::PauseLeader,
     FaultKind::KillFollower,
+    FaultKind::CrashFollower,
     FaultKind::KillTwo,
     FaultKind::RestartGroup,
     FaultKind::PartitionLeader,
@@ -66,6 +72,7 @@ impl FaultKind {
             FaultKind::KillLeader => "kill-leader",
             FaultKind::PauseLeader => "pause-leader",
             FaultKind::KillFollower => "kill-follower",
+            FaultKind::CrashFollower => "crash-follower",
             FaultKind::KillTwo => "kill-two",
             FaultKind::RestartGroup => "restart-group",
             FaultKind::PartitionLeader => "partition-leader",
@@ -93,8 +100,9 @@ impl FromStr for FaultKind {
 }
 
 /// The default deck: mostly leader kills and pauses, each other kind once or twice.
-pub const DEFAULT_MIX: &str = "kill-leader=4,pause-leader=2,kill-follower=2,kill-two=1,\
-restart-group=1,partition-leader=1,partition-bridge=1,transfer-leader=2,replace-node=1";
+pub const DEFAULT_MIX: &str = "kill-leader=4,pause-leader=2,kill-follower=2,crash-follower=1,\
+kill-two=1,restart-group=1,partition-leader=1,partition-bridge=1,transfer-leader=2,\
+replace-node=1";
 
 /// Parses `kind=count,...` into a deck.
 pub fn parse_mix(mix: &str) -> anyhow::Result<Vec<FaultKind>> {

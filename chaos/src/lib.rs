@@ -200,7 +200,12 @@ struct Env<'a> {
     partition: &'a Result<(), String>,
     /// The nodes' small disks, when fill-disk faults can run.
     disks: Option<&'a disks::SmallDisks>,
+    /// flushDiskType of every node.
+    flush: &'a str,
 }
+
+/// How much of a crashed follower's CommitLog tail a `crash-follower` fault drops.
+const CRASH_LOST_BYTES: u64 = 64 << 10;
 
 /// Injects one fault, holds it, heals it, and waits for service to return.
 async fn inject(
@@ -225,7 +230,10 @@ async fn inject(
             vec![leader]
         }
         // A transfer's "victim" is its target.
-        FaultKind::KillFollower | FaultKind::TransferLeader | FaultKind::ReplaceNode => {
+        FaultKind::KillFollower
+        | FaultKind::CrashFollower
+        | FaultKind::TransferLeader
+        | FaultKind::ReplaceNode => {
             vec![followers[(id as usize) % followers.len()]]
         }
         FaultKind::KillTwo | FaultKind::PartitionBridge => {
@@ -252,7 +260,9 @@ async fn inject(
         // Said once at the start of the run.
         return Ok(());
     }
-    if kind == FaultKind::ReplaceNode && cluster.nodes[victims[0]].peer_addr.is_none() {
+    if matches!(kind, FaultKind::ReplaceNode | FaultKind::CrashFollower)
+        && cluster.nodes[victims[0]].peer_addr.is_none()
+    {
         recorder.record(|t_us| Event::Note {
             t_us,
             text: format!(
@@ -291,6 +301,34 @@ async fn inject(
             let before = enospc_count(&node.log);
             let disk = small_disk.expect("checked above");
             filled = Some((disk.fill(&node.store)?, before));
+        }
+        FaultKind::CrashFollower => {
+            cluster.kill(victims[0]);
+            let node = &cluster.nodes[victims[0]];
+            let text = if env.flush == "ASYNC_FLUSH" {
+                match disks::lose_commit_log_tail(&node.store, CRASH_LOST_BYTES)? {
+                    Some((file, end)) => format!(
+                        "fault #{id}: {} crashed; the last {} KiB of its CommitLog (written \
+                         to {end} in {}) dropped as unsynced pages",
+                        node.label(),
+                        CRASH_LOST_BYTES >> 10,
+                        file.display()
+                    ),
+                    None => format!(
+                        "fault #{id}: {} crashed with no CommitLog data",
+                        node.label()
+                    ),
+                }
+            } else {
+                format!(
+                    "fault #{id}: {} crashed; {} fsyncs every acknowledged CommitLog byte, so \
+                     nothing is dropped",
+                    node.label(),
+                    env.flush
+                )
+            };
+            println!("{text}");
+            recorder.record(|t_us| Event::Note { t_us, text });
         }
         FaultKind::ReplaceNode => {
             cluster.kill(victims[0]);
@@ -709,6 +747,7 @@ async fn run_in(
             recorder: &recorder,
             partition: &partition,
             disks: disks.as_ref().ok(),
+            flush: &args.flush,
         };
         if let Err(e) = inject(&mut cluster, &env, id, planned).await {
             let text = format!(

@@ -1,6 +1,7 @@
 //! Proves, in a short bounded run of the real tool against real processes (one
 //! three-node group started from the `rocketraft` binary), that five SIGKILLed leaders,
-//! a paused leader that wakes up, a killed follower, two of three nodes killed at
+//! a paused leader that wakes up, a killed follower, a crashed follower whose CommitLog
+//! lost its unsynced tail (ASYNC_FLUSH), two of three nodes killed at
 //! once, two planned leadership transfers and a follower replaced with an empty data
 //! directory (removed, started again empty, added back), and two full disks (each node's
 //! data on a small tmpfs, filled: the node stops on ENOSPC and starts again by itself once
@@ -19,13 +20,13 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
     let binary = chaos::test_binary();
     let out = tempfile::tempdir().unwrap();
     let args = chaos::RunArgs {
-        faults: 13,
+        faults: 14,
         seconds: 110,
         seed: Some(10),
         out: Some(out.path().to_path_buf()),
         groups: 1,
         flush: "ASYNC_FLUSH".into(),
-        mix: "kill-leader=5,pause-leader=1,kill-follower=1,kill-two=1,transfer-leader=2,replace-node=1,fill-disk=2".into(),
+        mix: "kill-leader=5,pause-leader=1,kill-follower=1,crash-follower=1,kill-two=1,transfer-leader=2,replace-node=1,fill-disk=2".into(),
         binary: Some(binary),
         keep_data: false,
         ..Default::default()
@@ -40,7 +41,8 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         kinds.get("kill-leader").copied().unwrap_or(0) >= 5
             && kinds.get("pause-leader").copied().unwrap_or(0) >= 1
             && kinds.get("transfer-leader").copied().unwrap_or(0) >= 1
-            && kinds.get("replace-node").copied().unwrap_or(0) >= 1,
+            && kinds.get("replace-node").copied().unwrap_or(0) >= 1
+            && kinds.get("crash-follower").copied().unwrap_or(0) >= 1,
         "not every planned fault ran: {kinds:?}"
     );
     // fill-disk needs each node's data on a tmpfs of its own, which only root can mount.
