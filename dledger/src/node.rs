@@ -253,7 +253,7 @@ impl DLedgerNode {
         let network = NetworkFactory {
             transport: Arc::clone(&transport),
             rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
-            unreachable_backoff: Duration::from_millis(config.heartbeat_interval_ms * 2),
+            unreachable_backoff: Duration::from_millis(config.heartbeat_interval_ms),
         };
         let raft = Raft::new(
             node_id,
@@ -275,14 +275,14 @@ impl DLedgerNode {
                 node_id,
                 reason: e.to_string(),
             })?;
-        // A node that restarts on its store holds elections for twice the longest election
-        // timeout: a running group's leader tries it again every two heartbeats, and a
-        // campaign before that reached it would only depose a healthy leader (openraft 0.9
-        // has no pre-vote). A restarted group elects that much later.
+        // A node that restarts on its store holds elections for a while: a running group's
+        // leader tries an unreachable member again at most every 500 ms (the network's
+        // backoff), and a campaign before that reached it would only depose a healthy leader
+        // (openraft 0.9 has no pre-vote). A restarted group elects that much later.
         if initialized {
             raft.runtime_config().elect(false);
             let raft = raft.clone();
-            let hold = Duration::from_millis(config.election_timeout_max_ms * 2);
+            let hold = Duration::from_millis((config.election_timeout_max_ms * 2).max(600));
             tokio::spawn(async move {
                 tokio::time::sleep(hold).await;
                 raft.runtime_config().elect(true);

@@ -336,7 +336,7 @@ impl PeerService {
 pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn PeerTransport>,
     pub(crate) rpc_timeout: Duration,
-    /// How long replication to an unreachable peer waits before it tries again.
+    /// How long replication to an unreachable peer first waits before it tries again.
     pub(crate) unreachable_backoff: Duration,
 }
 
@@ -400,13 +400,15 @@ impl PeerClient {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
-    /// Tries an unreachable peer again every two heartbeats, however long it has been
-    /// away. A backoff that grew to openraft's default of 500 ms let a member that
-    /// restarted meanwhile reach its election timeout (200-300 ms by default) before the
-    /// leader's next try; it campaigned, and the leader stepped down when it finally
-    /// reached it with an older term. A try costs one refused or timed-out connect.
+    /// Tries an unreachable peer again quickly at first (failover timing depends on it),
+    /// then every 500 ms (openraft's default): each try logs a few lines. A member that
+    /// restarts holds its elections longer than that (see `DLedgerNode::start`), so the
+    /// leader reaches it before it campaigns.
     fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(self.unreachable_backoff))
+        let first = self.unreachable_backoff.as_millis() as u64;
+        openraft::network::Backoff::new(
+            (0..).map(move |i: u32| Duration::from_millis((first << i.min(4)).min(500))),
+        )
     }
 
     async fn append_entries(
