@@ -90,7 +90,8 @@ impl Drop for SmallDisks {
 /// Zeroes the last `bytes` written of the newest CommitLog segment holding data under
 /// `store` (a node's `storePathRootDir`), as an OS crash that lost those unsynced pages
 /// leaves it; the node must be stopped. Returns the segment and its written end before, or
-/// `None` when no segment holds data.
+/// `None` when no segment holds data. Blocks: a caller on a runtime runs it on a blocking
+/// thread.
 pub fn lose_commit_log_tail(store: &Path, bytes: u64) -> anyhow::Result<Option<(PathBuf, u64)>> {
     use std::os::unix::fs::FileExt;
     let dir = store.join("commitlog");
@@ -102,11 +103,9 @@ pub fn lose_commit_log_tail(store: &Path, bytes: u64) -> anyhow::Result<Option<(
     segments.sort();
     // The next segment may be preallocated, all zeros.
     for path in segments.iter().rev() {
-        let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-        let Some(last) = data.iter().rposition(|b| *b != 0) else {
+        let Some(end) = written_end(path)? else {
             continue;
         };
-        let end = last as u64 + 1;
         let from = end.saturating_sub(bytes);
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -118,4 +117,26 @@ pub fn lose_commit_log_tail(store: &Path, bytes: u64) -> anyhow::Result<Option<(
         return Ok(Some((path.clone(), end)));
     }
     Ok(None)
+}
+
+/// End of the data in a CommitLog segment (entries from its start, zeros after them): the
+/// end of the last non-zero byte before the first all-zero 64 KiB chunk. Entries hold no
+/// zero run that long (page padding is under 4 KiB; the workload's bodies are short).
+fn written_end(path: &Path) -> anyhow::Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 64 << 10;
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    let mut end = None;
+    loop {
+        let n = file
+            .read_at(&mut buf, at)
+            .with_context(|| format!("read {}", path.display()))?;
+        match buf[..n].iter().rposition(|b| *b != 0) {
+            Some(last) if n > 0 => end = Some(at + last as u64 + 1),
+            _ => return Ok(end),
+        }
+        at += n as u64;
+    }
 }

@@ -56,7 +56,7 @@ pub struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum What {
     /// Start a cluster, run a workload under faults, check and report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check a run's history again (replica results are read from the summary.json
     /// beside it) and rewrite its report.
     Check(CheckArgs),
@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// with their own command line; the cluster is left running afterwards.
     #[arg(long, value_delimiter = ',', requires = "attach_namesrv")]
     pub attach_pids: Vec<i32>,
+    /// A `key=value` line added to every node's config (again for more), replacing the
+    /// tool's own value of that key; e.g. `--conf dLegerHeartbeatIntervalMs=100`.
+    #[arg(long = "conf", value_name = "KEY=VALUE")]
+    pub conf: Vec<String>,
 }
 
 impl Default for RunArgs {
@@ -129,6 +133,7 @@ impl Default for RunArgs {
             net: "auto".into(),
             attach_namesrv: None,
             attach_pids: Vec::new(),
+            conf: Vec::new(),
         }
     }
 }
@@ -137,7 +142,7 @@ impl Default for RunArgs {
 pub async fn main(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Run(run_args) => {
-            let verdict = run(run_args).await?;
+            let verdict = run(*run_args).await?;
             if !verdict.passed {
                 bail!("chaos run failed: {}", verdict.failures().join("; "));
             }
@@ -306,7 +311,12 @@ async fn inject(
             cluster.kill(victims[0]);
             let node = &cluster.nodes[victims[0]];
             let text = if env.flush == "ASYNC_FLUSH" {
-                match disks::lose_commit_log_tail(&node.store, CRASH_LOST_BYTES)? {
+                let store = node.store.clone();
+                let lost = tokio::task::spawn_blocking(move || {
+                    disks::lose_commit_log_tail(&store, CRASH_LOST_BYTES)
+                })
+                .await??;
+                match lost {
                     Some((file, end)) => format!(
                         "fault #{id}: {} crashed; the last {} KiB of its CommitLog (written \
                          to {end} in {}) dropped as unsynced pages",
@@ -660,12 +670,13 @@ async fn run_in(
     };
     let mut cluster = match &args.attach_namesrv {
         Some(namesrv) => Cluster::attach(namesrv, &args.attach_pids, &cluster_dir)?,
-        None => Cluster::start(
+        None => Cluster::start_with(
             &binary,
             &cluster_dir,
             args.groups as usize,
             &args.flush,
             net,
+            &args.conf.join("\n"),
         )?,
     };
     let groups = cluster.groups().len();
@@ -854,6 +865,18 @@ fn remove_node_data(cluster: &Cluster) {
 pub fn binary_next_to(exe: &Path) -> Option<PathBuf> {
     let candidate = exe.parent()?.parent()?.join("rocketraft");
     candidate.exists().then_some(candidate)
+}
+
+/// The config lines the tool's own tests give debug brokers: twice the default Raft timers.
+/// openraft gives each append-entries RPC one heartbeat, and 50 ms (the default) is too
+/// little for a debug follower sharing CI's two cores with the test (a follower kill then
+/// paused acknowledgements for about a second while the other follower's answers timed out).
+pub fn debug_build_timers() -> Vec<String> {
+    vec![
+        "dLegerHeartbeatIntervalMs=100".into(),
+        "dLegerElectionTimeoutMinMs=300".into(),
+        "dLegerElectionTimeoutMaxMs=600".into(),
+    ]
 }
 
 /// The `rocketraft` binary a test should start: `ROCKETRAFT_BIN`, or the one `cargo`

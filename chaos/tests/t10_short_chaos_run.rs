@@ -29,6 +29,7 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         mix: "kill-leader=5,pause-leader=1,kill-follower=1,crash-follower=1,kill-two=1,transfer-leader=2,replace-node=1,fill-disk=2".into(),
         binary: Some(binary),
         keep_data: false,
+        conf: chaos::debug_build_timers(),
         ..Default::default()
     };
     let verdict = chaos::run(args).await.expect("chaos run");

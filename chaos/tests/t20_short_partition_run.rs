@@ -26,6 +26,7 @@ async fn partitions_lose_and_reorder_nothing() {
         mix: "partition-leader=1,partition-bridge=1".into(),
         binary: Some(binary),
         net: "namespaces".into(),
+        conf: chaos::debug_build_timers(),
         ..Default::default()
     };
     let verdict = chaos::run(args).await.expect("chaos run");
