@@ -8,6 +8,8 @@
 #
 # DIR is wiped first; put it on a filesystem with room for the load (about 120 MB/s of
 # CommitLog on the development VM). ROCKETRAFT_BIN overrides target/release/rocketraft.
+# RETENTION_SECONDS=N keeps only the last N seconds of CommitLog (`fileReservedTimeSeconds`,
+# `deleteWhen=*`), so a long load run fits on the disk.
 set -euo pipefail
 DIR=$1; HB=$2; MIN=$3; MAX=$4; LOAD_SECONDS=${5:-60}
 BIN=${ROCKETRAFT_BIN:-target/release/rocketraft}
@@ -39,6 +41,9 @@ dLegerHeartbeatIntervalMs=$HB
 dLegerElectionTimeoutMinMs=$MIN
 dLegerElectionTimeoutMaxMs=$MAX
 CONF
+  if [ -n "${RETENTION_SECONDS:-}" ]; then
+    printf 'fileReservedTimeSeconds=%s\ndeleteWhen=*\n' "$RETENTION_SECONDS" >> "$DIR/broker-a-n$i.conf"
+  fi
   RUST_LOG=info,openraft=warn "$BIN" broker -c "$DIR/broker-a-n$i.conf" >> "$DIR/broker-a-n$i.log" 2>&1 &
   PIDS="$PIDS,$!"
 done
@@ -50,6 +55,7 @@ elections() { sed 's/\x1b\[[0-9;]*m//g' "$DIR"/broker-a-n*.log | grep "dledger::
 BEFORE=$(elections)
 "$BIN" bench produce -n $NS -w 256 -d "$LOAD_SECONDS" 2>&1 | grep -v "WARN\|INFO" | tail -2
 echo "leader elections during ${LOAD_SECONDS} s of load with no fault: $(( $(elections) - BEFORE ))"
+echo "store size at the end: $(du -sh "$DIR" | cut -f1)"
 # Killed nodes were restarted by the bench with new PIDs: stop the ones running from DIR.
 for pid in $(pgrep -f "$DIR/broker-a-n[0-2].conf") $NS_PID; do kill "$pid" 2>/dev/null || true; done
 sleep 1
