@@ -25,7 +25,10 @@
 //! 5. Send TimeoutNow; the target checks that it still follows this leader in this term and
 //!    holds that log index, then campaigns.
 //! 6. Wait until this node follows the target; then release the gate (held appends answer
-//!    NotLeader with the new leader, and their callers retry there).
+//!    NotLeader with the new leader, and their callers retry there). Until the transfer's
+//!    deadline this node does not campaign: in a group of five the target also needs a third
+//!    vote, from a follower whose lease has run out, and the old leader would otherwise win
+//!    the race for it (seen in CI: three transfers in a row went back to the old leader).
 //!
 //! Promises: one leader per term (Raft's vote, unchanged; TimeoutNow only starts an election);
 //! nothing acknowledged is lost (the candidate wins only with the old leader's whole log);
@@ -188,6 +191,15 @@ impl Transfers {
         self.timeout_now(target, addr, &caught_up, false, self.rpc_timeout.min(left))
             .await
             .map_err(|e| self.failed(target, e))?;
+        // In a group of more than three the target also needs a follower's vote, which only
+        // comes once that follower's lease has run out (this node's heartbeats stop when it
+        // grants); meanwhile this node must not win the election back by campaigning first.
+        self.raft.runtime_config().elect(false);
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline.into()).await;
+            raft.runtime_config().elect(true);
+        });
         let followed = wait_metrics(&self.raft, deadline, |m| {
             m.state != ServerState::Leader && m.current_leader.is_some()
         })
