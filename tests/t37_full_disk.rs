@@ -210,20 +210,9 @@ async fn a_full_disk_on_a_follower_then_on_the_leader_loses_nothing() {
     assert!(acked.len() > 9_000, "only {} acknowledged", acked.len());
     common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &acked).await;
     println!("{} acknowledged messages all read back", acked.len());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = cluster.commit_logs();
-        if logs[0] == logs[1] && logs[1] == logs[2] {
-            println!("{} CommitLog bytes identical on all three", logs[0].len());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CommitLogs differ: lengths {:?}",
-            logs.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    cluster
+        .wait_commit_logs_identical(&[0, 1, 2], Duration::from_secs(30))
+        .await;
     drop(cluster);
     drop(fs);
 }

@@ -151,17 +151,7 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
     }
     common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &acked).await;
     println!("{} acknowledged messages all read back", acked.len());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = cluster.commit_logs();
-        if logs.iter().all(|l| l == &logs[0]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CommitLogs differ: {:?} bytes",
-            logs.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .wait_commit_logs_identical(&[0, 1, 2], Duration::from_secs(10))
+        .await;
 }

@@ -125,23 +125,9 @@ async fn killing_the_leader_loses_no_acknowledged_message() {
 
     // The killed node restarts and catches up byte for byte.
     cluster.start_node(killed);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let logs = cluster.commit_logs();
-        if logs[0] == logs[1] && logs[1] == logs[2] {
-            println!(
-                "restarted node caught up: {} CommitLog bytes identical on all three",
-                logs[0].len()
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CommitLogs differ: lengths {:?}",
-            logs.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .wait_commit_logs_identical(&[0, 1, 2], Duration::from_secs(30))
+        .await;
     // Its ConsumeQueues, cut back to its applied point on restart and rebuilt by
     // replay, serve exactly what the group serves.
     let restarted = cluster.nodes[killed].addr.clone();

@@ -161,20 +161,9 @@ async fn transfer_under_load_loses_no_acknowledged_message() {
         );
     }
     println!("{} acknowledged msgIds all read back", history.acked.len());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let logs = cluster.commit_logs();
-        if logs[0] == logs[1] && logs[1] == logs[2] {
-            println!("{} CommitLog bytes identical on all three", logs[0].len());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CommitLogs differ: lengths {:?}",
-            logs.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .wait_commit_logs_identical(&[0, 1, 2], Duration::from_secs(20))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -231,22 +231,7 @@ async fn grow_remove_the_leader_replace_and_shrink_under_load() {
     println!("{} acknowledged msgIds all read back", acked.len());
 
     let members: Vec<usize> = (0..5).filter(|i| ![old, extra].contains(i)).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let logs = cluster.commit_logs_of(&members);
-        if logs.windows(2).all(|w| w[0] == w[1]) {
-            println!(
-                "{} CommitLog bytes identical on n{:?}",
-                logs[0].len(),
-                members
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "CommitLogs differ: lengths {:?}",
-            logs.iter().map(Vec::len).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    cluster
+        .wait_commit_logs_identical(&members, Duration::from_secs(20))
+        .await;
 }

@@ -311,6 +311,29 @@ impl Cluster {
         self.commit_logs_of(&all)
     }
 
+    /// Waits (at most `timeout`) until the CommitLogs of the nodes at `indexes` are
+    /// byte-identical, and returns their length; fails the test naming the lengths if they
+    /// never are.
+    pub async fn wait_commit_logs_identical(&self, indexes: &[usize], timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let logs = self.commit_logs_of(indexes);
+            if logs.windows(2).all(|w| w[0] == w[1]) {
+                println!(
+                    "{} CommitLog bytes identical on nodes {indexes:?}",
+                    logs[0].len()
+                );
+                return logs[0].len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CommitLogs of nodes {indexes:?} differ: lengths {:?}",
+                logs.iter().map(Vec::len).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The CommitLog bytes of the nodes at `indexes`, trailing zero fill removed.
     pub fn commit_logs_of(&self, indexes: &[usize]) -> Vec<Vec<u8>> {
         indexes
