@@ -57,6 +57,9 @@ pub struct BrokerConfig {
     /// of a membership change (a new node's catch-up; each configuration's commit) before
     /// answering; a node still catching up keeps catching up.
     pub membership_change_timeout_ms: u64,
+    /// `testCommitLogFlushDelayMs` (rocketraft's key, for tests and benches only): every
+    /// CommitLog msync of this node waits this long first, as on a slow disk. 0: none.
+    pub test_commit_log_flush_delay_ms: u64,
     /// `flushDiskType`.
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
@@ -195,6 +198,7 @@ impl Default for BrokerConfig {
             preferred_leader_id: String::new(),
             join_existing_group: false,
             membership_change_timeout_ms: 60_000,
+            test_commit_log_flush_delay_ms: 0,
             flush_disk_type: FlushDiskType::AsyncFlush,
             flush_interval_ms: 500,
             flush_consume_queue_interval_ms: 1_000,
@@ -295,6 +299,7 @@ impl BrokerConfig {
         set!("preferredLeaderId", preferred_leader_id);
         set!("joinExistingGroup", join_existing_group);
         set!("membershipChangeTimeoutMs", membership_change_timeout_ms);
+        set!("testCommitLogFlushDelayMs", test_commit_log_flush_delay_ms);
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("flushIntervalConsumeQueue", flush_consume_queue_interval_ms);

@@ -44,6 +44,7 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     }
     d.join_existing = config.join_existing_group;
     d.membership_timeout_ms = config.membership_change_timeout_ms;
+    d.test_flush_delay_ms = config.test_commit_log_flush_delay_ms;
     d.append_timeout_ms = config.send_timeout_ms;
     d.max_entry_bytes = d
         .max_entry_bytes

@@ -188,6 +188,10 @@ pub struct DLedgerConfig {
     /// commit of the joint and the new configuration. A learner still catching up at the
     /// deadline keeps catching up; asking again waits on.
     pub membership_timeout_ms: u64,
+    /// For tests and benches only: every CommitLog msync of this node waits this long first,
+    /// as on a slow disk (0: none). Under SYNC_FLUSH a follower answers append-entries only
+    /// after its msync, so this is how long its answers are held.
+    pub test_flush_delay_ms: u64,
 }
 
 impl DLedgerConfig {
@@ -225,6 +229,7 @@ impl DLedgerConfig {
             max_transfer_lag_entries: 1_000,
             transfer_timeout_ms: 2_000,
             membership_timeout_ms: 60_000,
+            test_flush_delay_ms: 0,
         }
     }
 

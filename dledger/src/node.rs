@@ -226,6 +226,14 @@ impl DLedgerNode {
             Box::new(hook),
         )?;
         let log = Arc::clone(&storage.log);
+        if config.test_flush_delay_ms > 0 {
+            tracing::warn!(
+                node_id,
+                delay_ms = config.test_flush_delay_ms,
+                "every CommitLog flush of this node waits first, as on a slow disk (a test key)"
+            );
+            log.set_flush_delay_ms(config.test_flush_delay_ms);
+        }
         let hook_store = HookStore::new(storage.meta.clone());
         let (election_timeout_min, election_timeout_max) = openraft_election_timeouts(&config);
         let raft_config = openraft::Config {

@@ -216,6 +216,8 @@ pub(crate) struct CommitLog {
     /// Dropping this wakes and ends the ASYNC_FLUSH thread.
     async_flusher_stop: Mutex<Option<mpsc::Sender<()>>>,
     recent: Mutex<RecentEntries>,
+    /// Milliseconds every flush waits first, as on a slow disk (tests and benches only).
+    flush_delay_ms: AtomicU64,
 }
 
 impl CommitLog {
@@ -269,6 +271,7 @@ impl CommitLog {
             dropped_below: AtomicU64::new(write_pos.saturating_sub(page_cache_bytes)),
             async_flusher_stop: Mutex::new(None),
             recent: Mutex::new(RecentEntries::default()),
+            flush_delay_ms: AtomicU64::new(0),
         }))
     }
 
@@ -730,6 +733,10 @@ impl CommitLog {
     /// have dropped the pages' error state, but a bounded retry is all that is owed: a
     /// SYNC_FLUSH caller is told of the failure and the node stops).
     pub(crate) fn flush_dirty(&self) -> std::io::Result<u64> {
+        let delay = self.flush_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
+        }
         let (ranges, low, high) = {
             let mut state = self.write_state();
             let high = state.write_pos;
@@ -779,6 +786,11 @@ impl CommitLog {
             }
         }
         self.dropped_below.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// Makes every flush wait `ms` first, as on a slow disk (tests and benches only).
+    pub(crate) fn set_flush_delay_ms(&self, ms: u64) {
+        self.flush_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Waits until bytes below `position` are flushed.
