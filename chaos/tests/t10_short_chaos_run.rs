@@ -37,6 +37,15 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         "{}",
         std::fs::read_to_string(out.path().join("summary.txt")).unwrap()
     );
+    if !verdict.passed {
+        // The history, report and node logs stay for whoever reads the failure.
+        let kept = out.keep();
+        panic!(
+            "chaos run failed (kept in {}): {}",
+            kept.display(),
+            verdict.failures().join("; ")
+        );
+    }
     let kinds = &verdict.faults_by_kind;
     assert!(
         kinds.get("kill-leader").copied().unwrap_or(0) >= 5
