@@ -136,30 +136,12 @@ async fn transfer_under_load_loses_no_acknowledged_message() {
         );
     }
 
-    let queues = common::drain_topic(&cluster.namesrv_addr, TOPIC).await;
-    common::assert_offsets_contiguous(&queues);
-    let mut stored: HashMap<String, (String, i32, i64)> = HashMap::new();
-    for (queue_id, messages) in &queues {
-        for m in messages {
-            let id = m.property("UNIQ_KEY").unwrap_or_default().to_string();
-            let body = String::from_utf8_lossy(&m.body).to_string();
-            stored
-                .entry(id)
-                .or_insert((body, *queue_id, m.queue_offset));
-        }
-    }
     assert!(
         history.acked.len() > 100,
         "only {} acked",
         history.acked.len()
     );
-    for (id, place) in &history.acked {
-        assert_eq!(
-            stored.get(id),
-            Some(place),
-            "acknowledged {id} lost or moved"
-        );
-    }
+    common::assert_acked_read_back(&cluster.namesrv_addr, TOPIC, &history.acked).await;
     println!("{} acknowledged msgIds all read back", history.acked.len());
     cluster
         .wait_commit_logs_identical(&[0, 1, 2], Duration::from_secs(20))
