@@ -336,6 +336,9 @@ async fn wait_metrics(
     }
 }
 
+/// How long a TimeoutNow target waits for its metrics to show the leader's last entry.
+const TIMEOUT_NOW_LOG_WAIT: Duration = Duration::from_millis(200);
+
 /// The follower's side of TimeoutNow: campaign (or, for a probe, only answer) if this node
 /// follows the sender in the sender's term and holds the sender's last log index.
 pub(crate) async fn on_timeout_now(
@@ -361,20 +364,37 @@ pub(crate) async fn on_timeout_now(
     if request.probe {
         return Ok(answer(false));
     }
+    // The leader saw this node match its last entry; this node's metrics may report that
+    // entry a moment later than the answer that told the leader (CI saw 2663 against 2664).
     let wanted = request.last_log_index;
-    if m.last_log_index < wanted {
+    let mut metrics = raft.metrics();
+    let held = tokio::time::timeout(
+        TIMEOUT_NOW_LOG_WAIT,
+        metrics.wait_for(|m| m.last_log_index >= wanted),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .map(|m| m.clone());
+    let Some(now) = held.filter(|n| n.vote == request.vote && n.state == ServerState::Follower)
+    else {
+        let m = raft.metrics().borrow().clone();
         return Err(format!(
-            "n{} holds log index {:?}, the leader {wanted:?}",
-            m.id, m.last_log_index
+            "n{} holds log index {:?}, the leader {wanted:?} (its vote {}, state {:?})",
+            m.id, m.last_log_index, m.vote, m.state
         ));
-    }
+    };
+    let m = now;
     tracing::info!(
         node_id = m.id,
         term = m.current_term,
         "campaigning at the leader's request"
     );
     raft.trigger().elect().await.map_err(|e| e.to_string())?;
-    Ok(answer(true))
+    Ok(TimeoutNowResponse {
+        last_log_index: m.last_log_index,
+        campaigning: true,
+    })
 }
 
 /// Records when this node last became leader (the leader side waits out its own lease).
