@@ -317,8 +317,8 @@ async fn lost_tail_under_the_applied_point_is_fetched_again_not_applied_twice() 
 }
 
 /// ASYNC_FLUSH: OS crashes lost the same tail on two of three nodes, so the group goes on from
-/// an earlier entry with entries of a new term. Both nodes stop with a clear error instead of
-/// applying a second history over the first.
+/// an earlier entry with entries of a new term. A node that reaches one stops with a clear
+/// error, and neither applies a second history over the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tail_lost_on_a_majority_stops_the_replicas_that_applied_it() {
     init_tracing();
@@ -345,15 +345,23 @@ async fn tail_lost_on_a_majority_stops_the_replicas_that_applied_it() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let reasons = loop {
         let reasons: Vec<Option<String>> = group.live().iter().map(|n| n.stop_reason()).collect();
-        if reasons.iter().all(|r| r.is_some()) {
+        // The node that applies the new term's first entry first stops; the other learns
+        // that entry is committed only from a leader, which may be the one that stopped.
+        if reasons.iter().any(|r| r.is_some()) {
             break reasons;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the nodes did not stop: {reasons:?}"
+            "no node stopped: {reasons:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    for id in 0..2 {
+        assert!(
+            group.seen[id].lock().unwrap().records.is_empty(),
+            "n{id} applied a record of the new history"
+        );
+    }
     for reason in reasons.into_iter().flatten() {
         println!("stopped: {reason}");
         assert!(
