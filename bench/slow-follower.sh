@@ -9,7 +9,7 @@
 #
 #   bench/slow-follower.sh DIR DELAY_MS [SECONDS] [IN_FLIGHT]
 #
-# DIR is wiped first and removed at the end. ROCKETRAFT_BIN overrides
+# DIR is wiped first and removed at the end (kept with KEEP=1). ROCKETRAFT_BIN overrides
 # target/release/rocketraft.
 set -euo pipefail
 DIR=$1; DELAY=$2; SECONDS_EACH=${3:-15}; IN_FLIGHT=${4:-64}
@@ -48,7 +48,7 @@ done
 cleanup() {
   for pid in "${PID[@]}" $NS_PID; do kill "$pid" 2>/dev/null || true; done
   sleep 1
-  rm -rf "$DIR"
+  if [ -z "${KEEP:-}" ]; then rm -rf "$DIR"; fi
 }
 trap cleanup EXIT
 sleep 6

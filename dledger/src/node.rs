@@ -400,11 +400,7 @@ impl DLedgerNode {
 
     /// The receiving side of this node's peer RPCs.
     pub fn peer_service(&self) -> PeerService {
-        PeerService::new(
-            self.raft.clone(),
-            &self.config.store_path,
-            Duration::from_millis(self.config.election_timeout_max_ms),
-        )
+        PeerService::new(self.raft.clone(), Arc::clone(&self.log), &self.config)
     }
 
     /// Read access to the apply hook's data.

@@ -173,6 +173,9 @@ pub(crate) struct LogState {
     pub(crate) write_pos: u64,
     /// Lowest position written since the last flush.
     dirty_from: u64,
+    /// Counts truncations and replacements: bytes a flush msynced may have been rewritten
+    /// since if this changed while it ran.
+    rewrites: u64,
     pub(crate) last_purged: Option<LogId<u64>>,
 }
 
@@ -253,6 +256,7 @@ impl CommitLog {
             positions: recovered.positions,
             write_pos,
             dirty_from: write_pos,
+            rewrites: 0,
             last_purged,
         };
         let next_segment = write_pos - write_pos % segment_bytes + segment_bytes;
@@ -629,6 +633,7 @@ impl CommitLog {
             positions: recovered.positions,
             write_pos: end,
             dirty_from: end,
+            rewrites: state.rewrites + 1,
             last_purged,
         };
         self.flushed.send_modify(|f| *f = end);
@@ -670,6 +675,7 @@ impl CommitLog {
         state.positions.truncate(keep);
         state.write_pos = from;
         state.dirty_from = state.dirty_from.min(from);
+        state.rewrites += 1;
         self.flushed.send_modify(|f| *f = (*f).min(from));
         tracing::info!(dir = %self.dir.display(), log_index = index, position = from, bytes = to - from, "truncated CommitLog");
         Ok(())
@@ -737,12 +743,13 @@ impl CommitLog {
         if delay > 0 {
             std::thread::sleep(std::time::Duration::from_millis(delay));
         }
-        let (ranges, low, high) = {
+        let (ranges, low, high, rewrites) = {
             let mut state = self.write_state();
             let high = state.write_pos;
             let low = state.dirty_from.min(high);
             state.dirty_from = high;
-            (segment_ranges(&state.segments, low, high), low, high)
+            let ranges = segment_ranges(&state.segments, low, high);
+            (ranges, low, high, state.rewrites)
         };
         for (segment, offset, len) in ranges {
             if let Err(e) = segment.flush(offset, len) {
@@ -752,11 +759,17 @@ impl CommitLog {
             }
         }
         self.drop_cached(high);
-        self.flushed.send_if_modified(|f| {
-            let changed = *f < high;
-            *f = (*f).max(high);
-            changed
-        });
+        // A truncation while the msync ran may have put unflushed entries below `high`; the
+        // flushed point then waits for the next flush (truncate lowered it already).
+        let state = self.read_state();
+        if state.rewrites == rewrites {
+            self.flushed.send_if_modified(|f| {
+                let changed = *f < high;
+                *f = (*f).max(high);
+                changed
+            });
+        }
+        drop(state);
         Ok(high)
     }
 
@@ -791,6 +804,23 @@ impl CommitLog {
     /// Makes every flush wait `ms` first, as on a slow disk (tests and benches only).
     pub(crate) fn set_flush_delay_ms(&self, ms: u64) {
         self.flush_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The last entry wholly below the flushed point (the last purged one if none is):
+    /// under SYNC_FLUSH the newest entry an OS crash cannot take away.
+    pub(crate) fn flushed_last_index(&self) -> Option<u64> {
+        self.last_index_below(*self.flushed.borrow())
+    }
+
+    /// Changes of the flushed point.
+    pub(crate) fn subscribe_flushed(&self) -> watch::Receiver<u64> {
+        self.flushed.subscribe()
+    }
+
+    /// Index of the last present entry (or the last purged one).
+    pub(crate) fn last_index(&self) -> Option<u64> {
+        let state = self.read_state();
+        state.last_index().or(state.last_purged.map(|p| p.index))
     }
 
     /// Waits until bytes below `position` are flushed.

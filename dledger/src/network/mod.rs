@@ -22,6 +22,8 @@ pub mod tcp;
 mod wire;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,9 +53,14 @@ use openraft::Vote;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::log_store::commit_log::CommitLog;
 use crate::snapshot::SnapshotData;
 use crate::types::NodeId;
 use crate::types::TypeConfig;
+
+/// How far into openraft's append-entries bound (one heartbeat) a follower answers with
+/// what it has stored so far, in percent (see [`PeerService::append_entries`]).
+const EARLY_ANSWER_PERCENT: u64 = 60;
 
 /// Bytes of a snapshot stream per [`SnapshotChunk`].
 pub(crate) const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -177,6 +184,25 @@ pub struct PeerService {
     /// Where received snapshot streams are kept (`<store>/snapshot`).
     snapshot_dir: PathBuf,
     receiving: Arc<tokio::sync::Mutex<Option<Receiving>>>,
+    /// This node's CommitLog, for [`PeerService::append_entries`]'s early answer.
+    log: Arc<CommitLog>,
+    /// SYNC_FLUSH: an entry counts as stored once msynced (else once written).
+    sync_flush: bool,
+    /// When an append-entries request still unanswered gets an answer with what is stored
+    /// so far (see [`PeerService::append_entries`]).
+    answer_within: Duration,
+    appends: Arc<AppendTurns>,
+}
+
+/// Append-entries requests take turns into the Raft core (see
+/// [`PeerService::append_entries`]).
+#[derive(Default)]
+struct AppendTurns {
+    /// Held while a request is in the core.
+    in_core: tokio::sync::Mutex<()>,
+    /// Ticket of the newest request received; a waiting request with an older one gives
+    /// up its turn.
+    newest: AtomicU64,
 }
 
 /// A snapshot stream being received.
@@ -190,15 +216,21 @@ struct Receiving {
 impl PeerService {
     pub(crate) fn new(
         raft: Raft<TypeConfig>,
-        store_path: &std::path::Path,
-        election_grace: std::time::Duration,
+        log: Arc<CommitLog>,
+        config: &crate::config::DLedgerConfig,
     ) -> Self {
         PeerService {
             raft,
-            election_grace,
-            store_path: store_path.to_path_buf(),
-            snapshot_dir: store_path.join(crate::snapshot::SNAPSHOT_DIR),
+            election_grace: Duration::from_millis(config.election_timeout_max_ms),
+            store_path: config.store_path.clone(),
+            snapshot_dir: config.store_path.join(crate::snapshot::SNAPSHOT_DIR),
             receiving: Arc::default(),
+            log,
+            sync_flush: config.flush_mode == crate::config::FlushMode::Sync,
+            answer_within: Duration::from_millis(
+                config.heartbeat_interval_ms * EARLY_ANSWER_PERCENT / 100,
+            ),
+            appends: Arc::default(),
         }
     }
 
@@ -207,12 +239,9 @@ impl PeerService {
             RequestBody::Vote(rpc) => {
                 ResponseBody::Vote(self.raft.vote(rpc).await.map_err(|e| e.to_string()))
             }
-            RequestBody::AppendEntries(rpc) => ResponseBody::AppendEntries(
-                self.raft
-                    .append_entries(rpc)
-                    .await
-                    .map_err(|e| e.to_string()),
-            ),
+            RequestBody::AppendEntries(rpc) => {
+                ResponseBody::AppendEntries(self.append_entries(rpc).await)
+            }
             RequestBody::SnapshotChunk(chunk) => {
                 ResponseBody::SnapshotChunk(self.snapshot_chunk(chunk).await)
             }
@@ -224,6 +253,104 @@ impl PeerService {
             ),
         };
         PeerResponse(body)
+    }
+
+    /// Hands an append-entries request to the local Raft, one at a time, and answers early
+    /// when that takes long.
+    ///
+    /// openraft 0.9 gives an append-entries RPC one heartbeat and discards a later answer;
+    /// its follower answers only once the entries are stored (msynced under SYNC_FLUSH),
+    /// and its core waits for each msync before taking the next request. On a disk whose
+    /// msync outlasts a heartbeat, every answer came too late and the leader sent again,
+    /// each new try with the newest entries: the tries queued in the core, each costing
+    /// an msync of its own, and replication fell further behind with every round.
+    ///
+    /// So, for requests that carry entries:
+    /// - **One in the core.** A request waits here while an earlier one is in the Raft
+    ///   core, and a newer request replaces a waiting one (which its leader has already
+    ///   given up on: openraft has one request per follower in flight), so one msync
+    ///   stores everything the leader had sent by then.
+    /// - **Early answer.** Once `answer_within` has passed (and again whenever more is
+    ///   flushed), the request is answered `PartialSuccess` with the newest of its entries
+    ///   this node has stored, if that is past the request's `prev_log_id`; the request
+    ///   goes on (to the core, or replaced), and the leader sends the rest again.
+    ///
+    /// Why the early answer is true: the entry named is one of the request's (same index
+    /// and term) and is stored here, so by Raft's log matching everything before it
+    /// matches the leader's log too; it is only given while this node's vote is the
+    /// request's.
+    async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<AppendEntriesResponse<NodeId>, String> {
+        if rpc.entries.is_empty() {
+            return self
+                .raft
+                .append_entries(rpc)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let vote = rpc.vote;
+        let prev_index = rpc.prev_log_id.map(|p| p.index);
+        let sent: Vec<openraft::LogId<NodeId>> = rpc.entries.iter().map(|e| e.log_id).collect();
+        let ticket = self.appends.newest.fetch_add(1, Ordering::AcqRel) + 1;
+        let appends = Arc::clone(&self.appends);
+        let raft = self.raft.clone();
+        let mut answer = tokio::spawn(async move {
+            let _in_core = appends.in_core.lock().await;
+            if appends.newest.load(Ordering::Acquire) != ticket {
+                return Err("replaced by a newer append-entries request".to_string());
+            }
+            raft.append_entries(rpc).await.map_err(|e| e.to_string())
+        });
+        let joined = |r: Result<_, tokio::task::JoinError>| r.map_err(|e| e.to_string())?;
+        if let Ok(r) = tokio::time::timeout(self.answer_within, &mut answer).await {
+            return joined(r);
+        }
+        let mut flushed = self.log.subscribe_flushed();
+        loop {
+            if let Some(stored) = self.stored_match(&vote, prev_index, &sent) {
+                tracing::debug!(matching = %stored, last = %sent[sent.len() - 1], "append-entries answered with the entries stored so far");
+                return Ok(AppendEntriesResponse::PartialSuccess(Some(stored)));
+            }
+            tokio::select! {
+                r = &mut answer => return joined(r),
+                changed = flushed.changed() => {
+                    if changed.is_err() {
+                        return joined(answer.await);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The newest of `sent` (a request's entries, after `prev_index`) this node has stored,
+    /// if it is past `prev_index` and this node's vote is `vote`.
+    fn stored_match(
+        &self,
+        vote: &Vote<NodeId>,
+        prev_index: Option<u64>,
+        sent: &[openraft::LogId<NodeId>],
+    ) -> Option<openraft::LogId<NodeId>> {
+        if self.raft.metrics().borrow().vote != *vote {
+            return None;
+        }
+        let stored = if self.sync_flush {
+            self.log.flushed_last_index()?
+        } else {
+            self.log.last_index()?
+        };
+        let first = sent.first()?.index;
+        if stored < first || prev_index.is_some_and(|p| stored <= p) {
+            return None;
+        }
+        let candidate = sent[((stored - first) as usize).min(sent.len() - 1)];
+        // The entry stored at that index must be the one sent (not one a truncation and
+        // another leader's entries have replaced since).
+        match self.log.location(&candidate) {
+            Ok(Some(_)) => Some(candidate),
+            _ => None,
+        }
     }
 
     /// Appends one chunk to the stream being received; with the last one, installs it.
