@@ -112,9 +112,22 @@ const EXAMPLES_MAX: usize = 10;
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ReplicaCheck {
     pub group: String,
-    /// CommitLog bytes (trailing zero fill trimmed) per node.
+    /// Where the comparison starts: the latest first kept position of the replicas
+    /// (retention deletes old segments on each replica in its own time).
+    #[serde(default)]
+    pub from_position: u64,
+    /// CommitLog bytes from `from_position` (trailing zero fill trimmed) per node.
     pub lengths_bytes: Vec<usize>,
     pub identical: bool,
+    /// Not identical, but every replica's bytes are a prefix of the longest one's: some
+    /// replica stopped before an entry reached it (an uncommitted tail, or a last entry
+    /// not yet replicated when the nodes stopped).
+    #[serde(default)]
+    pub tail_only: bool,
+    /// Whether `tail_only` passes: in runs with retention the leader keeps proposing
+    /// retention decisions, so the nodes never stop at one quiet point.
+    #[serde(default)]
+    pub tail_allowed: bool,
 }
 
 /// Counts with a few examples.
@@ -192,6 +205,14 @@ pub struct Verdict {
     pub foreign: usize,
     pub received: BTreeMap<String, usize>,
     pub lost: Finding,
+    /// Under retention (`--retention-seconds`): acknowledged values absent because
+    /// retention may have deleted them (sent more than the retention before the end).
+    pub expired: usize,
+    /// Under retention: acknowledged values below their queue's first kept offset that
+    /// were sent too recently for retention to delete them.
+    pub expired_early: Finding,
+    /// Snapshots the nodes installed (counted in their logs after the run).
+    pub snapshot_installs: usize,
     pub misplaced: Finding,
     pub unexpected: Finding,
     pub failed_but_stored: Finding,
@@ -278,6 +299,7 @@ impl Verdict {
         check("delivered before due", &self.delivered_early);
         check("delayed message stored twice", &self.delayed_twice);
         check("retries wrong", &self.retries_wrong);
+        check("expired early", &self.expired_early);
         check("dead-letter queue wrong", &self.dead_letters_wrong);
         check("orderly overlap", &self.orderly_overlap);
         check(
@@ -293,10 +315,10 @@ impl Verdict {
             check(&format!("not delivered to {consumer}"), f);
         }
         for r in &self.replicas {
-            if !r.identical {
+            if !(r.identical || r.tail_only && r.tail_allowed) {
                 out.push(format!(
-                    "replicas of {} disagree: CommitLog lengths {:?}",
-                    r.group, r.lengths_bytes
+                    "replicas of {} disagree: CommitLog lengths from position {} {:?}",
+                    r.group, r.from_position, r.lengths_bytes
                 ));
             }
         }
@@ -327,6 +349,7 @@ fn check_retries(
     v: &mut Verdict,
     sends: &BTreeMap<String, Send>,
     retried: &BTreeMap<String, Retries>,
+    expiry: &Expiry,
 ) {
     let topic = crate::workload::RETRY_TOPIC;
     for (value, s) in sends {
@@ -341,7 +364,9 @@ fn check_retries(
         let r = retried.get(value).cloned().unwrap_or_default();
         let seen: BTreeSet<i32> = r.seen.iter().copied().collect();
         v.retries_repeated += r.seen.len() - seen.len();
-        if fails > 0 && !allowed.is_subset(&seen) {
+        // Retention may have deleted a retry copy before it was consumed, or a dead letter.
+        let may_be_gone = expiry.may_be_gone(value);
+        if fails > 0 && !allowed.is_subset(&seen) && !may_be_gone {
             v.retries_wrong.add(|| {
                 format!(
                     "{value} (fails {fails}): tries seen {:?}, allowed {allowed:?}",
@@ -359,7 +384,7 @@ fn check_retries(
             });
         }
         let should_be_dead = fails > RETRY_MAX;
-        if should_be_dead != (r.dead > 0) {
+        if should_be_dead != (r.dead > 0) && !(should_be_dead && may_be_gone) {
             v.dead_letters_wrong
                 .add(|| format!("{value} (fails {fails}): {} copies in the DLQ", r.dead));
         }
@@ -374,7 +399,7 @@ fn check_retries(
 
 /// One transactional value against [`txn_decision`]: `copies` is how often it is stored
 /// in its topic.
-fn check_transaction(v: &mut Verdict, value: &str, s: &Send, copies: usize) {
+fn check_transaction(v: &mut Verdict, value: &str, s: &Send, copies: usize, may_be_gone: bool) {
     let commits = txn_decision(value).is_some_and(|(_, commits)| commits);
     let acked = !s.acks.is_empty();
     if acked {
@@ -384,7 +409,9 @@ fn check_transaction(v: &mut Verdict, value: &str, s: &Send, copies: usize) {
         v.txn_rolled_back_stored
             .add(|| format!("{value}: rolled back, stored {copies} times"));
     }
-    if commits && ((acked && copies != 1) || copies > 1) {
+    if commits && acked && copies == 0 && may_be_gone {
+        v.expired += 1;
+    } else if commits && ((acked && copies != 1) || copies > 1) {
         v.txn_commit_wrong.add(|| {
             format!("{value}: commits (half acknowledged: {acked}), stored {copies} times")
         });
@@ -412,6 +439,7 @@ fn check_orderly(
     sends: &BTreeMap<String, Send>,
     stored_at: &BTreeMap<(QueueRef, i64), String>,
     processed: Vec<Processed>,
+    expiry: &Expiry,
 ) {
     v.orderly_calls = processed.len();
     let mut by_queue: BTreeMap<QueueRef, Vec<Processed>> = BTreeMap::new();
@@ -420,7 +448,10 @@ fn check_orderly(
         if !p.suspended {
             taken.insert(p.value.as_str());
         }
-        if p.ours && stored_at.get(&(p.queue.clone(), p.offset)) != Some(&p.value) {
+        if p.ours
+            && !expiry.gone(&p.queue, p.offset)
+            && stored_at.get(&(p.queue.clone(), p.offset)) != Some(&p.value)
+        {
             v.divergent.add(|| {
                 format!(
                     "{} took {} at {}@{}; stored there: {:?}",
@@ -503,6 +534,7 @@ fn check_orderly(
         if s.topic == crate::workload::ORDERED_TOPIC
             && !s.acks.is_empty()
             && !taken.contains(value.as_str())
+            && !expiry.may_be_gone(value)
         {
             missing.add(|| value.clone());
         }
@@ -520,6 +552,73 @@ struct Send {
     acks: Vec<(u32, QueueRef, i64)>,
     failed: usize,
     unknown: usize,
+}
+
+/// What retention may have taken (`--retention-seconds`; nothing without it).
+#[derive(Default)]
+struct Expiry {
+    retention_us: u64,
+    /// Each drained queue's first kept offset, where it is not 0, and when the drain
+    /// found it.
+    queue_min: BTreeMap<QueueRef, (i64, u64)>,
+    /// Values whose every attempt was invoked long enough before the end of the run
+    /// that retention may have deleted them.
+    expirable: BTreeSet<String>,
+    /// A fill-disk fault ran: forced deletion may have taken unexpired segments.
+    forced: bool,
+}
+
+impl Expiry {
+    /// How much sooner than the retention after its last write a segment may go: its age
+    /// is its file's modification time, which an mmap write sets only when a clean page
+    /// is first written (ASYNC_FLUSH cleans them every flush interval).
+    const SLACK_US: u64 = 3_000_000;
+
+    fn new(
+        retention_ms: Option<u64>,
+        queue_min: BTreeMap<QueueRef, (i64, u64)>,
+        end_us: u64,
+        sends: &BTreeMap<String, Send>,
+        forced: bool,
+    ) -> Expiry {
+        let Some(retention_ms) = retention_ms else {
+            return Expiry::default();
+        };
+        let retention_us = retention_ms * 1000;
+        let cutoff = (end_us + Self::SLACK_US).saturating_sub(retention_us);
+        Expiry {
+            retention_us,
+            queue_min,
+            expirable: sends
+                .iter()
+                .filter(|(_, s)| s.invoked_us.values().all(|t| *t < cutoff))
+                .map(|(value, _)| value.clone())
+                .collect(),
+            forced,
+        }
+    }
+
+    fn first_kept(&self, queue: &QueueRef) -> i64 {
+        self.queue_min.get(queue).map_or(0, |m| m.0)
+    }
+
+    /// Whether a value last invoked at `invoked_us` may be gone from `queue`: the drain
+    /// found the queue long enough after it.
+    fn old_enough(&self, queue: &QueueRef, invoked_us: u64) -> bool {
+        self.queue_min.get(queue).is_some_and(|(_, drained_us)| {
+            invoked_us + self.retention_us <= drained_us + Self::SLACK_US
+        })
+    }
+
+    /// Offset `offset` of `queue` lies below the first kept one.
+    fn gone(&self, queue: &QueueRef, offset: i64) -> bool {
+        offset < self.first_kept(queue)
+    }
+
+    /// `value` may be absent because retention deleted it.
+    fn may_be_gone(&self, value: &str) -> bool {
+        self.expirable.contains(value)
+    }
 }
 
 fn ms(us: u64) -> f64 {
@@ -574,6 +673,8 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     let mut faults: Vec<(u32, String, String, u64, Option<u64>)> = Vec::new();
     let mut retried: BTreeMap<String, Retries> = BTreeMap::new();
     let mut processed: Vec<Processed> = Vec::new();
+    let mut retention_ms: Option<u64> = None;
+    let mut queue_min: BTreeMap<QueueRef, (i64, u64)> = BTreeMap::new();
 
     let mut tag: Option<String> = None;
     for event in events {
@@ -716,6 +817,16 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                 }
             }
             Event::Start { tag: t, .. } => tag = Some(t.clone()),
+            Event::Retention {
+                retention_ms: r, ..
+            } => retention_ms = Some(*r),
+            Event::QueueMin {
+                t_us,
+                queue,
+                min_offset,
+            } => {
+                queue_min.insert(queue.clone(), (*min_offset, *t_us));
+            }
             Event::Note { text, .. } => {
                 if let Some(problem) = text.strip_prefix(LIVENESS) {
                     v.liveness.push(problem.to_string());
@@ -725,6 +836,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
         }
     }
     v.values = sends.len();
+    let end_us = events.iter().map(Event::t_us).max().unwrap_or(0);
+    let forced = faults.iter().any(|f| f.1 == "fill-disk");
+    let expiry = Expiry::new(retention_ms, queue_min, end_us, &sends, forced);
     for (consumer, list) in &receipts {
         v.received.insert(consumer.clone(), list.len());
     }
@@ -744,8 +858,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
         per_queue.entry(queue.clone()).or_default().push(*offset);
     }
     for (queue, offsets) in &per_queue {
+        let first = expiry.first_kept(queue);
         for (i, offset) in offsets.iter().enumerate() {
-            if *offset != i as i64 {
+            if *offset != first + i as i64 {
                 v.reordered.add(|| {
                     format!("drained {queue}: offset {offset} at position {i} (gap or repeat)")
                 });
@@ -758,8 +873,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
         let stored = places.get(value);
         let delayed = s.kind == Some(SendKind::Delayed);
         let txn = s.kind == Some(SendKind::Transactional);
+        let may_be_gone = expiry.may_be_gone(value);
         if txn {
-            check_transaction(&mut v, value, s, stored.map_or(0, Vec::len));
+            check_transaction(&mut v, value, s, stored.map_or(0, Vec::len), may_be_gone);
         }
         if delayed && !s.acks.is_empty() {
             v.delayed_acked += 1;
@@ -768,12 +884,27 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
             v.delayed_twice
                 .add(|| format!("{value} stored at {:?}", stored.unwrap_or(&Vec::new())));
         }
+        let mut expired = false;
         for (attempt, queue, offset) in &s.acks {
             match stored {
                 // Acknowledged at its schedule queue (or its half queue); delivered to
                 // its topic later. Transactions are checked by `check_transaction`.
                 Some(_) if delayed => {}
                 _ if txn => {}
+                None if delayed && may_be_gone => expired = true,
+                None if !delayed && expiry.gone(queue, *offset) => {
+                    let invoked = s.invoked_us.values().copied().max().unwrap_or(0);
+                    if expiry.old_enough(queue, invoked) || expiry.forced {
+                        expired = true;
+                    } else {
+                        v.expired_early.add(|| {
+                            format!(
+                                "{value} (acked at {queue}@{offset}, first kept offset {})",
+                                expiry.first_kept(queue)
+                            )
+                        });
+                    }
+                }
                 None => v
                     .lost
                     .add(|| format!("{value} (acked at {queue}@{offset}, attempt {attempt})")),
@@ -782,6 +913,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                     .add(|| format!("{value} acked at {queue}@{offset}, stored at {p:?}")),
                 Some(_) => {}
             }
+        }
+        if expired {
+            v.expired += 1;
         }
         if s.unknown > 0 {
             if stored.is_some() {
@@ -818,7 +952,7 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                 v.unexpected
                     .add(|| format!("{consumer} got {value:?} at {queue}@{offset}"));
             }
-            if consumer != DRAIN {
+            if consumer != DRAIN && !expiry.gone(queue, *offset) {
                 match stored_at.get(&(queue.clone(), *offset)) {
                     Some(stored) if stored == value => {}
                     other => v.divergent.add(|| {
@@ -857,7 +991,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
             for (value, s) in &sends {
                 let rolled_back = s.kind == Some(SendKind::Transactional)
                     && !txn_decision(value).is_some_and(|(_, commits)| commits);
-                if !s.acks.is_empty() && !rolled_back && !value_places.contains_key(value.as_str())
+                if !s.acks.is_empty()
+                    && !rolled_back
+                    && !value_places.contains_key(value.as_str())
+                    && !expiry.may_be_gone(value)
                 {
                     missing.add(|| value.clone());
                 }
@@ -867,10 +1004,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
     }
 
     if v.retries_checked {
-        check_retries(&mut v, &sends, &retried);
+        check_retries(&mut v, &sends, &retried, &expiry);
     }
     if !processed.is_empty() {
-        check_orderly(&mut v, &sends, &stored_at, processed);
+        check_orderly(&mut v, &sends, &stored_at, processed, &expiry);
     }
 
     // Ordered sends: each key's acknowledged values, in invocation order, in one queue
@@ -1222,8 +1359,11 @@ mod tests {
     fn agree() -> Vec<ReplicaCheck> {
         vec![ReplicaCheck {
             group: "broker-a".into(),
+            from_position: 0,
             lengths_bytes: vec![10, 10, 10],
             identical: true,
+            tail_only: false,
+            tail_allowed: false,
         }]
     }
 
@@ -1535,11 +1675,95 @@ mod tests {
             &clean(),
             vec![ReplicaCheck {
                 group: "broker-a".into(),
+                from_position: 0,
                 lengths_bytes: vec![10, 9, 10],
                 identical: false,
+                tail_only: true,
+                tail_allowed: false,
             }],
         );
         assert!(!v.passed);
+    }
+
+    #[test]
+    fn a_missing_tail_passes_only_where_allowed() {
+        let replica = |tail_only, tail_allowed| ReplicaCheck {
+            group: "broker-a".into(),
+            from_position: 1 << 20,
+            lengths_bytes: vec![10, 9, 10],
+            identical: false,
+            tail_only,
+            tail_allowed,
+        };
+        assert!(check(&clean(), vec![replica(true, true)]).passed);
+        assert!(!check(&clean(), vec![replica(false, true)]).passed);
+        assert!(!check(&clean(), vec![replica(true, false)]).passed);
+    }
+
+    /// Three values in queue 0 (offsets 0-2) under 30 s of retention; the drain found the
+    /// queue starting at offset 2 and the run ended at `end_us`.
+    fn retention_history(end_us: u64) -> Vec<Event> {
+        vec![
+            Event::Retention {
+                t_us: 0,
+                retention_ms: 30_000,
+            },
+            invoke(1_000, "p0-0", 1),
+            ok(2_000, "p0-0", 1, 0, 0),
+            invoke(3_000, "p0-1", 1),
+            ok(4_000, "p0-1", 1, 0, 1),
+            invoke(5_000, "p0-2", 1),
+            ok(6_000, "p0-2", 1, 0, 2),
+            Event::QueueMin {
+                t_us: end_us - 1,
+                queue: q(0),
+                min_offset: 2,
+            },
+            recv(DRAIN, 0, 2, "p0-2"),
+            Event::Note {
+                t_us: end_us,
+                text: "end".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn values_below_the_first_kept_offset_expire_once_old_enough() {
+        // 60 s after the sends: older than 30 s of retention less the 10 s of slack.
+        let v = check(&retention_history(60_000_000), agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!((v.expired, v.lost.count), (2, 0));
+        assert_eq!(
+            v.reordered.count, 0,
+            "the drain starts at the first kept offset"
+        );
+
+        // 15 s after the sends: too young for retention to have taken them.
+        let v = check(&retention_history(15_000_000), agree());
+        assert!(!v.passed);
+        assert_eq!(v.expired_early.count, 2, "{:?}", v.expired_early);
+    }
+
+    #[test]
+    fn an_old_value_missing_at_or_above_the_first_kept_offset_is_lost() {
+        let mut h = retention_history(60_000_000);
+        h.retain(|e| !matches!(e, Event::Recv { .. }));
+        let v = check(&h, agree());
+        assert_eq!(v.lost.count, 1, "{:?}", v.lost);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn without_retention_a_queue_that_starts_late_loses_values() {
+        let mut h = retention_history(60_000_000);
+        h.retain(|e| !matches!(e, Event::Retention { .. }));
+        let v = check(&h, agree());
+        assert_eq!(v.expired, 0);
+        assert!(
+            !v.passed,
+            "values below the first kept offset: {:?}",
+            v.failures()
+        );
     }
 
     #[test]

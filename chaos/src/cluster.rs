@@ -478,8 +478,9 @@ impl Cluster {
         }
     }
 
-    /// Each node's CommitLog bytes with the trailing zero fill removed, by node index.
-    pub fn commit_logs(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// Each node's CommitLog (its first kept position and its bytes from there, the
+    /// trailing zero fill removed), by node index.
+    pub fn commit_logs(&self) -> anyhow::Result<Vec<StoredLog>> {
         self.nodes
             .iter()
             .map(|n| read_commit_log(&n.store))
@@ -620,25 +621,59 @@ fn attached_node(pid: i32, dir: &Path) -> anyhow::Result<Node> {
 
 /// A node's CommitLog: its 20-digit segment files in order, concatenated, with the
 /// trailing zero fill (pre-written segment space) cut off.
-pub fn read_commit_log(store: &Path) -> anyhow::Result<Vec<u8>> {
+/// A node's CommitLog as stored: segment files are named by their start position, and
+/// retention deletes the oldest, so replicas agree from the latest first position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLog {
+    /// Position of the first kept segment's first byte.
+    pub start: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StoredLog {
+    /// Bytes from `position` on (empty if it lies past the end).
+    pub fn from(&self, position: u64) -> &[u8] {
+        let skip = position.saturating_sub(self.start) as usize;
+        &self.bytes[skip.min(self.bytes.len())..]
+    }
+
+    /// Whether every log's bytes from the latest start on are the same.
+    pub fn agree(logs: &[&StoredLog]) -> bool {
+        let start = logs.iter().map(|l| l.start).max().unwrap_or(0);
+        logs.windows(2)
+            .all(|w| w[0].from(start) == w[1].from(start))
+    }
+
+    /// Whether, from the latest start on, every log is a prefix of the longest.
+    pub fn agree_but_tail(logs: &[&StoredLog]) -> bool {
+        let start = logs.iter().map(|l| l.start).max().unwrap_or(0);
+        let Some(longest) = logs.iter().map(|l| l.from(start)).max_by_key(|b| b.len()) else {
+            return true;
+        };
+        logs.iter().all(|l| longest.starts_with(l.from(start)))
+    }
+}
+
+pub fn read_commit_log(store: &Path) -> anyhow::Result<StoredLog> {
     let dir = store.join("commitlog");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
         .with_context(|| format!("read {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().len() == 20)
-                .unwrap_or(false)
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().to_string();
+            let start = (name.len() == 20).then(|| name.parse::<u64>().ok())??;
+            Some((start, p))
         })
         .collect();
     files.sort();
+    let start = files.first().map_or(0, |f| f.0);
     let mut all = Vec::new();
-    for f in files {
+    for (_, f) in files {
         all.extend(std::fs::read(&f).with_context(|| format!("read {}", f.display()))?);
     }
     let end = all.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
     all.truncate(end);
-    Ok(all)
+    Ok(StoredLog { start, bytes: all })
 }
 
 impl Drop for Cluster {
@@ -653,5 +688,33 @@ impl Drop for Cluster {
             let _ = ns.kill();
             let _ = ns.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoredLog;
+
+    fn log(start: u64, bytes: &[u8]) -> StoredLog {
+        StoredLog {
+            start,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    // Proves replicas are compared from the latest first kept position, and that a
+    // missing tail is told apart from different bytes.
+    #[test]
+    fn logs_are_compared_from_the_latest_start() {
+        let a = log(0, b"abcdef");
+        let b = log(2, b"cdef");
+        assert!(StoredLog::agree(&[&a, &b]));
+        let short = log(2, b"cde");
+        assert!(!StoredLog::agree(&[&a, &short]));
+        assert!(StoredLog::agree_but_tail(&[&a, &short]));
+        let other = log(2, b"cdxf");
+        assert!(!StoredLog::agree_but_tail(&[&a, &other]));
+        // A start past the end compares nothing.
+        assert_eq!(log(0, b"ab").from(5), b"");
     }
 }

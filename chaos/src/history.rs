@@ -138,6 +138,19 @@ pub enum Event {
         t_us: u64,
         text: String,
     },
+    /// The cluster keeps CommitLog segments only `retention_ms` (`--retention-seconds`),
+    /// so a value sent long enough before the end may be gone.
+    Retention {
+        t_us: u64,
+        retention_ms: u64,
+    },
+    /// The drain found `queue` starting at `min_offset`: retention deleted what was
+    /// before it.
+    QueueMin {
+        t_us: u64,
+        queue: QueueRef,
+        min_offset: i64,
+    },
 }
 
 impl Event {
@@ -153,7 +166,9 @@ impl Event {
             | Event::FaultStart { t_us, .. }
             | Event::FaultEnd { t_us, .. }
             | Event::Start { t_us, .. }
-            | Event::Note { t_us, .. } => *t_us,
+            | Event::Note { t_us, .. }
+            | Event::Retention { t_us, .. }
+            | Event::QueueMin { t_us, .. } => *t_us,
         }
     }
 }

@@ -116,6 +116,14 @@ pub struct RunArgs {
     /// tool's own value of that key; e.g. `--conf dLegerHeartbeatIntervalMs=100`.
     #[arg(long = "conf", value_name = "KEY=VALUE")]
     pub conf: Vec<String>,
+    /// Keep CommitLog segments only this many seconds (`fileReservedTimeSeconds`, with
+    /// `deleteWhen=*`, 256 KiB segments and a retention pass every second): segments are
+    /// deleted and the Raft log purged during the run, so a node that restarts behind
+    /// the leader's first kept entry, or is replaced, catches up by snapshot. The
+    /// checker then does not ask for values sent more than this long (less 3 s) before
+    /// the end, and fails one found deleted earlier.
+    #[arg(long)]
+    pub retention_seconds: Option<u64>,
 }
 
 impl Default for RunArgs {
@@ -134,6 +142,7 @@ impl Default for RunArgs {
             attach_namesrv: None,
             attach_pids: Vec::new(),
             conf: Vec::new(),
+            retention_seconds: None,
         }
     }
 }
@@ -556,14 +565,18 @@ async fn add_member(cluster: &Cluster, recorder: &Recorder, id: u32, group: &str
 
 /// Compares each group's replicas: waits (bounded) for them to converge while
 /// running, stops every node cleanly, then compares the CommitLog bytes.
-async fn replica_agreement(cluster: &mut Cluster) -> anyhow::Result<Vec<ReplicaCheck>> {
+async fn replica_agreement(
+    cluster: &mut Cluster,
+    tail_allowed: bool,
+) -> anyhow::Result<Vec<ReplicaCheck>> {
     let deadline = Instant::now() + Duration::from_millis(REPLICA_WAIT_MS);
     loop {
         let logs = cluster.commit_logs()?;
-        let converged = cluster.groups().iter().all(|g| {
-            let nodes = cluster.group_nodes(g);
-            nodes.iter().all(|i| logs[*i] == logs[nodes[0]])
-        });
+        let agree = |g: &String| {
+            let group: Vec<_> = cluster.group_nodes(g).iter().map(|i| &logs[*i]).collect();
+            cluster::StoredLog::agree(&group)
+        };
+        let converged = cluster.groups().iter().all(agree);
         if converged || Instant::now() > deadline {
             break;
         }
@@ -575,11 +588,15 @@ async fn replica_agreement(cluster: &mut Cluster) -> anyhow::Result<Vec<ReplicaC
         .groups()
         .iter()
         .map(|g| {
-            let nodes = cluster.group_nodes(g);
+            let group: Vec<_> = cluster.group_nodes(g).iter().map(|i| &logs[*i]).collect();
+            let start = group.iter().map(|l| l.start).max().unwrap_or(0);
             ReplicaCheck {
                 group: g.clone(),
-                lengths_bytes: nodes.iter().map(|i| logs[*i].len()).collect(),
-                identical: nodes.iter().all(|i| logs[*i] == logs[nodes[0]]),
+                from_position: start,
+                lengths_bytes: group.iter().map(|l| l.from(start).len()).collect(),
+                identical: cluster::StoredLog::agree(&group),
+                tail_only: cluster::StoredLog::agree_but_tail(&group),
+                tail_allowed,
             }
         })
         .collect())
@@ -668,6 +685,25 @@ async fn run_in(
             .collect();
         disks::SmallDisks::mount(&stores).map_err(|e| format!("{e:#} (needs root)"))
     };
+    if args.retention_seconds.is_some() && args.attach_namesrv.is_some() {
+        bail!("--retention-seconds configures the nodes this tool starts; an attached cluster keeps its own");
+    }
+    let mut conf = args.conf.clone();
+    if let Some(seconds) = args.retention_seconds {
+        let ours = [
+            format!("fileReservedTimeSeconds={seconds}"),
+            "deleteWhen=*".to_string(),
+            "mappedFileSizeCommitLog=262144".to_string(),
+            "cleanResourceInterval=1000".to_string(),
+        ];
+        // A key the caller gave with --conf keeps the caller's value.
+        for line in ours {
+            let key = line.split('=').next().unwrap_or_default();
+            if !conf.iter().any(|c| c.starts_with(&format!("{key}="))) {
+                conf.push(line);
+            }
+        }
+    }
     let mut cluster = match &args.attach_namesrv {
         Some(namesrv) => Cluster::attach(namesrv, &args.attach_pids, &cluster_dir)?,
         None => Cluster::start_with(
@@ -676,7 +712,7 @@ async fn run_in(
             args.groups as usize,
             &args.flush,
             net,
-            &args.conf.join("\n"),
+            &conf.join("\n"),
         )?,
     };
     let groups = cluster.groups().len();
@@ -692,6 +728,13 @@ async fn run_in(
     println!("{header}");
 
     let recorder = Arc::new(Recorder::create(&out.join("history.jsonl"))?);
+    if let Some(seconds) = args.retention_seconds {
+        println!("retention: CommitLog segments of 256 KiB kept {seconds} s");
+        recorder.record(|t_us| Event::Retention {
+            t_us,
+            retention_ms: seconds * 1000,
+        });
+    }
     match &partition {
         Err(reason) if deck.iter().any(|k| k.is_partition()) => {
             println!("partition faults skipped: {reason}");
@@ -824,11 +867,17 @@ async fn run_in(
     }
     workload.settle_retries().await?;
     workload.stop_consumers().await;
-    let replicas = replica_agreement(&mut cluster).await?;
+    let replicas = replica_agreement(&mut cluster, args.retention_seconds.is_some()).await?;
     recorder.flush()?;
 
     let events = history::read(&out.join("history.jsonl"))?;
-    let verdict = checker::check(&events, replicas);
+    let mut verdict = checker::check(&events, replicas);
+    verdict.snapshot_installs = cluster
+        .nodes
+        .iter()
+        .filter_map(|n| std::fs::read_to_string(&n.log).ok())
+        .map(|log| log.matches("snapshot installed").count())
+        .sum();
     let text = report::write(&out, &verdict, &events, &header)?;
     println!("{text}");
     println!(

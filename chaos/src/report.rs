@@ -68,6 +68,13 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
         v.ordered_key_moved.count,
         v.acked_without_quorum.count
     );
+    if v.expired > 0 || v.expired_early.count > 0 || v.snapshot_installs > 0 {
+        let _ = writeln!(
+            s,
+            "retention: {} acknowledged values gone with expired segments (not checked for presence), {} gone too early; {} snapshots installed",
+            v.expired, v.expired_early.count, v.snapshot_installs
+        );
+    }
     for (consumer, f) in &v.not_delivered {
         let _ = writeln!(s, "not delivered to {consumer}: {}", f.count);
     }
@@ -114,11 +121,14 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
     for r in &v.replicas {
         let _ = writeln!(
             s,
-            "replicas {}: CommitLog bytes {:?}: {}",
+            "replicas {}: CommitLog bytes from position {} {:?}: {}",
             r.group,
+            r.from_position,
             r.lengths_bytes,
             if r.identical {
                 "identical"
+            } else if r.tail_only {
+                "identical but for a missing tail"
             } else {
                 "DIFFERENT"
             }

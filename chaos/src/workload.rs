@@ -899,8 +899,9 @@ impl Workload {
     }
 }
 
-/// Reads every queue of every workload topic from offset 0 and records each message as
-/// a `drain` receipt. Returns one past the last offset of each queue.
+/// Reads every queue of every workload topic from offset 0 (or its first kept offset,
+/// recorded as a `queue_min` event) and records each message as a `drain` receipt.
+/// Returns one past the last offset of each queue.
 pub async fn drain(
     namesrv_addr: &str,
     recorder: &Recorder,
@@ -932,6 +933,18 @@ pub async fn drain(
                         offset = next_begin_offset;
                     }
                     Ok(PullResult::NoNewMessage { .. }) => break,
+                    // Retention deleted the queue's head: the broker moves the consumer on.
+                    Ok(PullResult::OffsetIllegal {
+                        next_begin_offset, ..
+                    }) if next_begin_offset > offset => {
+                        let queue = queue_ref_of(&queue);
+                        recorder.record(|t_us| Event::QueueMin {
+                            t_us,
+                            queue,
+                            min_offset: next_begin_offset,
+                        });
+                        offset = next_begin_offset;
+                    }
                     Ok(other) => bail!("drain pull of {queue} at {offset}: {other:?}"),
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }

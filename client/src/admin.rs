@@ -414,8 +414,8 @@ pub async fn dead_letters(
     read_topic(namesrv_addr, &crate::retry::dlq_topic(group)).await
 }
 
-/// Every message stored in `topic`, queue by queue from offset 0 (none if no name server
-/// routes it), without committing any offset.
+/// Every message stored in `topic`, queue by queue from its first kept offset (none if no
+/// name server routes it), without committing any offset.
 pub async fn read_topic(
     namesrv_addr: &str,
     topic: &str,
@@ -452,6 +452,10 @@ pub async fn read_topic(
                 PullResult::NoMatchedMessage {
                     next_begin_offset, ..
                 } => offset = next_begin_offset,
+                // Retention deleted the queue's head: go on from its first kept offset.
+                PullResult::OffsetIllegal {
+                    next_begin_offset, ..
+                } if next_begin_offset > offset => offset = next_begin_offset,
                 _ => break,
             }
         }
