@@ -11,7 +11,7 @@
 # time from spawn to "registered with name server" (the node's store is open, recovered and
 # it is routed again): right after the load, with the page cache warm and idle, and with
 # the page cache dropped (needs root; skipped otherwise). Stops every process it started,
-# by PID.
+# by PID. KEEP_LOGS=1 keeps the nodes' logs (the path is printed).
 set -euo pipefail
 
 seconds=25
@@ -29,7 +29,8 @@ logs=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    rm -rf /tmp/rocketraft "$logs"
+    rm -rf /tmp/rocketraft
+    if [ -n "${KEEP_LOGS:-}" ]; then echo "logs kept in $logs"; else rm -rf "$logs"; fi
 }
 trap cleanup EXIT
 rm -rf /tmp/rocketraft

@@ -174,7 +174,12 @@ async fn run_node(
         path: config.store_path.clone(),
         source: e,
     })?;
+    let opening = std::time::Instant::now();
     let state = BrokerState::open(&config.store_path, config.consume_queue_file_bytes)?;
+    info!(
+        took_ms = opening.elapsed().as_millis() as u64,
+        "broker state opened"
+    );
     let node = DLedgerNode::start(
         dledger_config(&config)?,
         BrokerHook::new(state.clone()).with_index(config.message_index_enable),
@@ -185,6 +190,7 @@ async fn run_node(
         broker_name = %broker.config().broker_name,
         node = %broker.config().dledger_self_id,
         addr = %store_host,
+        took_ms = opening.elapsed().as_millis() as u64,
         "broker started"
     );
 

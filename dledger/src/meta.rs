@@ -48,16 +48,24 @@ pub(crate) struct MetaStore {
     path: PathBuf,
 }
 
+/// Most write-ahead log RocksDB keeps before it flushes the oldest memtables. A start after
+/// a kill replays the WAL and writes it out as L0 files before the node can serve: under
+/// full load the default (four times the memtables, 64 MiB each) took 2.2 s of a 4 s
+/// restart on the development VM.
+const MAX_WAL_BYTES: u64 = 32 << 20;
+
 impl MetaStore {
     /// Opens (creating) the store; `index_filter` runs in compactions of the index family.
     pub(crate) fn open(
         path: &Path,
         index_filter: Option<crate::state_machine::IndexFilter>,
     ) -> Result<Self, DLedgerError> {
+        let opening = std::time::Instant::now();
         std::fs::create_dir_all(path).map_err(|e| DLedgerError::io(path, e))?;
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        options.set_max_total_wal_size(MAX_WAL_BYTES);
         let families = || {
             let mut index = Options::default();
             index.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
@@ -99,6 +107,7 @@ impl MetaStore {
                 }
             }
         };
+        tracing::info!(path = %path.display(), took_ms = opening.elapsed().as_millis() as u64, "meta store opened");
         Ok(MetaStore {
             db: Arc::new(db),
             path: path.to_path_buf(),

@@ -233,6 +233,7 @@ impl CommitLog {
         last_purged: Option<LogId<u64>>,
         truncate_pending_position: Option<u64>,
     ) -> Result<Arc<Self>, DLedgerError> {
+        let opening = std::time::Instant::now();
         std::fs::create_dir_all(&dir).map_err(|e| DLedgerError::io(&dir, e))?;
         let allocator = SegmentAllocator::new(dir.clone(), segment_bytes, warm_segments);
         let segments = open_segments(&dir, segment_bytes, &allocator)?;
@@ -246,6 +247,7 @@ impl CommitLog {
             entries = recovered.positions.len(),
             first_index = recovered.first_index,
             write_pos = recovered.write_pos,
+            took_ms = opening.elapsed().as_millis() as u64,
             "CommitLog recovered"
         );
         let prealloc_tx = allocator.spawn_preallocator();
