@@ -92,8 +92,7 @@ async fn a_chaos_run_with_seconds_of_retention_keeps_what_it_must() {
     // The leader keeps proposing retention decisions, so a node stopped at the end may
     // lack the last entry: every replica must be a prefix of the longest, byte for byte.
     assert!(
-        !verdict.replicas.is_empty()
-            && verdict.replicas.iter().all(|r| r.identical || r.tail_only),
+        !verdict.replicas.is_empty() && verdict.replicas.iter().all(|r| r.identical || r.tail_only),
         "replicas: {:?}",
         verdict.replicas
     );
