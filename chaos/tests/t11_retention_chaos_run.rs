@@ -63,32 +63,8 @@ async fn a_chaos_run_with_seconds_of_retention_keeps_what_it_must() {
         verdict.snapshot_installs > 0,
         "no node caught up by snapshot"
     );
-    assert_eq!(verdict.lost.count, 0, "lost: {:?}", verdict.lost.examples);
-    assert_eq!(
-        verdict.expired_early.count, 0,
-        "{:?}",
-        verdict.expired_early.examples
-    );
-    assert_eq!(
-        verdict.misplaced.count, 0,
-        "{:?}",
-        verdict.misplaced.examples
-    );
-    assert_eq!(
-        verdict.unexpected.count, 0,
-        "{:?}",
-        verdict.unexpected.examples
-    );
-    assert_eq!(
-        verdict.reordered.count, 0,
-        "{:?}",
-        verdict.reordered.examples
-    );
-    assert_eq!(
-        verdict.divergent.count, 0,
-        "{:?}",
-        verdict.divergent.examples
-    );
+    // A pass already means nothing lost at or above a first kept offset, nothing gone
+    // early, misplaced, unexpected, reordered or divergent (`Verdict::failures`).
     // The leader keeps proposing retention decisions, so a node stopped at the end may
     // lack the last entry: every replica must be a prefix of the longest, byte for byte.
     assert!(
