@@ -39,6 +39,8 @@ pub mod message;
 pub mod names;
 pub mod queue_lock;
 pub mod route;
+pub mod acl;
+pub mod tls;
 pub mod sql92;
 
 pub use code::{LanguageCode, RequestCode, ResponseCode};

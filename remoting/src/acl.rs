@@ -1,0 +1,1 @@
+//! RocketMQ 4.x's plain ACL (being written).

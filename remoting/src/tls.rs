@@ -1,0 +1,1 @@
+//! TLS for remoting connections (being written).
