@@ -9,6 +9,11 @@
 //!
 //! Outcomes: a response is the outcome. A timeout or a closed connection after the
 //! request was queued is *unknown* ([`Error::is_outcome_unknown`]), never "failed".
+//!
+//! TLS ([`crate::tls`]) is optional on both sides: [`ConnectionConfig::tls`] for
+//! connections this side opens, [`ConnectionConfig::server_tls`] for those [`serve`]
+//! accepts. A plain connection runs over `TcpStream::into_split` halves, as without TLS;
+//! only a TLS stream is split with `tokio::io::split`, whose halves share a lock.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +25,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
@@ -31,6 +36,7 @@ use tracing::{debug, info, warn};
 use crate::codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
 use crate::command::{RemotingCommand, FLAG_ONEWAY};
 use crate::error::{Error, Result};
+use crate::tls::{Accepted, ClientTls, ServerTls};
 
 /// Limits of one connection.
 #[derive(Debug, Clone)]
@@ -42,7 +48,13 @@ pub struct ConnectionConfig {
     pub max_concurrent_requests: usize,
     /// Frames queued for the socket.
     pub write_queue_frames: usize,
+    /// Covers the TCP connect and, with [`ConnectionConfig::tls`], the TLS handshake.
     pub connect_timeout_ms: u64,
+    /// Client side (`tls.enable`): [`Connection::connect`] runs TLS over the connections
+    /// it opens. `None`: plain TCP.
+    pub tls: Option<Arc<ClientTls>>,
+    /// Server side (`tls.server.mode`): what [`serve`] does with TLS. `None`: disabled.
+    pub server_tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for ConnectionConfig {
@@ -53,6 +65,8 @@ impl Default for ConnectionConfig {
             max_concurrent_requests: 256,
             write_queue_frames: 1024,
             connect_timeout_ms: 3000,
+            tls: None,
+            server_tls: None,
         }
     }
 }
@@ -149,11 +163,26 @@ impl Connection {
         config: &ConnectionConfig,
         handler: Arc<dyn RequestHandler>,
     ) -> Result<Connection> {
-        let deadline = Duration::from_millis(config.connect_timeout_ms);
-        let stream = tokio::time::timeout(deadline, TcpStream::connect(addr))
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(addr))
             .await
-            .map_err(|_| Error::Timeout(deadline))??;
-        Connection::start(stream, config, handler, CancellationToken::new())
+            .map_err(|_| Error::Timeout(timeout))??;
+        let Some(tls) = &config.tls else {
+            return Connection::start(stream, config, handler, CancellationToken::new());
+        };
+        stream.set_nodelay(true)?;
+        let peer = stream.peer_addr()?;
+        let stream = tokio::time::timeout_at(deadline, tls.connect(addr, stream))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        Ok(Connection::start_tls(
+            stream,
+            peer,
+            config,
+            handler,
+            CancellationToken::new(),
+        ))
     }
 
     /// Runs a connection over an accepted or connected stream. It closes when the peer
@@ -167,6 +196,39 @@ impl Connection {
         stream.set_nodelay(true)?;
         let peer = stream.peer_addr()?;
         let (read_half, write_half) = stream.into_split();
+        Ok(Connection::run(
+            read_half, write_half, peer, config, handler, parent,
+        ))
+    }
+
+    /// Runs a connection over a TLS stream whose socket's remote address is `peer`.
+    fn start_tls<S>(
+        stream: S,
+        peer: SocketAddr,
+        config: &ConnectionConfig,
+        handler: Arc<dyn RequestHandler>,
+        parent: CancellationToken,
+    ) -> Connection
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (read_half, write_half) = tokio::io::split(stream);
+        Connection::run(read_half, write_half, peer, config, handler, parent)
+    }
+
+    /// Starts the write and read loops of a connection over its two halves.
+    fn run<R, W>(
+        read_half: R,
+        write_half: W,
+        peer: SocketAddr,
+        config: &ConnectionConfig,
+        handler: Arc<dyn RequestHandler>,
+        parent: CancellationToken,
+    ) -> Connection
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(config.write_queue_frames.max(1));
         let conn = Connection {
             inner: Arc::new(Inner {
@@ -189,7 +251,7 @@ impl Connection {
             handler,
             config.max_concurrent_requests.max(1),
         ));
-        Ok(conn)
+        conn
     }
 
     pub fn id(&self) -> u64 {
@@ -353,9 +415,9 @@ fn encode_queued(
     }
 }
 
-async fn write_loop(
+async fn write_loop<W: AsyncWrite + Unpin>(
     conn: Connection,
-    mut socket: tokio::net::tcp::OwnedWriteHalf,
+    mut socket: W,
     mut rx: mpsc::Receiver<RemotingCommand>,
     mut codec: FrameCodec,
 ) {
@@ -381,7 +443,9 @@ async fn write_loop(
                 encode_queued(&conn, &mut codec, &mut buf, &mut rx, next);
             }
         }
-        if let Err(e) = socket.write_all(&buf).await {
+        // TLS may keep the last records of a write when the socket is full, until a flush
+        // pushes them out; a plain socket's flush does nothing.
+        if let Err(e) = write_and_flush(&mut socket, &buf).await {
             debug!(peer = %conn.peer(), error = %e, "write failed; closing");
             break;
         }
@@ -394,9 +458,14 @@ async fn write_loop(
     let _ = socket.shutdown().await;
 }
 
-async fn read_loop(
+async fn write_and_flush<W: AsyncWrite + Unpin>(socket: &mut W, buf: &[u8]) -> std::io::Result<()> {
+    socket.write_all(buf).await?;
+    socket.flush().await
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
     conn: Connection,
-    mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, FrameCodec>,
+    mut frames: FramedRead<R, FrameCodec>,
     handler: Arc<dyn RequestHandler>,
     max_concurrent_requests: usize,
 ) {
@@ -411,6 +480,11 @@ async fn read_loop(
             Some(Err(e)) => {
                 match &e {
                     Error::Io(_) => debug!(peer = %conn.peer(), error = %e, "read failed; closing"),
+                    // See `tls`: how a server with TLS disabled refuses a TLS handshake.
+                    Error::FrameTooLarge { frame_bytes, .. } if frame_bytes >> 24 == 0x16 => warn!(
+                        peer = %conn.peer(),
+                        "closing connection: a TLS handshake (0x16), and TLS is disabled here"
+                    ),
                     _ => warn!(peer = %conn.peer(), error = %e, "closing connection: bad frame"),
                 }
                 break;
@@ -450,6 +524,10 @@ async fn read_loop(
 
 /// Accepts connections until `shutdown` resolves, serving each with `handler`. On
 /// shutdown every connection it accepted is closed.
+///
+/// With [`ConnectionConfig::server_tls`] in permissive or enforcing mode, each accepted
+/// connection waits for its first byte and TLS handshake in a task of its own, so a slow
+/// or silent peer never holds up the accept loop; other connections start at once.
 pub async fn serve(
     listener: TcpListener,
     config: ConnectionConfig,
@@ -458,10 +536,23 @@ pub async fn serve(
 ) {
     let all = CancellationToken::new();
     let local = listener.local_addr().ok();
+    let tls = config.server_tls.clone().unwrap_or_default();
+    let peek = tls.must_peek(config.max_frame_bytes);
+    let config = Arc::new(config);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if peek => {
+                    tokio::spawn(start_accepted(
+                        stream,
+                        peer,
+                        tls.clone(),
+                        config.clone(),
+                        handler.clone(),
+                        all.clone(),
+                    ));
+                }
                 Ok((stream, peer)) => {
                     if let Err(e) = Connection::start(stream, &config, handler.clone(), all.clone()) {
                         warn!(%peer, error = %e, "could not start connection");
@@ -478,6 +569,46 @@ pub async fn serve(
     }
     info!(?local, "server stopped accepting; closing connections");
     all.cancel();
+}
+
+/// Lets `tls` decide what an accepted connection is (plaintext, TLS, or refused) and runs
+/// it. A refused connection is dropped, which closes it.
+async fn start_accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Arc<ServerTls>,
+    config: Arc<ConnectionConfig>,
+    handler: Arc<dyn RequestHandler>,
+    all: CancellationToken,
+) {
+    // Before the handshake, whose round trips it speeds up too.
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!(%peer, error = %e, "could not start connection");
+        return;
+    }
+    let accepted = tokio::select! {
+        accepted = tls.accept(stream) => accepted,
+        _ = all.cancelled() => return,
+    };
+    let started = match accepted {
+        Ok(Accepted::Plain(stream)) => Connection::start(stream, &config, handler, all),
+        Ok(Accepted::Tls(stream)) => {
+            Ok(Connection::start_tls(*stream, peer, &config, handler, all))
+        }
+        Err(e) => {
+            match e.kind() {
+                // Port probes and health checks connect and leave without a word.
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::TimedOut => {
+                    debug!(%peer, error = %e, "connection closed before it started")
+                }
+                _ => warn!(%peer, error = %e, "connection refused"),
+            }
+            return;
+        }
+    };
+    if let Err(e) = started {
+        warn!(%peer, error = %e, "could not start connection");
+    }
 }
 
 #[cfg(test)]
@@ -591,6 +722,38 @@ mod tests {
         good.request(RemotingCommand::bare_request(1), Duration::from_secs(2))
             .await
             .unwrap();
+    }
+
+    /// TLS may keep the end of a write until it is flushed (when the socket was full);
+    /// a `BufWriter` keeps every small write so. Over such a writer a request must still
+    /// reach the peer and be answered: the write loop flushes after each write.
+    #[tokio::test]
+    async fn a_writer_that_holds_bytes_until_flushed_still_delivers() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let config = ConnectionConfig::default();
+        let (near, far) = tokio::io::duplex(64 * 1024);
+        let (far_read, far_write) = tokio::io::split(far);
+        let token = CancellationToken::new();
+        Connection::run(
+            far_read,
+            far_write,
+            peer,
+            &config,
+            Arc::new(Echo),
+            token.clone(),
+        );
+        let (near_read, near_write) = tokio::io::split(near);
+        let conn = Connection::run(
+            near_read,
+            tokio::io::BufWriter::new(near_write),
+            peer,
+            &config,
+            Arc::new(NoRequests),
+            token,
+        );
+        let request = RemotingCommand::bare_request(1).with_body(b"small".to_vec());
+        let response = conn.request(request, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(&response.body[..], b"small");
     }
 
     /// Connects to an echo server and starts a request it answers only after 500 ms

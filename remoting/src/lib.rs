@@ -20,12 +20,21 @@
 //!   with RocketMQ 4.9.8's semantics, bounded in length and depth.
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
 //!   register-broker and heartbeat bodies, data versions.
-//! - [`connection`]: one TCP connection used by every server and client: requests
+//! - [`acl`]: RocketMQ 4.x's plain ACL: the request signature (`AccessKey`/`Signature`),
+//!   `plain_acl.yml`, and the check of a request against it.
+//! - [`cluster_auth`]: the cluster secret (`clusterSecretFile`) and the signature brokers
+//!   put on what they tell the name servers.
+//! - [`tls`]: TLS with RocketMQ's `tls.server.mode` (disabled, permissive, enforcing) and
+//!   certificate keys, for servers and clients.
+//! - [`throttle`]: rate-limited warnings.
+//! - [`connection`]: one TCP (or TLS) connection used by every server and client: requests
 //!   matched to responses by `opaque` with a deadline, oneway sends, requests that the
 //!   peer starts, a bounded in-flight window; and [`connection::serve`], the accept loop.
 //!
 //! This crate depends on nothing else of rocketraft's.
 
+pub mod acl;
+pub mod cluster_auth;
 pub mod code;
 pub mod codec;
 pub mod command;
@@ -39,9 +48,9 @@ pub mod message;
 pub mod names;
 pub mod queue_lock;
 pub mod route;
-pub mod acl;
-pub mod tls;
 pub mod sql92;
+pub mod throttle;
+pub mod tls;
 
 pub use code::{LanguageCode, RequestCode, ResponseCode};
 pub use codec::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
