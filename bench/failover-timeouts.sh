@@ -17,7 +17,8 @@ NS=127.0.0.1:19976
 PEERS="n0-127.0.0.1:41911;n1-127.0.0.1:41912;n2-127.0.0.1:41913"
 rm -rf "$DIR"; mkdir -p "$DIR"
 export TOKIO_WORKER_THREADS=1
-"$BIN" namesrv --listen $NS --scan-interval-ms 1000 > "$DIR/namesrv.log" 2>&1 &
+(umask 077; head -c 32 /dev/urandom | base64 > "$DIR/cluster.secret")
+"$BIN" namesrv --listen $NS --scan-interval-ms 1000 --cluster-secret-file "$DIR/cluster.secret" > "$DIR/namesrv.log" 2>&1 &
 NS_PID=$!
 PIDS=""
 for i in 0 1 2; do
@@ -31,6 +32,7 @@ namesrvAddr=$NS
 storePathRootDir=$DIR/broker-a-n$i
 enableDLegerCommitLog=true
 dLegerPeers=$PEERS
+clusterSecretFile=cluster.secret
 dLegerSelfId=n$i
 mappedFileSizeCommitLog=67108864
 registerNameServerPeriod=2000

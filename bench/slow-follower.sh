@@ -18,7 +18,8 @@ NS=127.0.0.1:19986
 PEERS="n0-127.0.0.1:41921;n1-127.0.0.1:41922;n2-127.0.0.1:41923"
 rm -rf "$DIR"; mkdir -p "$DIR"
 export TOKIO_WORKER_THREADS=1
-"$BIN" namesrv --listen $NS --scan-interval-ms 1000 > "$DIR/namesrv.log" 2>&1 &
+(umask 077; head -c 32 /dev/urandom | base64 > "$DIR/cluster.secret")
+"$BIN" namesrv --listen $NS --scan-interval-ms 1000 --cluster-secret-file "$DIR/cluster.secret" > "$DIR/namesrv.log" 2>&1 &
 NS_PID=$!
 declare -a PID
 for i in 0 1 2; do
@@ -32,6 +33,7 @@ namesrvAddr=$NS
 storePathRootDir=$DIR/n$i
 enableDLegerCommitLog=true
 dLegerPeers=$PEERS
+clusterSecretFile=cluster.secret
 dLegerSelfId=n$i
 preferredLeaderId=n0
 mappedFileSizeCommitLog=67108864

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::{Message, Producer, ProducerConfig};
+use remoting::cluster_auth::{sign_broker_request, ClusterSecret};
 use remoting::connection::NoRequests;
 use remoting::header::{
     OffsetResponseHeader, QueryConsumerOffsetRequestHeader, RegisterBrokerRequestHeader,
@@ -155,6 +156,13 @@ async fn a_nul_in_a_consumer_group_is_refused_and_old_records_never_stop_a_start
     assert_eq!(committed(&leader, "legacy-group").await, 5);
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 fn forged_claim(term: u64) -> RemotingCommand {
     RemotingCommand::request(
         RequestCode::REGISTER_BROKER,
@@ -176,16 +184,36 @@ async fn a_forged_leader_claim_fences_only_while_the_forger_is_registered() {
     let cluster = common::Cluster::start("");
     let leader = cluster.wait_ready(Duration::from_secs(30)).await;
 
-    let forger = connect(&cluster.namesrv_addr).await;
-    let answer = forger
+    // A stranger's claim (no cluster secret) is refused outright (issue 19).
+    let stranger = connect(&cluster.namesrv_addr).await;
+    let answer = stranger
         .request(forged_claim(i64::MAX as u64), TIMEOUT)
         .await
         .unwrap();
+    assert_eq!(answer.response_code(), Some(ResponseCode::NO_PERMISSION));
+    assert!(answer.remark.as_deref().unwrap_or("").contains("unsigned"));
+    let mut wrongly_signed = forged_claim(i64::MAX as u64);
+    let guessed = ClusterSecret::new(b"a guessed secret, long enough".to_vec()).unwrap();
+    sign_broker_request(&mut wrongly_signed, &guessed, now_ms());
+    let answer = stranger.request(wrongly_signed, TIMEOUT).await.unwrap();
+    assert_eq!(answer.response_code(), Some(ResponseCode::NO_PERMISSION));
+    assert_ne!(
+        cluster.routed_leader().await.as_deref(),
+        Some("127.0.0.1:1")
+    );
+
+    // An insider (it holds the secret: a compromised broker) can still claim, and fences
+    // the real leader only while it stays registered.
+    let secret = ClusterSecret::load(&cluster.path().join("cluster.secret")).unwrap();
+    let mut claim = forged_claim(i64::MAX as u64);
+    sign_broker_request(&mut claim, &secret, now_ms());
+    let forger = connect(&cluster.namesrv_addr).await;
+    let answer = forger.request(claim, TIMEOUT).await.unwrap();
     assert_eq!(answer.response_code(), Some(ResponseCode::SUCCESS));
     assert_eq!(
         cluster.routed_leader().await.as_deref(),
         Some("127.0.0.1:1"),
-        "the forged claim leads while it is registered (authentication is issue 19)"
+        "the signed claim leads while it is registered"
     );
 
     // The forger goes; the real leader is routed again well within one registration

@@ -5,7 +5,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use remoting::cluster_auth::ClusterAuth;
 use remoting::config_file::{ConfigError, Properties};
+use remoting::tls::{ClientTls, ServerTls};
 
 /// `flushDiskType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,20 @@ pub struct BrokerConfig {
     pub store_path: PathBuf,
     /// `dLegerGroup`: informational; must name this group.
     pub dledger_group: String,
+    /// `clusterAuthEnable` and `clusterSecretFile` (rocketraft's keys): the secret this node
+    /// proves to its Raft peers and signs its registrations with.
+    pub auth: ClusterAuth,
+    /// `aclEnable` (RocketMQ's key): every client request must pass RocketMQ's plain ACL.
+    pub acl_enable: bool,
+    /// `aclFile` (rocketraft's key; RocketMQ reads `$ROCKETMQ_HOME/conf/plain_acl.yml`):
+    /// the ACL file, relative to the config file's directory; default `plain_acl.yml`
+    /// there. Every `*.yml`/`*.yaml` under an `acl/` directory beside it is read too, as
+    /// RocketMQ reads `conf/acl/`.
+    pub acl_file: PathBuf,
+    /// `tls.server.mode` and the `tls.server.*` keys: TLS on the client port.
+    pub server_tls: Arc<ServerTls>,
+    /// `tls.enable` and the `tls.client.*` keys: TLS to the name servers.
+    pub client_tls: Option<Arc<ClientTls>>,
     /// `dLegerPeers`: `n0-127.0.0.1:40911;n1-...`.
     pub dledger_peers: String,
     /// `dLegerSelfId`: `n0`, `n1`, ...
@@ -193,6 +211,11 @@ impl Default for BrokerConfig {
             namesrv_addr: "127.0.0.1:9876".into(),
             store_path: PathBuf::from("store"),
             dledger_group: "broker-a".into(),
+            auth: ClusterAuth::default(),
+            acl_enable: false,
+            acl_file: PathBuf::from("plain_acl.yml"),
+            server_tls: Arc::default(),
+            client_tls: None,
             dledger_peers: "n0-127.0.0.1:40911".into(),
             dledger_self_id: "n0".into(),
             preferred_leader_id: String::new(),
@@ -269,6 +292,31 @@ const IGNORED_KEYS: &[&str] = &[
 ];
 
 impl BrokerConfig {
+    /// The ACL files, in the order they are merged: `aclFile`, then every `*.yml` and
+    /// `*.yaml` under the `acl/` directory beside it (recursively, sorted by path).
+    pub fn acl_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.acl_file.clone()];
+        let dir = self.acl_file.parent().unwrap_or(Path::new("")).join("acl");
+        let mut more = Vec::new();
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                    more.push(path);
+                }
+            }
+        }
+        more.sort();
+        files.extend(more);
+        files
+    }
+
     /// Reads a config file; returns the config, keys it did not know, and RocketMQ keys
     /// it accepted but ignores.
     pub fn load(path: &Path) -> Result<(Self, Vec<String>, Vec<String>), ConfigError> {
@@ -295,6 +343,12 @@ impl BrokerConfig {
         set!("storePathRootDir", store_path);
         set!("dLegerGroup", dledger_group);
         set!("dLegerPeers", dledger_peers);
+        c.auth = ClusterAuth::from_properties(&mut p)?;
+        set!("aclEnable", acl_enable);
+        let acl_file: String = p.take("aclFile")?.unwrap_or_else(|| "plain_acl.yml".into());
+        c.acl_file = remoting::cluster_auth::resolve_config_path(&p.origin, acl_file.trim());
+        c.server_tls = Arc::new(ServerTls::from_properties(&mut p)?);
+        c.client_tls = ClientTls::from_properties(&mut p)?.map(Arc::new);
         set!("dLegerSelfId", dledger_self_id);
         set!("preferredLeaderId", preferred_leader_id);
         set!("joinExistingGroup", join_existing_group);

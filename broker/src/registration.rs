@@ -56,11 +56,19 @@ fn broker_id(broker: &Broker) -> (i64, u64) {
     (id, role.term)
 }
 
-async fn connect(conns: &mut HashMap<String, Connection>, addr: &str) -> Option<Connection> {
+async fn connect(
+    broker: &Broker,
+    conns: &mut HashMap<String, Connection>,
+    addr: &str,
+) -> Option<Connection> {
     if let Some(c) = conns.get(addr).filter(|c| !c.is_closed()) {
         return Some(c.clone());
     }
-    match Connection::connect(addr, &ConnectionConfig::default(), Arc::new(NoRequests)).await {
+    let config = ConnectionConfig {
+        tls: broker.config().client_tls.clone(),
+        ..ConnectionConfig::default()
+    };
+    match Connection::connect(addr, &config, Arc::new(NoRequests)).await {
         Ok(c) => {
             conns.insert(addr.to_string(), c.clone());
             Some(c)
@@ -122,7 +130,7 @@ pub async fn run(broker: Arc<Broker>) {
             version,
         };
         for addr in namesrv_addrs(&broker) {
-            let Some(conn) = connect(&mut conns, &addr).await else {
+            let Some(conn) = connect(&broker, &mut conns, &addr).await else {
                 registered.remove(&addr);
                 continue;
             };
@@ -182,6 +190,17 @@ async fn any_closed(conns: &HashMap<String, Connection>) {
     futures::future::select_all(conns.values().map(|c| Box::pin(c.closed()))).await;
 }
 
+/// Signs a request to a name server with the cluster secret (unless authentication is off).
+fn signed(broker: &Broker, mut request: RemotingCommand) -> RemotingCommand {
+    if let Ok(Some(secret)) = broker.config().auth.secret() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        remoting::cluster_auth::sign_broker_request(&mut request, secret, now_ms);
+    }
+    request
+}
+
 async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> Option<bool> {
     let header = QueryDataVersionRequestHeader {
         broker_name: broker.config().broker_name.clone(),
@@ -190,8 +209,11 @@ async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> O
         broker_id: now.broker_id,
         raft_term: Some(now.term),
     };
-    let request = RemotingCommand::request(RequestCode::QUERY_DATA_VERSION, &header)
-        .with_body(to_json(&now.version));
+    let request = signed(
+        broker,
+        RemotingCommand::request(RequestCode::QUERY_DATA_VERSION, &header)
+            .with_body(to_json(&now.version)),
+    );
     let response = conn.request(request, REQUEST_TIMEOUT).await.ok()?;
     let answer: QueryDataVersionResponseHeader = response.header().ok()?;
     Some(answer.changed)
@@ -217,8 +239,10 @@ async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result
         },
         filter_server_list: Vec::new(),
     };
-    let request =
-        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header).with_body(to_json(&body));
+    let request = signed(
+        broker,
+        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header).with_body(to_json(&body)),
+    );
     let response = conn
         .request(request, REQUEST_TIMEOUT)
         .await
@@ -241,7 +265,7 @@ pub async fn unregister_all(broker: &Broker) {
     let (broker_id, _) = broker_id(broker);
     let mut conns = HashMap::new();
     for addr in namesrv_addrs(broker) {
-        let Some(conn) = connect(&mut conns, &addr).await else {
+        let Some(conn) = connect(broker, &mut conns, &addr).await else {
             continue;
         };
         let header = UnRegisterBrokerRequestHeader {
@@ -250,7 +274,10 @@ pub async fn unregister_all(broker: &Broker) {
             cluster_name: broker.config().cluster_name.clone(),
             broker_id,
         };
-        let request = RemotingCommand::request(RequestCode::UNREGISTER_BROKER, &header);
+        let request = signed(
+            broker,
+            RemotingCommand::request(RequestCode::UNREGISTER_BROKER, &header),
+        );
         let _ = conn.request(request, Duration::from_secs(1)).await;
     }
 }

@@ -7,9 +7,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use dledger::network::handshake::{PeerIdentity, PeerSecret};
 use dledger::{DLedgerConfig, DLedgerNode, FlushMode, Role, RoleState};
 use futures::future::BoxFuture;
+use remoting::acl::PlainAcl;
 use remoting::route::{perm, TopicConfig};
+use remoting::throttle::Throttle;
 use remoting::{
     Connection, ConnectionConfig, RemotingCommand, RequestCode, RequestHandler, ResponseCode,
 };
@@ -24,7 +27,7 @@ use crate::error::{BrokerError, Result};
 use crate::processor;
 use crate::store::{BrokerHook, BrokerState};
 
-fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
+fn dledger_config(config: &BrokerConfig, acl: Option<&PlainAcl>) -> Result<DLedgerConfig> {
     let peers = dledger::parse_peers(&config.dledger_peers)?;
     let self_id = dledger::parse_node_name(&config.dledger_self_id)?;
     let mut d = DLedgerConfig::new(self_id, peers, config.store_path.clone());
@@ -45,6 +48,15 @@ fn dledger_config(config: &BrokerConfig) -> Result<DLedgerConfig> {
     d.join_existing = config.join_existing_group;
     d.membership_timeout_ms = config.membership_change_timeout_ms;
     d.test_flush_delay_ms = config.test_commit_log_flush_delay_ms;
+    d.identity = PeerIdentity {
+        cluster: config.cluster_name.clone(),
+        group: config.dledger_group.clone(),
+        secret: match config.auth.secret().map_err(BrokerError::Config)? {
+            Some(secret) => PeerSecret::new(secret.bytes().to_vec()),
+            None => PeerSecret::default(),
+        },
+        rules: acl.map(PlainAcl::fingerprint).unwrap_or_default(),
+    };
     d.append_timeout_ms = config.send_timeout_ms;
     d.max_entry_bytes = d
         .max_entry_bytes
@@ -174,6 +186,20 @@ async fn run_node(
         path: config.store_path.clone(),
         source: e,
     })?;
+    let acl = match config.acl_enable {
+        true => {
+            let files = config.acl_files();
+            let acl = PlainAcl::load(&files).map_err(|e| BrokerError::Config(e.to_string()))?;
+            info!(
+                files = ?files,
+                accounts = acl.access_keys().count(),
+                fingerprint = %acl.fingerprint(),
+                "ACL enabled"
+            );
+            Some(Arc::new(acl))
+        }
+        false => None,
+    };
     let opening = std::time::Instant::now();
     let state = BrokerState::open(&config.store_path, config.consume_queue_file_bytes)?;
     info!(
@@ -181,7 +207,7 @@ async fn run_node(
         "broker state opened"
     );
     let node = DLedgerNode::start(
-        dledger_config(&config)?,
+        dledger_config(&config, acl.as_deref())?,
         BrokerHook::new(state.clone()).with_index(config.message_index_enable),
     )
     .await?;
@@ -207,6 +233,7 @@ async fn run_node(
     ];
     let connection_config = ConnectionConfig {
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,
+        server_tls: Some(broker.config().server_tls.clone()),
         ..ConnectionConfig::default()
     };
     let stopped: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -227,6 +254,7 @@ async fn run_node(
         connection_config,
         Arc::new(Handler {
             broker: broker.clone(),
+            acl,
         }),
         async {
             tokio::select! {
@@ -390,7 +418,12 @@ async fn expire_clients(broker: Arc<Broker>) {
 
 struct Handler {
     broker: Arc<Broker>,
+    /// With `aclEnable`: every request passes it before its handler runs.
+    acl: Option<Arc<PlainAcl>>,
 }
+
+/// ACL refusals, logged at most once every 10 s.
+static ACL_REFUSALS: Throttle = Throttle::new(10_000);
 
 impl RequestHandler for Handler {
     fn handle(
@@ -399,6 +432,15 @@ impl RequestHandler for Handler {
         request: RemotingCommand,
     ) -> BoxFuture<'static, Option<RemotingCommand>> {
         let broker = self.broker.clone();
+        if let Some(acl) = &self.acl {
+            if let Err(denied) = acl.check(&request, conn.peer().ip()) {
+                if let Some(left_out) = ACL_REFUSALS.admit() {
+                    warn!(peer = %conn.peer(), code = request.code, access_key = request.ext(remoting::acl::ACCESS_KEY).unwrap_or(""), reason = %denied, left_out, "request refused by the ACL");
+                }
+                let response = (!request.is_oneway()).then(|| denied.response(&request));
+                return Box::pin(async move { response });
+            }
+        }
         Box::pin(async move {
             let Some((code, handle)) = RequestCode::from_i32(request.code)
                 .and_then(|code| processor::handler(code).map(|h| (code, h)))

@@ -161,6 +161,9 @@ impl Cluster {
             net: net.clone(),
             attached: false,
         };
+        // Every node config names it (`clusterSecretFile=cluster.secret`, next to it).
+        let secret = dir.join("cluster.secret");
+        remoting::cluster_auth::ensure_secret_file(&secret)?;
         let mut namesrv_cmd = vec![binary.display().to_string()];
         namesrv_cmd.extend(
             [
@@ -169,6 +172,8 @@ impl Cluster {
                 &namesrv_addr,
                 "--scan-interval-ms",
                 "1000",
+                "--cluster-secret-file",
+                &secret.display().to_string(),
             ]
             .map(String::from),
         );
@@ -205,7 +210,8 @@ impl Cluster {
                      registerNameServerPeriod=2000\ndefaultTopicQueueNums={QUEUES_PER_TOPIC}\n\
                      flushDiskType={flush}\npageCacheWindowCommitLog=1048576\n\
                      messageDelayLevel={CHAOS_DELAY_LEVELS}\n\
-                     transactionTimeOut=1000\ntransactionCheckInterval=1000\n",
+                     transactionTimeOut=1000\ntransactionCheckInterval=1000\n\
+                     clusterSecretFile=cluster.secret\n",
                     store.display()
                 );
                 // A key in `extra` replaces ours (a key twice is refused at start).

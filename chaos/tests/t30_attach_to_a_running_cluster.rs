@@ -57,9 +57,17 @@ async fn attaches_restarts_and_leaves_the_cluster_running() {
     let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
     let mut port = move || ports.next().unwrap();
     let namesrv = format!("127.0.0.1:{}", port());
+    let secret = dir.path().join("cluster.secret");
+    remoting::cluster_auth::ensure_secret_file(&secret).unwrap();
     let mut children = vec![start(
         &binary,
-        &["namesrv".into(), "--listen".into(), namesrv.clone()],
+        &[
+            "namesrv".into(),
+            "--listen".into(),
+            namesrv.clone(),
+            "--cluster-secret-file".into(),
+            secret.display().to_string(),
+        ],
         dir.path().join("namesrv.log"),
     )];
     let peers = (0..3)
@@ -74,7 +82,8 @@ async fn attaches_restarts_and_leaves_the_cluster_running() {
                 "brokerClusterName=C\nbrokerName=broker-a\nbrokerIP1=127.0.0.1\n\
                  listenPort={}\nnamesrvAddr={namesrv}\nenableDLegerCommitLog=true\n\
                  dLegerGroup=broker-a\ndLegerPeers={peers}\ndLegerSelfId=n{i}\n\
-                 mappedFileSizeCommitLog=67108864\nflushDiskType=ASYNC_FLUSH\n",
+                 mappedFileSizeCommitLog=67108864\nflushDiskType=ASYNC_FLUSH\n\
+                 clusterSecretFile=cluster.secret\n",
                 port()
             ),
         )

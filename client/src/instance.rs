@@ -101,6 +101,26 @@ impl ClientConfig {
         }
     }
 
+    /// Signs every request with RocketMQ's ACL signature (`AccessKey`/`Signature`, as the
+    /// Java client's `AclClientRPCHook`), for a broker with `aclEnable=true`.
+    pub fn with_acl(mut self, access_key: &str, secret_key: &str) -> Self {
+        self.connection.request_hook = Some(remoting::connection::RequestHook::acl(
+            remoting::acl::AclCredentials::new(access_key, secret_key),
+        ));
+        self
+    }
+
+    /// Connects over TLS (RocketMQ's `useTLS`), trusting any server certificate as the
+    /// Java client does by default; for a verified server, set `connection.tls` from
+    /// [`remoting::tls::ClientTls::from_lookup`] with `tls.client.authServer=true`.
+    pub fn use_tls(mut self) -> Self {
+        let lookup = |key: &str| (key == "tls.enable").then(|| "true".to_string());
+        self.connection.tls = remoting::tls::ClientTls::from_lookup("use_tls", lookup)
+            .expect("TLS settings without files cannot fail")
+            .map(std::sync::Arc::new);
+        self
+    }
+
     pub(crate) fn api_timeout(&self) -> Duration {
         Duration::from_millis(self.mq_client_api_timeout_ms)
     }
@@ -146,7 +166,8 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
 impl ClientInstance {
     pub fn new(config: ClientConfig) -> Result<Arc<Self>> {
-        let namesrv = NameServerClient::new(&config.namesrv_addr, config.api_timeout())?;
+        let namesrv = NameServerClient::new(&config.namesrv_addr, config.api_timeout())?
+            .with_connection(config.connection.clone());
         let ip = config
             .client_ip
             .clone()

@@ -47,6 +47,12 @@ impl NameServerClient {
         })
     }
 
+    /// Uses `config` for its connections (TLS, request hook, limits).
+    pub fn with_connection(mut self, config: ConnectionConfig) -> Self {
+        self.config = config;
+        self
+    }
+
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use crate::error::DLedgerError;
+use crate::network::handshake::PeerIdentity;
 use crate::types::NodeId;
 
 /// When an appended entry counts as stored on this node.
@@ -152,6 +153,13 @@ pub struct DLedgerConfig {
     pub rpc_timeout_ms: u64,
     /// Largest peer frame accepted or sent.
     pub max_frame_bytes: usize,
+    /// The cluster, group and secret this node proves to its peers and checks in theirs
+    /// ([`crate::network::handshake`]). The default (empty names, no secret) suits tests
+    /// that start every node alike; the broker always sets it.
+    pub identity: PeerIdentity,
+    /// Peer connections the peer port holds open at once (a member opens two to each
+    /// other member); one more is closed at accept.
+    pub max_peer_connections: usize,
     /// Peer RPCs in flight to one peer, at most.
     pub max_inflight_rpcs_per_peer: usize,
     /// Reconnect backoff to a peer: starts at min, doubles up to max.
@@ -217,6 +225,8 @@ impl DLedgerConfig {
             append_timeout_ms: 10_000,
             rpc_timeout_ms: 3_000,
             max_frame_bytes: 64 << 20,
+            identity: PeerIdentity::default(),
+            max_peer_connections: 64,
             max_inflight_rpcs_per_peer: 64,
             reconnect_backoff_min_ms: 20,
             reconnect_backoff_max_ms: 1_000,
@@ -293,6 +303,7 @@ impl DLedgerConfig {
             ("max_records_per_entry", self.max_records_per_entry),
             ("append_queue_capacity", self.append_queue_capacity),
             ("max_inflight_entries", self.max_inflight_entries),
+            ("max_peer_connections", self.max_peer_connections),
             (
                 "max_inflight_rpcs_per_peer",
                 self.max_inflight_rpcs_per_peer,

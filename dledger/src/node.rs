@@ -173,14 +173,22 @@ impl DLedgerNode {
     ) -> Result<Self, DLedgerError> {
         config.validate()?;
         let transport = TcpTransport::new(TcpLimits {
+            self_id: config.self_id,
+            identity: config.identity.clone(),
             max_frame_bytes: config.max_frame_bytes,
             max_inflight_rpcs_per_peer: config.max_inflight_rpcs_per_peer,
             reconnect_backoff_min_ms: config.reconnect_backoff_min_ms,
             reconnect_backoff_max_ms: config.reconnect_backoff_max_ms,
             rpc_timeout_ms: config.rpc_timeout_ms,
         });
-        let max_frame_bytes = config.max_frame_bytes;
-        let max_inflight = config.max_inflight_rpcs_per_peer;
+        let serve_limits = crate::network::tcp::ServeLimits {
+            self_id: config.self_id,
+            identity: config.identity.clone(),
+            max_frame_bytes: config.max_frame_bytes,
+            max_inflight_per_connection: config.max_inflight_rpcs_per_peer,
+            max_connections: config.max_peer_connections,
+            handshake_timeout: Duration::from_millis(config.rpc_timeout_ms),
+        };
         let node = Self::start_with_transport(config, hook, transport).await?;
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let service = node.peer_service();
@@ -190,8 +198,7 @@ impl DLedgerNode {
             .push(tokio::spawn(crate::network::tcp::serve(
                 listener,
                 service,
-                max_frame_bytes,
-                max_inflight,
+                serve_limits,
                 async move {
                     let _ = shutdown_rx.await;
                 },

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use remoting::cluster_auth::ClusterAuth;
 use remoting::config_file::{ConfigError, Properties};
 use remoting::DEFAULT_MAX_FRAME_BYTES;
 
@@ -16,6 +17,11 @@ pub struct NamesrvConfig {
     pub broker_expiry_ms: u64,
     /// The largest frame accepted; larger ones close the connection.
     pub max_frame_bytes: usize,
+    /// `clusterAuthEnable` and `clusterSecretFile`: brokers sign what they tell a name
+    /// server with the cluster secret, and unsigned requests that change routes are refused.
+    pub auth: ClusterAuth,
+    /// `tls.server.mode` and the `tls.server.*` keys: TLS for brokers and clients.
+    pub server_tls: std::sync::Arc<remoting::tls::ServerTls>,
 }
 
 impl Default for NamesrvConfig {
@@ -25,6 +31,8 @@ impl Default for NamesrvConfig {
             scan_interval_ms: 10_000,
             broker_expiry_ms: 120_000,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            auth: ClusterAuth::default(),
+            server_tls: Default::default(),
         }
     }
 }
@@ -53,6 +61,9 @@ impl NamesrvConfig {
         if let Some(v) = props.take("maxFrameBytes")? {
             config.max_frame_bytes = v;
         }
+        config.auth = ClusterAuth::from_properties(&mut props)?;
+        config.server_tls =
+            std::sync::Arc::new(remoting::tls::ServerTls::from_properties(&mut props)?);
         if config.scan_interval_ms == 0 || config.broker_expiry_ms == 0 {
             return Err(ConfigError::BadValue {
                 origin: props.origin.clone(),

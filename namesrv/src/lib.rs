@@ -7,6 +7,11 @@
 //!   term (a stale leader is never brokerId 0).
 //! - [`server`]: the remoting request handler.
 //!
+//! Brokers sign what they tell a name server (register, unregister, data-version
+//! queries) with the cluster secret ([`remoting::cluster_auth`]); an unsigned or wrongly
+//! signed one is refused with NO_PERMISSION, so only a broker of the cluster can claim a
+//! place in a route. Clients' requests (routes, cluster info) need no signature.
+//!
 //! Stateless: several name servers run side by side with no sync between them; every
 //! broker registers with each. A broker silent for `broker_expiry_ms` is dropped on the
 //! next scan, and one whose connection closes is dropped at once.
@@ -45,12 +50,17 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
     info!(addr = ?listener.local_addr().ok(), "name server listening");
     let connection_config = ConnectionConfig {
         max_frame_bytes: config.max_frame_bytes,
+        server_tls: Some(config.server_tls.clone()),
         ..ConnectionConfig::default()
     };
+    let secret = config.auth.secret().ok().flatten().cloned();
+    if secret.is_none() {
+        tracing::warn!("cluster authentication is off: anyone who reaches this name server can register a broker");
+    }
     remoting::connection::serve(
         listener,
         connection_config,
-        Arc::new(NamesrvHandler::new(table)),
+        Arc::new(NamesrvHandler::new(table, secret)),
         shutdown,
     )
     .await;

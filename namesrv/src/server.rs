@@ -4,25 +4,49 @@
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
+use remoting::cluster_auth::{verify_broker_request, ClusterSecret};
 use remoting::header::{
     GetRouteInfoRequestHeader, QueryDataVersionRequestHeader, QueryDataVersionResponseHeader,
     RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, UnRegisterBrokerRequestHeader,
 };
 use remoting::route::{from_json, to_json, DataVersion, RegisterBrokerBody};
+use remoting::throttle::Throttle;
 use remoting::{Connection, RemotingCommand, RequestCode, RequestHandler, ResponseCode};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::route_table::{Registration, RouteTable};
 
 /// Serves the name server's requests over a shared route table.
 pub struct NamesrvHandler {
     table: Arc<Mutex<RouteTable>>,
+    /// Brokers' requests must be signed with it; `None`: authentication is off.
+    secret: Option<ClusterSecret>,
 }
 
+/// Refused broker requests, logged at most once every 10 s.
+static REFUSALS: Throttle = Throttle::new(10_000);
+
 impl NamesrvHandler {
-    pub fn new(table: Arc<Mutex<RouteTable>>) -> Self {
-        NamesrvHandler { table }
+    pub fn new(table: Arc<Mutex<RouteTable>>, secret: Option<ClusterSecret>) -> Self {
+        NamesrvHandler { table, secret }
+    }
+
+    /// Checks the signature of a broker's request; the refusal to send back, if any.
+    fn refuse_unproven(
+        &self,
+        conn: &Connection,
+        request: &RemotingCommand,
+    ) -> Option<RemotingCommand> {
+        let secret = self.secret.as_ref()?;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let reason = verify_broker_request(request, secret, now_ms).err()?;
+        if let Some(left_out) = REFUSALS.admit() {
+            warn!(peer = %conn.peer(), code = request.code, broker_addr = ?request.ext("brokerAddr"), reason = %reason, left_out, "refused a broker request");
+        }
+        Some(RemotingCommand::error(ResponseCode::NO_PERMISSION, reason))
     }
 
     fn process(&self, conn: &Connection, request: &RemotingCommand) -> RemotingCommand {
@@ -32,6 +56,16 @@ impl NamesrvHandler {
                 format!("request code {} is not supported", request.code),
             );
         };
+        if matches!(
+            code,
+            RequestCode::REGISTER_BROKER
+                | RequestCode::UNREGISTER_BROKER
+                | RequestCode::QUERY_DATA_VERSION
+        ) {
+            if let Some(refusal) = self.refuse_unproven(conn, request) {
+                return refusal;
+            }
+        }
         let result = match code {
             RequestCode::REGISTER_BROKER => self.register(conn, request),
             RequestCode::UNREGISTER_BROKER => self.unregister(request),

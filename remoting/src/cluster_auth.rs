@@ -107,9 +107,9 @@ pub fn ensure_secret_file(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Resolves `clusterSecretFile` the way every config key naming a file is read: relative to
+/// Resolves a config key naming a file (`clusterSecretFile`, `aclFile`): relative to
 /// the directory of the config file (`origin`) it was given in.
-pub fn resolve_secret_path(origin: &str, value: &str) -> PathBuf {
+pub fn resolve_config_path(origin: &str, value: &str) -> PathBuf {
     let path = Path::new(value);
     if path.is_absolute() {
         return path.to_path_buf();
@@ -151,7 +151,7 @@ impl ClusterAuth {
             auth.enabled = enabled;
         }
         if let Some(file) = p.take::<String>("clusterSecretFile")? {
-            auth.secret_file = Some(resolve_secret_path(&p.origin, file.trim()));
+            auth.secret_file = Some(resolve_config_path(&p.origin, file.trim()));
         }
         Ok(auth)
     }
@@ -306,15 +306,15 @@ mod tests {
         assert!(missing.contains("head -c 32 /dev/urandom"), "{missing}");
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
-            resolve_secret_path("conf/broker-n0.conf", "cluster.secret"),
+            resolve_config_path("conf/broker-n0.conf", "cluster.secret"),
             PathBuf::from("conf/cluster.secret")
         );
         assert_eq!(
-            resolve_secret_path("b.conf", "cluster.secret"),
+            resolve_config_path("b.conf", "cluster.secret"),
             PathBuf::from("cluster.secret")
         );
         assert_eq!(
-            resolve_secret_path("conf/b.conf", "/etc/rr.secret"),
+            resolve_config_path("conf/b.conf", "/etc/rr.secret"),
             PathBuf::from("/etc/rr.secret")
         );
     }

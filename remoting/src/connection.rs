@@ -55,6 +55,28 @@ pub struct ConnectionConfig {
     pub tls: Option<Arc<ClientTls>>,
     /// Server side (`tls.server.mode`): what [`serve`] does with TLS. `None`: disabled.
     pub server_tls: Option<Arc<ServerTls>>,
+    /// Run on every request this side sends, just before it is queued (RocketMQ's client
+    /// RPC hook): the ACL signature ([`crate::acl::sign`]). Not on responses.
+    pub request_hook: Option<RequestHook>,
+}
+
+/// A function applied to every outgoing request of a connection.
+#[derive(Clone)]
+pub struct RequestHook(pub Arc<dyn Fn(&mut RemotingCommand) + Send + Sync>);
+
+impl std::fmt::Debug for RequestHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestHook")
+    }
+}
+
+impl RequestHook {
+    /// Signs every request with RocketMQ's ACL signature for `credentials`.
+    pub fn acl(credentials: crate::acl::AclCredentials) -> Self {
+        RequestHook(Arc::new(move |request| {
+            crate::acl::sign(request, &credentials)
+        }))
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -67,6 +89,7 @@ impl Default for ConnectionConfig {
             connect_timeout_ms: 3000,
             tls: None,
             server_tls: None,
+            request_hook: None,
         }
     }
 }
@@ -139,6 +162,7 @@ struct Inner {
     next_opaque: AtomicI32,
     in_flight: Semaphore,
     closed: CancellationToken,
+    request_hook: Option<RequestHook>,
 }
 
 /// A handle to one connection; cheap to clone.
@@ -239,6 +263,7 @@ impl Connection {
                 next_opaque: AtomicI32::new(1),
                 in_flight: Semaphore::new(config.max_in_flight.max(1)),
                 closed: parent.child_token(),
+                request_hook: config.request_hook.clone(),
             }),
         };
         let codec = FrameCodec::new(config.max_frame_bytes);
@@ -309,6 +334,9 @@ impl Connection {
         let opaque = self.inner.next_opaque.fetch_add(1, Ordering::Relaxed);
         request.opaque = opaque;
         request.flag &= !FLAG_ONEWAY;
+        if let Some(hook) = &self.inner.request_hook {
+            (hook.0)(&mut request);
+        }
         let (tx, rx) = oneshot::channel();
         self.inner.pending.lock().unwrap().insert(opaque, tx);
         let guard = PendingGuard { conn: self, opaque };
@@ -347,7 +375,10 @@ impl Connection {
 
     /// Sends a request that wants no response.
     pub async fn oneway(&self, request: RemotingCommand) -> Result<()> {
-        let request = request.oneway();
+        let mut request = request.oneway();
+        if let Some(hook) = &self.inner.request_hook {
+            (hook.0)(&mut request);
+        }
         self.inner
             .writer
             .send(request)

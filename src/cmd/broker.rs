@@ -74,7 +74,11 @@ pub fn load(args: &Args) -> anyhow::Result<BrokerConfig> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = load(&args)?;
+    let mut config = load(&args)?;
+    config.auth.load().map_err(anyhow::Error::msg)?;
+    if config.auth.secret().map_err(anyhow::Error::msg)?.is_none() {
+        warn!("clusterAuthEnable=false: Raft peers and name-server registrations are not authenticated");
+    }
     let addr = config.listen_addr().map_err(anyhow::Error::msg)?;
     let listener = TcpListener::bind(addr)
         .await

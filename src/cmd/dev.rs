@@ -80,6 +80,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir.join("logs"))?;
+    // Every config names `clusterSecretFile=cluster.secret`, next to it: one new secret per
+    // data directory, kept across runs on the same directory.
+    remoting::cluster_auth::ensure_secret_file(&dir.join("cluster.secret"))
+        .context("writing the cluster secret")?;
     let exe = std::env::current_exe().context("locating the rocketraft binary")?;
     let namesrv_conf = dir.join("namesrv.conf");
     std::fs::write(&namesrv_conf, NAMESRV_CONF)?;

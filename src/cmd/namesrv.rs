@@ -22,6 +22,9 @@ pub struct Args {
     /// Look for silent brokers this often (ms); overrides `scanNotActiveBrokerInterval`.
     #[arg(long)]
     scan_interval_ms: Option<u64>,
+    /// The cluster secret's file; overrides `clusterSecretFile`.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -43,6 +46,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(v) = args.scan_interval_ms {
         config.scan_interval_ms = v;
+    }
+    if let Some(path) = &args.cluster_secret_file {
+        config.auth.secret_file = Some(path.clone());
+    }
+    config.auth.load().map_err(anyhow::Error::msg)?;
+    if config.auth.secret().map_err(anyhow::Error::msg)?.is_none() {
+        warn!("clusterAuthEnable=false: any process that reaches this name server can register a broker");
     }
     let listener = TcpListener::bind(config.listen_addr)
         .await

@@ -98,6 +98,9 @@ impl Cluster {
         let mut ports = chaos::cluster::free_ports(7).unwrap().into_iter();
         let namesrv_addr = format!("127.0.0.1:{}", ports.next().unwrap());
         let namesrv_log = dir.path().join("namesrv.log");
+        // Every node config names it (`clusterSecretFile=cluster.secret`, next to it).
+        let secret = dir.path().join("cluster.secret");
+        remoting::cluster_auth::ensure_secret_file(&secret).unwrap();
         let namesrv = spawn(
             &[
                 "namesrv".into(),
@@ -105,6 +108,8 @@ impl Cluster {
                 namesrv_addr.clone(),
                 "--scan-interval-ms".into(),
                 "1000".into(),
+                "--cluster-secret-file".into(),
+                secret.display().to_string(),
             ],
             &namesrv_log,
         );
@@ -162,7 +167,7 @@ impl Cluster {
             format!(
                 "brokerClusterName=TestCluster\nbrokerName={GROUP}\nlistenPort={port}\n\
                  namesrvAddr={}\nstorePathRootDir={}\nenableDLegerCommitLog=true\n\
-                 dLegerPeers={peers}\ndLegerSelfId={}\n{}{more}",
+                 dLegerPeers={peers}\ndLegerSelfId={}\nclusterSecretFile=cluster.secret\n{}{more}",
                 self.namesrv_addr,
                 node.store.display(),
                 node.name,

@@ -17,6 +17,7 @@
 //! ([`SNAPSHOT_INSTALL_TIMEOUT`]). A snapshot can be as large as the CommitLog kept, so it
 //! never passes through memory whole and never under the heartbeat-sized RPC deadline.
 
+pub mod handshake;
 pub mod memory;
 pub mod tcp;
 mod wire;
@@ -93,6 +94,21 @@ pub(crate) enum RequestBody {
     SnapshotChunk(SnapshotChunk),
     TimeoutNow(TimeoutNowRequest),
     Removed(RemovedRequest),
+}
+
+impl RequestBody {
+    /// The node the request says it comes from: the leader or candidate whose vote it
+    /// carries (every kind carries one).
+    pub(crate) fn sender(&self) -> Option<NodeId> {
+        let vote = match self {
+            RequestBody::Vote(rpc) => &rpc.vote,
+            RequestBody::AppendEntries(rpc) => &rpc.vote,
+            RequestBody::SnapshotChunk(chunk) => &chunk.vote,
+            RequestBody::TimeoutNow(rpc) => &rpc.vote,
+            RequestBody::Removed(rpc) => &rpc.vote,
+        };
+        vote.leader_id().voted_for()
+    }
 }
 
 /// The leader tells a node it has removed from the group that it is out (not an openraft

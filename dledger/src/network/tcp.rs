@@ -12,7 +12,13 @@
 //! request went unanswered for twice the rpc deadline is considered dead and re-opened.
 //!
 //! Server ([`serve`]): takes an already bound listener, the local [`PeerService`] and a
-//! shutdown future; each connection has a bounded number of requests in progress.
+//! shutdown future; each connection has a bounded number of requests in progress, and the
+//! listener a bounded number of connections.
+//!
+//! Every connection starts with the [`super::handshake`]: the client proves the cluster
+//! secret and names its group and node before its first frame, and the server then refuses
+//! every RPC that claims another sender. Until then the server reads only handshake
+//! messages (at most 512 bytes each, within `rpc_timeout_ms`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +29,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use remoting::throttle::Throttle;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
@@ -34,6 +41,8 @@ use tokio::sync::oneshot;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::handshake;
+use super::handshake::PeerIdentity;
 use super::PeerRequest;
 use super::PeerResponse;
 use super::PeerService;
@@ -44,6 +53,10 @@ use crate::types::NodeId;
 /// Limits of the TCP transport (taken from [`crate::DLedgerConfig`]).
 #[derive(Debug, Clone)]
 pub struct TcpLimits {
+    /// This node: the sender named in every handshake.
+    pub self_id: NodeId,
+    /// The cluster, group and secret proven in every handshake.
+    pub identity: PeerIdentity,
     pub max_frame_bytes: usize,
     pub max_inflight_rpcs_per_peer: usize,
     pub reconnect_backoff_min_ms: u64,
@@ -184,6 +197,11 @@ fn encode_frame<T: serde::Serialize>(
 /// than this is read straight into its own buffer, past this one.
 const READ_BUFFER_BYTES: usize = 4096;
 
+/// The most a frame's body reserves before its bytes arrive: an append-entries request is at
+/// most `max_append_entries_bytes` (1 MiB by default) plus its head, and is read into one
+/// allocation; a larger frame (a snapshot chunk) grows as it arrives.
+const FIRST_READ_RESERVE_BYTES: usize = (1 << 20) + 64 * 1024;
+
 /// Reads one frame: (request id, body). `Ok(None)` on a clean end of stream.
 async fn read_frame<R: AsyncReadExt + Unpin>(
     reader: &mut R,
@@ -205,8 +223,9 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     let mut id = [0u8; 8];
     reader.read_exact(&mut id).await?;
     // Read into spare capacity: zeroing a large append-entries body first cost as much as a
-    // tenth of reading it.
-    let mut body = Vec::with_capacity(length - 8);
+    // tenth of reading it. Capacity beyond what has arrived is reserved as it arrives, so a
+    // length that claims more than is sent costs what was sent.
+    let mut body = Vec::with_capacity((length - 8).min(FIRST_READ_RESERVE_BYTES));
     (&mut *reader)
         .take((length - 8) as u64)
         .read_to_end(&mut body)
@@ -292,14 +311,8 @@ async fn connection_task(
                 None => return,
             },
         };
-        let connect = tokio::time::timeout(
-            Duration::from_millis(limits.rpc_timeout_ms),
-            TcpStream::connect(&addr),
-        )
-        .await;
-        match connect {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
+        match connect(target, &addr, &limits).await {
+            Ok(stream) => {
                 tracing::debug!(target_node = target, addr = %addr, "connected to peer");
                 backoff = backoff_min;
                 match run_connection(target, stream, first, &mut rx, &limits).await {
@@ -309,11 +322,7 @@ async fn connection_task(
                     }
                 }
             }
-            outcome => {
-                let reason = match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "connect timed out".to_string(),
-                };
+            Err(reason) => {
                 let _ = first.reply.send(Err(TransportError::Unreachable {
                     target,
                     reason: reason.clone(),
@@ -334,6 +343,37 @@ async fn connection_task(
                 }
                 backoff = (backoff * 2).min(backoff_max);
             }
+        }
+    }
+}
+
+/// Refusals of our handshakes, logged at most once a second per process.
+static CLIENT_REFUSALS: Throttle = Throttle::new(1_000);
+
+/// Connects to a peer and proves this node to it (a refusal is logged).
+async fn connect(target: NodeId, addr: &str, limits: &TcpLimits) -> Result<TcpStream, String> {
+    let timeout = Duration::from_millis(limits.rpc_timeout_ms);
+    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    match handshake::client(
+        &mut stream,
+        &limits.identity,
+        limits.self_id,
+        target,
+        timeout,
+    )
+    .await
+    {
+        Ok(()) => Ok(stream),
+        Err(e) => {
+            if let Some(left_out) = CLIENT_REFUSALS.admit() {
+                tracing::warn!(target_node = target, addr = %addr, error = %e, left_out, "peer handshake failed");
+            }
+            Err(format!("peer handshake failed: {e}"))
         }
     }
 }
@@ -421,14 +461,40 @@ async fn run_connection(
     end
 }
 
+/// What the peer server admits.
+#[derive(Debug, Clone)]
+pub struct ServeLimits {
+    /// This node: a handshake must name it as its target.
+    pub self_id: NodeId,
+    /// The cluster, group and secret a client must prove.
+    pub identity: PeerIdentity,
+    pub max_frame_bytes: usize,
+    /// Requests of one connection in progress at once.
+    pub max_inflight_per_connection: usize,
+    /// Connections open at once, authenticated or not; one more is closed at accept.
+    pub max_connections: usize,
+    /// Deadline of a new connection's handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// Refused connections and RPCs, logged at most once a second per process.
+static SERVER_REFUSALS: Throttle = Throttle::new(1_000);
+
+fn log_refusal(remote: std::net::SocketAddr, reason: &dyn std::fmt::Display) {
+    if let Some(left_out) = SERVER_REFUSALS.admit() {
+        tracing::warn!(remote = %remote, reason = %reason, left_out, "refused a peer connection");
+    }
+}
+
 /// Serves peer RPCs on `listener` until `shutdown` completes; then closes every connection.
 pub async fn serve(
     listener: TcpListener,
     service: PeerService,
-    max_frame_bytes: usize,
-    max_inflight_per_connection: usize,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = Arc::new(limits);
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -436,12 +502,19 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let Ok(slot) = Arc::clone(&open).try_acquire_owned() else {
+                        log_refusal(remote, &format_args!("{} peer connections are open already", limits.max_connections));
+                        drop(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let service = service.clone();
+                    let limits = Arc::clone(&limits);
                     connections.spawn(async move {
-                        if let Err(e) = serve_connection(stream, service, max_frame_bytes, max_inflight_per_connection).await {
+                        if let Err(e) = serve_connection(stream, remote, service, &limits).await {
                             tracing::debug!(remote = %remote, error = %e, "peer connection ended");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
@@ -456,11 +529,28 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
+    remote: std::net::SocketAddr,
     service: PeerService,
-    max_frame_bytes: usize,
-    max_inflight: usize,
+    limits: &ServeLimits,
 ) -> std::io::Result<()> {
+    let sender = match handshake::server(
+        &mut stream,
+        &limits.identity,
+        limits.self_id,
+        limits.handshake_timeout,
+    )
+    .await
+    {
+        Ok(sender) => sender,
+        Err(e) => {
+            log_refusal(remote, &e);
+            return Ok(());
+        }
+    };
+    tracing::debug!(remote = %remote, sender, "peer connection authenticated");
+    let max_frame_bytes = limits.max_frame_bytes;
+    let max_inflight = limits.max_inflight_per_connection;
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(max_inflight);
@@ -489,6 +579,18 @@ async fn serve_connection(
                 ))
             }
         };
+        // Every RPC carries its sender's vote: one that names another node than the one
+        // this connection proved is forged (or misrouted), and ends the connection.
+        if let Some(claimed) = request.0.sender() {
+            if claimed != sender {
+                let reason = format!("n{sender} sent an RPC in the name of n{claimed}");
+                log_refusal(remote, &reason);
+                break Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    reason,
+                ));
+            }
+        }
         let Ok(permit) = Arc::clone(&inflight).acquire_owned().await else {
             break Ok(());
         };
@@ -559,6 +661,161 @@ mod tests {
         writer.await.unwrap();
         assert_eq!(id, 11);
         assert_eq!(bincode::deserialize::<Vec<u8>>(&body).unwrap(), big);
+    }
+
+    // Proves the peer port of a running group admits no stranger: a well-formed vote with a
+    // high term sent without a handshake, a handshake with another secret, a member sending
+    // an RPC in another member's name, and 50 connections that claim 64 MiB frames and send
+    // 64 bytes are all refused and closed, while the leader keeps its term and commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_frames_are_refused() {
+        use openraft::raft::VoteRequest;
+        use openraft::Vote;
+
+        use super::super::handshake::PeerSecret;
+        use super::super::RequestBody;
+        use crate::config::Peer;
+        use crate::node::Role;
+        use crate::DLedgerConfig;
+        use crate::DLedgerNode;
+
+        let dir = tempfile::tempdir().unwrap();
+        let identity = PeerIdentity {
+            cluster: "c".into(),
+            group: "g".into(),
+            secret: PeerSecret::new(b"a secret of this cluster".to_vec()),
+            rules: String::new(),
+        };
+        let mut listeners = Vec::new();
+        let mut peers = Vec::new();
+        for id in 0..3u64 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.push(Peer {
+                id,
+                addr: listener.local_addr().unwrap().to_string(),
+            });
+            listeners.push(listener);
+        }
+        let mut nodes = Vec::new();
+        for (id, listener) in listeners.into_iter().enumerate() {
+            let mut config =
+                DLedgerConfig::new(id as u64, peers.clone(), dir.path().join(format!("n{id}")));
+            config.segment_bytes = 1 << 20;
+            config.max_entry_bytes = 256 << 10;
+            config.max_append_entries_bytes = 256 << 10;
+            config.rpc_timeout_ms = 1_000;
+            config.identity = identity.clone();
+            nodes.push(
+                DLedgerNode::start_with_listener(config, crate::state_machine::NoopHook, listener)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let leader = async {
+            loop {
+                if let Some(i) = nodes.iter().position(|n| n.is_leader()) {
+                    return i;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let leader = tokio::time::timeout(Duration::from_secs(10), leader)
+            .await
+            .expect("a leader within 10 s");
+        let term = nodes[leader].role_watch().borrow().term;
+        let addr = peers[leader].addr.clone();
+        let other = (leader as u64 + 1) % 3;
+        let forged_vote = |from: u64| {
+            let vote = PeerRequest(RequestBody::Vote(VoteRequest {
+                vote: Vote::new(term + 1_000, from),
+                last_log_id: None,
+            }));
+            encode_request_frame(1, vote, 1 << 20).unwrap().0
+        };
+        // Reads until the server closes; true if it did within 3 s without answering.
+        async fn closed_unanswered(stream: &mut TcpStream) -> bool {
+            let mut buf = [0u8; 1024];
+            let mut answered = 0;
+            let read = async {
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => answered += n,
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(3), read)
+                .await
+                .is_ok()
+                && answered < 600
+        }
+
+        // A vote frame straight away: read as a (bad) hello, refused, closed.
+        let mut raw = TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(&forged_vote(other)).await.unwrap();
+        assert!(closed_unanswered(&mut raw).await, "no handshake: closed");
+
+        // Another secret.
+        let mut wrong = TcpStream::connect(&addr).await.unwrap();
+        let mut stranger = identity.clone();
+        stranger.secret = PeerSecret::new(b"guessed".to_vec());
+        let e = handshake::client(
+            &mut wrong,
+            &stranger,
+            other,
+            leader as u64,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("did not prove"), "{e}");
+
+        // A member (it has the secret) sending a vote in another member's name.
+        let third = (leader as u64 + 2) % 3;
+        let mut member = TcpStream::connect(&addr).await.unwrap();
+        handshake::client(
+            &mut member,
+            &identity,
+            other,
+            leader as u64,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        member.write_all(&forged_vote(third)).await.unwrap();
+        assert!(
+            closed_unanswered(&mut member).await,
+            "impersonation: closed"
+        );
+
+        // Half-sent frames that claim 64 MiB, before any handshake.
+        let mut claims = Vec::new();
+        for _ in 0..50 {
+            let mut s = TcpStream::connect(&addr).await.unwrap();
+            let mut bytes = (64u32 << 20).to_be_bytes().to_vec();
+            bytes.extend_from_slice(&[0u8; 64]);
+            s.write_all(&bytes).await.unwrap();
+            claims.push(s);
+        }
+        for s in &mut claims {
+            assert!(closed_unanswered(s).await, "oversize claim: closed");
+        }
+
+        let state = nodes[leader].role_watch().borrow().clone();
+        assert_eq!(
+            (state.role, state.term),
+            (Role::Leader, term),
+            "leader kept its term"
+        );
+        let mut record = vec![0u8; 16];
+        record[..4].copy_from_slice(&16u32.to_be_bytes());
+        nodes[leader]
+            .append(vec![Bytes::from(record)])
+            .await
+            .expect("the group still commits");
+        for node in &nodes {
+            node.shutdown().await.unwrap();
+        }
     }
 
     // Proves an append-entries request frame, its payloads written after the head in pieces

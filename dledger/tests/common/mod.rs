@@ -139,6 +139,13 @@ pub fn test_config(id: u64, peers: &[Peer], dir: &Path) -> DLedgerConfig {
     config.rpc_timeout_ms = 1_000;
     // Debug builds must ship one append-entries batch within a heartbeat interval.
     config.max_append_entries_bytes = 256 << 10;
+    // Over TCP every connection proves this (the memory transport ignores it).
+    config.identity = dledger::network::handshake::PeerIdentity {
+        cluster: "test".into(),
+        group: "g".into(),
+        secret: dledger::network::handshake::PeerSecret::new(b"dledger tests".to_vec()),
+        rules: String::new(),
+    };
     config
 }
 
