@@ -55,6 +55,15 @@ pub struct BrokerConfig {
     /// there. Every `*.yml`/`*.yaml` under an `acl/` directory beside it is read too, as
     /// RocketMQ reads `conf/acl/`.
     pub acl_file: PathBuf,
+    /// `serverChannelMaxIdleTimeSeconds` (RocketMQ's key): a client connection that sent
+    /// nothing for this long is closed (0: never).
+    pub server_idle_seconds: u64,
+    /// `serverMaxConnections` (rocketraft's key): client connections held at once; one
+    /// more is closed at accept.
+    pub server_max_connections: usize,
+    /// `serverMaxHeaderBytes` (rocketraft's key): the largest request header accepted; a
+    /// longer one closes its connection before it is parsed.
+    pub server_max_header_bytes: usize,
     /// `tls.server.mode` and the `tls.server.*` keys: TLS on the client port.
     pub server_tls: Arc<ServerTls>,
     /// `tls.enable` and the `tls.client.*` keys: TLS to the name servers.
@@ -213,6 +222,9 @@ impl Default for BrokerConfig {
             dledger_group: "broker-a".into(),
             auth: ClusterAuth::default(),
             acl_enable: false,
+            server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
+            server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
+            server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
             acl_file: PathBuf::from("plain_acl.yml"),
             server_tls: Arc::default(),
             client_tls: None,
@@ -222,7 +234,7 @@ impl Default for BrokerConfig {
             join_existing_group: false,
             membership_change_timeout_ms: 60_000,
             test_commit_log_flush_delay_ms: 0,
-            flush_disk_type: FlushDiskType::AsyncFlush,
+            flush_disk_type: FlushDiskType::SyncFlush,
             flush_interval_ms: 500,
             flush_consume_queue_interval_ms: 1_000,
             commit_log_segment_bytes: 1 << 30,
@@ -345,6 +357,9 @@ impl BrokerConfig {
         set!("dLegerPeers", dledger_peers);
         c.auth = ClusterAuth::from_properties(&mut p)?;
         set!("aclEnable", acl_enable);
+        set!("serverChannelMaxIdleTimeSeconds", server_idle_seconds);
+        set!("serverMaxConnections", server_max_connections);
+        set!("serverMaxHeaderBytes", server_max_header_bytes);
         let acl_file: String = p.take("aclFile")?.unwrap_or_else(|| "plain_acl.yml".into());
         c.acl_file = remoting::cluster_auth::resolve_config_path(&p.origin, acl_file.trim());
         c.server_tls = Arc::new(ServerTls::from_properties(&mut p)?);

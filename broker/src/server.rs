@@ -234,6 +234,9 @@ async fn run_node(
     let connection_config = ConnectionConfig {
         max_frame_bytes: broker.config().max_message_bytes * 2 + 1024 * 1024,
         server_tls: Some(broker.config().server_tls.clone()),
+        idle_timeout_ms: broker.config().server_idle_seconds * 1000,
+        max_connections: broker.config().server_max_connections.max(1),
+        max_header_bytes: broker.config().server_max_header_bytes,
         ..ConnectionConfig::default()
     };
     let stopped: Arc<std::sync::Mutex<Option<String>>> = Arc::default();

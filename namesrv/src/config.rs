@@ -22,6 +22,11 @@ pub struct NamesrvConfig {
     pub auth: ClusterAuth,
     /// `tls.server.mode` and the `tls.server.*` keys: TLS for brokers and clients.
     pub server_tls: std::sync::Arc<remoting::tls::ServerTls>,
+    /// `serverChannelMaxIdleTimeSeconds`, `serverMaxConnections`, `serverMaxHeaderBytes`:
+    /// as on a broker (idle connections closed, connections and header bytes capped).
+    pub server_idle_seconds: u64,
+    pub server_max_connections: usize,
+    pub server_max_header_bytes: usize,
 }
 
 impl Default for NamesrvConfig {
@@ -33,6 +38,9 @@ impl Default for NamesrvConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             auth: ClusterAuth::default(),
             server_tls: Default::default(),
+            server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
+            server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
+            server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -62,6 +70,15 @@ impl NamesrvConfig {
             config.max_frame_bytes = v;
         }
         config.auth = ClusterAuth::from_properties(&mut props)?;
+        if let Some(v) = props.take("serverChannelMaxIdleTimeSeconds")? {
+            config.server_idle_seconds = v;
+        }
+        if let Some(v) = props.take("serverMaxConnections")? {
+            config.server_max_connections = v;
+        }
+        if let Some(v) = props.take("serverMaxHeaderBytes")? {
+            config.server_max_header_bytes = v;
+        }
         config.server_tls =
             std::sync::Arc::new(remoting::tls::ServerTls::from_properties(&mut props)?);
         if config.scan_interval_ms == 0 || config.broker_expiry_ms == 0 {

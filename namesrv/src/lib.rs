@@ -51,6 +51,9 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
     let connection_config = ConnectionConfig {
         max_frame_bytes: config.max_frame_bytes,
         server_tls: Some(config.server_tls.clone()),
+        idle_timeout_ms: config.server_idle_seconds * 1000,
+        max_connections: config.server_max_connections.max(1),
+        max_header_bytes: config.server_max_header_bytes,
         ..ConnectionConfig::default()
     };
     let secret = config.auth.secret().ok().flatten().cloned();

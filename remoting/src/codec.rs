@@ -19,10 +19,15 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// producer's stream of 1 KiB sends took about one `recv` per five frames.
 const READ_SPARE_BYTES: usize = 32 * 1024;
 
-/// Encodes and decodes whole frames, with a bound on their size.
+/// The largest header accepted by default: real ones are a few hundred bytes (a send with
+/// many user properties a few KiB; RocketMQ caps properties at 32 KiB).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Encodes and decodes whole frames, with a bound on their size and on their header's.
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     max_frame_bytes: usize,
+    max_header_bytes: usize,
 }
 
 impl Default for FrameCodec {
@@ -33,7 +38,17 @@ impl Default for FrameCodec {
 
 impl FrameCodec {
     pub fn new(max_frame_bytes: usize) -> Self {
-        FrameCodec { max_frame_bytes }
+        FrameCodec {
+            max_frame_bytes,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
+
+    /// A header longer than `max_header_bytes` closes the connection as soon as its length
+    /// is read, before the frame is buffered or the header parsed.
+    pub fn with_max_header_bytes(mut self, max_header_bytes: usize) -> Self {
+        self.max_header_bytes = max_header_bytes;
+        self
     }
 
     pub fn max_frame_bytes(&self) -> usize {
@@ -60,6 +75,16 @@ impl Decoder for FrameCodec {
                 frame_bytes: total,
                 max_frame_bytes: self.max_frame_bytes,
             });
+        }
+        if src.len() >= 8 {
+            let header_len =
+                (u32::from_be_bytes([src[4], src[5], src[6], src[7]]) & 0x00FF_FFFF) as usize;
+            if header_len > self.max_header_bytes {
+                return Err(Error::bad_frame(format!(
+                    "header of {header_len} bytes exceeds max_header_bytes {}",
+                    self.max_header_bytes
+                )));
+            }
         }
         if src.len() < 4 + total {
             // Room for the rest of this (bounded) frame, and for a read of many frames: the
@@ -162,6 +187,61 @@ mod tests {
         h.extend_from_slice(&(ext.len() as i32).to_be_bytes());
         h.extend_from_slice(&ext);
         h
+    }
+
+    /// JSON `extFields` are counted as they are read: past the limit the header is refused
+    /// (not first collected whole); scalars become strings, `null` is skipped, a repeated
+    /// key keeps its last value.
+    #[test]
+    fn json_ext_fields_are_limited_while_read() {
+        let cmd = RemotingCommand::decode_header(
+            SerializeType::Json,
+            br#"{"code":10,"extFields":{"topic":"A","queueId":1,"flag":true,"x":null,"topic":"B"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cmd.ext("topic"), Some("B"));
+        assert_eq!(cmd.ext("queueId"), Some("1"));
+        assert_eq!(cmd.ext("flag"), Some("true"));
+        assert_eq!(cmd.ext("x"), None);
+        let fields = |n: usize| {
+            let body: Vec<String> = (0..n).map(|i| format!("\"k{i}\":\"v\"")).collect();
+            format!("{{\"code\":10,\"extFields\":{{{}}}}}", body.join(","))
+        };
+        let ok = RemotingCommand::decode_header(
+            SerializeType::Json,
+            fields(crate::ext::MAX_EXT_FIELDS).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(ok.ext_fields.len(), crate::ext::MAX_EXT_FIELDS);
+        let err = RemotingCommand::decode_header(
+            SerializeType::Json,
+            fields(crate::ext::MAX_EXT_FIELDS + 1).as_bytes(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("more than 1024 extFields"), "{err}");
+        let nested = RemotingCommand::decode_header(
+            SerializeType::Json,
+            br#"{"code":10,"extFields":{"a":{"b":1}}}"#,
+        );
+        assert!(nested.unwrap_err().to_string().contains("not a scalar"));
+    }
+
+    /// A header longer than the limit is refused as soon as the frame's first 8 bytes are
+    /// in, before the rest of a (large) frame is buffered.
+    #[test]
+    fn long_headers_are_refused_before_the_frame_arrives() {
+        let mut codec = FrameCodec::new(16 << 20).with_max_header_bytes(1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&(1_000_000i32).to_be_bytes());
+        buf.extend_from_slice(&(2000u32).to_be_bytes());
+        let err = codec.decode(&mut buf).unwrap_err().to_string();
+        assert!(err.contains("exceeds max_header_bytes 1024"), "{err}");
+        // At the limit, a header is read as usual.
+        let cmd = RemotingCommand::bare_request(10).with_ext("k", "v".repeat(900));
+        let mut frame = BytesMut::new();
+        FrameCodec::default().encode(cmd, &mut frame).unwrap();
+        assert!(codec.decode(&mut frame).unwrap().is_some());
     }
 
     /// A repeated key keeps its last value (as a map would); more fields than any header

@@ -7,8 +7,6 @@
 //! version i16 | opaque i32 | flag i32 | remark (i32 len, bytes) | extFields (i32 len,
 //! then per entry i16 key len, key, i32 value len, value)`, big-endian.
 
-use std::collections::BTreeMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
@@ -17,6 +15,53 @@ use crate::error::{Error, Result};
 use crate::ext::ExtFields;
 use crate::ext::MAX_EXT_FIELDS;
 use crate::header::CommandHeader;
+
+/// A JSON header's `extFields`, read one entry at a time into [`ExtFields`]: the count is
+/// checked as entries arrive, so a header with a million fields is refused after
+/// [`MAX_EXT_FIELDS`] of them, never held whole in a map first. Scalars become strings
+/// (as Java's fastjson reads them); `null` is skipped; a later repeat of a key wins.
+struct LimitedExtFields(ExtFields);
+
+impl<'de> Deserialize<'de> for LimitedExtFields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = LimitedExtFields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of scalar extFields")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Self::Value, A::Error> {
+                let mut ext = ExtFields::new();
+                let mut seen = 0usize;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    seen += 1;
+                    if seen > MAX_EXT_FIELDS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_EXT_FIELDS} extFields"
+                        )));
+                    }
+                    let value = match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => s,
+                        serde_json::Value::Null => continue,
+                        serde_json::Value::Bool(b) => b.to_string(),
+                        serde_json::Value::Number(n) => n.to_string(),
+                        other => {
+                            return Err(serde::de::Error::custom(format!(
+                                "extFields value for `{key}` is not a scalar: {other}"
+                            )))
+                        }
+                    };
+                    ext.insert(&key, &value);
+                }
+                Ok(LimitedExtFields(ext))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
 
 fn too_many_ext_fields() -> Error {
     Error::bad_frame(format!("more than {MAX_EXT_FIELDS} extFields"))
@@ -263,29 +308,11 @@ impl RemotingCommand {
             #[serde(default)]
             remark: Option<String>,
             #[serde(rename = "extFields", default)]
-            ext_fields: Option<BTreeMap<String, serde_json::Value>>,
+            ext_fields: Option<LimitedExtFields>,
         }
         let parsed: JsonHeaderIn = serde_json::from_slice(header)
             .map_err(|e| Error::bad_frame(format!("JSON header: {e}")))?;
-        let parsed_ext = parsed.ext_fields.unwrap_or_default();
-        if parsed_ext.len() > MAX_EXT_FIELDS {
-            return Err(too_many_ext_fields());
-        }
-        let mut ext_fields = ExtFields::new();
-        for (key, value) in parsed_ext {
-            let value = match value {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => continue,
-                serde_json::Value::Bool(b) => b.to_string(),
-                serde_json::Value::Number(n) => n.to_string(),
-                other => {
-                    return Err(Error::bad_frame(format!(
-                        "extFields value for `{key}` is not a scalar: {other}"
-                    )))
-                }
-            };
-            ext_fields.insert(&key, &value);
-        }
+        let ext_fields = parsed.ext_fields.map(|e| e.0).unwrap_or_default();
         Ok(RemotingCommand {
             code: parsed.code,
             language: parsed

@@ -42,6 +42,9 @@ use crate::tls::{Accepted, ClientTls, ServerTls};
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
     pub max_frame_bytes: usize,
+    /// The largest frame header accepted (JSON or ROCKETMQ); a longer one closes the
+    /// connection as soon as its length is read.
+    pub max_header_bytes: usize,
     /// Requests we sent that await a response.
     pub max_in_flight: usize,
     /// Requests from the peer handled at once.
@@ -55,9 +58,30 @@ pub struct ConnectionConfig {
     pub tls: Option<Arc<ClientTls>>,
     /// Server side (`tls.server.mode`): what [`serve`] does with TLS. `None`: disabled.
     pub server_tls: Option<Arc<ServerTls>>,
+    /// Server side: connections one listener holds at once; one more is closed at accept.
+    pub max_connections: usize,
+    /// Server side (RocketMQ's `serverChannelMaxIdleTimeSeconds`, in ms here): a
+    /// connection that sent nothing for this long is closed. 0: never. Clients send a
+    /// heartbeat every 30 s.
+    pub idle_timeout_ms: u64,
     /// Run on every request this side sends, just before it is queued (RocketMQ's client
     /// RPC hook): the ACL signature ([`crate::acl::sign`]). Not on responses.
     pub request_hook: Option<RequestHook>,
+}
+
+/// Connections one listener holds at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+
+/// RocketMQ's `serverChannelMaxIdleTimeSeconds` default, 120 s.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 120_000;
+
+/// Milliseconds since this process first asked: a cheap, monotonic "when" for idleness.
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// A function applied to every outgoing request of a connection.
@@ -83,6 +107,7 @@ impl Default for ConnectionConfig {
     fn default() -> Self {
         ConnectionConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_header_bytes: crate::codec::DEFAULT_MAX_HEADER_BYTES,
             max_in_flight: 1024,
             max_concurrent_requests: 256,
             write_queue_frames: 1024,
@@ -90,6 +115,8 @@ impl Default for ConnectionConfig {
             tls: None,
             server_tls: None,
             request_hook: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
         }
     }
 }
@@ -163,6 +190,8 @@ struct Inner {
     in_flight: Semaphore,
     closed: CancellationToken,
     request_hook: Option<RequestHook>,
+    /// When the last frame arrived ([`now_ms`]).
+    last_read_ms: AtomicU64,
 }
 
 /// A handle to one connection; cheap to clone.
@@ -264,9 +293,11 @@ impl Connection {
                 in_flight: Semaphore::new(config.max_in_flight.max(1)),
                 closed: parent.child_token(),
                 request_hook: config.request_hook.clone(),
+                last_read_ms: AtomicU64::new(now_ms()),
             }),
         };
-        let codec = FrameCodec::new(config.max_frame_bytes);
+        let codec =
+            FrameCodec::new(config.max_frame_bytes).with_max_header_bytes(config.max_header_bytes);
         tokio::spawn(write_loop(conn.clone(), write_half, rx, codec));
         tokio::spawn(read_loop(
             conn.clone(),
@@ -506,6 +537,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             frame = frames.next() => frame,
             _ = conn.closed() => break,
         };
+        if frame.is_some() {
+            conn.inner.last_read_ms.store(now_ms(), Ordering::Relaxed);
+        }
         match frame {
             None => break,
             Some(Err(e)) => {
@@ -570,23 +604,39 @@ pub async fn serve(
     let tls = config.server_tls.clone().unwrap_or_default();
     let peek = tls.must_peek(config.max_frame_bytes);
     let config = Arc::new(config);
+    let open = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let live: Live = Arc::default();
+    let idle = Duration::from_millis(config.idle_timeout_ms);
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if peek => {
-                    tokio::spawn(start_accepted(
-                        stream,
-                        peer,
-                        tls.clone(),
-                        config.clone(),
-                        handler.clone(),
-                        all.clone(),
-                    ));
-                }
                 Ok((stream, peer)) => {
-                    if let Err(e) = Connection::start(stream, &config, handler.clone(), all.clone()) {
-                        warn!(%peer, error = %e, "could not start connection");
+                    let Ok(slot) = open.clone().try_acquire_owned() else {
+                        if let Some(left_out) = REFUSED_CONNECTIONS.admit() {
+                            warn!(%peer, max_connections = config.max_connections, left_out, "connection refused: the listener holds max_connections already");
+                        }
+                        drop(stream);
+                        continue;
+                    };
+                    let admission = Admission { slot, live: live.clone() };
+                    if peek {
+                        tokio::spawn(start_accepted(
+                            stream,
+                            peer,
+                            tls.clone(),
+                            config.clone(),
+                            handler.clone(),
+                            all.clone(),
+                            admission,
+                        ));
+                    } else {
+                        match Connection::start(stream, &config, handler.clone(), all.clone()) {
+                            Ok(conn) => admission.admit(conn),
+                            Err(e) => warn!(%peer, error = %e, "could not start connection"),
+                        }
                     }
                 }
                 Err(e) => {
@@ -595,11 +645,54 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
+            _ = sweep.tick() => close_idle(&live, idle),
             _ = &mut shutdown => break,
         }
     }
     info!(?local, "server stopped accepting; closing connections");
     all.cancel();
+}
+
+/// Connections refused at accept, logged at most once every 10 s.
+static REFUSED_CONNECTIONS: crate::throttle::Throttle = crate::throttle::Throttle::new(10_000);
+
+/// The connections a listener holds, for the idle sweep.
+type Live = Arc<Mutex<Vec<Connection>>>;
+
+/// A connection's place in its listener: the slot it holds until it closes, and the list
+/// the idle sweep walks.
+struct Admission {
+    slot: tokio::sync::OwnedSemaphorePermit,
+    live: Live,
+}
+
+impl Admission {
+    fn admit(self, conn: Connection) {
+        self.live.lock().unwrap().push(conn.clone());
+        let slot = self.slot;
+        tokio::spawn(async move {
+            conn.closed().await;
+            drop(slot);
+        });
+    }
+}
+
+/// Forgets closed connections and closes those that sent nothing for `idle`.
+fn close_idle(live: &Live, idle: Duration) {
+    let now = now_ms();
+    let idle_ms = idle.as_millis() as u64;
+    live.lock().unwrap().retain(|conn| {
+        if conn.is_closed() {
+            return false;
+        }
+        let last = conn.inner.last_read_ms.load(Ordering::Relaxed);
+        if idle_ms > 0 && now.saturating_sub(last) > idle_ms {
+            debug!(peer = %conn.peer(), idle_ms = now - last, "closing an idle connection");
+            conn.close();
+            return false;
+        }
+        true
+    });
 }
 
 /// Lets `tls` decide what an accepted connection is (plaintext, TLS, or refused) and runs
@@ -611,6 +704,7 @@ async fn start_accepted(
     config: Arc<ConnectionConfig>,
     handler: Arc<dyn RequestHandler>,
     all: CancellationToken,
+    admission: Admission,
 ) {
     // Before the handshake, whose round trips it speeds up too.
     if let Err(e) = stream.set_nodelay(true) {
@@ -637,8 +731,9 @@ async fn start_accepted(
             return;
         }
     };
-    if let Err(e) = started {
-        warn!(%peer, error = %e, "could not start connection");
+    match started {
+        Ok(conn) => admission.admit(conn),
+        Err(e) => warn!(%peer, error = %e, "could not start connection"),
     }
 }
 

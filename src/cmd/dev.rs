@@ -25,7 +25,7 @@ pub struct Args {
     /// Remove the data directory first.
     #[arg(long)]
     clean: bool,
-    /// SYNC_FLUSH or ASYNC_FLUSH (default: as in conf/, ASYNC_FLUSH).
+    /// SYNC_FLUSH or ASYNC_FLUSH (default: as in conf/, SYNC_FLUSH).
     #[arg(long)]
     flush_disk_type: Option<String>,
 }

@@ -79,6 +79,12 @@ impl Cluster {
     /// [`Cluster::start`], with node `i`'s data directory at `path` (e.g. on a small
     /// filesystem the test made).
     pub fn start_with_store(extra: &str, store: Option<(usize, PathBuf)>) -> Cluster {
+        Self::start_with(extra, store, "")
+    }
+
+    /// [`Cluster::start_with_store`], the name server also reading `namesrv_conf` (its
+    /// config file's lines, e.g. `tls.server.mode=enforcing`).
+    pub fn start_with(extra: &str, store: Option<(usize, PathBuf)>, namesrv_conf: &str) -> Cluster {
         let mut segment = String::new();
         for (key, value) in [
             ("mappedFileSizeCommitLog", "67108864"),
@@ -101,9 +107,13 @@ impl Cluster {
         // Every node config names it (`clusterSecretFile=cluster.secret`, next to it).
         let secret = dir.path().join("cluster.secret");
         remoting::cluster_auth::ensure_secret_file(&secret).unwrap();
+        let namesrv_conf_path = dir.path().join("namesrv.conf");
+        std::fs::write(&namesrv_conf_path, namesrv_conf).unwrap();
         let namesrv = spawn(
             &[
                 "namesrv".into(),
+                "-c".into(),
+                namesrv_conf_path.display().to_string(),
                 "--listen".into(),
                 namesrv_addr.clone(),
                 "--scan-interval-ms".into(),
