@@ -55,6 +55,10 @@ pub struct BrokerConfig {
     /// there. Every `*.yml`/`*.yaml` under an `acl/` directory beside it is read too, as
     /// RocketMQ reads `conf/acl/`.
     pub acl_file: PathBuf,
+    /// `compressedRegister` (RocketMQ's key; default true here, false in RocketMQ): send
+    /// REGISTER_BROKER's body in its compressed form, so that 100,000 topics fit the name
+    /// server's frame limit (their JSON form overflows it at about 45,000).
+    pub compressed_register: bool,
     /// `serverChannelMaxIdleTimeSeconds` (RocketMQ's key): a client connection that sent
     /// nothing for this long is closed (0: never).
     pub server_idle_seconds: u64,
@@ -87,6 +91,11 @@ pub struct BrokerConfig {
     /// `testCommitLogFlushDelayMs` (rocketraft's key, for tests and benches only): every
     /// CommitLog msync of this node waits this long first, as on a slow disk. 0: none.
     pub test_commit_log_flush_delay_ms: u64,
+    /// `testRecordFlushedPosition` (rocketraft's key, for tests only): after every CommitLog
+    /// msync, this node records the position below which every byte is msync'd in
+    /// `<storePathRootDir>/commitlog/.test-flushed`, so a test can drop exactly the unsynced
+    /// bytes as an OS crash would (`chaos::disks::drop_unsynced_commit_log`). Off by default.
+    pub test_record_flushed_position: bool,
     /// `flushDiskType`.
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
@@ -222,6 +231,7 @@ impl Default for BrokerConfig {
             dledger_group: "broker-a".into(),
             auth: ClusterAuth::default(),
             acl_enable: false,
+            compressed_register: true,
             server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
             server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
             server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
@@ -234,6 +244,7 @@ impl Default for BrokerConfig {
             join_existing_group: false,
             membership_change_timeout_ms: 60_000,
             test_commit_log_flush_delay_ms: 0,
+            test_record_flushed_position: false,
             flush_disk_type: FlushDiskType::SyncFlush,
             flush_interval_ms: 500,
             flush_consume_queue_interval_ms: 1_000,
@@ -357,6 +368,7 @@ impl BrokerConfig {
         set!("dLegerPeers", dledger_peers);
         c.auth = ClusterAuth::from_properties(&mut p)?;
         set!("aclEnable", acl_enable);
+        set!("compressedRegister", compressed_register);
         set!("serverChannelMaxIdleTimeSeconds", server_idle_seconds);
         set!("serverMaxConnections", server_max_connections);
         set!("serverMaxHeaderBytes", server_max_header_bytes);
@@ -369,6 +381,7 @@ impl BrokerConfig {
         set!("joinExistingGroup", join_existing_group);
         set!("membershipChangeTimeoutMs", membership_change_timeout_ms);
         set!("testCommitLogFlushDelayMs", test_commit_log_flush_delay_ms);
+        set!("testRecordFlushedPosition", test_record_flushed_position);
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("flushIntervalConsumeQueue", flush_consume_queue_interval_ms);

@@ -6,7 +6,7 @@
 //! does not vote in its group (a learner still catching up, a node removed) is not
 //! registered: it leaves the name servers until it votes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,10 @@ use remoting::header::{
     QueryDataVersionRequestHeader, QueryDataVersionResponseHeader, RegisterBrokerRequestHeader,
     UnRegisterBrokerRequestHeader,
 };
-use remoting::route::{to_json, DataVersion, RegisterBrokerBody, TopicConfigSerializeWrapper};
+use remoting::route::{
+    to_json, DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper,
+};
+use remoting::throttle::Throttle;
 use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
 use tracing::{debug, error, info, warn};
 
@@ -219,7 +222,40 @@ async fn query_changed(broker: &Broker, conn: &Connection, now: Registered) -> O
     Some(answer.changed)
 }
 
+/// Topics left out of registrations, logged at most once a minute.
+static LEFT_OUT_TOPICS: Throttle = Throttle::new(60_000);
+
+/// The topic table to register, without names that break RocketMQ's rules: a name server
+/// refuses a table holding one, and no client could ask for its route. Only a store an
+/// older version wrote holds such names (it created `%RETRY%<group>` for groups longer than
+/// 120 characters); they stay in the store, unrouted.
+fn routable_topics(broker: &Broker) -> BTreeMap<String, TopicConfig> {
+    let mut topics = broker.topics();
+    topics.retain(|name, _| match remoting::names::check_topic(name) {
+        Ok(()) => true,
+        Err(e) => {
+            if let Some(left_out) = LEFT_OUT_TOPICS.admit() {
+                warn!(reason = %e, left_out, "topic left out of the name-server registration");
+            }
+            false
+        }
+    });
+    topics
+}
+
 async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result<(), String> {
+    let compressed = broker.config().compressed_register;
+    let body = RegisterBrokerBody {
+        topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
+            topic_config_table: routable_topics(broker),
+            data_version: now.version,
+        },
+        filter_server_list: Vec::new(),
+    };
+    let body = match compressed {
+        true => remoting::register_body::encode_compressed(&body),
+        false => to_json(&body),
+    };
     let header = RegisterBrokerRequestHeader {
         broker_name: broker.config().broker_name.clone(),
         broker_addr: broker.config().broker_addr(),
@@ -228,20 +264,13 @@ async fn register(broker: &Broker, conn: &Connection, now: Registered) -> Result
         broker_id: now.broker_id,
         heartbeat_timeout_millis: None,
         enable_acting_master: Some(false),
-        compressed: Some(false),
-        body_crc32: None,
+        compressed: Some(compressed),
+        body_crc32: Some(remoting::register_body::body_crc32(&body)),
         raft_term: Some(now.term),
-    };
-    let body = RegisterBrokerBody {
-        topic_config_serialize_wrapper: TopicConfigSerializeWrapper {
-            topic_config_table: broker.topics(),
-            data_version: now.version,
-        },
-        filter_server_list: Vec::new(),
     };
     let request = signed(
         broker,
-        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header).with_body(to_json(&body)),
+        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header).with_body(body),
     );
     let response = conn
         .request(request, REQUEST_TIMEOUT)

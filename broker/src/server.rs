@@ -48,6 +48,7 @@ fn dledger_config(config: &BrokerConfig, acl: Option<&PlainAcl>) -> Result<DLedg
     d.join_existing = config.join_existing_group;
     d.membership_timeout_ms = config.membership_change_timeout_ms;
     d.test_flush_delay_ms = config.test_commit_log_flush_delay_ms;
+    d.test_record_flushed = config.test_record_flushed_position;
     d.identity = PeerIdentity {
         cluster: config.cluster_name.clone(),
         group: config.dledger_group.clone(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use remoting::connection::NoRequests;
 use remoting::header::CreateTopicRequestHeader;
 use remoting::route::perm;
-use remoting::{Connection, ConnectionConfig, RemotingCommand, RequestCode, ResponseCode};
+use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
 
 use crate::error::{ClientError, Result};
 use crate::namesrv::NameServerClient;
@@ -38,7 +38,7 @@ pub async fn create_topic(
     };
     for (broker_name, data) in &info.broker_addr_table {
         let request = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header);
-        request_leader(broker_name, data, request, timeout).await?;
+        request_leader(namesrv, broker_name, data, request, timeout).await?;
         created.push(broker_name.clone());
     }
     wait_for_route(namesrv, topic, queue_nums, &created, timeout).await;
@@ -49,12 +49,13 @@ pub async fn create_topic(
 /// answer that names the leader (at most three hops); errors unless it answers SUCCESS.
 /// Returns the address that answered and the answer.
 async fn request_leader(
+    namesrv: &NameServerClient,
     broker_name: &str,
     data: &remoting::route::BrokerData,
     request: RemotingCommand,
     timeout: Duration,
 ) -> Result<(String, RemotingCommand)> {
-    let (target, response) = leader_answer(broker_name, data, request, timeout).await?;
+    let (target, response) = leader_answer(namesrv, broker_name, data, request, timeout).await?;
     if response.response_code() == Some(ResponseCode::SUCCESS) {
         return Ok((target, response));
     }
@@ -70,6 +71,7 @@ async fn request_leader(
 /// answer that names the leader (at most three hops); returns the first answer that is not
 /// such a redirect, whatever its code, with the address that gave it.
 async fn leader_answer(
+    namesrv: &NameServerClient,
     broker_name: &str,
     data: &remoting::route::BrokerData,
     request: RemotingCommand,
@@ -84,8 +86,9 @@ async fn leader_answer(
             reason: "no member registered".into(),
         })?;
     for _ in 0..3 {
-        let conn = Connection::connect(&target, &ConnectionConfig::default(), Arc::new(NoRequests))
-            .await?;
+        // The name-server client's settings: TLS and the ACL signature apply to brokers too.
+        let conn =
+            Connection::connect(&target, namesrv.connection_config(), Arc::new(NoRequests)).await?;
         let response = conn.request(request.clone(), timeout).await?;
         conn.close();
         match (response.response_code(), response.ext("leaderAddr")) {
@@ -112,7 +115,7 @@ pub async fn delete_expired_commit_log(
     let mut asked = Vec::new();
     for (broker_name, data) in &info.broker_addr_table {
         let request = RemotingCommand::bare_request(RequestCode::DELETE_EXPIRED_COMMITLOG);
-        request_leader(broker_name, data, request, timeout).await?;
+        request_leader(namesrv, broker_name, data, request, timeout).await?;
         asked.push(broker_name.clone());
     }
     Ok(asked)
@@ -153,7 +156,8 @@ pub async fn transfer_leadership(
     let request = RemotingCommand::bare_request(RequestCode::TRANSFER_LEADERSHIP)
         .with_ext("brokerName", broker_name)
         .with_ext("targetId", target_id);
-    let (from_addr, response) = request_leader(broker_name, data, request, timeout).await?;
+    let (from_addr, response) =
+        request_leader(namesrv, broker_name, data, request, timeout).await?;
     let number = |key: &str| {
         response
             .ext(key)
@@ -219,7 +223,7 @@ pub async fn group_members(
     let data = group_data(&namesrv.cluster_info().await?, broker_name)?;
     let request = RemotingCommand::bare_request(RequestCode::GET_GROUP_MEMBERS)
         .with_ext("brokerName", broker_name);
-    let (addr, response) = request_leader(broker_name, &data, request, timeout).await?;
+    let (addr, response) = request_leader(namesrv, broker_name, &data, request, timeout).await?;
     members_of(broker_name, &addr, &response)
 }
 
@@ -243,6 +247,7 @@ pub async fn add_node(
             .with_ext("peerAddr", peer_addr);
         let left = until.saturating_duration_since(tokio::time::Instant::now());
         let (addr, response) = leader_answer(
+            namesrv,
             broker_name,
             &data,
             request,
@@ -283,7 +288,7 @@ pub async fn remove_node(
         let request = RemotingCommand::bare_request(RequestCode::REMOVE_GROUP_NODE)
             .with_ext("brokerName", broker_name)
             .with_ext("nodeId", node_id);
-        let (addr, response) = leader_answer(broker_name, &data, request, timeout).await?;
+        let (addr, response) = leader_answer(namesrv, broker_name, &data, request, timeout).await?;
         let code = response.response_code();
         if code == Some(ResponseCode::SUCCESS) {
             return members_of(broker_name, &addr, &response);

@@ -53,6 +53,11 @@ impl NameServerClient {
         self
     }
 
+    /// The settings of its connections.
+    pub fn connection_config(&self) -> &ConnectionConfig {
+        &self.config
+    }
+
     pub fn addrs(&self) -> &[String] {
         &self.addrs
     }

@@ -200,6 +200,10 @@ pub struct DLedgerConfig {
     /// as on a slow disk (0: none). Under SYNC_FLUSH a follower answers append-entries only
     /// after its msync, so this is how long its answers are held.
     pub test_flush_delay_ms: u64,
+    /// For tests only: after every CommitLog msync, this node records the position below
+    /// which every byte is msync'd in `<store_path>/commitlog/.test-flushed`, so a test can
+    /// drop exactly the unsynced bytes as an OS crash would (off: no file, no extra work).
+    pub test_record_flushed: bool,
 }
 
 impl DLedgerConfig {
@@ -240,6 +244,7 @@ impl DLedgerConfig {
             transfer_timeout_ms: 2_000,
             membership_timeout_ms: 60_000,
             test_flush_delay_ms: 0,
+            test_record_flushed: false,
         }
     }
 

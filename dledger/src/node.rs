@@ -241,6 +241,13 @@ impl DLedgerNode {
             );
             log.set_flush_delay_ms(config.test_flush_delay_ms);
         }
+        if config.test_record_flushed {
+            tracing::warn!(
+                node_id,
+                "every CommitLog msync of this node is recorded in commitlog/.test-flushed (a test key)"
+            );
+            log.record_flushed()?;
+        }
         let hook_store = HookStore::new(storage.meta.clone());
         let (election_timeout_min, election_timeout_max) = openraft_election_timeouts(&config);
         let raft_config = openraft::Config {

@@ -1,6 +1,7 @@
 //! The request handler: register, unregister, data-version queries, and the route,
 //! cluster and topic-list answers.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -9,13 +10,19 @@ use remoting::header::{
     GetRouteInfoRequestHeader, QueryDataVersionRequestHeader, QueryDataVersionResponseHeader,
     RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, UnRegisterBrokerRequestHeader,
 };
-use remoting::route::{from_json, to_json, DataVersion, RegisterBrokerBody};
+use remoting::names::check_topic;
+use remoting::register_body::decode_compressed;
+use remoting::route::{from_json, to_json, DataVersion, RegisterBrokerBody, TopicConfig};
 use remoting::throttle::Throttle;
 use remoting::{Connection, RemotingCommand, RequestCode, RequestHandler, ResponseCode};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::route_table::{Registration, RouteTable};
+
+/// The most a compressed REGISTER_BROKER body may inflate to: 100,000 topics of 127
+/// characters take about 15 MB.
+const MAX_INFLATED_REGISTER_BYTES: usize = 128 << 20;
 
 /// Serves the name server's requests over a shared route table.
 pub struct NamesrvHandler {
@@ -99,19 +106,33 @@ impl NamesrvHandler {
         request: &RemotingCommand,
     ) -> remoting::Result<RemotingCommand> {
         let header: RegisterBrokerRequestHeader = request.header()?;
-        if header.compressed == Some(true) {
-            return Ok(RemotingCommand::error(
-                ResponseCode::SYSTEM_ERROR,
-                "compressed register bodies are not supported; send compressed=false",
-            ));
+        if let Some(crc) = header.body_crc32.filter(|crc| *crc != 0) {
+            let actual = remoting::register_body::body_crc32(&request.body);
+            if actual != crc {
+                return Ok(RemotingCommand::error(
+                    ResponseCode::SYSTEM_ERROR,
+                    "crc32 not match",
+                ));
+            }
         }
         let (data_version, topics) = if request.body.is_empty() {
             (DataVersion::default(), None)
         } else {
-            let body: RegisterBrokerBody = from_json("register broker", &request.body)?;
+            let body: RegisterBrokerBody = if header.compressed == Some(true) {
+                decode_compressed(&request.body, MAX_INFLATED_REGISTER_BYTES).map_err(|e| {
+                    remoting::Error::BadFrame {
+                        reason: format!("register broker: {e}"),
+                    }
+                })?
+            } else {
+                from_json("register broker", &request.body)?
+            };
             let wrapper = body.topic_config_serialize_wrapper;
             (wrapper.data_version, Some(wrapper.topic_config_table))
         };
+        if let Some(refusal) = topics.as_ref().and_then(refuse_bad_topics) {
+            return Ok(refusal);
+        }
         let outcome = self.table.lock().unwrap().register(
             Registration {
                 cluster: header.cluster_name,
@@ -176,6 +197,18 @@ impl NamesrvHandler {
     }
 }
 
+/// Refuses a topic table that names a topic against RocketMQ's rules ([`remoting::names`]):
+/// no client could ask for its route (GET_ROUTEINFO_BY_TOPIC checks the name), and the
+/// route table is only for what clients can use. A broker leaves such topics out of what it
+/// registers, so only a forged or faulty registration is refused.
+fn refuse_bad_topics(topics: &BTreeMap<String, TopicConfig>) -> Option<RemotingCommand> {
+    let bad = topics.keys().find_map(|name| check_topic(name).err())?;
+    Some(RemotingCommand::error(
+        ResponseCode::SYSTEM_ERROR,
+        format!("REGISTER_BROKER: topicConfigTable: {bad}; nothing was registered"),
+    ))
+}
+
 impl RequestHandler for NamesrvHandler {
     fn handle(
         &self,
@@ -189,5 +222,24 @@ impl RequestHandler for NamesrvHandler {
 
     fn on_close(&self, conn: &Connection) {
         self.table.lock().unwrap().connection_closed(conn.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_topic_table_with_a_bad_name_is_refused_naming_it() {
+        let mut topics = BTreeMap::from([("TopicTest".to_string(), TopicConfig::default())]);
+        assert!(refuse_bad_topics(&topics).is_none());
+        topics.insert("a\0b".into(), TopicConfig::default());
+        let refusal = refuse_bad_topics(&topics).expect("refused");
+        assert_eq!(refusal.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+        let remark = refusal.remark.unwrap_or_default();
+        assert!(
+            remark.contains("topicConfigTable") && remark.contains("a\\0b"),
+            "{remark}"
+        );
     }
 }

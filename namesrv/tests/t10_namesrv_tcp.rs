@@ -284,3 +284,63 @@ async fn unknown_codes_and_bad_headers_get_clear_errors() {
     assert_eq!(response.response_code(), Some(ResponseCode::SYSTEM_ERROR));
     assert!(!conn.is_closed());
 }
+
+// Proves 100,000 topics of 127 characters register in the compressed form (the JSON form
+// is 38 MB, past the 16 MiB frame limit) and every one routes; a body whose bodyCrc32 does
+// not match is refused.
+#[tokio::test]
+async fn a_hundred_thousand_topics_register_compressed_and_route() {
+    let (addr, _stop) = start(NamesrvConfig::default()).await;
+    let conn = connect(&addr).await;
+    let name = |i: usize| format!("{i:06}{}", "t".repeat(121));
+    let mut b = RegisterBrokerBody::default();
+    for i in 0..100_000 {
+        b.topic_config_serialize_wrapper.topic_config_table.insert(
+            name(i),
+            TopicConfig {
+                topic_name: name(i),
+                read_queue_nums: 8,
+                write_queue_nums: 8,
+                perm: 6,
+                ..Default::default()
+            },
+        );
+    }
+    let compressed = remoting::register_body::encode_compressed(&b);
+    assert!(compressed.len() < 1 << 20, "{} bytes", compressed.len());
+    let header = |crc: i32| RegisterBrokerRequestHeader {
+        broker_name: "broker-a".into(),
+        broker_addr: "127.0.0.1:10911".into(),
+        cluster_name: "DefaultCluster".into(),
+        ha_server_addr: String::new(),
+        broker_id: 0,
+        compressed: Some(true),
+        body_crc32: Some(crc),
+        raft_term: Some(1),
+        ..Default::default()
+    };
+    let crc = remoting::register_body::body_crc32(&compressed);
+    let wrong = RemotingCommand::request(RequestCode::REGISTER_BROKER, &header(crc ^ 1))
+        .with_body(compressed.clone());
+    let answer = conn.request(wrong, TIMEOUT).await.unwrap();
+    assert_eq!(answer.remark.as_deref(), Some("crc32 not match"));
+    let request =
+        RemotingCommand::request(RequestCode::REGISTER_BROKER, &header(crc)).with_body(compressed);
+    let answer = conn
+        .request(request, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.response_code(),
+        Some(ResponseCode::SUCCESS),
+        "{answer:?}"
+    );
+
+    let client = NameServerClient::new(&addr, TIMEOUT).unwrap();
+    for i in [0, 1, 49_999, 99_999] {
+        let route = client.topic_route(&name(i)).await.unwrap().expect("routed");
+        assert_eq!(route.queue_datas[0].write_queue_nums, 8);
+        assert_eq!(route.broker_datas[0].broker_addrs[&0], "127.0.0.1:10911");
+    }
+    assert_eq!(client.all_topics().await.unwrap().topic_list.len(), 100_000);
+}

@@ -15,6 +15,7 @@
 //!   the properties codec and msgId.
 //! - [`names`]: RocketMQ's rules for topic, group and client-id names, checked when a
 //!   header is read.
+//! - [`register_body`]: REGISTER_BROKER's compressed body (`compressed=true`).
 //! - [`queue_lock`]: the bodies of LOCK_BATCH_MQ and UNLOCK_BATCH_MQ (ordered consumption).
 //! - [`sql92`]: the SQL92 message filter (`expressionType=SQL92`): parser and evaluator
 //!   with RocketMQ 4.9.8's semantics, bounded in length and depth.
@@ -47,6 +48,7 @@ pub mod header;
 pub mod message;
 pub mod names;
 pub mod queue_lock;
+pub mod register_body;
 pub mod route;
 pub mod sql92;
 pub mod throttle;

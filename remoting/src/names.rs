@@ -6,9 +6,10 @@
 //! ids are not checked by RocketMQ, and stock ones hold `@`, `.`, `#`, `:`, `[`, `%` and
 //! `;` (`192.168.0.1@12345#8761234`, IPv6 addresses, trace producers named after the
 //! name-server list), so for them: 1 to 255 bytes without control characters (no NUL, no
-//! line breaks). A name that breaks its rule is refused before it reaches the Raft log,
-//! RocksDB or a file name (issue 15: a NUL in a consumer group once stopped every replica
-//! of a group from starting).
+//! line breaks). Broker names, which RocketMQ does not check either, follow the client-id
+//! rule (a queue lock's key holds one). A name that breaks its rule is refused before it
+//! reaches the Raft log, RocksDB or a file name (issue 15: a NUL in a consumer group once
+//! stopped every replica of a group from starting).
 
 use std::fmt;
 
@@ -18,6 +19,8 @@ pub const TOPIC_MAX_CHARS: usize = 127;
 pub const GROUP_MAX_CHARS: usize = 255;
 /// The longest client id accepted.
 pub const CLIENT_ID_MAX_CHARS: usize = 255;
+/// The longest broker name accepted (a host name has at most 253).
+pub const BROKER_NAME_MAX_CHARS: usize = 255;
 
 /// Which rule a name follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +28,7 @@ pub enum NameKind {
     Topic,
     Group,
     ClientId,
+    BrokerName,
 }
 
 impl fmt::Display for NameKind {
@@ -33,6 +37,7 @@ impl fmt::Display for NameKind {
             NameKind::Topic => "topic",
             NameKind::Group => "group",
             NameKind::ClientId => "client id",
+            NameKind::BrokerName => "broker name",
         })
     }
 }
@@ -86,6 +91,11 @@ pub fn check(kind: NameKind, name: &str) -> Result<(), BadName> {
         ),
         NameKind::ClientId => (
             CLIENT_ID_MAX_CHARS,
+            |b: u8| !b.is_ascii_control(),
+            "may not contain control characters",
+        ),
+        NameKind::BrokerName => (
+            BROKER_NAME_MAX_CHARS,
             |b: u8| !b.is_ascii_control(),
             "may not contain control characters",
         ),
@@ -146,6 +156,10 @@ pub fn check_client_id(client_id: &str) -> Result<(), BadName> {
     check(NameKind::ClientId, client_id)
 }
 
+pub fn check_broker_name(broker_name: &str) -> Result<(), BadName> {
+    check(NameKind::BrokerName, broker_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +202,8 @@ mod tests {
         }
         for bad in ["", "x\0y", "a\nb", "\u{7f}", &"c".repeat(256)] {
             assert!(check_client_id(bad).is_err(), "{bad:?}");
+            assert!(check_broker_name(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(check_broker_name("broker-a.dc1"), Ok(()));
     }
 }

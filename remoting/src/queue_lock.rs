@@ -40,12 +40,14 @@ pub struct LockBatchResponseBody {
 }
 
 impl LockBatchRequestBody {
-    /// Checks every name by RocketMQ's rules: the group, the client id, each queue's topic.
+    /// Checks every name by RocketMQ's rules: the group, the client id, each queue's topic
+    /// and broker name (a lock's key holds all four).
     pub fn check_names(&self) -> Result<(), BadName> {
         names::check_group(&self.consumer_group)?;
         names::check_client_id(&self.client_id)?;
         for mq in &self.mq_set {
             names::check_topic(&mq.topic)?;
+            names::check_broker_name(&mq.broker_name)?;
         }
         Ok(())
     }
@@ -82,8 +84,13 @@ mod tests {
         );
         let bad = LockBatchRequestBody {
             consumer_group: "g\0".into(),
-            ..body
+            ..body.clone()
         };
+        assert!(bad.check_names().is_err());
+        // The broker name goes into the lock key with a u16 length: 70 000 bytes would make
+        // the apply of the lock panic on every replica.
+        let mut bad = body;
+        bad.mq_set[0].broker_name = "b".repeat(70_000);
         assert!(bad.check_names().is_err());
     }
 }

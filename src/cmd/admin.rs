@@ -19,8 +19,54 @@ pub struct Args {
         global = true
     )]
     namesrv: String,
+    #[command(flatten)]
+    access: Access,
     #[command(subcommand)]
     what: What,
+}
+
+/// How `admin` reaches a cluster with ACL or TLS on.
+#[derive(clap::Args, Clone, Default)]
+pub struct Access {
+    /// ACL access key (RocketMQ's AccessKey); signs every request. Also from
+    /// ROCKETRAFT_ACCESS_KEY.
+    #[arg(long, global = true, env = "ROCKETRAFT_ACCESS_KEY")]
+    access_key: Option<String>,
+    /// ACL secret key; from ROCKETRAFT_SECRET_KEY rather than the command line, which
+    /// other users can read.
+    #[arg(
+        long,
+        global = true,
+        env = "ROCKETRAFT_SECRET_KEY",
+        hide_env_values = true
+    )]
+    secret_key: Option<String>,
+    /// Connect over TLS (trusting any server certificate, as RocketMQ's client does).
+    #[arg(long, global = true)]
+    tls: bool,
+}
+
+impl Access {
+    /// `config`, signing and using TLS as asked.
+    pub fn apply(&self, mut config: client::ClientConfig) -> anyhow::Result<client::ClientConfig> {
+        match (&self.access_key, &self.secret_key) {
+            (Some(ak), Some(sk)) => config = config.with_acl(ak, sk),
+            (None, None) => {}
+            _ => anyhow::bail!("give both --access-key and --secret-key, or neither"),
+        }
+        if self.tls {
+            config = config.use_tls();
+        }
+        Ok(config)
+    }
+
+    /// A name-server client whose connections (and the admin requests sent to brokers
+    /// through it) sign and use TLS as asked.
+    fn namesrv(&self, namesrv: &str) -> anyhow::Result<NameServerClient> {
+        let config = self.apply(client::ClientConfig::new(namesrv))?;
+        Ok(NameServerClient::new(namesrv, Duration::from_secs(3))?
+            .with_connection(config.connection))
+    }
 }
 
 #[derive(clap::Subcommand)]
@@ -128,14 +174,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Dlq(dlq) => return run_dlq(&args.namesrv, dlq).await,
         What::QueryMsg(query) => return super::query_msg::run(&args.namesrv, query).await,
         What::TransferLeader { group, to } => {
-            return transfer_leader(&args.namesrv, &group, &to).await
+            return transfer_leader(&args.access.namesrv(&args.namesrv)?, &group, &to).await
         }
         What::Members { .. } | What::AddNode { .. } | What::RemoveNode { .. } => {
-            return membership(&args.namesrv, args.what).await
+            return membership(&args.access.namesrv(&args.namesrv)?, args.what).await
         }
         what => what,
     };
-    let client = NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
+    let client = args.access.namesrv(&args.namesrv)?;
     let json = match what {
         What::TopicRoute { topic } => match client.topic_route(&topic).await? {
             Some(route) => serde_json::to_string_pretty(&route)?,
@@ -177,10 +223,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// `admin transfer-leader`: asks the group's leader to hand over, then waits (bounded) until
 /// the name servers route the group's writes elsewhere.
-async fn transfer_leader(namesrv: &str, group: &str, to: &str) -> anyhow::Result<()> {
-    let client = NameServerClient::new(namesrv, Duration::from_secs(3))?;
+async fn transfer_leader(client: &NameServerClient, group: &str, to: &str) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let done = client::admin::transfer_leadership(&client, group, to, Duration::from_secs(10))
+    let done = client::admin::transfer_leadership(client, group, to, Duration::from_secs(10))
         .await
         .map_err(|e| anyhow::anyhow!("transfer of {group}'s leadership to {to} failed: {e}"))?;
     println!(
@@ -212,12 +257,11 @@ async fn transfer_leader(namesrv: &str, group: &str, to: &str) -> anyhow::Result
 }
 
 /// `admin members / add-node / remove-node`: prints the membership after the change.
-async fn membership(namesrv: &str, what: What) -> anyhow::Result<()> {
-    let client = NameServerClient::new(namesrv, Duration::from_secs(3))?;
+async fn membership(client: &NameServerClient, what: What) -> anyhow::Result<()> {
     let per_request = Duration::from_secs(10);
     let (group, members) = match what {
         What::Members { group } => {
-            let m = client::admin::group_members(&client, &group, per_request).await?;
+            let m = client::admin::group_members(client, &group, per_request).await?;
             (group, m)
         }
         What::AddNode {
@@ -228,7 +272,7 @@ async fn membership(namesrv: &str, what: What) -> anyhow::Result<()> {
         } => {
             let started = std::time::Instant::now();
             let deadline = Duration::from_secs(timeout_secs);
-            let m = client::admin::add_node(&client, &group, &id, &addr, deadline)
+            let m = client::admin::add_node(client, &group, &id, &addr, deadline)
                 .await
                 .map_err(|e| anyhow::anyhow!("adding {id} to {group} failed: {e}"))?;
             println!(
@@ -238,7 +282,7 @@ async fn membership(namesrv: &str, what: What) -> anyhow::Result<()> {
             (group, m)
         }
         What::RemoveNode { group, id } => {
-            let m = client::admin::remove_node(&client, &group, &id, per_request)
+            let m = client::admin::remove_node(client, &group, &id, per_request)
                 .await
                 .map_err(|e| anyhow::anyhow!("removing {id} from {group} failed: {e}"))?;
             println!(

@@ -115,6 +115,8 @@ struct ProduceArgs {
     /// Print one JSON object at the end instead of the text report.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    access: super::admin::Access,
 }
 
 struct Stats {
@@ -207,7 +209,12 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     };
     if let Some(queues) = args.queues {
         anyhow::ensure!(queues > 0, "--queues must be at least 1");
-        let namesrv = client::NameServerClient::new(&args.namesrv, Duration::from_secs(3))?;
+        let connection = args
+            .access
+            .apply(client::ClientConfig::new(&args.namesrv))?
+            .connection;
+        let namesrv = client::NameServerClient::new(&args.namesrv, Duration::from_secs(3))?
+            .with_connection(connection);
         for topic in &topics {
             client::admin::create_topic(&namesrv, topic, queues, Duration::from_secs(5)).await?;
         }
@@ -215,6 +222,7 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let mut producers = Vec::with_capacity(args.producers);
     for _ in 0..args.producers {
         let mut config = ProducerConfig::new(&args.namesrv, "rocketraft-bench");
+        config.client = args.access.apply(config.client)?;
         config.max_async_sends_in_flight = args.in_flight.div_ceil(args.producers);
         let producer = Arc::new(Producer::start(config).await?);
         // Create the topics (and learn their routes) before timing anything.

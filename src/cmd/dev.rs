@@ -28,6 +28,27 @@ pub struct Args {
     /// SYNC_FLUSH or ASYNC_FLUSH (default: as in conf/, SYNC_FLUSH).
     #[arg(long)]
     flush_disk_type: Option<String>,
+    /// A `key=value` line added to every broker's config (repeatable; a key conf/ already
+    /// sets is refused as a duplicate), e.g. `aclEnable=true` or `tls.server.mode=enforcing`.
+    /// Relative paths are read from the data directory.
+    #[arg(long = "broker-conf", value_name = "KEY=VALUE")]
+    broker_conf: Vec<String>,
+    /// A `key=value` line added to the name server's config (repeatable).
+    #[arg(long = "namesrv-conf", value_name = "KEY=VALUE")]
+    namesrv_conf: Vec<String>,
+}
+
+/// `conf` followed by the `extra` lines.
+fn with_lines(conf: &str, extra: &[String]) -> String {
+    let mut out = conf.to_string();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for line in extra {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 struct Proc {
@@ -86,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("writing the cluster secret")?;
     let exe = std::env::current_exe().context("locating the rocketraft binary")?;
     let namesrv_conf = dir.join("namesrv.conf");
-    std::fs::write(&namesrv_conf, NAMESRV_CONF)?;
+    std::fs::write(&namesrv_conf, with_lines(NAMESRV_CONF, &args.namesrv_conf))?;
 
     let mut procs: Vec<Proc> = Vec::new();
     let threads = worker_threads();
@@ -126,7 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?;
     for (node, conf) in NODE_CONFS {
         let conf_path = dir.join(format!("broker-{node}.conf"));
-        std::fs::write(&conf_path, conf)?;
+        std::fs::write(&conf_path, with_lines(conf, &args.broker_conf))?;
         let mut a = vec![
             "broker".to_string(),
             "-c".into(),

@@ -620,3 +620,48 @@ pub async fn routed_members(cluster: &Cluster) -> Vec<String> {
         .map(|d| d.broker_addrs.values().cloned().collect())
         .unwrap_or_default()
 }
+
+impl Cluster {
+    /// Rewrites node `i`'s config with `more` lines after the common ones; the node reads
+    /// it at its next start.
+    pub fn set_node_conf(&self, i: usize, more: &str) {
+        self.write_conf(i, more);
+    }
+
+    /// The terms in which node `i` says it became leader (its "role changed" log lines with
+    /// `role=Leader`), in log order, each once.
+    pub fn led_terms(&self, i: usize) -> Vec<u64> {
+        let log = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let mut terms = Vec::new();
+        for line in log.lines().map(strip_ansi) {
+            if !line.contains("role changed") || !line.contains("role=Leader") {
+                continue;
+            }
+            let term = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("term=")?.parse::<u64>().ok());
+            if let Some(term) = term.filter(|t| !terms.contains(t)) {
+                terms.push(term);
+            }
+        }
+        terms
+    }
+}
+
+/// `line` without terminal colour codes (`ESC [ ... m`), as the nodes' logs hold them.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

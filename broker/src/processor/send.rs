@@ -17,8 +17,8 @@ use remoting::header::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
 use remoting::message::{
-    decode_batch, encode_properties, message_id, properties_iter, property, property_values,
-    MessageRecord,
+    decode_batch, encode_properties, message_id, properties_iter, property, property_value,
+    property_values, MessageRecord,
 };
 use remoting::route::perm;
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
@@ -48,6 +48,8 @@ pub async fn handle(
         RequestCode::SEND_MESSAGE_V2 => request.header::<SendMessageRequestHeaderV2>()?.into(),
         RequestCode::SEND_BATCH_MESSAGE => match request.header::<SendMessageRequestHeaderV2>() {
             Ok(v2) => v2.into(),
+            // With V2 names present, their error (a bad topic) is the one to tell.
+            Err(e) if request.ext("b").is_some() => return Err(e.into()),
             Err(_) => request.header()?,
         },
         _ => request.header()?,
@@ -66,6 +68,11 @@ pub async fn handle(
             ResponseCode::NO_PERMISSION,
             format!("{DEFAULT_TOPIC} is the default topic and cannot be sent to"),
         ));
+    }
+    let prepared =
+        transaction::is_prepared(header.sys_flag, header.properties.as_deref().unwrap_or(""));
+    if prepared {
+        check_half_group(header.properties.as_deref().unwrap_or(""))?;
     }
     refuse_if_disk_full(broker)?;
     let topic = match broker
@@ -108,8 +115,6 @@ pub async fn handle(
     let store_timestamp = now_ms();
     let born_host = conn.peer();
     let batch = code == RequestCode::SEND_BATCH_MESSAGE || header.batch == Some(true);
-    let prepared =
-        transaction::is_prepared(header.sys_flag, header.properties.as_deref().unwrap_or(""));
     // A half is stored with its transaction type cleared, as RocketMQ stores it.
     let sys_flag = match prepared {
         true => transaction::reset_transaction_type(header.sys_flag, 0),
@@ -312,6 +317,21 @@ fn check_batched(properties: &str) -> Result<(), ProcessError> {
     }
 }
 
+/// A prepared send's own `PGROUP` property names the group its half is kept for (through
+/// the log into the half index, `transaction::half_state`), so it follows the group rule as
+/// the header's group does.
+fn check_half_group(properties: &str) -> Result<(), ProcessError> {
+    match property_value(properties, property::PRODUCER_GROUP) {
+        Some(group) => remoting::names::check_group(group).map_err(|e| {
+            fail(
+                ResponseCode::SYSTEM_ERROR,
+                format!("property {}: {e}", property::PRODUCER_GROUP),
+            )
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Where a prepared (transactional) send is stored: as a half message in
 /// `RMQ_SYS_TRANS_HALF_TOPIC`, naming its real topic and queue ([`transaction`]). A batch
 /// or a delayed message cannot be prepared.
@@ -398,4 +418,26 @@ pub(crate) fn refuse_if_disk_full(broker: &Broker) -> Result<(), super::ProcessE
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prepared_sends_own_producer_group_follows_the_group_rule() {
+        assert!(check_half_group("").is_ok());
+        assert!(check_half_group(&encode_properties([(property::PRODUCER_GROUP, "pg")])).is_ok());
+        let bad = encode_properties([(property::PRODUCER_GROUP, "p\0g")]);
+        match check_half_group(&bad) {
+            Err(ProcessError::Response(r)) => {
+                let remark = r.remark.unwrap_or_default();
+                assert!(
+                    remark.contains("PGROUP") && remark.contains("p\\0g"),
+                    "{remark}"
+                );
+            }
+            _ => panic!("PGROUP p\\0g was accepted"),
+        }
+    }
 }

@@ -8,12 +8,15 @@
 //! RECONSUMETIMES + 1, `RETRY_TOPIC` (the topic it was first consumed from) and
 //! `ORIGIN_MESSAGE_ID`. The move is one append through the Raft log, so a new leader
 //! knows it, and the copy's delivery is a scheduled message's (see [`crate::schedule`]).
+//! A group whose `%RETRY%<group>` would break the topic rules (a group may have 255
+//! characters, a topic 127) is refused before anything goes through the log.
 
 use bytes::Bytes;
 use remoting::header::ConsumerSendMsgBackRequestHeader;
 use remoting::message::{
     encode_properties, message_id, properties_iter, property, MessageRecord, MAGIC_V1, MAGIC_V2,
 };
+use remoting::names::{check_group, check_topic};
 use remoting::route::{perm, TopicConfig};
 use remoting::{Connection, RemotingCommand, ResponseCode};
 use tracing::info;
@@ -33,6 +36,7 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let h: ConsumerSendMsgBackRequestHeader = request.header()?;
+    derived_topic(RETRY_PREFIX, &h.group)?;
     super::send::refuse_if_disk_full(broker)?;
     known_group(broker, &h.group).await?;
     let bytes = queued_record(broker, h.offset)?;
@@ -172,7 +176,7 @@ fn lookup_failed(offset: i64, why: impl std::fmt::Display) -> ProcessError {
 /// Makes sure a clustering consumer group can retry: its subscription group and its
 /// `%RETRY%<group>` topic exist (both created through Raft when missing).
 pub(crate) async fn prepare_retries(broker: &Broker, group: &str) -> Result<(), ProcessError> {
-    if broker.topic(&format!("{RETRY_PREFIX}{group}")).is_some() {
+    if broker.topic(&derived_topic(RETRY_PREFIX, group)?).is_some() {
         return Ok(());
     }
     if broker.subscription_group(group).is_none() && !broker.config().auto_create_subscription_group
@@ -229,7 +233,7 @@ async fn retry_topic(broker: &Broker, group: &str) -> Result<TopicConfig, Proces
         .and_then(|g| g.get("retryQueueNums").and_then(|v| v.as_i64()))
         .unwrap_or(1)
         .clamp(1, 1024) as i32;
-    system_topic(broker, format!("{RETRY_PREFIX}{group}"), queues).await
+    system_topic(broker, derived_topic(RETRY_PREFIX, group)?, queues).await
 }
 
 /// `%DLQ%<group>`, created (through Raft) with one queue, readable and writable (as
@@ -238,7 +242,24 @@ pub(crate) async fn dead_letter_topic(
     broker: &Broker,
     group: &str,
 ) -> Result<TopicConfig, ProcessError> {
-    system_topic(broker, format!("{DLQ_PREFIX}{group}"), 1).await
+    system_topic(broker, derived_topic(DLQ_PREFIX, group)?, 1).await
+}
+
+/// `%RETRY%<group>` or `%DLQ%<group>`, if it is a topic by RocketMQ's rules. A group may
+/// have 255 characters, a topic only 127: a longer retry topic could not be routed or
+/// pulled (its name is refused in those headers), so it is never created. `%RETRY%` is the
+/// longer prefix: a group whose retry topic passes has a DLQ that passes too.
+fn derived_topic(prefix: &str, group: &str) -> Result<String, ProcessError> {
+    let topic = format!("{prefix}{group}");
+    check_group(group)
+        .and_then(|()| check_topic(&topic))
+        .map_err(|e| {
+            fail(
+                ResponseCode::SYSTEM_ERROR,
+                format!("no {prefix}<group> topic for this group: {e}"),
+            )
+        })?;
+    Ok(topic)
 }
 
 async fn system_topic(
@@ -256,4 +277,30 @@ async fn system_topic(
         })
         .await
         .map_err(|e| append_error(broker, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remark(result: Result<String, ProcessError>) -> String {
+        match result {
+            Err(ProcessError::Response(r)) => r.remark.unwrap_or_default(),
+            Err(ProcessError::Header(e)) => panic!("{e}"),
+            Ok(topic) => panic!("{topic} was accepted"),
+        }
+    }
+
+    #[test]
+    fn retry_and_dead_letter_topics_follow_the_topic_rule() {
+        let longest = "g".repeat(120);
+        assert_eq!(
+            derived_topic(RETRY_PREFIX, &longest).ok(),
+            Some(format!("%RETRY%{longest}"))
+        );
+        let too_long = remark(derived_topic(RETRY_PREFIX, &"g".repeat(121)));
+        assert!(too_long.contains("longer than 127"), "{too_long}");
+        // A client's re-send to `%RETRY%` names no group.
+        assert!(remark(derived_topic(DLQ_PREFIX, "")).contains("is empty"));
+    }
 }

@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::RwLock;
 use std::sync::RwLockReadGuard;
 use std::sync::RwLockWriteGuard;
@@ -34,6 +35,7 @@ use super::codec::Entry;
 use super::codec::EntryHeader;
 use super::codec::HEADER_BYTES;
 use super::codec::PAD_BYTES;
+use super::flushed_record::FlushedRecord;
 use super::recovery;
 use super::segment::parse_segment_name;
 use super::segment::sync_dir;
@@ -221,6 +223,8 @@ pub(crate) struct CommitLog {
     recent: Mutex<RecentEntries>,
     /// Milliseconds every flush waits first, as on a slow disk (tests and benches only).
     flush_delay_ms: AtomicU64,
+    /// The durable prefix, recorded in a file (tests only; see [`CommitLog::record_flushed`]).
+    flushed_record: OnceLock<FlushedRecord>,
 }
 
 impl CommitLog {
@@ -250,8 +254,24 @@ impl CommitLog {
             took_ms = opening.elapsed().as_millis() as u64,
             "CommitLog recovered"
         );
-        let prealloc_tx = allocator.spawn_preallocator();
         let write_pos = recovered.write_pos;
+        // A killed process leaves what it wrote in the page cache, unsynced; the flushed
+        // point below starts at the write position, so make that true before claiming it
+        // (msync writes only the pages still dirty; the rest costs a page-table walk).
+        // Without this, a SYNC_FLUSH node could acknowledge entries after a restart while
+        // older ones it recovered were still only in memory.
+        let syncing = std::time::Instant::now();
+        for segment in &segments {
+            let end = write_pos.saturating_sub(segment.start).min(segment_bytes) as usize;
+            segment
+                .flush(0, end)
+                .map_err(|e| DLedgerError::io(&segment.path, e))?;
+        }
+        tracing::debug!(
+            took_ms = syncing.elapsed().as_millis() as u64,
+            "recovered CommitLog synced"
+        );
+        let prealloc_tx = allocator.spawn_preallocator();
         let state = LogState {
             segments,
             first_index: recovered.first_index,
@@ -278,6 +298,7 @@ impl CommitLog {
             async_flusher_stop: Mutex::new(None),
             recent: Mutex::new(RecentEntries::default()),
             flush_delay_ms: AtomicU64::new(0),
+            flushed_record: OnceLock::new(),
         }))
     }
 
@@ -639,6 +660,9 @@ impl CommitLog {
             last_purged,
         };
         self.flushed.send_modify(|f| *f = end);
+        if let Some(record) = self.flushed_record.get() {
+            record.replaced(end);
+        }
         self.committed_end.store(end, Ordering::Release);
         self.applied_end.store(end, Ordering::Release);
         self.dropped_below.store(
@@ -679,6 +703,9 @@ impl CommitLog {
         state.dirty_from = state.dirty_from.min(from);
         state.rewrites += 1;
         self.flushed.send_modify(|f| *f = (*f).min(from));
+        if let Some(record) = self.flushed_record.get() {
+            record.truncated(from);
+        }
         tracing::info!(dir = %self.dir.display(), log_index = index, position = from, bytes = to - from, "truncated CommitLog");
         Ok(())
     }
@@ -750,6 +777,9 @@ impl CommitLog {
             let high = state.write_pos;
             let low = state.dirty_from.min(high);
             state.dirty_from = high;
+            if let Some(record) = self.flushed_record.get() {
+                record.flush_started();
+            }
             let ranges = segment_ranges(&state.segments, low, high);
             (ranges, low, high, state.rewrites)
         };
@@ -764,6 +794,9 @@ impl CommitLog {
         // A truncation while the msync ran may have put unflushed entries below `high`; the
         // flushed point then waits for the next flush (truncate lowered it already).
         let state = self.read_state();
+        if let Some(record) = self.flushed_record.get() {
+            record.flushed(low, high);
+        }
         if state.rewrites == rewrites {
             self.flushed.send_if_modified(|f| {
                 let changed = *f < high;
@@ -801,6 +834,17 @@ impl CommitLog {
             }
         }
         self.dropped_below.fetch_max(to, Ordering::AcqRel);
+    }
+
+    /// From now on, records in `.test-flushed` the position below which every byte has been
+    /// msync'd (tests only: `test_record_flushed`; see [`super::flushed_record`]). Called
+    /// once, after open and before anything is appended.
+    pub(crate) fn record_flushed(&self) -> Result<(), DLedgerError> {
+        let write_pos = self.read_state().write_pos;
+        let record = FlushedRecord::start(self.dir.clone(), write_pos)
+            .map_err(|e| DLedgerError::io(&self.dir, e))?;
+        let _ = self.flushed_record.set(record);
+        Ok(())
     }
 
     /// Makes every flush wait `ms` first, as on a slow disk (tests and benches only).

@@ -19,6 +19,7 @@
 
 pub(crate) mod codec;
 pub(crate) mod commit_log;
+mod flushed_record;
 mod recovery;
 pub(crate) mod segment;
 

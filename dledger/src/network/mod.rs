@@ -22,6 +22,8 @@ pub mod memory;
 pub mod tcp;
 mod wire;
 
+pub use wire::check_decode as fuzz_peer_request;
+
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;

@@ -218,6 +218,19 @@ pub(crate) fn decode_request(body: Bytes) -> Result<PeerRequest, String> {
     Ok(PeerRequest(request))
 }
 
+/// For the fuzz target (`fuzz/fuzz_targets/peer_request.rs`) and the property test below:
+/// decodes `data` as a peer request body; what decodes must encode and decode to the same
+/// request. Panics only if that fails, never on bad input.
+pub fn check_decode(data: &[u8]) {
+    let Ok(request) = decode_request(Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let text = format!("{request:?}");
+    let again = encode_request_to_vec(request).expect("a decoded request encodes");
+    let decoded = decode_request(Bytes::from(again)).expect("a re-encoded request decodes");
+    assert_eq!(format!("{decoded:?}"), text);
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -296,6 +309,23 @@ mod tests {
         assert!(decode_request(Bytes::from(longer)).is_err());
         assert!(decode_request(Bytes::from_static(&[0, 0, 0])).is_err());
         assert!(decode_request(Bytes::from_static(&[0xff, 0, 0, 0, 1])).is_err());
+    }
+
+    proptest::proptest! {
+        // Proves no byte string panics the decoder, and a valid request with any one byte
+        // changed either is refused or round-trips.
+        #[test]
+        fn arbitrary_bytes_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            check_decode(&data);
+        }
+
+        #[test]
+        fn mutated_requests_never_panic(at in 0usize..4096, byte in proptest::prelude::any::<u8>()) {
+            let mut body = encode_request_to_vec(PeerRequest(RequestBody::AppendEntries(append_request()))).unwrap();
+            let at = at % body.len();
+            body[at] = byte;
+            check_decode(&body);
+        }
     }
 
     // Proves votes (no payloads) round-trip too.
