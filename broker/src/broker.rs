@@ -18,13 +18,14 @@ use remoting::queue_lock::MessageQueueData;
 use remoting::route::{perm, DataVersion, TopicConfig};
 use remoting::{RemotingCommand, ResponseCode};
 use tokio::sync::Notify;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::clients::ClientManager;
 use crate::command::{BrokerCommand, OffsetUpdate};
 use crate::config::BrokerConfig;
 use crate::consume_queue::ConsumeQueue;
 use crate::disk::{DiskUsage, StatVfs};
+use crate::held_pulls::HeldPulls;
 use crate::queue_locks::Granted;
 use crate::store::{Applied, BrokerState, OffsetKey};
 
@@ -44,6 +45,8 @@ pub struct Broker {
     node: DLedgerNode,
     state: Arc<BrokerState>,
     clients: ClientManager,
+    /// Pulls held (long polling) now, against `maxHeldPulls` and its per-connection twin.
+    held_pulls: HeldPulls,
     /// Offsets committed by consumers on this leader, not yet in the Raft log.
     pending_offsets: Mutex<HashMap<OffsetKey, i64>>,
     /// This node's client address, written into every record as STOREHOST.
@@ -64,6 +67,10 @@ pub struct Broker {
     manual_passes: AtomicU32,
 }
 
+/// Refused auto-creations, logged at most once every 10 s.
+static AUTO_CREATE_REFUSED: remoting::throttle::Throttle =
+    remoting::throttle::Throttle::new(10_000);
+
 impl Broker {
     pub(crate) fn new(
         config: BrokerConfig,
@@ -80,10 +87,11 @@ impl Broker {
             disk,
             clean_now: Notify::new(),
             manual_passes: AtomicU32::new(0),
+            clients: ClientManager::new(config.max_clients_per_group),
+            held_pulls: HeldPulls::new(config.max_held_pulls, config.max_held_pulls_per_connection),
             config,
             node,
             state,
-            clients: ClientManager::default(),
             pending_offsets: Mutex::new(HashMap::new()),
             store_host,
             register_now: Notify::new(),
@@ -103,6 +111,10 @@ impl Broker {
 
     pub(crate) fn node(&self) -> &DLedgerNode {
         &self.node
+    }
+
+    pub fn held_pulls(&self) -> &HeldPulls {
+        &self.held_pulls
     }
 
     pub fn clients(&self) -> &ClientManager {
@@ -245,20 +257,23 @@ impl Broker {
         self.state.subscription_group(name)
     }
 
-    /// The topic's config, creating it (through Raft) when auto-creation allows.
+    /// The topic's config, creating it (through Raft) when auto-creation allows; `Err`
+    /// with the reason when it does not.
     pub async fn topic_or_create(
         &self,
         topic: &str,
         queue_nums: i32,
-    ) -> Result<Option<TopicConfig>, DLedgerError> {
+    ) -> Result<Result<TopicConfig, String>, DLedgerError> {
         if let Some(config) = self.state.topic(topic) {
-            return Ok(Some(config));
+            return Ok(Ok(config));
         }
         if !self.config.auto_create_topic {
-            return Ok(None);
+            return Ok(Err(format!(
+                "topic[{topic}] not exist, apply first please! (autoCreateTopicEnable=false)"
+            )));
         }
         let queues = queue_nums.clamp(1, self.config.default_topic_queue_nums);
-        self.create_topic(TopicConfig {
+        self.auto_create_topic(TopicConfig {
             topic_name: topic.to_string(),
             read_queue_nums: queues,
             write_queue_nums: queues,
@@ -266,15 +281,48 @@ impl Broker {
             ..TopicConfig::default()
         })
         .await
-        .map(Some)
     }
 
     /// Creates `config` through Raft unless its topic exists; the topic's config either way.
+    /// For an admin's request: not limited by `autoCreateTopicLimit`.
     pub async fn create_topic(&self, config: TopicConfig) -> Result<TopicConfig, DLedgerError> {
         let _guard = self.topic_create.lock().await;
-        if let Some(existing) = self.state.topic(&config.topic_name) {
-            return Ok(existing);
+        match self.state.topic(&config.topic_name) {
+            Some(existing) => Ok(existing),
+            None => self.put_topic(config).await,
         }
+    }
+
+    /// Creates `config` as [`Broker::create_topic`] does, unless the broker holds
+    /// `autoCreateTopicLimit` topics already: then `Err` with the reason, for the client.
+    /// Checked under the creation lock, so concurrent sends cannot overshoot it.
+    pub async fn auto_create_topic(
+        &self,
+        config: TopicConfig,
+    ) -> Result<Result<TopicConfig, String>, DLedgerError> {
+        let _guard = self.topic_create.lock().await;
+        if let Some(existing) = self.state.topic(&config.topic_name) {
+            return Ok(Ok(existing));
+        }
+        let (topics, limit) = (
+            self.state.topic_count(),
+            self.config.auto_create_topic_limit,
+        );
+        if topics >= limit {
+            if let Some(left_out) = AUTO_CREATE_REFUSED.admit() {
+                warn!(topic = %config.topic_name, topics, limit, left_out, "auto-creation refused: the broker holds autoCreateTopicLimit topics");
+            }
+            return Ok(Err(format!(
+                "topic[{}] not exist and not created: this broker holds {topics} topics, \
+                 autoCreateTopicLimit={limit} (an admin can create it, or raise the limit)",
+                config.topic_name
+            )));
+        }
+        self.put_topic(config).await.map(Ok)
+    }
+
+    /// Proposes `config`; the caller holds `topic_create`.
+    async fn put_topic(&self, config: TopicConfig) -> Result<TopicConfig, DLedgerError> {
         info!(topic = %config.topic_name, queues = config.write_queue_nums, "creating topic");
         self.propose(&BrokerCommand::PutTopic {
             config: config.clone(),

@@ -13,7 +13,10 @@ use remoting::header::ConsumerGroupRequestHeader;
 use remoting::route::{HeartbeatData, SubscriptionData};
 use remoting::{Connection, RemotingCommand, RequestCode};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
+
+/// Refused joins, logged at most once every 10 s.
+static GROUP_FULL: remoting::throttle::Throttle = remoting::throttle::Throttle::new(10_000);
 
 struct Member {
     conn: Connection,
@@ -27,24 +30,43 @@ struct Group {
 }
 
 /// Consumer groups and their live members.
-#[derive(Default)]
 pub struct ClientManager {
     groups: Mutex<HashMap<String, Group>>,
+    /// `maxClientsPerGroup`: each join notifies every member, so a group's size is bounded.
+    max_per_group: usize,
     /// Producer groups (check-backs of transactional messages go to them).
     pub producers: crate::producers::ProducerTable,
 }
 
 impl ClientManager {
-    /// Records a heartbeat; notifies groups whose membership changed.
-    pub fn heartbeat(&self, conn: &Connection, data: HeartbeatData) {
+    pub fn new(max_per_group: usize) -> Self {
+        ClientManager {
+            groups: Mutex::default(),
+            max_per_group: max_per_group.max(1),
+            producers: Default::default(),
+        }
+    }
+
+    /// Records a heartbeat; notifies groups whose membership changed. A consumer that
+    /// would join a group holding `maxClientsPerGroup` members already is left out, and
+    /// `Err` says which (the rest of the heartbeat is recorded).
+    pub fn heartbeat(&self, conn: &Connection, data: HeartbeatData) -> Result<(), String> {
         for producer in &data.producer_data_set {
             self.producers
                 .heartbeat(conn, &data.client_id, &producer.group_name);
         }
         let mut changed = Vec::new();
+        let mut full = Vec::new();
         {
             let mut groups = self.groups.lock().unwrap();
             for consumer in data.consumer_data_set {
+                if groups.get(&consumer.group_name).is_some_and(|g| {
+                    g.members.len() >= self.max_per_group
+                        && !g.members.contains_key(&data.client_id)
+                }) {
+                    full.push(consumer.group_name);
+                    continue;
+                }
                 let group = groups.entry(consumer.group_name.clone()).or_default();
                 let member = Member {
                     conn: conn.clone(),
@@ -65,6 +87,18 @@ impl ClientManager {
         for group in changed {
             self.notify(&group);
         }
+        if full.is_empty() {
+            return Ok(());
+        }
+        if let Some(left_out) = GROUP_FULL.admit() {
+            warn!(client_id = %data.client_id, groups = ?full, max = self.max_per_group, left_out, "consumer refused: its group holds maxClientsPerGroup members");
+        }
+        Err(format!(
+            "consumer {} not registered in {}: each holds maxClientsPerGroup={} clients",
+            data.client_id,
+            full.join(", "),
+            self.max_per_group
+        ))
     }
 
     pub fn unregister(&self, client_id: &str, consumer_group: Option<&str>) {

@@ -123,6 +123,18 @@ pub struct BrokerConfig {
     pub register_namesrv_interval_ms: u64,
     /// `longPollingHoldMaxMs`: the longest a pull with nothing new is held.
     pub pull_hold_ms_max: u64,
+    /// `maxHeldPulls` (rocketraft's key): pulls held at once on this node; one more is
+    /// answered SYSTEM_BUSY at once (clients retry it after their back-off, 3 s in Java).
+    pub max_held_pulls: usize,
+    /// `maxHeldPullsPerConnection` (rocketraft's key): the same, per client connection.
+    pub max_held_pulls_per_connection: usize,
+    /// `maxClientsPerGroup` (rocketraft's key): consumers one group holds on this node; a
+    /// heartbeat that would add one more to a full group is answered SYSTEM_ERROR.
+    pub max_clients_per_group: usize,
+    /// `autoCreateTopicLimit` (rocketraft's key): automatic creation (a send to a new topic,
+    /// a group's retry and dead-letter topics) stops once the broker holds this many topics;
+    /// an admin's UPDATE_AND_CREATE_TOPIC is not limited.
+    pub auto_create_topic_limit: usize,
     /// `maxPullMsgNums`: most messages in one pull answer.
     pub max_pull_msg_nums: i32,
     /// `maxPullBytes`: most body bytes in one pull answer.
@@ -257,6 +269,10 @@ impl Default for BrokerConfig {
             max_message_bytes: 4 * 1024 * 1024,
             register_namesrv_interval_ms: 30_000,
             pull_hold_ms_max: 30_000,
+            max_held_pulls: 100_000,
+            max_held_pulls_per_connection: 16_384,
+            max_clients_per_group: 10_000,
+            auto_create_topic_limit: 10_000,
             max_pull_msg_nums: 64,
             max_pull_bytes: 4 * 1024 * 1024,
             offset_commit_interval_ms: 200,
@@ -394,6 +410,10 @@ impl BrokerConfig {
         set!("maxMessageSize", max_message_bytes);
         set!("registerNameServerPeriod", register_namesrv_interval_ms);
         set!("longPollingHoldMaxMs", pull_hold_ms_max);
+        set!("maxHeldPulls", max_held_pulls);
+        set!("maxHeldPullsPerConnection", max_held_pulls_per_connection);
+        set!("maxClientsPerGroup", max_clients_per_group);
+        set!("autoCreateTopicLimit", auto_create_topic_limit);
         set!("maxPullMsgNums", max_pull_msg_nums);
         set!("maxPullBytes", max_pull_bytes);
         set!("consumerOffsetCommitIntervalMs", offset_commit_interval_ms);

@@ -12,6 +12,7 @@
 //! - [`keys`]: how names are laid out in the keys of the stored state.
 //! - [`command`]: commands the broker puts in the Raft log besides messages.
 //! - [`clients`]: consumer groups from heartbeats; NOTIFY_CONSUMER_IDS_CHANGED.
+//! - [`held_pulls`]: the caps on pulls held by long polling.
 //! - [`broker`]: [`Broker`], one node's shared state behind a small API that handlers
 //!   and background tasks use (commit an offset, pick a queue, append, read).
 //! - [`processor`]: request handlers, one file per request or small family, looked up
@@ -42,6 +43,7 @@ pub mod consume_queue;
 pub mod copy;
 pub mod disk;
 pub mod error;
+pub mod held_pulls;
 pub mod index;
 pub mod keys;
 pub mod processor;

@@ -95,6 +95,10 @@ impl BrokerState {
         self.topics.read().unwrap().clone()
     }
 
+    pub fn topic_count(&self) -> usize {
+        self.topics.read().unwrap().len()
+    }
+
     pub fn data_version(&self) -> DataVersion {
         *self.data_version.read().unwrap()
     }

@@ -15,6 +15,7 @@
 //! accepts. A plain connection runs over `TcpStream::into_split` halves, as without TLS;
 //! only a TLS stream is split with `tokio::io::split`, whose halves share a lock.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -192,6 +193,10 @@ struct Inner {
     request_hook: Option<RequestHook>,
     /// When the last frame arrived ([`now_ms`]).
     last_read_ms: AtomicU64,
+    /// Asks both loops to give back their buffers (see [`LEAN_AFTER_MS`]).
+    lean: tokio::sync::Notify,
+    /// The `last_read_ms` the connection was last made lean after (the sweep's own).
+    leaned_at_ms: AtomicU64,
 }
 
 /// A handle to one connection; cheap to clone.
@@ -294,6 +299,8 @@ impl Connection {
                 closed: parent.child_token(),
                 request_hook: config.request_hook.clone(),
                 last_read_ms: AtomicU64::new(now_ms()),
+                lean: tokio::sync::Notify::new(),
+                leaned_at_ms: AtomicU64::new(u64::MAX),
             }),
         };
         let codec =
@@ -301,9 +308,9 @@ impl Connection {
         tokio::spawn(write_loop(conn.clone(), write_half, rx, codec));
         tokio::spawn(read_loop(
             conn.clone(),
-            // Peers coalesce their frames into large writes (see `write_loop`); reading in
-            // 64 KiB takes in many frames per syscall, where FramedRead's 8 KiB took a few.
-            FramedRead::with_capacity(read_half, codec, READ_BUFFER_BYTES),
+            // No buffer until bytes arrive: the codec then keeps room for large reads
+            // (peers coalesce their frames into large writes, see `write_loop`).
+            FramedRead::with_capacity(read_half, codec, 0),
             handler,
             config.max_concurrent_requests.max(1),
         ));
@@ -450,7 +457,9 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// Initial capacity of a connection's read buffer.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// A served connection quiet this long gives back its read and write buffers (tens of
+/// KiB), so that thousands of quiet clients cost little; the next frame allocates again.
+const LEAN_AFTER_MS: u64 = 5_000;
 
 /// The write loop yields for more frames only while its write is smaller than this.
 const YIELD_BELOW_BYTES: usize = 64 * 1024;
@@ -483,13 +492,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<RemotingCommand>,
     mut codec: FrameCodec,
 ) {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    // Grows to what the connection writes at once; none for one that writes nothing.
+    let mut buf = BytesMut::new();
     loop {
         let first = tokio::select! {
             cmd = rx.recv() => match cmd {
                 Some(cmd) => cmd,
                 None => break,
             },
+            _ = conn.inner.lean.notified() => {
+                buf = BytesMut::new();
+                continue;
+            }
             _ = conn.closed() => break,
         };
         // Coalesce whatever else is queued into one write. Tasks woken together (say, by
@@ -513,7 +527,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         buf.clear();
         if buf.capacity() > 4 * 1024 * 1024 {
-            buf = BytesMut::with_capacity(64 * 1024);
+            buf = BytesMut::new();
         }
     }
     conn.close();
@@ -535,6 +549,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
+            _ = conn.inner.lean.notified() => {
+                // Only between frames: a partial frame keeps its bytes (bounded by the codec).
+                if frames.read_buffer().is_empty() {
+                    *frames.read_buffer_mut() = BytesMut::new();
+                }
+                continue;
+            }
             _ = conn.closed() => break,
         };
         if frame.is_some() {
@@ -565,7 +586,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 };
                 let conn = conn.clone();
                 let handler = handler.clone();
-                tokio::spawn(async move {
+                let handle = async move {
                     let oneway = request.is_oneway();
                     let opaque = request.opaque;
                     let serialize_type = request.serialize_type;
@@ -576,8 +597,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         response.flag |= crate::command::FLAG_RESPONSE;
                         conn.send_response(response).await;
                     }
-                    drop(permit);
-                });
+                };
+                // The slot is given back when the request is answered, or earlier by
+                // `release_request_slot`.
+                tokio::spawn(REQUEST_SLOT.scope(Cell::new(Some(permit)), handle));
             }
         }
     }
@@ -585,6 +608,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // Wake every waiter: their outcome is unknown.
     conn.inner.pending.lock().unwrap().clear();
     handler.on_close(&conn);
+}
+
+tokio::task_local! {
+    /// The place among its connection's `max_concurrent_requests` of the request being
+    /// handled by this task.
+    static REQUEST_SLOT: Cell<Option<OwnedSemaphorePermit>>;
+}
+
+/// Gives back the calling request's place among its connection's
+/// `max_concurrent_requests`, for a request that will now wait long without working (a
+/// held pull): other requests on the connection need not queue behind it. The handler
+/// then bounds such requests itself. Outside a request handler this does nothing.
+pub fn release_request_slot() {
+    let _ = REQUEST_SLOT.try_with(|slot| drop(slot.take()));
 }
 
 /// Accepts connections until `shutdown` resolves, serving each with `handler`. On
@@ -677,7 +714,8 @@ impl Admission {
     }
 }
 
-/// Forgets closed connections and closes those that sent nothing for `idle`.
+/// Forgets closed connections, closes those that sent nothing for `idle`, and makes those
+/// quiet for [`LEAN_AFTER_MS`] give back their buffers (once per quiet spell).
 fn close_idle(live: &Live, idle: Duration) {
     let now = now_ms();
     let idle_ms = idle.as_millis() as u64;
@@ -685,11 +723,18 @@ fn close_idle(live: &Live, idle: Duration) {
         if conn.is_closed() {
             return false;
         }
-        let last = conn.inner.last_read_ms.load(Ordering::Relaxed);
-        if idle_ms > 0 && now.saturating_sub(last) > idle_ms {
-            debug!(peer = %conn.peer(), idle_ms = now - last, "closing an idle connection");
+        let inner = &conn.inner;
+        let last = inner.last_read_ms.load(Ordering::Relaxed);
+        let quiet = now.saturating_sub(last);
+        if idle_ms > 0 && quiet > idle_ms {
+            debug!(peer = %conn.peer(), idle_ms = quiet, "closing an idle connection");
             conn.close();
             return false;
+        }
+        if quiet > LEAN_AFTER_MS && inner.leaned_at_ms.swap(last, Ordering::Relaxed) != last {
+            // Both loops are waiting, so both see it (a `Notified` is registered from
+            // its creation); one that is busy just stays as it is.
+            inner.lean.notify_waiters();
         }
         true
     });
@@ -755,24 +800,89 @@ mod tests {
                 if request.code == 999 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                if request.code == 998 {
+                    // A held request: waits long, without holding a slot.
+                    release_request_slot();
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
                 Some(RemotingCommand::success().with_body(request.body.clone()))
             })
         }
     }
 
     async fn echo_server() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        echo_server_with(ConnectionConfig::default()).await
+    }
+
+    async fn echo_server_with(
+        config: ConnectionConfig,
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(
-            listener,
-            ConnectionConfig::default(),
-            Arc::new(Echo),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        tokio::spawn(serve(listener, config, Arc::new(Echo), async move {
+            let _ = stopped.await;
+        }));
         (addr, stop)
+    }
+
+    /// With one request handled at a time, a second waits for the first; unless the first
+    /// gave its slot back to wait (a held pull), in which case many may wait at once.
+    #[tokio::test]
+    async fn a_request_that_gives_back_its_slot_does_not_hold_up_others() {
+        let (addr, _stop) = echo_server_with(ConnectionConfig {
+            max_concurrent_requests: 1,
+            ..ConnectionConfig::default()
+        })
+        .await;
+        let conn = Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap();
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            let conn = conn.clone();
+            held.push(tokio::spawn(async move {
+                let request = RemotingCommand::bare_request(998);
+                conn.request(request, Duration::from_secs(60)).await
+            }));
+        }
+        let started = std::time::Instant::now();
+        let answered = conn
+            .request(RemotingCommand::bare_request(1), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(answered.response_code(), Some(ResponseCode::SUCCESS));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "answered after {:?}",
+            started.elapsed()
+        );
+        // The control: a request that keeps its slot (999 sleeps 500 ms) holds up the next.
+        let slow = {
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                conn.request(RemotingCommand::bare_request(999), Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        conn.request(RemotingCommand::bare_request(1), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "answered after {:?} while the slot was taken",
+            started.elapsed()
+        );
+        slow.await.unwrap().unwrap();
+        for h in held {
+            h.abort();
+        }
     }
 
     #[tokio::test]

@@ -27,7 +27,7 @@ pub async fn heartbeat(
         .filter(|c| c.message_model == "CLUSTERING")
         .map(|c| c.group_name.clone())
         .collect();
-    broker.clients().heartbeat(conn, data);
+    let joined = broker.clients().heartbeat(conn, data);
     if broker.is_leader() {
         for group in clustering {
             if let Err(super::ProcessError::Response(r)) =
@@ -37,6 +37,7 @@ pub async fn heartbeat(
             }
         }
     }
+    joined.map_err(|why| fail(ResponseCode::SYSTEM_ERROR, why))?;
     Ok(RemotingCommand::success())
 }
 

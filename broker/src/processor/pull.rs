@@ -36,7 +36,7 @@ pub(super) enum Outcome {
 
 pub async fn handle(
     broker: &Broker,
-    _conn: &remoting::Connection,
+    conn: &remoting::Connection,
     request: &RemotingCommand,
 ) -> ProcessResult {
     let header: PullMessageRequestHeader = request.header()?;
@@ -91,6 +91,8 @@ pub async fn handle(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(hold_ms);
     let offset = header.queue_offset.max(0) as u64;
 
+    // Taken when the pull first waits, kept until it is answered.
+    let mut held = None;
     let outcome = loop {
         // Register for a wake-up before looking, so that a creation or an append in between
         // is not missed: for the queue's creation first (a new topic's queue exists only
@@ -113,6 +115,15 @@ pub async fn handle(
         };
         if tokio::time::Instant::now() >= deadline {
             break outcome;
+        }
+        if held.is_none() {
+            let place = broker
+                .held_pulls()
+                .hold(conn.id())
+                .map_err(|why| fail(ResponseCode::SYSTEM_BUSY, why))?;
+            held = Some(place);
+            // Waiting is not work: the connection's other requests need not queue behind it.
+            remoting::connection::release_request_slot();
         }
         match wake {
             Some(w) => {

@@ -79,16 +79,8 @@ pub async fn handle(
         .topic_or_create(&header.topic, header.default_topic_queue_nums)
         .await
     {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return Err(fail(
-                ResponseCode::TOPIC_NOT_EXIST,
-                format!(
-                    "topic[{}] not exist, apply first please! (autoCreateTopicEnable=false)",
-                    header.topic
-                ),
-            ))
-        }
+        Ok(Ok(t)) => t,
+        Ok(Err(why)) => return Err(fail(ResponseCode::TOPIC_NOT_EXIST, why)),
         Err(e) => return Err(append_error(broker, e)),
     };
     if topic.perm & perm::WRITE == 0 {

@@ -268,7 +268,7 @@ async fn system_topic(
     queues: i32,
 ) -> Result<TopicConfig, ProcessError> {
     broker
-        .create_topic(TopicConfig {
+        .auto_create_topic(TopicConfig {
             topic_name: topic,
             read_queue_nums: queues,
             write_queue_nums: queues,
@@ -276,7 +276,8 @@ async fn system_topic(
             ..TopicConfig::default()
         })
         .await
-        .map_err(|e| append_error(broker, e))
+        .map_err(|e| append_error(broker, e))?
+        .map_err(|why| fail(ResponseCode::SYSTEM_ERROR, why))
 }
 
 #[cfg(test)]
