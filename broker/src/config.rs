@@ -129,7 +129,8 @@ pub struct BrokerConfig {
     /// `maxHeldPullsPerConnection` (rocketraft's key): the same, per client connection.
     pub max_held_pulls_per_connection: usize,
     /// `maxClientsPerGroup` (rocketraft's key): consumers one group holds on this node; a
-    /// heartbeat that would add one more to a full group is answered SYSTEM_ERROR.
+    /// heartbeat that would add one more to a full group is answered SYSTEM_ERROR. Each
+    /// join notifies every member, so a group's size bounds what one heartbeat can cost.
     pub max_clients_per_group: usize,
     /// `autoCreateTopicLimit` (rocketraft's key): automatic creation (a send to a new topic,
     /// a group's retry and dead-letter topics) stops once the broker holds this many topics;
@@ -271,7 +272,7 @@ impl Default for BrokerConfig {
             pull_hold_ms_max: 30_000,
             max_held_pulls: 100_000,
             max_held_pulls_per_connection: 16_384,
-            max_clients_per_group: 10_000,
+            max_clients_per_group: 1_000,
             auto_create_topic_limit: 10_000,
             max_pull_msg_nums: 64,
             max_pull_bytes: 4 * 1024 * 1024,
