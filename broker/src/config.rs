@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use remoting::cluster_auth::ClusterAuth;
 use remoting::config_file::{ConfigError, Properties};
-use remoting::tls::{ClientTls, ServerTls};
+use remoting::tls::{ClientTls, PeerTls, ServerTls};
 
 /// `flushDiskType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,9 @@ pub struct BrokerConfig {
     pub server_tls: Arc<ServerTls>,
     /// `tls.enable` and the `tls.client.*` keys: TLS to the name servers.
     pub client_tls: Option<Arc<ClientTls>>,
+    /// `tls.peer.mode` and the `tls.peer.*` keys (rocketraft's): mutual TLS on the Raft
+    /// peer port, the peer handshake inside it; `None` when disabled (the default).
+    pub peer_tls: Option<Arc<PeerTls>>,
     /// `dLegerPeers`: `n0-127.0.0.1:40911;n1-...`.
     pub dledger_peers: String,
     /// `dLegerSelfId`: `n0`, `n1`, ...
@@ -251,6 +254,7 @@ impl Default for BrokerConfig {
             acl_file: PathBuf::from("plain_acl.yml"),
             server_tls: Arc::default(),
             client_tls: None,
+            peer_tls: None,
             dledger_peers: "n0-127.0.0.1:40911".into(),
             dledger_self_id: "n0".into(),
             preferred_leader_id: String::new(),
@@ -391,6 +395,8 @@ impl BrokerConfig {
         set!("serverMaxHeaderBytes", server_max_header_bytes);
         let acl_file: String = p.take("aclFile")?.unwrap_or_else(|| "plain_acl.yml".into());
         c.acl_file = remoting::cluster_auth::resolve_config_path(&p.origin, acl_file.trim());
+        // Before the client port's TLS, which takes the keys peer TLS falls back to.
+        c.peer_tls = PeerTls::from_properties(&mut p)?.map(Arc::new);
         c.server_tls = Arc::new(ServerTls::from_properties(&mut p)?);
         c.client_tls = ClientTls::from_properties(&mut p)?.map(Arc::new);
         set!("dLegerSelfId", dledger_self_id);

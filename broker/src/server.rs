@@ -58,6 +58,7 @@ fn dledger_config(config: &BrokerConfig, acl: Option<&PlainAcl>) -> Result<DLedg
         },
         rules: acl.map(PlainAcl::fingerprint).unwrap_or_default(),
     };
+    d.peer_tls = config.peer_tls.clone();
     d.append_timeout_ms = config.send_timeout_ms;
     d.max_entry_bytes = d
         .max_entry_bytes

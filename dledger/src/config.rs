@@ -5,6 +5,9 @@
 //! that can never fit a segment, an empty election window) before anything touches disk.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use remoting::tls::PeerTls;
 
 use crate::error::DLedgerError;
 use crate::network::handshake::PeerIdentity;
@@ -157,6 +160,10 @@ pub struct DLedgerConfig {
     /// ([`crate::network::handshake`]). The default (empty names, no secret) suits tests
     /// that start every node alike; the broker always sets it.
     pub identity: PeerIdentity,
+    /// TLS on peer connections (`tls.peer.mode`, [`PeerTls`]): mutual, each end verifying
+    /// the other's certificate before the handshake above runs inside it. `None`
+    /// (the default): plaintext.
+    pub peer_tls: Option<Arc<PeerTls>>,
     /// Peer connections the peer port holds open at once (a member opens two to each
     /// other member); one more is closed at accept.
     pub max_peer_connections: usize,
@@ -230,6 +237,7 @@ impl DLedgerConfig {
             rpc_timeout_ms: 3_000,
             max_frame_bytes: 64 << 20,
             identity: PeerIdentity::default(),
+            peer_tls: None,
             max_peer_connections: 64,
             max_inflight_rpcs_per_peer: 64,
             reconnect_backoff_min_ms: 20,

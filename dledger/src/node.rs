@@ -175,6 +175,7 @@ impl DLedgerNode {
         let transport = TcpTransport::new(TcpLimits {
             self_id: config.self_id,
             identity: config.identity.clone(),
+            tls: config.peer_tls.clone(),
             max_frame_bytes: config.max_frame_bytes,
             max_inflight_rpcs_per_peer: config.max_inflight_rpcs_per_peer,
             reconnect_backoff_min_ms: config.reconnect_backoff_min_ms,
@@ -184,6 +185,7 @@ impl DLedgerNode {
         let serve_limits = crate::network::tcp::ServeLimits {
             self_id: config.self_id,
             identity: config.identity.clone(),
+            tls: config.peer_tls.clone(),
             max_frame_bytes: config.max_frame_bytes,
             max_inflight_per_connection: config.max_inflight_rpcs_per_peer,
             max_connections: config.max_peer_connections,

@@ -16,6 +16,10 @@
 //! `tls.server.authClient` and `tls.client.authServer` false accept any certificate whose
 //! key the peer proves it holds (RocketMQ's insecure trust manager); true verifies the
 //! chain against `trustCertPath`. No system trust store is used.
+//!
+//! Between the members of a Raft group ([`PeerTls`], `tls.peer.mode`), TLS is mutual: each
+//! node presents one certificate as server and as client, and verifies the other's chain
+//! against the peer trust file; see [`PeerTls`] for what is verified and what is not.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -29,11 +33,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use tokio_rustls::rustls::crypto::{self, CryptoProvider, WebPkiSupportedAlgorithms};
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use tokio_rustls::rustls::{
     self, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -85,7 +90,31 @@ const CLIENT_KEYS: [&str; 6] = [
     CLIENT_TRUST_CERT_PATH,
 ];
 
-/// `tls.server.mode`: what a server does with TLS and plaintext connections on its port.
+const PEER_MODE: &str = "tls.peer.mode";
+const PEER_CERT_PATH: &str = "tls.peer.certPath";
+const PEER_KEY_PATH: &str = "tls.peer.keyPath";
+const PEER_KEY_PASSWORD: &str = "tls.peer.keyPassword";
+const PEER_TRUST_CERT_PATH: &str = "tls.peer.trustCertPath";
+const PEER_SERVER_NAME: &str = "tls.peer.serverName";
+const PEER_KEYS: [&str; 6] = [
+    PEER_MODE,
+    PEER_CERT_PATH,
+    PEER_KEY_PATH,
+    PEER_KEY_PASSWORD,
+    PEER_TRUST_CERT_PATH,
+    PEER_SERVER_NAME,
+];
+/// Keys of the client port that peer TLS falls back to: read, never taken.
+const PEER_FALLBACK_KEYS: [&str; 5] = [
+    SERVER_CERT_PATH,
+    SERVER_KEY_PATH,
+    SERVER_KEY_PASSWORD,
+    SERVER_TRUST_CERT_PATH,
+    CLIENT_TRUST_CERT_PATH,
+];
+
+/// `tls.server.mode` (and `tls.peer.mode`): what a server does with TLS and plaintext
+/// connections on its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TlsMode {
     /// Plaintext only; a TLS handshake is closed. The default here (RocketMQ's is
@@ -157,6 +186,8 @@ pub struct ServerTls {
     /// Present unless the mode is disabled.
     acceptor: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    /// The key that set `mode`, named in refusals.
+    mode_key: &'static str,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -175,6 +206,7 @@ impl Default for ServerTls {
             mode: TlsMode::Disabled,
             acceptor: None,
             handshake_timeout: Duration::from_millis(DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            mode_key: SERVER_MODE,
         }
     }
 }
@@ -235,7 +267,10 @@ impl ServerTls {
             .await
             .map_err(|_| timed_out("no byte arrived", self.handshake_timeout))??;
         match (&self.acceptor, first == TLS_HANDSHAKE_RECORD) {
-            (None, true) => Err(refused("a TLS handshake, and tls.server.mode is disabled")),
+            (None, true) => Err(refused(&format!(
+                "a TLS handshake, and {} is disabled",
+                self.mode_key
+            ))),
             (Some(acceptor), true) => {
                 let stream = tokio::time::timeout_at(deadline, acceptor.accept(stream))
                     .await
@@ -245,9 +280,10 @@ impl ServerTls {
                     .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
                 Ok(Accepted::Tls(Box::new(stream)))
             }
-            (_, false) if self.mode == TlsMode::Enforcing => {
-                Err(refused("plaintext, and tls.server.mode is enforcing"))
-            }
+            (_, false) if self.mode == TlsMode::Enforcing => Err(refused(&format!(
+                "plaintext, and {} is enforcing",
+                self.mode_key
+            ))),
             (_, false) => Ok(Accepted::Plain(stream)),
         }
     }
@@ -426,6 +462,256 @@ impl ClientTls {
     }
 }
 
+/// TLS between the members of a Raft group, `tls.peer.mode`: `disabled` (the default; no
+/// `PeerTls` at all), `permissive` (the peer port serves TLS and plaintext, told apart by
+/// the first byte, while this node connects to its peers with TLS: the middle step of a
+/// rolling change from disabled to enforcing) or `enforcing` (TLS only).
+///
+/// Mutual: a node presents one certificate, `tls.peer.certPath` and `tls.peer.keyPath`
+/// (default: the client port's `tls.server.certPath` and `tls.server.keyPath`), both when it
+/// serves and when it connects, and the other end must present one too. Each end verifies
+/// the other's against `tls.peer.trustCertPath` (default: `tls.server.trustCertPath`, else
+/// `tls.client.trustCertPath`): the chain up to a CA there, the validity period, and the
+/// extended key usage (a peer certificate must allow server and client authentication, or
+/// name no extended key usage). A peer whose certificate does not verify is refused in the
+/// TLS handshake, before a byte of the peer protocol is read.
+///
+/// Names: peers reach each other at the addresses of `dLegerPeers`, often IP addresses a
+/// certificate does not carry, so by default no name is checked: any certificate the peer
+/// CA signed is a peer's, and that CA should sign peers only. Which cluster, group and node
+/// a peer is, the peer handshake proves inside TLS (the cluster secret). With
+/// `tls.peer.serverName` set, a connecting node sends that name and refuses a server whose
+/// certificate is not valid for it (a DNS name or an IP address); a client certificate is
+/// checked for its chain only, as TLS does.
+///
+/// At start-up the node checks its own certificate as its peers will, as a server's and as
+/// a client's: a certificate they would refuse stops it at once, with the reason.
+pub struct PeerTls {
+    /// The accepting side, with `tls.peer.mode`.
+    server: ServerTls,
+    connector: TlsConnector,
+    /// `tls.peer.serverName`.
+    server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("mode", &self.server.mode)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Reads `tls.peer.*` and the client port's keys it falls back to with `get`: `None`
+    /// when `tls.peer.mode` is absent or disabled. Files are read and the certificate is
+    /// checked now; errors name the key and the file.
+    pub fn from_lookup(
+        origin: &str,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<PeerTls>, ConfigError> {
+        let keys = Keys { origin, get: &get };
+        let mode = keys.parse(PEER_MODE)?.unwrap_or_default();
+        if mode == TlsMode::Disabled {
+            return Ok(None);
+        }
+        let needed = format!("needed by {PEER_MODE}={mode}");
+        let own = [PEER_CERT_PATH, PEER_KEY_PATH]
+            .iter()
+            .any(|k| keys.text(k).is_some());
+        let (cert_key, key_key, password_key) = if own {
+            (PEER_CERT_PATH, PEER_KEY_PATH, PEER_KEY_PASSWORD)
+        } else {
+            (SERVER_CERT_PATH, SERVER_KEY_PATH, SERVER_KEY_PASSWORD)
+        };
+        let certs = keys.certs(cert_key, &needed)?;
+        let key = keys.private_key(key_key, password_key, &needed)?;
+        let trust_key = keys.first_set(&[
+            PEER_TRUST_CERT_PATH,
+            SERVER_TRUST_CERT_PATH,
+            CLIENT_TRUST_CERT_PATH,
+        ]);
+        let roots = Arc::new(keys.roots(trust_key, &needed)?);
+        let server_name = match keys.text(PEER_SERVER_NAME) {
+            None => None,
+            Some(name) => Some(ServerName::try_from(name).map_err(|e| {
+                keys.bad(
+                    PEER_SERVER_NAME,
+                    format!("not a DNS name or IP address: {e}"),
+                )
+            })?),
+        };
+        let servers = Arc::new(PeerServerVerifier {
+            roots: Arc::clone(&roots),
+            name: server_name.clone(),
+            algorithms: provider().signature_verification_algorithms,
+        });
+        let clients = WebPkiClientVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| keys.bad(trust_key, e.to_string()))?;
+        let mismatch =
+            |e: rustls::Error| keys.bad(key_key, format!("does not go with {cert_key}: {e}"));
+        let server_config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_client_cert_verifier(Arc::clone(&clients))
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(mismatch)?;
+        check_own_certificate(&certs, &servers, clients.as_ref()).map_err(|e| {
+            keys.bad(
+                cert_key,
+                format!(
+                    "peers trusting {trust_key} would refuse it ({e}): it must chain to a CA \
+                     there, be valid now and allow server and client authentication"
+                ),
+            )
+        })?;
+        let client_config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(servers)
+            .with_client_auth_cert(certs, key)
+            .map_err(mismatch)?;
+        let server = ServerTls {
+            mode,
+            acceptor: Some(TlsAcceptor::from(Arc::new(server_config))),
+            mode_key: PEER_MODE,
+            ..ServerTls::default()
+        };
+        Ok(Some(PeerTls {
+            server,
+            connector: TlsConnector::from(Arc::new(client_config)),
+            server_name,
+        }))
+    }
+
+    /// [`PeerTls::from_lookup`] over a properties file, taking the `tls.peer.*` keys out of
+    /// it. It reads the client port's keys it falls back to without taking them: call it
+    /// before [`ServerTls::from_properties`] and [`ClientTls::from_properties`], which do.
+    pub fn from_properties(props: &mut Properties) -> Result<Option<PeerTls>, ConfigError> {
+        let mut values = take_keys(props, &PEER_KEYS);
+        for key in PEER_FALLBACK_KEYS {
+            if let Some((value, _line)) = props.entries.get(key) {
+                values.insert(key.to_string(), value.clone());
+            }
+        }
+        PeerTls::from_lookup(&props.origin, |key| values.get(key).cloned())
+    }
+
+    /// Permissive or enforcing (a disabled mode has no `PeerTls`).
+    pub fn mode(&self) -> TlsMode {
+        self.server.mode
+    }
+
+    /// Takes an accepted peer connection: waits for its first byte, then runs a TLS
+    /// handshake that verifies the peer's certificate or, in permissive mode only, leaves
+    /// a plaintext connection as it is. An error is a refused connection. The caller bounds
+    /// it with its own deadline (the handshake timeout of [`ServerTls`] applies too).
+    pub async fn accept(&self, stream: TcpStream) -> io::Result<Accepted> {
+        self.server.accept(stream).await
+    }
+
+    /// Runs the TLS handshake on a connection to the peer at `addr` (`host:port`),
+    /// presenting this node's certificate and verifying the peer's. A node connects with TLS
+    /// in either mode.
+    pub async fn connect(
+        &self,
+        addr: &str,
+        stream: TcpStream,
+    ) -> io::Result<client::TlsStream<TcpStream>> {
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => server_name(addr)?,
+        };
+        self.connector.connect(name, stream).await
+    }
+}
+
+/// Verifies this node's certificate chain as its peers will: as a server's and a client's.
+fn check_own_certificate(
+    certs: &[CertificateDer<'static>],
+    servers: &PeerServerVerifier,
+    clients: &dyn ClientCertVerifier,
+) -> Result<(), rustls::Error> {
+    let (end_entity, intermediates) = certs
+        .split_first()
+        .expect("Keys::certs refuses a file without a certificate");
+    let now = UnixTime::now();
+    servers.verify(end_entity, intermediates, now)?;
+    clients.verify_client_cert(end_entity, intermediates, now)?;
+    Ok(())
+}
+
+/// How a node checks the certificate of the peer it connects to: the chain up to the peer
+/// trust file (signatures, validity, server authentication), and a name only when
+/// `tls.peer.serverName` sets one.
+#[derive(Debug)]
+struct PeerServerVerifier {
+    roots: Arc<RootCertStore>,
+    name: Option<ServerName<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PeerServerVerifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        match &self.name {
+            Some(name) => verify_server_name(&cert, name),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ServerCertVerifier for PeerServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verify(end_entity, intermediates, now)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 fn server_name(addr: &str) -> io::Result<ServerName<'static>> {
     let host = addr.rsplit_once(':').map_or(addr, |(host, _port)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -586,6 +872,14 @@ impl Keys<'_> {
             .map_err(|_| self.bad(key, "expected true or false"))
     }
 
+    /// The first of `keys` that is set; the first of them if none is.
+    fn first_set<'k>(&self, keys: &[&'k str]) -> &'k str {
+        keys.iter()
+            .copied()
+            .find(|key| self.text(key).is_some())
+            .unwrap_or(keys[0])
+    }
+
     /// What is wrong with the value of `key` (absent: empty).
     fn bad(&self, key: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError::BadValue {
@@ -660,29 +954,36 @@ impl Keys<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::connection::{serve, Connection, ConnectionConfig, NoRequests};
-    use crate::{Error, RemotingCommand};
+/// Test certificates, for this crate's tests and, with the `test-support` feature, for other
+/// crates' (the peer TLS tests of dledger).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_pki {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use rcgen::{
         BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
         KeyPair,
     };
-    use std::net::SocketAddr;
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
-    /// A CA with a server and a client certificate, and a second CA with a client
-    /// certificate of its own, as PEM files in a directory removed on drop.
-    struct Pki {
+    /// PEM files in a directory removed on drop: a CA (`ca.pem`) with a server (`server`), a
+    /// client (`client`) and a peer (`peer`, for server and client authentication)
+    /// certificate, and another CA (`other-ca.pem`) with a client (`other-client`) and a
+    /// peer (`other-peer`) certificate of its own; each as `<name>.pem` and `<name>.key`.
+    /// Server and peer certificates are valid for `localhost` and `127.0.0.1`.
+    pub struct Pki {
         dir: PathBuf,
     }
 
+    impl Default for Pki {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
     impl Pki {
-        fn new() -> Pki {
+        pub fn new() -> Pki {
+            use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
             static NEXT: AtomicU64 = AtomicU64::new(0);
             let dir = std::env::temp_dir().join(format!(
                 "rocketraft-tls-{}-{}",
@@ -691,48 +992,44 @@ mod tests {
             ));
             std::fs::create_dir_all(&dir).unwrap();
             let pki = Pki { dir };
+            let hosts = ["localhost", "127.0.0.1"];
             let ca = new_ca("rocketraft test CA");
             pki.write("ca.pem", &ca.0.pem());
-            pki.issue(
-                "server",
-                &ca,
-                &["localhost", "127.0.0.1"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            );
-            pki.issue("client", &ca, &[], ExtendedKeyUsagePurpose::ClientAuth);
+            pki.issue("server", &ca, &hosts, &[ServerAuth]);
+            pki.issue("client", &ca, &[], &[ClientAuth]);
+            pki.issue("peer", &ca, &hosts, &[ServerAuth, ClientAuth]);
             let other = new_ca("another CA");
             pki.write("other-ca.pem", &other.0.pem());
-            pki.issue(
-                "other-client",
-                &other,
-                &[],
-                ExtendedKeyUsagePurpose::ClientAuth,
-            );
+            pki.issue("other-client", &other, &[], &[ClientAuth]);
+            pki.issue("other-peer", &other, &hosts, &[ServerAuth, ClientAuth]);
             pki
         }
 
-        fn issue(
+        /// Writes `<name>.pem` and `<name>.key`: a certificate `ca` signs for `alt_names`
+        /// and `purposes`.
+        pub fn issue(
             &self,
             name: &str,
             ca: &(Certificate, KeyPair),
             alt_names: &[&str],
-            purpose: ExtendedKeyUsagePurpose,
+            purposes: &[ExtendedKeyUsagePurpose],
         ) {
             let key = KeyPair::generate().unwrap();
             let alt_names: Vec<String> = alt_names.iter().map(|n| n.to_string()).collect();
             let mut params = CertificateParams::new(alt_names).unwrap();
             params.distinguished_name.push(DnType::CommonName, name);
-            params.extended_key_usages = vec![purpose];
+            params.extended_key_usages = purposes.to_vec();
             let cert = params.signed_by(&key, &ca.0, &ca.1).unwrap();
             self.write(&format!("{name}.pem"), &cert.pem());
             self.write(&format!("{name}.key"), &key.serialize_pem());
         }
 
-        fn write(&self, name: &str, text: &str) {
+        pub fn write(&self, name: &str, text: &str) {
             std::fs::write(self.dir.join(name), text).unwrap();
         }
 
-        fn path(&self, name: &str) -> String {
+        /// The path of the file `name` in the directory.
+        pub fn path(&self, name: &str) -> String {
             self.dir.join(name).display().to_string()
         }
     }
@@ -743,13 +1040,25 @@ mod tests {
         }
     }
 
-    fn new_ca(name: &str) -> (Certificate, KeyPair) {
+    /// A self-signed CA certificate and its key.
+    pub fn new_ca(name: &str) -> (Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         (params.self_signed(&key).unwrap(), key)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_pki::Pki;
+    use super::*;
+    use crate::connection::{serve, Connection, ConnectionConfig, NoRequests};
+    use crate::{Error, RemotingCommand};
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     fn lookup(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -1178,5 +1487,189 @@ mod tests {
             ServerName::try_from("broker-a.example").unwrap()
         );
         assert!(server_name("bad host:1").is_err());
+    }
+
+    fn peer_tls(pairs: &[(&str, String)]) -> Result<Option<PeerTls>, ConfigError> {
+        PeerTls::from_lookup("b.conf", lookup(pairs))
+    }
+
+    /// `tls.peer.mode=<mode>` with the certificate `<name>.pem` and the trust file `ca`.
+    fn peer(pki: &Pki, mode: &str, name: &str, ca: &str) -> PeerTls {
+        let pairs = [
+            (PEER_MODE, mode.to_string()),
+            (PEER_CERT_PATH, pki.path(&format!("{name}.pem"))),
+            (PEER_KEY_PATH, pki.path(&format!("{name}.key"))),
+            (PEER_TRUST_CERT_PATH, pki.path(ca)),
+        ];
+        peer_tls(&pairs)
+            .unwrap()
+            .expect("a mode other than disabled")
+    }
+
+    /// Peer TLS takes the client port's certificate and trust file unless it has its own,
+    /// and refuses at start-up a certificate its peers would refuse.
+    #[test]
+    fn peer_settings_fall_back_and_check_the_own_certificate() {
+        let pki = Pki::new();
+        assert!(peer_tls(&[]).unwrap().is_none());
+        assert!(peer_tls(&[(PEER_MODE, "Disabled".into())])
+            .unwrap()
+            .is_none());
+        let mode = (PEER_MODE, "enforcing".to_string());
+        let cert = (SERVER_CERT_PATH, pki.path("peer.pem"));
+        let key = (SERVER_KEY_PATH, pki.path("peer.key"));
+        let tls = peer_tls(&[
+            mode.clone(),
+            cert.clone(),
+            key.clone(),
+            (CLIENT_TRUST_CERT_PATH, pki.path("ca.pem")),
+        ]);
+        assert_eq!(tls.unwrap().unwrap().mode(), TlsMode::Enforcing);
+        let err = peer_tls(&[mode.clone(), cert.clone(), key.clone()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tls.peer.trustCertPath") && err.contains("missing"),
+            "{err}"
+        );
+        // Server authentication only: peers would refuse it as a client's certificate.
+        let trust = (SERVER_TRUST_CERT_PATH, pki.path("ca.pem"));
+        let err = peer_tls(&[
+            mode.clone(),
+            (SERVER_CERT_PATH, pki.path("server.pem")),
+            (SERVER_KEY_PATH, pki.path("server.key")),
+            trust.clone(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tls.server.certPath") && err.contains("would refuse"),
+            "{err}"
+        );
+        // Its own keys win over the client port's; another CA's certificate is refused.
+        let err = peer_tls(&[
+            mode.clone(),
+            cert.clone(),
+            key.clone(),
+            trust.clone(),
+            (PEER_CERT_PATH, pki.path("other-peer.pem")),
+            (PEER_KEY_PATH, pki.path("other-peer.key")),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tls.peer.certPath") && err.contains("would refuse"),
+            "{err}"
+        );
+        let named = |name: &str| {
+            let server_name = (PEER_SERVER_NAME, name.to_string());
+            peer_tls(&[
+                mode.clone(),
+                cert.clone(),
+                key.clone(),
+                trust.clone(),
+                server_name,
+            ])
+        };
+        assert!(named("localhost").unwrap().is_some());
+        let err = named("broker-b.example").unwrap_err().to_string();
+        assert!(err.contains("would refuse"), "{err}");
+        let err = named("not a name").unwrap_err().to_string();
+        assert!(err.contains("tls.peer.serverName=not a name"), "{err}");
+        let err = peer_tls(&[(PEER_MODE, "strict".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.peer.mode=strict"), "{err}");
+    }
+
+    /// Read from a properties file before the client port's TLS, peer TLS takes its own
+    /// keys and only reads the client port's.
+    #[test]
+    fn peer_from_properties_reads_the_client_port_keys_without_taking_them() {
+        let pki = Pki::new();
+        let text = format!(
+            "tls.peer.mode=permissive\ntls.server.mode=enforcing\n\
+             tls.server.certPath={}\ntls.server.keyPath={}\ntls.server.trustCertPath={}\n",
+            pki.path("peer.pem"),
+            pki.path("peer.key"),
+            pki.path("ca.pem"),
+        );
+        let mut props = Properties::parse("broker.conf", &text).unwrap();
+        let peer = PeerTls::from_properties(&mut props).unwrap().unwrap();
+        assert_eq!(peer.mode(), TlsMode::Permissive);
+        let server = ServerTls::from_properties(&mut props).unwrap();
+        assert_eq!(server.mode(), TlsMode::Enforcing);
+        assert!(
+            props.unknown_keys().is_empty(),
+            "{:?}",
+            props.unknown_keys()
+        );
+    }
+
+    /// One TLS connection from `client` to `server` and a message each way: the outcome on
+    /// each side.
+    async fn peer_exchange(server: &PeerTls, client: &PeerTls) -> (io::Result<()>, io::Result<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let serve = async {
+            let (stream, _) = listener.accept().await?;
+            let Accepted::Tls(mut stream) = server.accept(stream).await? else {
+                return Err(io::Error::other("served as plaintext"));
+            };
+            let mut ping = [0u8; 4];
+            stream.read_exact(&mut ping).await?;
+            stream.write_all(b"pong").await?;
+            stream.flush().await
+        };
+        let call = async {
+            let stream = TcpStream::connect(&addr).await?;
+            let mut stream = client.connect(&addr, stream).await?;
+            stream.write_all(b"ping").await?;
+            stream.flush().await?;
+            let mut pong = [0u8; 4];
+            stream.read_exact(&mut pong).await?;
+            Ok(())
+        };
+        let both = async { tokio::join!(serve, call) };
+        tokio::time::timeout(Duration::from_secs(5), both)
+            .await
+            .expect("a refusal ends well before 5 s")
+    }
+
+    /// Peers of one CA verify each other; a peer with another CA's certificate is refused
+    /// as a client and as a server; plaintext is served only in permissive mode.
+    #[tokio::test]
+    async fn peers_verify_each_other_and_refuse_another_ca() {
+        let pki = Pki::new();
+        let good = peer(&pki, "enforcing", "peer", "ca.pem");
+        let foreign = peer(&pki, "enforcing", "other-peer", "other-ca.pem");
+        let (served, called) = peer_exchange(&good, &good).await;
+        served.expect("the server admits a peer of its CA");
+        called.expect("the client admits a peer of its CA");
+        let (served, called) = peer_exchange(&good, &foreign).await;
+        let err = served.unwrap_err().to_string();
+        assert!(err.contains("TLS handshake"), "{err}");
+        assert!(called.is_err(), "the foreign client gets no answer");
+        let (served, called) = peer_exchange(&foreign, &good).await;
+        let err = called.unwrap_err().to_string();
+        assert!(err.contains("certificate"), "{err}");
+        assert!(served.is_err());
+
+        for (mode, admitted) in [("enforcing", false), ("permissive", true)] {
+            let tls = peer(&pki, mode, "peer", "ca.pem");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut plain = TcpStream::connect(addr).await.unwrap();
+            plain.write_all(b"\0\x10hello").await.unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            match tls.accept(stream).await {
+                Ok(Accepted::Plain(_)) => assert!(admitted, "{mode}: plaintext served"),
+                Ok(Accepted::Tls(_)) => panic!("{mode}: plaintext taken for TLS"),
+                Err(e) => {
+                    assert!(!admitted, "{mode}: {e}");
+                    assert!(e.to_string().contains("tls.peer.mode is enforcing"), "{e}");
+                }
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@
 //! ([`SNAPSHOT_INSTALL_TIMEOUT`]). A snapshot can be as large as the CommitLog kept, so it
 //! never passes through memory whole and never under the heartbeat-sized RPC deadline.
 
+pub mod forge;
 pub mod handshake;
 pub mod memory;
 pub mod tcp;

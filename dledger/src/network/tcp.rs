@@ -19,6 +19,14 @@
 //! secret and names its group and node before its first frame, and the server then refuses
 //! every RPC that claims another sender. Until then the server reads only handshake
 //! messages (at most 512 bytes each, within `rpc_timeout_ms`).
+//!
+//! With peer TLS ([`PeerTls`], `tls.peer.mode`) a connection is first a mutual TLS session:
+//! each end presents its certificate and verifies the other's, and the handshake above runs
+//! inside it. The TLS handshake shares the handshake's deadline and, on the server, runs in
+//! the connection's own task, so a peer that goes silent holds one connection slot for at
+//! most `rpc_timeout_ms` and never the accept loop. A peer whose certificate does not
+//! verify is refused before a byte of the peer protocol is read; in enforcing mode so is
+//! plaintext. Plain and TLS connections then share every read and write below.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +38,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use remoting::throttle::Throttle;
+use remoting::tls::Accepted;
+use remoting::tls::PeerTls;
+use tokio::io::AsyncRead;
 use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWrite;
 use tokio::io::AsyncWriteExt;
@@ -57,6 +68,8 @@ pub struct TcpLimits {
     pub self_id: NodeId,
     /// The cluster, group and secret proven in every handshake.
     pub identity: PeerIdentity,
+    /// TLS to every peer, the handshake inside it; `None`: plaintext.
+    pub tls: Option<Arc<PeerTls>>,
     pub max_frame_bytes: usize,
     pub max_inflight_rpcs_per_peer: usize,
     pub reconnect_backoff_min_ms: u64,
@@ -65,6 +78,38 @@ pub struct TcpLimits {
 }
 
 type Reply = oneshot::Sender<Result<PeerResponse, TransportError>>;
+
+/// A peer connection whose handshakes are done: plain TCP, or TLS over it.
+enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<dyn PeerIo>),
+}
+
+/// A TLS stream, client or server side, as the transport uses it.
+trait PeerIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin> PeerIo for S {}
+
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl PeerStream {
+    /// The halves a connection's reader and writer own. TCP splits into halves that share
+    /// nothing; a TLS session is one state, which both halves use under a lock held for one
+    /// poll at a time.
+    fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            PeerStream::Plain(stream) => {
+                let (reader, writer) = stream.into_split();
+                (Box::new(reader), Box::new(writer))
+            }
+            PeerStream::Tls(stream) => {
+                let (reader, writer) = tokio::io::split(stream);
+                (Box::new(reader), Box::new(writer))
+            }
+        }
+    }
+}
 
 struct Outgoing {
     /// The frame up to the payloads of an append-entries request (all of any other frame).
@@ -150,14 +195,16 @@ fn encode_request_frame(
     Ok((frame, payloads))
 }
 
-/// Writes `frame` and then `payloads`, with as few `writev`s as the socket allows.
+/// Writes `frame` and then `payloads`, with as few `writev`s as the socket allows, and
+/// flushes them (a no-op on TCP; TLS may hold the end of a frame until flushed).
 async fn write_frame<W: AsyncWrite + Unpin>(
     writer: &mut W,
     frame: &[u8],
     payloads: &[Bytes],
 ) -> std::io::Result<()> {
     if payloads.is_empty() {
-        return writer.write_all(frame).await;
+        writer.write_all(frame).await?;
+        return writer.flush().await;
     }
     let parts = || std::iter::once(frame).chain(payloads.iter().map(|p| &p[..]));
     let total: usize = parts().map(|p| p.len()).sum();
@@ -171,7 +218,7 @@ async fn write_frame<W: AsyncWrite + Unpin>(
             n => done += n,
         }
     }
-    Ok(())
+    writer.flush().await
 }
 
 fn encode_frame<T: serde::Serialize>(
@@ -350,16 +397,46 @@ async fn connection_task(
 /// Refusals of our handshakes, logged at most once a second per process.
 static CLIENT_REFUSALS: Throttle = Throttle::new(1_000);
 
-/// Connects to a peer and proves this node to it (a refusal is logged).
-async fn connect(target: NodeId, addr: &str, limits: &TcpLimits) -> Result<TcpStream, String> {
+/// Connects to a peer, runs TLS if configured, and proves this node to it; TLS and the
+/// handshake within one `rpc_timeout_ms` (a refusal is logged).
+async fn connect(target: NodeId, addr: &str, limits: &TcpLimits) -> Result<PeerStream, String> {
     let timeout = Duration::from_millis(limits.rpc_timeout_ms);
-    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("connect timed out".into()),
     };
     let _ = stream.set_nodelay(true);
-    match handshake::client(
+    let handshakes = async {
+        let Some(tls) = &limits.tls else {
+            return prove(stream, target, limits).await.map(PeerStream::Plain);
+        };
+        let stream = tls
+            .connect(addr, stream)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let stream = prove(stream, target, limits).await?;
+        Ok(PeerStream::Tls(Box::new(stream)))
+    };
+    let done = tokio::time::timeout(timeout, handshakes)
+        .await
+        .unwrap_or_else(|_| Err(format!("no handshake within {timeout:?}")));
+    done.map_err(|e| {
+        if let Some(left_out) = CLIENT_REFUSALS.admit() {
+            tracing::warn!(target_node = target, addr = %addr, error = %e, left_out, "peer handshake failed");
+        }
+        format!("peer handshake failed: {e}")
+    })
+}
+
+/// Proves this node to the peer `target` on `stream` (plain or TLS).
+async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    target: NodeId,
+    limits: &TcpLimits,
+) -> Result<S, String> {
+    let timeout = Duration::from_millis(limits.rpc_timeout_ms);
+    handshake::client(
         &mut stream,
         &limits.identity,
         limits.self_id,
@@ -367,15 +444,8 @@ async fn connect(target: NodeId, addr: &str, limits: &TcpLimits) -> Result<TcpSt
         timeout,
     )
     .await
-    {
-        Ok(()) => Ok(stream),
-        Err(e) => {
-            if let Some(left_out) = CLIENT_REFUSALS.admit() {
-                tracing::warn!(target_node = target, addr = %addr, error = %e, left_out, "peer handshake failed");
-            }
-            Err(format!("peer handshake failed: {e}"))
-        }
-    }
+    .map_err(|e| e.to_string())?;
+    Ok(stream)
 }
 
 enum ConnectionEnd {
@@ -385,7 +455,7 @@ enum ConnectionEnd {
 
 async fn run_connection(
     target: NodeId,
-    stream: TcpStream,
+    stream: PeerStream,
     first: Outgoing,
     rx: &mut mpsc::Receiver<Outgoing>,
     limits: &TcpLimits,
@@ -468,12 +538,14 @@ pub struct ServeLimits {
     pub self_id: NodeId,
     /// The cluster, group and secret a client must prove.
     pub identity: PeerIdentity,
+    /// TLS a client must speak (in permissive mode: may), the handshake inside it.
+    pub tls: Option<Arc<PeerTls>>,
     pub max_frame_bytes: usize,
     /// Requests of one connection in progress at once.
     pub max_inflight_per_connection: usize,
     /// Connections open at once, authenticated or not; one more is closed at accept.
     pub max_connections: usize,
-    /// Deadline of a new connection's handshake.
+    /// Deadline of a new connection's handshakes, TLS and ours together.
     pub handshake_timeout: Duration,
 }
 
@@ -529,22 +601,21 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     remote: std::net::SocketAddr,
     service: PeerService,
     limits: &ServeLimits,
 ) -> std::io::Result<()> {
-    let sender = match handshake::server(
-        &mut stream,
-        &limits.identity,
-        limits.self_id,
-        limits.handshake_timeout,
-    )
-    .await
-    {
-        Ok(sender) => sender,
-        Err(e) => {
-            log_refusal(remote, &e);
+    let admitted = tokio::time::timeout(limits.handshake_timeout, admit(stream, limits))
+        .await
+        .unwrap_or_else(|_| {
+            let timeout = limits.handshake_timeout;
+            Err(format!("no handshake within {timeout:?}"))
+        });
+    let (stream, sender) = match admitted {
+        Ok(admitted) => admitted,
+        Err(reason) => {
+            log_refusal(remote, &reason);
             return Ok(());
         }
     };
@@ -556,7 +627,7 @@ async fn serve_connection(
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(max_inflight);
     let writer_task = tokio::spawn(async move {
         while let Some(frame) = out_rx.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
         }
@@ -611,6 +682,40 @@ async fn serve_connection(
     result
 }
 
+/// Runs TLS on an accepted connection if configured (in permissive mode a plaintext one
+/// stays plain), then the handshake: the connection and the node it proved to be.
+async fn admit(stream: TcpStream, limits: &ServeLimits) -> Result<(PeerStream, NodeId), String> {
+    let accepted = match &limits.tls {
+        None => Accepted::Plain(stream),
+        Some(tls) => tls.accept(stream).await.map_err(|e| e.to_string())?,
+    };
+    match accepted {
+        Accepted::Plain(mut stream) => {
+            let sender = verify(&mut stream, limits).await?;
+            Ok((PeerStream::Plain(stream), sender))
+        }
+        Accepted::Tls(mut stream) => {
+            let sender = verify(&mut stream, limits).await?;
+            Ok((PeerStream::Tls(stream), sender))
+        }
+    }
+}
+
+/// Checks the proof of the node on the other end of `stream` (plain or TLS).
+async fn verify<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    limits: &ServeLimits,
+) -> Result<NodeId, String> {
+    handshake::server(
+        stream,
+        &limits.identity,
+        limits.self_id,
+        limits.handshake_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,29 +768,30 @@ mod tests {
         assert_eq!(bincode::deserialize::<Vec<u8>>(&body).unwrap(), big);
     }
 
-    // Proves the peer port of a running group admits no stranger: a well-formed vote with a
-    // high term sent without a handshake, a handshake with another secret, a member sending
-    // an RPC in another member's name, and 50 connections that claim 64 MiB frames and send
-    // 64 bytes are all refused and closed, while the leader keeps its term and commits.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn forged_frames_are_refused() {
-        use openraft::raft::VoteRequest;
-        use openraft::Vote;
+    use super::super::handshake::PeerSecret;
+    use super::super::RequestBody;
+    use crate::config::Peer;
+    use crate::node::Role;
+    use crate::DLedgerConfig;
+    use crate::DLedgerNode;
+    use remoting::tls::test_pki::Pki;
 
-        use super::super::handshake::PeerSecret;
-        use super::super::RequestBody;
-        use crate::config::Peer;
-        use crate::node::Role;
-        use crate::DLedgerConfig;
-        use crate::DLedgerNode;
-
-        let dir = tempfile::tempdir().unwrap();
-        let identity = PeerIdentity {
+    fn test_identity() -> PeerIdentity {
+        PeerIdentity {
             cluster: "c".into(),
             group: "g".into(),
             secret: PeerSecret::new(b"a secret of this cluster".to_vec()),
             rules: String::new(),
-        };
+        }
+    }
+
+    /// A three-node group on loopback ports, all proving `identity`, node `i` with peer TLS
+    /// `tls(i)`.
+    async fn start_group(
+        identity: &PeerIdentity,
+        tls: impl Fn(u64) -> Option<Arc<PeerTls>>,
+    ) -> (tempfile::TempDir, Vec<Peer>, Vec<DLedgerNode>) {
+        let dir = tempfile::tempdir().unwrap();
         let mut listeners = Vec::new();
         let mut peers = Vec::new();
         for id in 0..3u64 {
@@ -697,62 +803,104 @@ mod tests {
             listeners.push(listener);
         }
         let mut nodes = Vec::new();
-        for (id, listener) in listeners.into_iter().enumerate() {
+        for (id, listener) in (0u64..).zip(listeners) {
             let mut config =
-                DLedgerConfig::new(id as u64, peers.clone(), dir.path().join(format!("n{id}")));
+                DLedgerConfig::new(id, peers.clone(), dir.path().join(format!("n{id}")));
             config.segment_bytes = 1 << 20;
             config.max_entry_bytes = 256 << 10;
             config.max_append_entries_bytes = 256 << 10;
             config.rpc_timeout_ms = 1_000;
             config.identity = identity.clone();
+            config.peer_tls = tls(id);
             nodes.push(
                 DLedgerNode::start_with_listener(config, crate::state_machine::NoopHook, listener)
                     .await
                     .unwrap(),
             );
         }
+        (dir, peers, nodes)
+    }
+
+    /// The index of the first of `among` to lead, within 10 s.
+    async fn wait_leader(nodes: &[DLedgerNode], among: &[usize]) -> usize {
         let leader = async {
             loop {
-                if let Some(i) = nodes.iter().position(|n| n.is_leader()) {
+                if let Some(&i) = among.iter().find(|&&i| nodes[i].is_leader()) {
                     return i;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        let leader = tokio::time::timeout(Duration::from_secs(10), leader)
+        tokio::time::timeout(Duration::from_secs(10), leader)
             .await
-            .expect("a leader within 10 s");
+            .expect("a leader within 10 s")
+    }
+
+    /// One record of `len` bytes (its length first, as the CommitLog's records).
+    fn record(len: usize) -> Bytes {
+        let mut record = vec![7u8; len];
+        record[..4].copy_from_slice(&(len as u32).to_be_bytes());
+        Bytes::from(record)
+    }
+
+    fn forged_vote(term: u64, from: u64) -> Vec<u8> {
+        use openraft::raft::VoteRequest;
+        use openraft::Vote;
+        let vote = PeerRequest(RequestBody::Vote(VoteRequest {
+            vote: Vote::new(term + 1_000, from),
+            last_log_id: None,
+        }));
+        encode_request_frame(1, vote, 1 << 20).unwrap().0
+    }
+
+    /// Reads until the server closes; true if it did within 3 s without answering.
+    async fn closed_unanswered<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+        let mut buf = [0u8; 1024];
+        let mut answered = 0;
+        let read = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => answered += n,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(3), read)
+            .await
+            .is_ok()
+            && answered < 600
+    }
+
+    /// Asserts that node `leader` still leads in `term` and that the group commits.
+    async fn assert_leads_and_commits(nodes: &[DLedgerNode], leader: usize, term: u64) {
+        let state = nodes[leader].role_watch().borrow().clone();
+        assert_eq!(
+            (state.role, state.term),
+            (Role::Leader, term),
+            "leader kept its term"
+        );
+        nodes[leader]
+            .append(vec![record(16)])
+            .await
+            .expect("the group still commits");
+    }
+
+    // Proves the peer port of a running group admits no stranger: a well-formed vote with a
+    // high term sent without a handshake, a handshake with another secret, a member sending
+    // an RPC in another member's name, and 50 connections that claim 64 MiB frames and send
+    // 64 bytes are all refused and closed, while the leader keeps its term and commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forged_frames_are_refused() {
+        let identity = test_identity();
+        let (_dir, peers, nodes) = start_group(&identity, |_| None).await;
+        let leader = wait_leader(&nodes, &[0, 1, 2]).await;
         let term = nodes[leader].role_watch().borrow().term;
         let addr = peers[leader].addr.clone();
         let other = (leader as u64 + 1) % 3;
-        let forged_vote = |from: u64| {
-            let vote = PeerRequest(RequestBody::Vote(VoteRequest {
-                vote: Vote::new(term + 1_000, from),
-                last_log_id: None,
-            }));
-            encode_request_frame(1, vote, 1 << 20).unwrap().0
-        };
-        // Reads until the server closes; true if it did within 3 s without answering.
-        async fn closed_unanswered(stream: &mut TcpStream) -> bool {
-            let mut buf = [0u8; 1024];
-            let mut answered = 0;
-            let read = async {
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => answered += n,
-                    }
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(3), read)
-                .await
-                .is_ok()
-                && answered < 600
-        }
 
         // A vote frame straight away: read as a (bad) hello, refused, closed.
         let mut raw = TcpStream::connect(&addr).await.unwrap();
-        raw.write_all(&forged_vote(other)).await.unwrap();
+        raw.write_all(&forged_vote(term, other)).await.unwrap();
         assert!(closed_unanswered(&mut raw).await, "no handshake: closed");
 
         // Another secret.
@@ -782,7 +930,7 @@ mod tests {
         )
         .await
         .unwrap();
-        member.write_all(&forged_vote(third)).await.unwrap();
+        member.write_all(&forged_vote(term, third)).await.unwrap();
         assert!(
             closed_unanswered(&mut member).await,
             "impersonation: closed"
@@ -801,18 +949,180 @@ mod tests {
             assert!(closed_unanswered(s).await, "oversize claim: closed");
         }
 
-        let state = nodes[leader].role_watch().borrow().clone();
-        assert_eq!(
-            (state.role, state.term),
-            (Role::Leader, term),
-            "leader kept its term"
-        );
-        let mut record = vec![0u8; 16];
-        record[..4].copy_from_slice(&16u32.to_be_bytes());
-        nodes[leader]
-            .append(vec![Bytes::from(record)])
+        assert_leads_and_commits(&nodes, leader, term).await;
+        for node in &nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+
+    /// Peer TLS in `mode` with the certificate `<name>.pem` of `pki`, trusting `ca`.
+    fn peer_tls(pki: &Pki, mode: &str, name: &str, ca: &str) -> Arc<PeerTls> {
+        let tls = PeerTls::from_lookup("test", |key| match key {
+            "tls.peer.mode" => Some(mode.to_string()),
+            "tls.peer.certPath" => Some(pki.path(&format!("{name}.pem"))),
+            "tls.peer.keyPath" => Some(pki.path(&format!("{name}.key"))),
+            "tls.peer.trustCertPath" => Some(pki.path(ca)),
+            _ => None,
+        });
+        Arc::new(tls.unwrap().expect("TLS is on"))
+    }
+
+    /// A trust file holding both test CAs, so a stranger accepts our servers and is
+    /// refused only for its own certificate.
+    fn trust_both(pki: &Pki) -> &'static str {
+        let read = |name: &str| std::fs::read_to_string(pki.path(name)).unwrap();
+        pki.write("both-ca.pem", &(read("ca.pem") + &read("other-ca.pem")));
+        "both-ca.pem"
+    }
+
+    /// Whether a client with `tls` gets through TLS and the handshake (with the right
+    /// secret, as node `from`) to node `to` at `addr`. With TLS 1.3 the server judges the
+    /// client's certificate after the client's last handshake message: its refusal arrives
+    /// as the handshake's first read.
+    async fn admitted_over_tls(
+        tls: &PeerTls,
+        addr: &str,
+        identity: &PeerIdentity,
+        from: u64,
+        to: u64,
+    ) -> bool {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let Ok(mut stream) = tls.connect(addr, tcp).await else {
+            return false;
+        };
+        let timeout = Duration::from_secs(2);
+        handshake::client(&mut stream, identity, from, to, timeout)
             .await
-            .expect("the group still commits");
+            .is_ok()
+    }
+
+    // Proves a group whose peer ports enforce mutual TLS elects a leader and commits over
+    // TLS (records of up to 200 KB, many TLS records each), and that its leader's peer port
+    // refuses, before any frame reaches Raft: plaintext (a forged vote, and a handshake with
+    // the right secret), TLS with another CA's certificate (and the right secret) and TLS
+    // with no certificate. The leader keeps its term and commits afterwards.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_peers_commit_and_refuse_plaintext_and_foreign_certificates() {
+        let pki = Pki::new();
+        let identity = test_identity();
+        let tls = peer_tls(&pki, "enforcing", "peer", "ca.pem");
+        let (_dir, peers, nodes) = start_group(&identity, |_| Some(Arc::clone(&tls))).await;
+        let leader = wait_leader(&nodes, &[0, 1, 2]).await;
+        let term = nodes[leader].role_watch().borrow().term;
+        let sizes = [16, 4_000, 200_000];
+        let appended = nodes[leader]
+            .append(sizes.iter().map(|&len| record(len)).collect())
+            .await
+            .expect("the group commits over TLS");
+        let end = appended.records.last().unwrap().position + 200_000;
+        let replicated = async {
+            while nodes.iter().any(|n| n.written_position() < end) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), replicated)
+            .await
+            .expect("every node has the records within 5 s");
+        let addr = peers[leader].addr.clone();
+        let (me, other) = (leader as u64, (leader as u64 + 1) % 3);
+
+        let mut raw = TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(&forged_vote(term, other)).await.unwrap();
+        assert!(closed_unanswered(&mut raw).await, "plaintext vote: closed");
+        let mut plain = TcpStream::connect(&addr).await.unwrap();
+        let secs2 = Duration::from_secs(2);
+        let refused = handshake::client(&mut plain, &identity, other, me, secs2).await;
+        assert!(refused.is_err(), "plaintext with the secret is refused");
+
+        let stranger = peer_tls(&pki, "enforcing", "other-peer", trust_both(&pki));
+        assert!(
+            !admitted_over_tls(&stranger, &addr, &identity, other, me).await,
+            "another CA's certificate is refused"
+        );
+        let own = peer_tls(&pki, "enforcing", "peer", "ca.pem");
+        assert!(
+            admitted_over_tls(&own, &addr, &identity, other, me).await,
+            "the group's own certificate gets through"
+        );
+
+        let anonymous = remoting::tls::ClientTls::from_lookup("test", |key| {
+            (key == "tls.enable").then(|| "true".to_string())
+        });
+        let anonymous = anonymous.unwrap().unwrap();
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        if let Ok(mut tls) = anonymous.connect(&addr, tcp).await {
+            let refused = handshake::client(&mut tls, &identity, other, me, secs2).await;
+            assert!(refused.is_err(), "no certificate is refused");
+        }
+
+        assert_leads_and_commits(&nodes, leader, term).await;
+        for node in &nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+
+    // Proves a member whose certificate another CA signed is cut off in both directions: it
+    // trusts the group's CA, but the other two refuse its certificate as a client's (its
+    // connection to the leader fails) and as a server's (no entry reaches it). They elect a
+    // leader and commit without it; for two seconds (several of its election timeouts) the
+    // leader keeps its term, and the stranger neither leads nor receives an entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_with_another_cas_certificate_is_cut_off() {
+        let pki = Pki::new();
+        let identity = test_identity();
+        let good = peer_tls(&pki, "enforcing", "peer", "ca.pem");
+        let foreign = peer_tls(&pki, "enforcing", "other-peer", trust_both(&pki));
+        let (_dir, peers, nodes) = start_group(&identity, |id| {
+            Some(Arc::clone(if id == 2 { &foreign } else { &good }))
+        })
+        .await;
+        let leader = wait_leader(&nodes, &[0, 1]).await;
+        let term = nodes[leader].role_watch().borrow().term;
+        let addr = &peers[leader].addr;
+        assert!(
+            !admitted_over_tls(&foreign, addr, &identity, 2, leader as u64).await,
+            "the stranger's connections are refused"
+        );
+        let appended = nodes[leader]
+            .append(vec![record(64)])
+            .await
+            .expect("two members commit");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_leads_and_commits(&nodes, leader, term).await;
+        assert!(!nodes[2].is_leader(), "the stranger never leads");
+        // At most the membership entry it wrote itself, when it heard from no leader: the
+        // group's log holds that entry and a leader's blank entry before the record.
+        let (written, record_at) = (nodes[2].written_position(), appended.records[0].position);
+        assert!(
+            written < record_at,
+            "the stranger wrote to {written}, the record is at {record_at}"
+        );
+        for node in &nodes {
+            node.shutdown().await.unwrap();
+        }
+    }
+
+    // Proves permissive mode: members connect to each other with TLS and commit, and the
+    // peer port still admits a plaintext connection that proves the secret (a member not
+    // yet switched to TLS during a rolling change), but no plaintext without it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn permissive_peers_use_tls_and_admit_proven_plaintext() {
+        let pki = Pki::new();
+        let identity = test_identity();
+        let tls = peer_tls(&pki, "permissive", "peer", "ca.pem");
+        let (_dir, peers, nodes) = start_group(&identity, |_| Some(Arc::clone(&tls))).await;
+        let leader = wait_leader(&nodes, &[0, 1, 2]).await;
+        let term = nodes[leader].role_watch().borrow().term;
+        let addr = peers[leader].addr.clone();
+        let (me, other) = (leader as u64, (leader as u64 + 1) % 3);
+        let mut plain = TcpStream::connect(&addr).await.unwrap();
+        handshake::client(&mut plain, &identity, other, me, Duration::from_secs(2))
+            .await
+            .expect("plaintext with the secret is admitted");
+        let mut raw = TcpStream::connect(&addr).await.unwrap();
+        raw.write_all(&forged_vote(term, other)).await.unwrap();
+        assert!(closed_unanswered(&mut raw).await, "no handshake: closed");
+        assert_leads_and_commits(&nodes, leader, term).await;
         for node in &nodes {
             node.shutdown().await.unwrap();
         }
@@ -829,7 +1139,6 @@ mod tests {
         use openraft::LogId;
         use openraft::Vote;
 
-        use super::super::RequestBody;
         use crate::types::Payload;
 
         let entries: Vec<openraft::Entry<crate::types::TypeConfig>> = (1..=5u64)
