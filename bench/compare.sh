@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # rocketraft vs NATS JetStream, side by side, in one run on one machine (issue 6).
 #
-# Usage: bench/compare.sh [--short] [--debug] [--out DIR] [--no-build] [--pairing async|sync|both]
+# Usage: bench/compare.sh [--short] [--debug] [--out DIR] [--no-build]
+#                         [--pairing async|sync|defaults|both|all]
 #                         [--consume-all-pairings]
 #
 # For each durability pairing (rocketraft ASYNC_FLUSH vs NATS default, which acks before
-# fsync and syncs every 2 minutes; rocketraft SYNC_FLUSH vs NATS `sync_interval: always`)
+# fsync and syncs every 2 minutes; rocketraft SYNC_FLUSH vs NATS `sync_interval: always`;
+# and, with --pairing defaults or all, each system's default: rocketraft SYNC_FLUSH vs
+# NATS default, issue 19's goal)
 # it starts one system at a time on loopback, runs the same workloads through our two
 # bench clients, stops that system by PID, then starts the other:
 #   (a) 1 KiB, 256 in flight, R3: msg/s
@@ -61,9 +64,10 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --pairing)
             case "$2" in
-                async | sync) PAIRINGS=$2 ;;
+                async | sync | defaults) PAIRINGS=$2 ;;
                 both) PAIRINGS="async sync" ;;
-                *) echo "--pairing: async, sync or both" >&2; exit 2 ;;
+                all) PAIRINGS="async sync defaults" ;;
+                *) echo "--pairing: async, sync, defaults, both or all" >&2; exit 2 ;;
             esac
             shift ;;
         --consume-all-pairings) CONSUME_ALL=1 ;;
@@ -293,8 +297,14 @@ run_rocketraft() { # PAIRING FLUSH
     log "rocketraft R1 ($flush): one name server, a one-node group"
     mkdir -p "$WORK/$p-rocketraft-r1"
     require_free_ports 9876 10911 40911
-    start "$p-rocketraft-r1-namesrv" "$RR" namesrv -c "$ROOT/conf/namesrv.conf"
-    start "$p-rocketraft-r1-broker" "$RR" broker -c "$ROOT/conf/broker-n0.conf" \
+    # The shipped configs read conf/cluster.secret, which a clone does not have: copies
+    # beside a secret of this run's own.
+    local confs="$WORK/$p-rocketraft-r1-conf"
+    mkdir -p "$confs"
+    cp "$ROOT/conf/namesrv.conf" "$ROOT/conf/broker-n0.conf" "$confs/"
+    (umask 077; head -c 32 /dev/urandom | base64 >"$confs/cluster.secret")
+    start "$p-rocketraft-r1-namesrv" "$RR" namesrv -c "$confs/namesrv.conf"
+    start "$p-rocketraft-r1-broker" "$RR" broker -c "$confs/broker-n0.conf" \
         --peers n0-127.0.0.1:40911 --self-id n0 --store-path "$WORK/$p-rocketraft-r1/n0" \
         --flush-disk-type "$flush"
     if wait_rocketraft; then
@@ -302,6 +312,7 @@ run_rocketraft() { # PAIRING FLUSH
     fi
     stop_all
     release_data "$WORK/$p-rocketraft-r1"
+    rm -rf "$confs"
 }
 
 # ---- NATS JetStream ------------------------------------------------------------------------
@@ -408,13 +419,11 @@ run_nats() { # PAIRING SYNC
 } >"$OUT/machine.txt"
 
 for p in $PAIRINGS; do
-    if [ "$p" = async ]; then
-        run_rocketraft async ASYNC_FLUSH
-        run_nats async default
-    else
-        run_rocketraft sync SYNC_FLUSH
-        run_nats sync always
-    fi
+    case $p in
+        async) run_rocketraft async ASYNC_FLUSH; run_nats async default ;;
+        sync) run_rocketraft sync SYNC_FLUSH; run_nats sync always ;;
+        defaults) run_rocketraft defaults SYNC_FLUSH; run_nats defaults default ;;
+    esac
 done
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 

@@ -27,8 +27,15 @@ bin=$(realpath "$1")
 cd "$(dirname "$0")/.."
 logs=$(mktemp -d)
 pids=()
+# conf/'s files read conf/cluster.secret: made for this run when absent, and removed after.
+made_secret=""
+if [ ! -e conf/cluster.secret ]; then
+    (umask 077; head -c 32 /dev/urandom | base64 >conf/cluster.secret)
+    made_secret=1
+fi
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    [ -n "$made_secret" ] && rm -f conf/cluster.secret
     rm -rf /tmp/rocketraft
     if [ -n "${KEEP_LOGS:-}" ]; then echo "logs kept in $logs"; else rm -rf "$logs"; fi
 }

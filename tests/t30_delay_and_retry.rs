@@ -313,9 +313,12 @@ async fn failed_messages_are_retried_with_rocketmq_delays_then_dead_lettered() {
     assert_eq!(deliveries("flaky").len(), 4, "a consumed retry came back");
 
     // `rocketraft admin dlq`: the dead letter is listed, and re-sent to its first topic.
-    let letters = client::admin::dead_letters(&cluster.namesrv_addr, "t30-retry")
-        .await
-        .unwrap();
+    let letters = client::admin::dead_letters(
+        &client::ClientConfig::new(&cluster.namesrv_addr),
+        "t30-retry",
+    )
+    .await
+    .unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].property("RETRY_TOPIC"), Some("Retried"));
     let again = client::admin::resend_message(&letters[0]);

@@ -429,9 +429,10 @@ async fn two_orderly_consumers_never_overlap_and_keep_order_across_a_leader_kill
             "queue {queue_id}: the poison message was tried {poison_tries} times"
         );
     }
-    let dead = client::admin::dead_letters(&cluster.namesrv_addr, CONSUMERS)
-        .await
-        .unwrap();
+    let dead =
+        client::admin::dead_letters(&client::ClientConfig::new(&cluster.namesrv_addr), CONSUMERS)
+            .await
+            .unwrap();
     let dead: BTreeSet<String> = dead
         .iter()
         .map(|m| String::from_utf8_lossy(&m.body).into_owned())

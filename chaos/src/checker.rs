@@ -47,6 +47,9 @@
 //!   send outcome; an unacknowledged one that commits is stored at most once.
 //! - **liveness**: after every heal, the group elected a leader and acknowledged a send
 //!   within the tool's bounds (the run records a `liveness:` note otherwise).
+//! - **access** (runs with `--acl`): after the faults, sends that are unsigned, signed
+//!   with a wrong secret or by an unknown account were refused with NO_PERMISSION, and a
+//!   signed one was accepted (the run records an `access:` note otherwise).
 //! - **quorum**: no send invoked while two of a group's three nodes were down was
 //!   acknowledged by that group.
 //! - **duplicated** (reported, not a failure): values stored more than once, split into
@@ -68,6 +71,10 @@ pub const DRAIN: &str = "drain";
 
 /// The prefix of a note saying service did not return in time; it fails the run.
 pub const LIVENESS: &str = "liveness: ";
+
+/// The prefix of a note saying the ACL let through what it should have refused (or
+/// refused the workload's own account); it fails the run.
+pub const ACCESS: &str = "access: ";
 
 /// Tries the retry consumer gives a message after its first (`maxReconsumeTimes`).
 pub const RETRY_MAX: i32 = 2;
@@ -265,6 +272,8 @@ pub struct Verdict {
     pub notes: Vec<String>,
     /// Notes of the run that say service did not return in time (`liveness: ...`).
     pub liveness: Vec<String>,
+    /// Notes of the run that say the ACL did not hold (`access: ...`).
+    pub access: Vec<String>,
     pub passed: bool,
 }
 
@@ -324,6 +333,9 @@ impl Verdict {
         }
         for problem in &self.liveness {
             out.push(format!("liveness: {problem}"));
+        }
+        for problem in &self.access {
+            out.push(format!("access: {problem}"));
         }
         if self.replicas.is_empty() {
             out.push("replica agreement was not checked".into());
@@ -830,6 +842,9 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
             Event::Note { text, .. } => {
                 if let Some(problem) = text.strip_prefix(LIVENESS) {
                     v.liveness.push(problem.to_string());
+                }
+                if let Some(problem) = text.strip_prefix(ACCESS) {
+                    v.access.push(problem.to_string());
                 }
                 v.notes.push(text.clone());
             }
@@ -1666,6 +1681,18 @@ mod tests {
         });
         let v = check(&h, agree());
         assert_eq!(v.liveness.len(), 1);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn an_access_note_fails_the_run() {
+        let mut h = clean();
+        h.push(Event::Note {
+            t_us: 9,
+            text: format!("{ACCESS}an unsigned send was accepted"),
+        });
+        let v = check(&h, agree());
+        assert_eq!(v.access.len(), 1);
         assert!(!v.passed);
     }
 

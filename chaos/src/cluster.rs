@@ -424,10 +424,10 @@ impl Cluster {
     }
 
     pub fn namesrv(&self) -> anyhow::Result<NameServerClient> {
-        Ok(NameServerClient::new(
+        Ok(crate::access::namesrv(NameServerClient::new(
             &self.namesrv_addr,
             Duration::from_secs(2),
-        )?)
+        )?))
     }
 
     /// The node the name server routes as `group`'s leader, if it is one of ours.

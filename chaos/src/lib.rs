@@ -15,6 +15,7 @@
 //!   recovery times, replica agreement).
 //! - [`report`]: summary text and JSON, and the timeline SVG.
 
+pub mod access;
 pub mod checker;
 pub mod cluster;
 pub mod disks;
@@ -124,6 +125,12 @@ pub struct RunArgs {
     /// the end, and fails one found deleted earlier.
     #[arg(long)]
     pub retention_seconds: Option<u64>,
+    /// Run the brokers with RocketMQ's ACL (`aclEnable=true` and a `plain_acl.yml` the
+    /// tool writes with one admin account and a fresh secret): every client of the run
+    /// signs, and after the faults unsigned, wrongly signed and unknown-account sends must
+    /// be refused with NO_PERMISSION on the leader of the moment (the run fails otherwise).
+    #[arg(long)]
+    pub acl: bool,
 }
 
 impl Default for RunArgs {
@@ -143,6 +150,7 @@ impl Default for RunArgs {
             attach_pids: Vec::new(),
             conf: Vec::new(),
             retention_seconds: None,
+            acl: false,
         }
     }
 }
@@ -689,6 +697,23 @@ async fn run_in(
         bail!("--retention-seconds configures the nodes this tool starts; an attached cluster keeps its own");
     }
     let mut conf = args.conf.clone();
+    let acl_secret = if args.acl {
+        if args.attach_namesrv.is_some() {
+            bail!("--acl configures the nodes this tool starts; an attached cluster keeps its own");
+        }
+        let secret = access::new_secret();
+        std::fs::create_dir_all(&cluster_dir)?;
+        // `aclFile` defaults to plain_acl.yml beside each node's config, in this directory.
+        std::fs::write(
+            cluster_dir.join("plain_acl.yml"),
+            access::plain_acl_yml(&secret),
+        )?;
+        conf.push("aclEnable=true".into());
+        access::sign_as(&secret);
+        Some(secret)
+    } else {
+        None
+    };
     if let Some(seconds) = args.retention_seconds {
         let ours = [
             format!("fileReservedTimeSeconds={seconds}"),
@@ -867,6 +892,28 @@ async fn run_in(
     }
     workload.settle_retries().await?;
     workload.stop_consumers().await;
+    if let Some(secret) = &acl_secret {
+        let problems = access::probe(
+            &cluster.namesrv_addr,
+            workload::ROUND_ROBIN_TOPICS[0],
+            secret,
+        )
+        .await;
+        println!(
+            "ACL after the faults: {}",
+            if problems.is_empty() {
+                "held".to_string()
+            } else {
+                problems.join("; ")
+            }
+        );
+        for problem in problems {
+            recorder.record(|t_us| Event::Note {
+                t_us,
+                text: format!("{}{problem}", checker::ACCESS),
+            });
+        }
+    }
     let replicas = replica_agreement(&mut cluster, args.retention_seconds.is_some()).await?;
     recorder.flush()?;
 

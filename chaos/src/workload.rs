@@ -180,7 +180,10 @@ pub struct Workload {
 
 /// Creates the workload's topics on every group (bounded retries).
 pub async fn create_topics(namesrv_addr: &str, queues: i32) -> anyhow::Result<()> {
-    let namesrv = client::NameServerClient::new(namesrv_addr, Duration::from_secs(3))?;
+    let namesrv = crate::access::namesrv(client::NameServerClient::new(
+        namesrv_addr,
+        Duration::from_secs(3),
+    )?);
     for topic in all_topics() {
         let mut last = None;
         for _ in 0..20 {
@@ -212,6 +215,13 @@ fn consumer_config(namesrv_addr: &str, group: &str) -> PushConsumerConfig {
     config.client.heartbeat_broker_interval_ms = 1_000;
     config.rebalance_interval_ms = 2_000;
     config.pull_time_delay_when_exception_ms = 200;
+    config.client = crate::access::client(config.client);
+    config
+}
+
+fn drain_config(namesrv_addr: &str) -> PullConsumerConfig {
+    let mut config = PullConsumerConfig::new(namesrv_addr, "chaos-drain");
+    config.client = crate::access::client(config.client);
     config
 }
 
@@ -219,6 +229,7 @@ fn producer_config(namesrv_addr: &str, id: usize) -> ProducerConfig {
     let mut config = ProducerConfig::new(namesrv_addr, format!("chaos-p{id}"));
     config.send_msg_timeout_ms = SEND_TIMEOUT_MS;
     config.client.poll_name_server_interval_ms = 1_000;
+    config.client = crate::access::client(config.client);
     config
 }
 
@@ -500,6 +511,7 @@ impl Workload {
 
     async fn start_pull(&mut self) -> anyhow::Result<()> {
         let mut config = PullConsumerConfig::new(&self.namesrv_addr, "chaos-pull");
+        config.client = crate::access::client(config.client);
         config.client.poll_name_server_interval_ms = 1_000;
         let consumer = Arc::new(PullConsumer::start(config).await?);
         for topic in all_topics() {
@@ -906,8 +918,7 @@ pub async fn drain(
     namesrv_addr: &str,
     recorder: &Recorder,
 ) -> anyhow::Result<HashMap<QueueRef, i64>> {
-    let consumer =
-        PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "chaos-drain")).await?;
+    let consumer = PullConsumer::start(drain_config(namesrv_addr)).await?;
     let mut ends = HashMap::new();
     let progress = Progress::default();
     for topic in all_topics() {
@@ -958,5 +969,6 @@ pub async fn drain(
 
 /// Every message of `topic` (empty if it has no route yet), read from offset 0.
 async fn read_all(namesrv_addr: &str, topic: &str) -> anyhow::Result<Vec<MessageExt>> {
-    Ok(client::admin::read_topic(namesrv_addr, topic).await?)
+    let client = crate::access::client(client::ClientConfig::new(namesrv_addr));
+    Ok(client::admin::read_topic(&client, topic).await?)
 }

@@ -7,7 +7,8 @@
 //! its time, nothing unexpected, reordered or divergent, replicas byte-identical from
 //! their latest first kept position (one may lack the last entries, as the leader keeps
 //! proposing retention decisions while the nodes stop), and at least one snapshot
-//! installed.
+//! installed. The brokers run RocketMQ's ACL (`--acl`): every client of the run signs, and
+//! after the faults unsigned and wrongly signed sends must be refused.
 //!
 //! Needs the `rocketraft` binary next to this test's directory (`cargo build -p
 //! rocketraft`; `cargo test --workspace` builds it) or its path in `ROCKETRAFT_BIN`.
@@ -33,6 +34,9 @@ async fn a_chaos_run_with_seconds_of_retention_keeps_what_it_must() {
         net: "loopback".into(),
         conf: chaos::debug_build_timers(),
         retention_seconds: Some(RETENTION_SECONDS),
+        // The brokers enforce RocketMQ's ACL and every client signs: the rules must hold
+        // on whichever node leads after the faults (checked by the run).
+        acl: true,
         ..Default::default()
     };
     let verdict = chaos::run(args).await.expect("chaos run");

@@ -413,21 +413,23 @@ const BOOKKEEPING_PROPERTIES: [&str; 14] = [
 /// Every message in `%DLQ%<group>`, oldest first, read from the group's leaders (a
 /// consumer group's dead letters: the messages it failed `maxReconsumeTimes` times).
 pub async fn dead_letters(
-    namesrv_addr: &str,
+    client: &crate::ClientConfig,
     group: &str,
 ) -> Result<Vec<crate::message::MessageExt>> {
-    read_topic(namesrv_addr, &crate::retry::dlq_topic(group)).await
+    read_topic(client, &crate::retry::dlq_topic(group)).await
 }
 
 /// Every message stored in `topic`, queue by queue from its first kept offset (none if no
-/// name server routes it), without committing any offset.
+/// name server routes it), without committing any offset. `client` gives the name servers
+/// and how to connect (ACL, TLS).
 pub async fn read_topic(
-    namesrv_addr: &str,
+    client: &crate::ClientConfig,
     topic: &str,
 ) -> Result<Vec<crate::message::MessageExt>> {
     use crate::pull_consumer::{PullConsumer, PullConsumerConfig, PullResult};
-    let consumer =
-        PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "TOOLS_CONSUMER")).await?;
+    let mut config = PullConsumerConfig::new(client.namesrv_addr.clone(), "TOOLS_CONSUMER");
+    config.client = client.clone();
+    let consumer = PullConsumer::start(config).await?;
     let mut out = Vec::new();
     let queues = match consumer.fetch_queues(topic).await {
         Ok(queues) => queues,

@@ -171,8 +171,15 @@ enum Dlq {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let what = match args.what {
-        What::Dlq(dlq) => return run_dlq(&args.namesrv, dlq).await,
-        What::QueryMsg(query) => return super::query_msg::run(&args.namesrv, query).await,
+        What::Dlq(dlq) => {
+            let client = args
+                .access
+                .apply(client::ClientConfig::new(&args.namesrv))?;
+            return run_dlq(&client, dlq).await;
+        }
+        What::QueryMsg(query) => {
+            return super::query_msg::run(args.access.namesrv(&args.namesrv)?, query).await
+        }
         What::TransferLeader { group, to } => {
             return transfer_leader(&args.access.namesrv(&args.namesrv)?, &group, &to).await
         }
@@ -306,10 +313,10 @@ fn dlq_ids(m: &client::MessageExt) -> Vec<&str> {
     ids
 }
 
-async fn run_dlq(namesrv: &str, dlq: Dlq) -> anyhow::Result<()> {
+async fn run_dlq(client: &client::ClientConfig, dlq: Dlq) -> anyhow::Result<()> {
     match dlq {
         Dlq::List { group, json } => {
-            let letters = client::admin::dead_letters(namesrv, &group).await?;
+            let letters = client::admin::dead_letters(client, &group).await?;
             if json {
                 let rows: Vec<_> = letters
                     .iter()
@@ -346,7 +353,7 @@ async fn run_dlq(namesrv: &str, dlq: Dlq) -> anyhow::Result<()> {
             println!("{} dead letter(s) in %DLQ%{group}", letters.len());
         }
         Dlq::Resend { group, all, msg_id } => {
-            let letters = client::admin::dead_letters(namesrv, &group).await?;
+            let letters = client::admin::dead_letters(client, &group).await?;
             let chosen: Vec<_> = letters
                 .iter()
                 .filter(|m| all || dlq_ids(m).iter().any(|id| msg_id.iter().any(|w| w == id)))
@@ -359,9 +366,9 @@ async fn run_dlq(namesrv: &str, dlq: Dlq) -> anyhow::Result<()> {
                     );
                 }
             }
-            let producer =
-                client::Producer::start(client::ProducerConfig::new(namesrv, "TOOLS_DLQ_RESEND"))
-                    .await?;
+            let mut config = client::ProducerConfig::new(&client.namesrv_addr, "TOOLS_DLQ_RESEND");
+            config.client = client.clone();
+            let producer = client::Producer::start(config).await?;
             let mut failed = 0;
             for m in &chosen {
                 let message = client::admin::resend_message(m);

@@ -38,8 +38,8 @@ pub struct Args {
     timeout_ms: u64,
 }
 
-pub async fn run(namesrv_addr: &str, args: Args) -> anyhow::Result<()> {
-    let namesrv = NameServerClient::new(namesrv_addr, Duration::from_secs(3))?;
+/// `namesrv` carries how to connect (ACL, TLS): see `admin::Access`.
+pub async fn run(namesrv: NameServerClient, args: Args) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(args.timeout_ms);
     let topic = || {
         args.topic

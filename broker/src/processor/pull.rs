@@ -125,14 +125,17 @@ pub async fn handle(
             // Waiting is not work: the connection's other requests need not queue behind it.
             remoting::connection::release_request_slot();
         }
-        match wake {
-            Some(w) => {
-                let _ = tokio::time::timeout_at(deadline, w).await;
+        // An append to the queue, or, while the queue does not exist, some queue's creation.
+        let woken = async {
+            match wake {
+                Some(w) => w.await,
+                None => created.await,
             }
-            // The queue does not exist yet: look again once some queue is created.
-            None => {
-                let _ = tokio::time::timeout_at(deadline, created).await;
-            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline, woken) => {}
+            // No one is left to answer: give back the place now, not at the deadline.
+            _ = conn.closed() => break outcome,
         }
     };
 
