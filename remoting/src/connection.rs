@@ -810,6 +810,17 @@ mod tests {
         }
     }
 
+    /// A client connection to `addr` that serves no requests.
+    async fn connect_to(addr: SocketAddr) -> Connection {
+        Connection::connect(
+            &addr.to_string(),
+            &ConnectionConfig::default(),
+            Arc::new(NoRequests),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn echo_server() -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         echo_server_with(ConnectionConfig::default()).await
     }
@@ -835,13 +846,7 @@ mod tests {
             ..ConnectionConfig::default()
         })
         .await;
-        let conn = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
+        let conn = connect_to(addr).await;
         let mut held = Vec::new();
         for _ in 0..20 {
             let conn = conn.clone();
@@ -888,13 +893,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_are_matched_by_opaque() {
         let (addr, _stop) = echo_server().await;
-        let conn = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
+        let conn = connect_to(addr).await;
         let mut tasks = Vec::new();
         for i in 0..200u32 {
             let conn = conn.clone();
@@ -913,13 +912,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_answer_is_a_timeout_with_unknown_outcome() {
         let (addr, _stop) = echo_server().await;
-        let conn = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
+        let conn = connect_to(addr).await;
         let err = conn
             .request(
                 RemotingCommand::bare_request(999),
@@ -938,13 +931,7 @@ mod tests {
     #[tokio::test]
     async fn garbage_closes_only_that_connection() {
         let (addr, _stop) = echo_server().await;
-        let good = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
+        let good = connect_to(addr).await;
         let mut bad = TcpStream::connect(addr).await.unwrap();
         bad.write_all(&[0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3])
             .await
@@ -1001,13 +988,7 @@ mod tests {
         tokio::sync::oneshot::Sender<()>,
     ) {
         let (addr, stop) = echo_server().await;
-        let conn = Connection::connect(
-            &addr.to_string(),
-            &ConnectionConfig::default(),
-            Arc::new(NoRequests),
-        )
-        .await
-        .unwrap();
+        let conn = connect_to(addr).await;
         let waiter = {
             let conn = conn.clone();
             tokio::spawn(async move {
