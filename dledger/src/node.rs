@@ -804,6 +804,12 @@ impl DLedgerNode {
             task.abort();
         }
         let result = self.raft.shutdown().await;
+        // Under ASYNC_FLUSH the tail written since the last interval is still only in the
+        // page cache: a clean stop syncs it here, rather than when the last handle to the
+        // CommitLog happens to drop (which a process exiting first would skip).
+        if let Err(e) = self.log.flush_dirty() {
+            tracing::error!(node_id = self.node_id, error = %e, "final CommitLog msync failed");
+        }
         tracing::info!(node_id = self.node_id, "dledger node stopped");
         result.map_err(|e| DLedgerError::Raft {
             node_id: self.node_id,

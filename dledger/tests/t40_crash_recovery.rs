@@ -373,3 +373,37 @@ async fn tail_lost_on_a_majority_stops_the_replicas_that_applied_it() {
         let _ = node.shutdown().await;
     }
 }
+
+/// A clean stop syncs an ASYNC_FLUSH CommitLog. With a flush interval of an hour the timer
+/// syncs nothing during the test, so what the node wrote is past the record of what msync
+/// covered until `shutdown`, which must bring the record to the end of the log (before,
+/// only the last handle's drop synced it, which a process exiting first would skip).
+#[tokio::test]
+async fn a_clean_stop_syncs_an_async_flush_commit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = MemoryGroup::start(1, dir.path(), |c| {
+        c.flush_mode = FlushMode::Async;
+        c.flush_interval_ms = 3_600_000;
+        c.test_record_flushed = true;
+    })
+    .await;
+    wait_leader(&group.nodes, Duration::from_secs(10)).await;
+    let node = group.nodes[0].clone().unwrap();
+    node.append(vec![record(&[7u8; 1_000]); 50]).await.unwrap();
+    let written = node.written_position();
+    let record = dir.path().join("n0/commitlog/.test-flushed");
+    let flushed = || -> u64 {
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(
+        flushed() < written,
+        "synced before the stop ({} of {written}): the test proves nothing",
+        flushed()
+    );
+    node.shutdown().await.unwrap();
+    assert_eq!(flushed(), written, "a clean stop left the tail unsynced");
+}
