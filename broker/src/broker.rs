@@ -55,6 +55,9 @@ pub struct Broker {
     register_now: Notify,
     /// Serialises topic auto-creation.
     topic_create: tokio::sync::Mutex<()>,
+    /// Serialises subscription-group auto-creation (a burst of heartbeats naming one new
+    /// group made one Raft entry each).
+    group_create: tokio::sync::Mutex<()>,
     /// Round-robin for sends that leave the queue to the broker.
     next_queue: AtomicU32,
     /// `messageDelayLevel`, parsed once.
@@ -96,6 +99,7 @@ impl Broker {
             store_host,
             register_now: Notify::new(),
             topic_create: tokio::sync::Mutex::new(()),
+            group_create: tokio::sync::Mutex::new(()),
             next_queue: AtomicU32::new(0),
         }
     }
@@ -319,6 +323,36 @@ impl Broker {
             )));
         }
         self.put_topic(config).await.map(Ok)
+    }
+
+    /// Creates the subscription group `config` names (RocketMQ's `SubscriptionGroupConfig`
+    /// JSON) through Raft unless it exists, or, once the broker holds
+    /// `autoCreateSubscriptionGroupLimit` groups, `Err` with the reason. One at a time.
+    pub async fn auto_create_subscription_group(
+        &self,
+        name: &str,
+        config: serde_json::Value,
+    ) -> Result<Result<(), String>, DLedgerError> {
+        let _guard = self.group_create.lock().await;
+        if self.state.subscription_group(name).is_some() {
+            return Ok(Ok(()));
+        }
+        let (groups, limit) = (
+            self.state.subscription_group_count(),
+            self.config.auto_create_group_limit,
+        );
+        if groups >= limit {
+            if let Some(left_out) = AUTO_CREATE_REFUSED.admit() {
+                warn!(group = name, groups, limit, left_out, "auto-creation refused: the broker holds autoCreateSubscriptionGroupLimit groups");
+            }
+            return Ok(Err(format!(
+                "subscription group [{name}] not exist and not created: this broker holds \
+                 {groups} groups, autoCreateSubscriptionGroupLimit={limit}"
+            )));
+        }
+        self.propose(&BrokerCommand::PutSubscriptionGroup { config })
+            .await
+            .map(|_| Ok(()))
     }
 
     /// Proposes `config`; the caller holds `topic_create`.

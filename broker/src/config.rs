@@ -139,6 +139,10 @@ pub struct BrokerConfig {
     /// a group's retry and dead-letter topics) stops once the broker holds this many topics;
     /// an admin's UPDATE_AND_CREATE_TOPIC is not limited.
     pub auto_create_topic_limit: usize,
+    /// `autoCreateSubscriptionGroupLimit` (rocketraft's key): automatic creation of
+    /// subscription groups (a heartbeat or send-back naming a new group, with
+    /// `autoCreateSubscriptionGroup`) stops once the broker holds this many groups.
+    pub auto_create_group_limit: usize,
     /// `maxPullMsgNums`: most messages in one pull answer.
     pub max_pull_msg_nums: i32,
     /// `maxPullBytes`: most body bytes in one pull answer.
@@ -278,6 +282,7 @@ impl Default for BrokerConfig {
             max_held_pulls_per_connection: 16_384,
             max_clients_per_group: 1_000,
             auto_create_topic_limit: 10_000,
+            auto_create_group_limit: 10_000,
             max_pull_msg_nums: 64,
             max_pull_bytes: 4 * 1024 * 1024,
             offset_commit_interval_ms: 200,
@@ -421,6 +426,7 @@ impl BrokerConfig {
         set!("maxHeldPullsPerConnection", max_held_pulls_per_connection);
         set!("maxClientsPerGroup", max_clients_per_group);
         set!("autoCreateTopicLimit", auto_create_topic_limit);
+        set!("autoCreateSubscriptionGroupLimit", auto_create_group_limit);
         set!("maxPullMsgNums", max_pull_msg_nums);
         set!("maxPullBytes", max_pull_bytes);
         set!("consumerOffsetCommitIntervalMs", offset_commit_interval_ms);

@@ -115,6 +115,10 @@ impl BrokerState {
         self.subscription_groups.read().unwrap().clone()
     }
 
+    pub fn subscription_group_count(&self) -> usize {
+        self.subscription_groups.read().unwrap().len()
+    }
+
     pub fn subscription_group(&self, name: &str) -> Option<serde_json::Value> {
         self.subscription_groups.read().unwrap().get(name).cloned()
     }

@@ -24,7 +24,6 @@ use tracing::info;
 use super::send::{append_error, now_ms, DLQ_PREFIX, RETRY_PREFIX};
 use super::{fail, ProcessError, ProcessResult};
 use crate::broker::Broker;
-use crate::command::BrokerCommand;
 use crate::schedule;
 
 /// RocketMQ's `SubscriptionGroupConfig.retryMaxTimes` default.
@@ -213,9 +212,10 @@ async fn known_group(broker: &Broker, group: &str) -> Result<(), ProcessError> {
         "notifyConsumerIdsChangedEnable": true,
     });
     broker
-        .propose(&BrokerCommand::PutSubscriptionGroup { config })
+        .auto_create_subscription_group(group, config)
         .await
-        .map_err(|e| append_error(broker, e))
+        .map_err(|e| append_error(broker, e))?
+        .map_err(|why| fail(ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST, why))
 }
 
 /// The subscription group's `retryMaxTimes`, RocketMQ's 16 when it has none.
