@@ -29,7 +29,11 @@
 //!   exactly when it failed more than [`RETRY_MAX`] times; values never failed have no
 //!   copy. A try seen twice (a consumer may receive a message twice) is reported, not
 //!   failed, and so is a try the client retried locally because it could not give the
-//!   message back (as the Java client does during a failover).
+//!   message back (as the Java client does during a failover). A value the client had to
+//!   re-send to `%RETRY%` itself after its last allowed-but-one try is dead-lettered by the
+//!   broker at once, as RocketMQ's does (its RECONSUME_TIME reached the maximum): such a
+//!   dead letter carries RECONSUMETIMES [`RETRY_MAX`] instead of one more, and its last try
+//!   is not required (counted as "dead-lettered a try early").
 //! - **orderly**: the orderly consumers of the ordered topic (one group, several clients,
 //!   each listener call a `processed` event with its start and end). No two clients'
 //!   calls on one queue overlap in time (**orderly overlap**: the queue locks failed);
@@ -245,6 +249,9 @@ pub struct Verdict {
     pub dead_letters_wrong: Finding,
     /// Tries the consumer saw more than once.
     pub retries_repeated: usize,
+    /// Values dead-lettered one try early by a client's fallback re-send (see
+    /// [`check_retries`]); reported, not failed.
+    pub dead_lettered_early: usize,
     /// Transactional halves acknowledged.
     pub txn_acked: usize,
     /// Acknowledged transactions that commit, not stored exactly once in their topic (or
@@ -353,6 +360,8 @@ struct Retries {
     copies: Vec<i32>,
     /// Copies in the dead-letter queue.
     dead: usize,
+    /// Whether one of them carries RECONSUMETIMES [`RETRY_MAX`] (see [`check_retries`]).
+    dead_by_fallback: bool,
 }
 
 /// The retry consumer's deliveries and the broker's copies against what
@@ -372,8 +381,19 @@ fn check_retries(
         if fails > 0 {
             v.retried_values += 1;
         }
-        let allowed: BTreeSet<i32> = (0..=fails.min(RETRY_MAX)).collect();
         let r = retried.get(value).cloned().unwrap_or_default();
+        // A dead letter normally carries RECONSUMETIMES max + 1 (the broker's copy of the
+        // last try, which carried max). One carrying max came another way, RocketMQ's: a
+        // failed CONSUMER_SEND_MSG_BACK (a fault at that moment) makes the client re-send
+        // the message to %RETRY% itself with RECONSUME_TIME = its try + 1, and the broker
+        // dead-letters such a send once that reaches the maximum: one try early.
+        let last_try = if r.dead_by_fallback && fails > RETRY_MAX {
+            v.dead_lettered_early += 1;
+            RETRY_MAX - 1
+        } else {
+            fails.min(RETRY_MAX)
+        };
+        let allowed: BTreeSet<i32> = (0..=last_try).collect();
         let seen: BTreeSet<i32> = r.seen.iter().copied().collect();
         v.retries_repeated += r.seen.len() - seen.len();
         // Retention may have deleted a retry copy before it was consumed, or a dead letter.
@@ -812,7 +832,10 @@ pub fn check(events: &[Event], replicas: Vec<ReplicaCheck>) -> Verdict {
                 match place.as_str() {
                     "consumer" => r.seen.push(*reconsume_times),
                     "retry" => r.copies.push(*reconsume_times),
-                    _ => r.dead += 1,
+                    _ => {
+                        r.dead += 1;
+                        r.dead_by_fallback |= *reconsume_times == RETRY_MAX;
+                    }
                 }
             }
             Event::FaultStart {
@@ -1313,6 +1336,30 @@ mod tests {
         let v = check(&retried("p0-40", &[0, 1, 1, 2], &[1, 1, 2], 1), agree());
         assert!(v.passed, "{:?}", v.failures());
         assert_eq!(v.retries_repeated, 1);
+    }
+
+    /// A fault made CONSUMER_SEND_MSG_BACK fail after try 1 (the client tried once more
+    /// locally, or not), the client re-sent with RECONSUME_TIME 2 and the broker put that
+    /// straight into the DLQ: try 2 is never seen, and the dead letter says so by its
+    /// RECONSUMETIMES (2, where the usual path gives 3). Accepted and counted; the same
+    /// tries with a usual dead letter are not.
+    #[test]
+    fn a_dead_letter_from_a_fallback_re_send_may_skip_the_last_try() {
+        let mut h = retried("p0-40", &[0, 1], &[], 0);
+        h.push(Event::Retried {
+            t_us: 50,
+            value: "p0-40".into(),
+            place: "dlq".into(),
+            reconsume_times: RETRY_MAX,
+        });
+        let v = check(&h, agree());
+        assert!(v.passed, "{:?}", v.failures());
+        assert_eq!(v.dead_lettered_early, 1);
+        let v = check(&retried("p0-40", &[0, 1], &[], 1), agree());
+        assert!(
+            !v.passed,
+            "a usual dead letter with a try never seen passed"
+        );
     }
 
     #[test]

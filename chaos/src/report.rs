@@ -103,8 +103,8 @@ pub fn summary_text(v: &Verdict, header: &str) -> String {
     if v.retries_checked {
         let _ = writeln!(
             s,
-            "retries ({} failed values checked): wrong {}, dead-letter queue wrong {}, tries seen twice {}",
-            v.retried_values, v.retries_wrong.count, v.dead_letters_wrong.count, v.retries_repeated
+            "retries ({} failed values checked): wrong {}, dead-letter queue wrong {}, tries seen twice {}, dead-lettered a try early by a fallback re-send {}",
+            v.retried_values, v.retries_wrong.count, v.dead_letters_wrong.count, v.retries_repeated, v.dead_lettered_early
         );
     }
     let d = &v.duplicates;
