@@ -28,26 +28,38 @@ pub struct Args {
     /// SYNC_FLUSH or ASYNC_FLUSH (default: as in conf/, SYNC_FLUSH).
     #[arg(long)]
     flush_disk_type: Option<String>,
-    /// A `key=value` line added to every broker's config (repeatable; a key conf/ already
-    /// sets is refused as a duplicate), e.g. `aclEnable=true` or `tls.server.mode=enforcing`.
-    /// Relative paths are read from the data directory.
+    /// A `key=value` line for every broker's config (repeatable): it replaces the line of
+    /// conf/ that sets the same key, else it is added; e.g. `aclEnable=true`,
+    /// `tls.server.mode=enforcing` or `messageDelayLevel=1s 2s 3s`. Relative paths are read
+    /// from the data directory.
     #[arg(long = "broker-conf", value_name = "KEY=VALUE")]
     broker_conf: Vec<String>,
-    /// A `key=value` line added to the name server's config (repeatable).
+    /// A `key=value` line for the name server's config (repeatable), as `--broker-conf`.
     #[arg(long = "namesrv-conf", value_name = "KEY=VALUE")]
     namesrv_conf: Vec<String>,
 }
 
-/// `conf` followed by the `extra` lines.
+/// `conf` with each of the `extra` `key=value` lines in place of the line that sets the
+/// same key, or added at the end when no line does.
 fn with_lines(conf: &str, extra: &[String]) -> String {
-    let mut out = conf.to_string();
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
+    let key_of = |line: &str| -> Option<String> {
+        let line = line.trim_start();
+        if line.starts_with('#') || line.starts_with('!') {
+            return None;
+        }
+        let end = line.find(['=', ':', ' ', '\t'])?;
+        Some(line[..end].to_string())
+    };
+    let mut lines: Vec<String> = conf.lines().map(str::to_string).collect();
     for line in extra {
-        out.push_str(line);
-        out.push('\n');
+        let key = key_of(line);
+        match lines.iter_mut().find(|l| key.is_some() && key_of(l) == key) {
+            Some(existing) => *existing = line.clone(),
+            None => lines.push(line.clone()),
+        }
     }
+    let mut out = lines.join("\n");
+    out.push('\n');
     out
 }
 
@@ -223,4 +235,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     terminate(&mut procs);
     println!("stopped; data kept in {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_lines;
+
+    #[test]
+    fn an_override_replaces_the_line_that_sets_its_key() {
+        let conf = "# messageDelayLevel=commented\nlistenPort=10911\nmessageDelayLevel=1s 5s\n";
+        let out = with_lines(
+            conf,
+            &["messageDelayLevel=1s 2s".into(), "aclEnable=true".into()],
+        );
+        assert_eq!(
+            out,
+            "# messageDelayLevel=commented\nlistenPort=10911\nmessageDelayLevel=1s 2s\naclEnable=true\n"
+        );
+    }
 }
