@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test rocketraft: libclang, which the
-# `rocksdb` crate's build (bindgen) needs, curl and python3 for bench/compare.sh, and
-# iproute2 (`ip netns`) for the chaos tool's partitions.
+# `rocksdb` crate's build (bindgen) needs, curl and python3 for bench/compare.sh,
+# iproute2 (`ip netns`) for the chaos tool's partitions, and Node.js with npm for the
+# stock-client test (t47, the npm package ali-ons).
 # Safe to run again: it does nothing when all is there.
 #
 #   scripts/ensure-deps.sh                      check, and install what is missing
@@ -80,6 +81,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 # The chaos tool's partition faults create network namespaces with `ip`.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+# tests/t47 runs the stock npm RocketMQ client ali-ons (installed from the npm registry).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "ensure-deps: installing ${missing[*]}" >&2
