@@ -29,7 +29,8 @@ pub struct Args {
     #[arg(long)]
     flush_disk_type: Option<String>,
     /// A `key=value` line added to every broker's config (repeatable; a key conf/ already
-    /// sets is refused as a duplicate), e.g. `aclEnable=true` or `tls.server.mode=enforcing`.
+    /// sets takes this value, and the broker warns that it is set twice), e.g.
+    /// `aclEnable=true` or `tls.server.mode=enforcing`.
     /// Relative paths are read from the data directory.
     #[arg(long = "broker-conf", value_name = "KEY=VALUE")]
     broker_conf: Vec<String>,
