@@ -17,6 +17,9 @@ echo "== build cache: $CARGO_TARGET_DIR"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+# Clippy runs the build scripts the test build needs (one compiles RocksDB's C++), and the
+# test build reuses their output: Cargo.toml's `[profile.dev.package."*"]` says what that
+# takes.
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

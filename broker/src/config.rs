@@ -605,6 +605,58 @@ mod tests {
         assert_eq!(ignored, vec!["brokerRole".to_string()]);
     }
 
+    /// RocketMQ's stock DLedger config (its `conf/dledger/broker-n0.conf`) written in the
+    /// looser forms Java's `Properties.load` also reads (`key : value`, `key value`, escapes,
+    /// a continued line, a repeated key) loads to the same config as its `key=value` form.
+    #[test]
+    fn a_stock_dledger_config_in_java_forms_loads_as_its_plain_form() {
+        let plain = "brokerClusterName=RaftCluster\nbrokerName=RaftNode00\nlistenPort=30911\n\
+                     namesrvAddr=127.0.0.1:9876\nstorePathRootDir=/tmp/rmqstore/node00\n\
+                     storePathCommitLog=/tmp/rmqstore/node00/commitlog\n\
+                     enableDLegerCommitLog=true\ndLegerGroup=RaftNode00\n\
+                     dLegerPeers=n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913\n\
+                     ## must be unique\ndLegerSelfId=n0\nsendMessageThreadPoolNums=16\n";
+        let java = "brokerClusterName : RaftCluster\r\n\
+                    brokerName\tRaftNode00\r\n\
+                    listenPort 30911\n\
+                    namesrvAddr=127.0.0.1\\:9876\n\
+                    \x20  storePathRootDir = /tmp/rmqstore/node00\n\
+                    storePathCommitLog:/tmp/rmqstore/node00/commitlog\n\
+                    ! enableDLegerCommitLog=false\n\
+                    enableDLegerCommitLog = true\n\
+                    dLeger\\u0047roup=RaftNode00\n\
+                    dLegerPeers=n0-127.0.0.1:40911;\\\n\
+                    \x20           n1-127.0.0.1:40912;\\\n\
+                    \x20           n2-127.0.0.1:40913\n\
+                    ## must be unique\n\
+                    dLegerSelfId=n2\n\
+                    dLegerSelfId=n0\n\
+                    sendMessageThreadPoolNums=16";
+        let load = |text| {
+            let props = Properties::parse("broker-n0.conf", text).unwrap();
+            let duplicates = props.duplicate_keys().to_vec();
+            let (c, unknown, ignored) = BrokerConfig::from_properties(props).unwrap();
+            assert!(unknown.is_empty(), "{unknown:?}");
+            assert_eq!(ignored, ["storePathCommitLog", "sendMessageThreadPoolNums"]);
+            (c, duplicates)
+        };
+        let (from_plain, _) = load(plain);
+        let (from_java, duplicates) = load(java);
+        assert_eq!(from_java.dledger_group, "RaftNode00");
+        assert_eq!(from_java.dledger_self_id, "n0");
+        assert_eq!(
+            from_java.dledger_peers,
+            "n0-127.0.0.1:40911;n1-127.0.0.1:40912;n2-127.0.0.1:40913"
+        );
+        // Every field: BrokerConfig has no `PartialEq` (it holds TLS state), its `Debug`
+        // shows them all.
+        assert_eq!(format!("{from_java:?}"), format!("{from_plain:?}"));
+        assert_eq!(
+            duplicates,
+            ["broker-n0.conf:15: dLegerSelfId (also set at line 14; this later value is used)"]
+        );
+    }
+
     /// Retention keys keep RocketMQ's names and defaults; `fileReservedTimeSeconds`
     /// (rocketraft's) replaces `fileReservedTime` when set; the shipped configs load clean.
     #[test]

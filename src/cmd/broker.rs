@@ -56,7 +56,7 @@ impl Args {
 /// Reads the config file (if any) and applies the flags over it.
 pub fn load(args: &Args) -> anyhow::Result<BrokerConfig> {
     let mut props = match &args.config {
-        Some(path) => Properties::load(path)?,
+        Some(path) => super::load_config_file(path)?,
         None => Properties::default(),
     };
     for (flag, value) in args.overrides() {

@@ -36,3 +36,15 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// Reads a broker or name server config file and warns about each key it sets more than
+/// once (the last value is used, as Java's `Properties.load` does).
+pub fn load_config_file(
+    path: &std::path::Path,
+) -> anyhow::Result<remoting::config_file::Properties> {
+    let props = remoting::config_file::Properties::load(path)?;
+    for key in props.duplicate_keys() {
+        tracing::warn!(key, "config key set more than once");
+    }
+    Ok(props)
+}

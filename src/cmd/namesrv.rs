@@ -30,7 +30,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = match &args.config {
         Some(path) => {
-            let (config, unknown) = NamesrvConfig::load(path)?;
+            let (config, unknown) = NamesrvConfig::from_properties(super::load_config_file(path)?)?;
             for key in unknown {
                 warn!(key, "unknown config key ignored");
             }
