@@ -28,10 +28,21 @@ pub const FLAG_SUSPEND: i32 = 1 << 1;
 pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
 
 pub(super) enum Outcome {
-    Found { body: BytesMut, next: u64 },
-    NotFound { next: u64 },
-    NoMatch { next: u64 },
-    OffsetMoved { next: u64 },
+    /// `count` messages in `body`.
+    Found {
+        body: BytesMut,
+        next: u64,
+        count: u64,
+    },
+    NotFound {
+        next: u64,
+    },
+    NoMatch {
+        next: u64,
+    },
+    OffsetMoved {
+        next: u64,
+    },
 }
 
 pub async fn handle(
@@ -40,6 +51,16 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let header: PullMessageRequestHeader = request.header()?;
+    // `brokerPermission` without read (UPDATE_BROKER_CONFIG): RocketMQ's refusal.
+    if broker.broker_permission() & perm::READ == 0 {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            format!(
+                "the broker[{}] pulling message is forbidden",
+                broker.config().broker_name
+            ),
+        ));
+    }
     let Some(topic) = broker.topic(&header.topic) else {
         return Err(fail(
             ResponseCode::TOPIC_NOT_EXIST,
@@ -141,7 +162,10 @@ pub async fn handle(
 
     let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
     let (code, next, body) = match outcome {
-        Outcome::Found { body, next } => (ResponseCode::SUCCESS, next, body.freeze()),
+        Outcome::Found { body, next, count } => {
+            broker.stats().add_get(count);
+            (ResponseCode::SUCCESS, next, body.freeze())
+        }
         Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
         Outcome::NoMatch { next } => (
             ResponseCode::PULL_RETRY_IMMEDIATELY,
@@ -236,7 +260,11 @@ fn read(
     }
     flush_run(broker, &mut run, &mut body)?;
     Ok(if taken > 0 {
-        Outcome::Found { body, next }
+        Outcome::Found {
+            body,
+            next,
+            count: taken as u64,
+        }
     } else {
         Outcome::NoMatch { next }
     })
