@@ -57,7 +57,8 @@ pub struct RuntimeConfig {
     broker_permission: AtomicI32,
     auto_create_topic: AtomicU8,
     auto_create_subscription_group: AtomicU8,
-    /// How many changes were applied (GET_BROKER_CONFIG's `version`).
+    /// How many values were set since the node started, stored ones loaded at start
+    /// included (GET_BROKER_CONFIG's `version`).
     changes: AtomicI64,
 }
 

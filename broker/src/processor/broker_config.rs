@@ -3,7 +3,8 @@
 //!
 //! GET answers with this node's config as `key=value` lines (RocketMQ's
 //! `getAllConfigsFormatString`), runtime keys at their applied values, and the header
-//! `version`: the config's data version (its counter counts the runtime changes applied).
+//! `version`: the config's data version (its counter counts the runtime values this node set
+//! since it started, the stored ones loaded at start included; its timestamp is the start).
 //!
 //! UPDATE takes a `key=value` body. Only [`crate::runtime_config::RUNTIME_KEYS`] change at
 //! runtime; any other key refuses the whole request with a reason (never a silent no-op).
