@@ -177,14 +177,7 @@ async fn runtime_info(leader: &str, follower: &str) {
     assert_eq!(t["raftRole"], "LEADER");
     let put: u64 = t["msgPutTotalTodayNow"].parse().unwrap();
     assert!(put >= 10, "stored messages counted: {t:?}");
-    for key in [
-        "putTps",
-        "getTransferedTps",
-        "commitLogDirCapacity",
-        "runtime",
-    ] {
-        assert!(t.contains_key(key), "{key} in {t:?}");
-    }
+    exporter_reads(&t);
     let r = ask(
         follower,
         RemotingCommand::bare_request(RequestCode::GET_BROKER_RUNTIME_INFO),
@@ -192,6 +185,83 @@ async fn runtime_info(leader: &str, follower: &str) {
     .await;
     let t = from_json::<KVTable>("kv", &r.body).unwrap().table;
     assert_eq!(t["raftRole"], "FOLLOWER");
+}
+
+/// Reads the table as rocketmq-exporter's `BrokerRuntimeStats` does, which fails on any
+/// missing key or unparsable value: numbers, the three rates, the latency buckets, the
+/// disk capacity and the bytes to flush.
+fn exporter_reads(t: &std::collections::BTreeMap<String, String>) {
+    let get = |key: &str| t.get(key).unwrap_or_else(|| panic!("{key} missing: {t:?}"));
+    for key in [
+        "msgPutTotalTodayNow",
+        "sendThreadPoolQueueHeadWaitTimeMills",
+        "queryThreadPoolQueueHeadWaitTimeMills",
+        "msgGetTotalTodayNow",
+        "queryThreadPoolQueueSize",
+        "bootTimestamp",
+        "msgPutTotalYesterdayMorning",
+        "msgGetTotalYesterdayMorning",
+        "pullThreadPoolQueueSize",
+        "commitLogMinOffset",
+        "pullThreadPoolQueueHeadWaitTimeMills",
+        "dispatchMaxBuffer",
+        "pageCacheLockTimeMills",
+        "commitLogMaxOffset",
+        "getMessageEntireTimeMax",
+        "msgPutTotalTodayMorning",
+        "putMessageTimesTotal",
+        "msgGetTotalTodayMorning",
+        "sendThreadPoolQueueSize",
+        "startAcceptSendRequestTimeStamp",
+        "putMessageEntireTimeMax",
+        "earliestMessageTimeStamp",
+        "remainTransientStoreBufferNumbs",
+        "queryThreadPoolQueueCapacity",
+        "dispatchBehindBytes",
+        "putMessageSizeTotal",
+        "sendThreadPoolQueueCapacity",
+        "pullThreadPoolQueueCapacity",
+    ] {
+        get(key)
+            .parse::<i64>()
+            .unwrap_or_else(|e| panic!("{key}={}: {e}", get(key)));
+    }
+    assert!(get("brokerVersion").parse::<i32>().is_ok());
+    for key in [
+        "consumeQueueDiskRatio",
+        "commitLogDiskRatio",
+        "putMessageAverageSize",
+    ] {
+        assert!(get(key).parse::<f64>().is_ok(), "{key}={}", get(key));
+    }
+    for key in [
+        "putTps",
+        "getMissTps",
+        "getTransferedTps",
+        "getTotalTps",
+        "getFoundTps",
+    ] {
+        for rate in get(key).split(' ').filter(|r| !r.is_empty()) {
+            assert!(rate.parse::<f64>().is_ok(), "{key}={}", get(key));
+        }
+    }
+    for bucket in get("putMessageDistributeTime").split_whitespace() {
+        let (_, n) = bucket.split_once(':').expect("[range]:count");
+        assert!(n.parse::<i64>().is_ok(), "{bucket}");
+    }
+    let capacity: Vec<&str> = get("commitLogDirCapacity").split(' ').collect();
+    assert_eq!(
+        (capacity[0], capacity[4]),
+        ("Total", "Free"),
+        "{capacity:?}"
+    );
+    assert!(capacity[2].parse::<f64>().is_ok() && capacity[6].parse::<f64>().is_ok());
+    let flush: Vec<&str> = get("remainHowManyDataToFlush").split(' ').collect();
+    assert!(
+        flush[0].parse::<f64>().is_ok() && flush.len() == 2,
+        "{flush:?}"
+    );
+    assert!(get("earliestMessageTimeStamp").parse::<i64>().unwrap() > 1_600_000_000_000);
 }
 
 /// GET_TOPIC_STATS_INFO (202), fastjson's form; TOPIC_NOT_EXIST for an unknown topic.

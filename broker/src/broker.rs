@@ -520,6 +520,25 @@ impl Broker {
         Some(record.store_timestamp)
     }
 
+    /// The store time of the oldest message this node still queues (RocketMQ's
+    /// `earliestMessageTimeStamp`): the queue entry lowest in the CommitLog, one entry read
+    /// per queue. `None` when no queue holds a message.
+    pub fn earliest_store_timestamp(&self) -> Option<i64> {
+        let oldest = self
+            .state
+            .consume_queues
+            .all()
+            .into_iter()
+            .filter(|(_, q)| q.max_offset() > q.min_offset())
+            .filter_map(|(_, q)| q.read(q.min_offset(), 1).ok()?.first().copied())
+            .min_by_key(|entry| entry.commit_log_offset)?;
+        let bytes = self
+            .read_commit_log(oldest.commit_log_offset as u64, oldest.size as usize)
+            .ok()?;
+        let (record, _) = remoting::message::MessageRecord::decode(&bytes).ok()?;
+        Some(record.store_timestamp)
+    }
+
     /// The pending offset commits, taken for one Raft command.
     pub(crate) fn take_pending_offsets(&self) -> Vec<OffsetUpdate> {
         std::mem::take(&mut *self.pending_offsets.lock().unwrap())

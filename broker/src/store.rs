@@ -378,7 +378,8 @@ impl BrokerHook {
                 &crate::consume_queue::encode_journal(*first, entries),
             );
         }
-        self.state.stats.add_put(records.len() as u64);
+        let bytes = records.iter().map(|r| r.bytes.len() as u64).sum();
+        self.state.stats.add_put(records.len() as u64, bytes);
         Ok(out)
     }
 

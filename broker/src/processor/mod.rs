@@ -64,7 +64,7 @@ macro_rules! handle_now {
 pub fn handler(code: RequestCode) -> Option<Handle> {
     use RequestCode as C;
     Some(match code {
-        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(send::handle),
+        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(timed_send),
         C::CONSUMER_SEND_MSG_BACK => leader_only!(send_back::handle),
         C::END_TRANSACTION => leader_only!(end_transaction::handle),
         C::PULL_MESSAGE => handle!(pull::handle),
@@ -108,6 +108,20 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::INVOKE_BROKER_TO_RESET_OFFSET => leader_only!(reset_offset::handle),
         _ => return None,
     })
+}
+
+/// A send, its latency (arrival to SUCCESS) counted for GET_BROKER_RUNTIME_INFO.
+async fn timed_send(
+    broker: &Broker,
+    conn: &Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    let started = std::time::Instant::now();
+    let result = send::handle(broker, conn, request).await;
+    if matches!(&result, Ok(r) if r.code == ResponseCode::SUCCESS as i32) {
+        broker.stats().add_put_latency(started.elapsed());
+    }
+    result
 }
 
 /// Why a processor answers with an error.

@@ -114,6 +114,8 @@ pub async fn handle(
 
     // Taken when the pull first waits, kept until it is answered.
     let mut held = None;
+    // The last read's time, for GET_BROKER_RUNTIME_INFO (`crate::stats`).
+    let mut read_took;
     let outcome = loop {
         // Register for a wake-up before looking, so that a creation or an append in between
         // is not missed: for the queue's creation first (a new topic's queue exists only
@@ -123,6 +125,7 @@ pub async fn handle(
         let created = broker.queue_created();
         let queue = broker.consume_queue(&header.topic, header.queue_id);
         let wake = queue.as_ref().map(|q| q.appended.notified());
+        let started = std::time::Instant::now();
         let outcome = read(
             broker,
             queue.as_deref(),
@@ -131,6 +134,7 @@ pub async fn handle(
             max_bytes,
             &filter,
         )?;
+        read_took = started.elapsed();
         let Outcome::NotFound { .. } = outcome else {
             break outcome;
         };
@@ -163,16 +167,23 @@ pub async fn handle(
     let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
     let (code, next, body) = match outcome {
         Outcome::Found { body, next, count } => {
-            broker.stats().add_get(count);
+            broker.stats().add_get(count, read_took);
             (ResponseCode::SUCCESS, next, body.freeze())
         }
-        Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
-        Outcome::NoMatch { next } => (
-            ResponseCode::PULL_RETRY_IMMEDIATELY,
-            next,
-            Default::default(),
-        ),
+        Outcome::NotFound { next } => {
+            broker.stats().add_get(0, read_took);
+            (ResponseCode::PULL_NOT_FOUND, next, Default::default())
+        }
+        Outcome::NoMatch { next } => {
+            broker.stats().add_get(0, read_took);
+            (
+                ResponseCode::PULL_RETRY_IMMEDIATELY,
+                next,
+                Default::default(),
+            )
+        }
         Outcome::OffsetMoved { next } => {
+            broker.stats().add_get(0, read_took);
             (ResponseCode::PULL_OFFSET_MOVED, next, Default::default())
         }
     };

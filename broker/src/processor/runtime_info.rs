@@ -1,8 +1,14 @@
-//! GET_BROKER_RUNTIME_INFO (28, `mqadmin brokerStatus`): this node's figures as a
-//! `KVTable`, with RocketMQ's keys where rocketraft has the figure (message counts and
-//! rates, CommitLog bounds, disk) and `raft*` keys for what Raft adds. Any member answers
-//! for itself. Keys of figures rocketraft does not have (thread-pool queues, page-cache lock
-//! times, transient store pool) are left out rather than made up.
+//! GET_BROKER_RUNTIME_INFO (28, `mqadmin brokerStatus`, the dashboard, the exporter): this
+//! node's figures as a `KVTable` with every key RocketMQ 4.9.8's broker gives (the
+//! exporter reads each one and fails on a missing key), and `raft*` keys for what Raft adds.
+//! Any member answers for itself. Figures come from [`crate::stats`], the store and the
+//! Raft log. Where RocketMQ's figure is of something rocketraft does not have, the key holds
+//! what is true here, as RocketMQ reports its own absent parts: no request thread pools
+//! (queue sizes, capacities and head waits 0), no put lock (`pageCacheLockTimeMills` 0), no
+//! dispatch buffer (`dispatchMaxBuffer` 0), no transient store pool
+//! (`remainTransientStoreBufferNumbs` `Integer.MAX_VALUE`, RocketMQ's value when it is
+//! off). `remainHowManyDataToFlush` is what this node has written and the group not yet
+//! committed.
 
 use remoting::admin_body::KVTable;
 use remoting::route::to_json;
@@ -10,7 +16,7 @@ use remoting::{Connection, RemotingCommand};
 
 use super::ProcessResult;
 use crate::broker::Broker;
-use crate::stats::tps_text;
+use crate::stats::{latencies_text, tps_text};
 
 /// MQVersion's name for the protocol version rocketraft announces (ordinal 401).
 const VERSION_DESC: &str = "V4_9_4_SNAPSHOT";
@@ -50,6 +56,45 @@ fn runtime_info(broker: &Broker) -> std::collections::BTreeMap<String, String> {
     );
     put("putTps", tps_text(&s.put_tps));
     put("getTransferedTps", tps_text(&s.get_tps));
+    put("getFoundTps", tps_text(&s.found_tps));
+    put("getMissTps", tps_text(&s.miss_tps));
+    put("getTotalTps", tps_text(&s.pull_tps));
+    put("putMessageTimesTotal", s.put_total.to_string());
+    put("putMessageSizeTotal", s.put_bytes.to_string());
+    put(
+        "putMessageAverageSize",
+        (s.put_bytes as f64 / s.put_total as f64).to_string(),
+    );
+    put("putMessageEntireTimeMax", s.put_time_max_ms.to_string());
+    put("putMessageDistributeTime", latencies_text(&s.put_latencies));
+    put("getMessageEntireTimeMax", s.get_time_max_ms.to_string());
+    put(
+        "earliestMessageTimeStamp",
+        broker.earliest_store_timestamp().unwrap_or(-1).to_string(),
+    );
+    put(
+        "remainHowManyDataToFlush",
+        human_bytes(written.saturating_sub(broker.committed_position())),
+    );
+    for key in [
+        "sendThreadPoolQueueSize",
+        "sendThreadPoolQueueCapacity",
+        "sendThreadPoolQueueHeadWaitTimeMills",
+        "pullThreadPoolQueueSize",
+        "pullThreadPoolQueueCapacity",
+        "pullThreadPoolQueueHeadWaitTimeMills",
+        "queryThreadPoolQueueSize",
+        "queryThreadPoolQueueCapacity",
+        "queryThreadPoolQueueHeadWaitTimeMills",
+        "EndTransactionQueueSize",
+        "EndTransactionThreadPoolQueueCapacity",
+        "pageCacheLockTimeMills",
+        "dispatchMaxBuffer",
+        "startAcceptSendRequestTimeStamp",
+    ] {
+        put(key, "0".into());
+    }
+    put("remainTransientStoreBufferNumbs", i32::MAX.to_string());
     put("bootTimestamp", broker.started_ms().to_string());
     put("runtime", format_runtime(now - broker.started_ms()));
     put("commitLogMinOffset", broker.commit_log_start().to_string());
@@ -69,11 +114,11 @@ fn runtime_info(broker: &Broker) -> std::collections::BTreeMap<String, String> {
             ),
         );
     }
-    // As `diskSpaceWarningLevelRatio` reads it (`crate::disk`), 0..1 as RocketMQ shows it.
-    put(
-        "commitLogDiskRatio",
-        (broker.disk().used_percent() / 100.0).to_string(),
-    );
+    // As `diskSpaceWarningLevelRatio` reads it (`crate::disk`), 0..1 as RocketMQ shows it;
+    // the ConsumeQueues lie on the same disk.
+    let ratio = (broker.disk().used_percent() / 100.0).to_string();
+    put("commitLogDiskRatio", ratio.clone());
+    put("consumeQueueDiskRatio", ratio);
     put("raftRole", format!("{:?}", role.role).to_uppercase());
     put("raftTerm", role.term.to_string());
     put("raftNodeId", format!("n{}", role.node_id));
