@@ -71,6 +71,27 @@ fn heartbeat() -> RemotingCommand {
     RemotingCommand::bare_request(RequestCode::HEART_BEAT).with_body(to_json(&data))
 }
 
+/// GET_KV_CONFIG of the topic's ORDER_TOPIC_CONFIG, asked of the name server.
+async fn order_conf(cluster: &common::Cluster) -> RemotingCommand {
+    let conn = Connection::connect(
+        &cluster.namesrv_addr,
+        &ConnectionConfig::default(),
+        Arc::new(NoRequests),
+    )
+    .await
+    .unwrap();
+    let request = RemotingCommand::request(
+        RequestCode::GET_KV_CONFIG,
+        &remoting::header::KVConfigRequestHeader {
+            namespace: "ORDER_TOPIC_CONFIG".into(),
+            key: TOPIC.into(),
+        },
+    );
+    let answer = conn.request(request, T).await.unwrap();
+    conn.close();
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mqadmin_verbs_work_against_a_real_cluster() {
     let cluster = common::Cluster::start("");
@@ -79,9 +100,27 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     // updateTopic, topicList (all and by cluster), topicRoute, clusterList.
     let out = admin(
         &cluster,
-        &["updateTopic", "-t", TOPIC, "-r", "2", "-w", "2"],
+        &[
+            "updateTopic",
+            "-t",
+            TOPIC,
+            "-r",
+            "2",
+            "-w",
+            "2",
+            "-o",
+            "true",
+        ],
     );
     assert!(out.contains("success"), "{out}");
+    // An ordered topic: its layout is in the name server's KV config.
+    let layout = order_conf(&cluster).await;
+    assert_eq!(
+        layout.ext("value"),
+        Some("broker-a:2"),
+        "{:?}",
+        layout.remark
+    );
     let list = admin_json(&cluster, &["topicList"]);
     assert!(list["topicList"]
         .as_array()
@@ -323,5 +362,7 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
             .any(|t| t == TOPIC),
         "{list}"
     );
+    let layout = order_conf(&cluster).await;
+    assert_eq!(layout.response_code(), Some(ResponseCode::QUERY_NOT_FOUND));
     conn.close();
 }

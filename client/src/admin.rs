@@ -27,23 +27,23 @@ pub async fn create_topic(
     update_topic(
         namesrv,
         topic,
-        queue_nums,
-        queue_nums,
+        (queue_nums, queue_nums),
         perm::READ_WRITE,
+        false,
         timeout,
     )
     .await
 }
 
-/// Creates or updates `topic` with `read_queue_nums`, `write_queue_nums` and permission
-/// `perm` on every broker group the name servers know (`mqadmin updateTopic`); as
+/// Creates or updates `topic` with `(read, write)` queues, permission `perm` and the
+/// `order` flag on every broker group the name servers know (`mqadmin updateTopic`); as
 /// [`create_topic`].
 pub async fn update_topic(
     namesrv: &NameServerClient,
     topic: &str,
-    read_queue_nums: i32,
-    write_queue_nums: i32,
+    (read_queue_nums, write_queue_nums): (i32, i32),
     perm: i32,
+    order: bool,
     timeout: Duration,
 ) -> Result<Vec<String>> {
     let info = namesrv.cluster_info().await?;
@@ -56,7 +56,7 @@ pub async fn update_topic(
         perm,
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: Some(0),
-        order: false,
+        order,
     };
     for (broker_name, data) in &info.broker_addr_table {
         let request = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header);

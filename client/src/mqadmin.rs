@@ -496,6 +496,16 @@ pub async fn delete_topic(
         success(&name, &addr, response)?;
         deleted.push(name);
     }
+    // As mqadmin deleteTopic: an ordered topic's layout goes with it.
+    set_kv_config(
+        namesrv,
+        NAMESPACE_ORDER_TOPIC_CONFIG,
+        topic,
+        None,
+        secret,
+        timeout,
+    )
+    .await?;
     let header = remoting::header::DeleteTopicFromNamesrvRequestHeader {
         topic: topic.to_string(),
         cluster_name: cluster.map(str::to_string),
@@ -515,6 +525,52 @@ pub async fn delete_topic(
         }
     }
     Ok(deleted)
+}
+
+/// RocketMQ's KV namespace of ordered topics' layouts (`NamesrvUtil`).
+pub const NAMESPACE_ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
+/// PUT_KV_CONFIG (100) with `value`, or DELETE_KV_CONFIG (102) when `None`, on every name
+/// server, signed with `secret` if given.
+pub async fn set_kv_config(
+    namesrv: &NameServerClient,
+    namespace: &str,
+    key: &str,
+    value: Option<&str>,
+    secret: Option<&ClusterSecret>,
+    timeout: Duration,
+) -> Result<()> {
+    for addr in namesrv.addrs() {
+        let mut request = match value {
+            Some(value) => RemotingCommand::request(
+                RequestCode::PUT_KV_CONFIG,
+                &remoting::header::PutKVConfigRequestHeader {
+                    namespace: namespace.to_string(),
+                    key: key.to_string(),
+                    value: value.to_string(),
+                },
+            ),
+            None => RemotingCommand::request(
+                RequestCode::DELETE_KV_CONFIG,
+                &remoting::header::KVConfigRequestHeader {
+                    namespace: namespace.to_string(),
+                    key: key.to_string(),
+                },
+            ),
+        };
+        if let Some(secret) = secret {
+            sign_broker_request(&mut request, secret, now_ms());
+        }
+        let response = ask(namesrv, addr, request, timeout).await?;
+        if response.response_code() != Some(ResponseCode::SUCCESS) {
+            return Err(ClientError::Refused {
+                addr: addr.clone(),
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// GET_TOPICS_BY_CLUSTER (224): the topics of `cluster`'s groups.

@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(10);
 #[derive(clap::Subcommand)]
 pub enum Verb {
     /// Create or update a topic on every broker group (UPDATE_AND_CREATE_TOPIC, through each
-    /// group's Raft log).
+    /// group's Raft log); `-o true` also records it as ordered on the name servers.
     #[command(name = "updateTopic", alias = "create-topic")]
     UpdateTopic {
         #[arg(short = 't', long)]
@@ -31,6 +31,10 @@ pub enum Verb {
         /// Permission: 6 read and write, 4 read only, 2 write only.
         #[arg(short = 'p', long, default_value_t = 6)]
         perm: i32,
+        /// An ordered topic: its layout (`broker-a:8;broker-b:8`) goes into every name
+        /// server's KV config (ORDER_TOPIC_CONFIG), as mqadmin's `-o true` does.
+        #[arg(short = 'o', long, default_value_t = false, action = clap::ArgAction::Set)]
+        order: bool,
     },
     /// Delete a topic from every broker group (of one cluster) and from the name servers'
     /// routes (DELETE_TOPIC_IN_BROKER, DELETE_TOPIC_IN_NAMESRV).
@@ -168,12 +172,26 @@ pub async fn run(
             read,
             write,
             perm,
+            order,
         } => {
             let (r, w) = (read.unwrap_or(queues), write.unwrap_or(queues));
-            let groups = client::admin::update_topic(namesrv, &topic, r, w, perm, T).await?;
+            let groups =
+                client::admin::update_topic(namesrv, &topic, (r, w), perm, order, T).await?;
             anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
+            if order {
+                let layout: Vec<String> = groups.iter().map(|g| format!("{g}:{w}")).collect();
+                client::mqadmin::set_kv_config(
+                    namesrv,
+                    client::mqadmin::NAMESPACE_ORDER_TOPIC_CONFIG,
+                    &topic,
+                    Some(&layout.join(";")),
+                    secret,
+                    T,
+                )
+                .await?;
+            }
             Out::Line(format!(
-                "create topic {topic} (read {r}, write {w}, perm {perm}) on {} success",
+                "create topic {topic} (read {r}, write {w}, perm {perm}, order {order}) on {} success",
                 groups.join(", ")
             ))
         }
