@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use client::{Message, Producer, ProducerConfig};
 use futures::future::BoxFuture;
 use remoting::admin_body::{
-    ConsumeStats, ConsumerConnection, GroupList, KVTable, ProducerConnection, ProducerTableInfo,
-    ResetOffsetBody, TopicStatsTable,
+    BrokerStatsData, ConsumeStats, ConsumerConnection, GroupList, KVTable, ProducerConnection,
+    ProducerTableInfo, ResetOffsetBody, TopicStatsTable,
 };
 use remoting::cluster_auth::{sign_broker_request, ClusterSecret};
 use remoting::connection::NoRequests;
@@ -159,6 +159,7 @@ async fn admin_codes_are_served_as_rocketmq_serves_them() {
     connections(&leader, &fake).await;
     reset_offset(&leader, &follower, &fake, max).await;
     broker_config(&cluster, &leader, &follower).await;
+    stats_data(&leader).await;
     namesrv_codes(&cluster).await;
     producer.shutdown().await;
     consumer_conn.close();
@@ -178,13 +179,23 @@ async fn runtime_info(leader: &str, follower: &str) {
     let put: u64 = t["msgPutTotalTodayNow"].parse().unwrap();
     assert!(put >= 10, "stored messages counted: {t:?}");
     exporter_reads(&t);
-    let r = ask(
-        follower,
-        RemotingCommand::bare_request(RequestCode::GET_BROKER_RUNTIME_INFO),
-    )
+    // Each member answers for itself (an election on a loaded machine may be under way:
+    // asked again until one leads and another follows).
+    wait_until("one member leads and another follows", || async move {
+        let mut roles = Vec::new();
+        for addr in [leader, follower] {
+            let r = ask(
+                addr,
+                RemotingCommand::bare_request(RequestCode::GET_BROKER_RUNTIME_INFO),
+            )
+            .await;
+            let t = from_json::<KVTable>("kv", &r.body).unwrap().table;
+            roles.push((t["raftRole"].clone(), t["raftNodeId"].clone()));
+        }
+        roles.sort();
+        roles[0].0 == "FOLLOWER" && roles[1].0 == "LEADER" && roles[0].1 != roles[1].1
+    })
     .await;
-    let t = from_json::<KVTable>("kv", &r.body).unwrap().table;
-    assert_eq!(t["raftRole"], "FOLLOWER");
 }
 
 /// Reads the table as rocketmq-exporter's `BrokerRuntimeStats` does, which fails on any
@@ -472,14 +483,24 @@ async fn reset_offset(leader: &str, follower: &str, fake: &FakeConsumer, max: Ve
     let body = ResetOffsetBody::decode(&r.body).unwrap();
     let offsets: Vec<i64> = body.offset_table.0.values().copied().collect();
     assert_eq!(offsets, max, "-1 resets to the end of each queue");
-    let told = fake
-        .asked
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|a| a.code == RequestCode::RESET_CONSUMER_CLIENT_OFFSET as i32)
-        .cloned()
-        .expect("the live client is told");
+    // Oneway, on the client's own connection: it may land after the admin's answer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let told = loop {
+        let told = fake
+            .asked
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a.code == RequestCode::RESET_CONSUMER_CLIENT_OFFSET as i32)
+            .cloned();
+        match told {
+            Some(told) => break told,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            None => panic!("the live client is not told of the reset"),
+        }
+    };
     assert_eq!(told.ext("group"), Some(GROUP));
     let told = ResetOffsetBody::decode(&told.body).unwrap();
     assert_eq!(told.offset_table, body.offset_table);
@@ -601,6 +622,44 @@ fn raw_send() -> RemotingCommand {
         },
     )
     .with_body(&b"x"[..])
+}
+
+/// VIEW_BROKER_STATS_DATA (315): a topic's and the node's puts over the last minute, as
+/// RocketMQ samples them (every 10 s: sends go on until a window holds some); an item not
+/// kept is refused as RocketMQ refuses it.
+async fn stats_data(leader: &str) {
+    let view = |name: &str, key: &str| {
+        RemotingCommand::request(
+            RequestCode::VIEW_BROKER_STATS_DATA,
+            &ViewBrokerStatsDataRequestHeader {
+                stats_name: name.into(),
+                stats_key: key.into(),
+            },
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        ok(&ask(leader, raw_send()).await);
+        let r = ask(leader, view("TOPIC_PUT_NUMS", TOPIC)).await;
+        ok(&r);
+        let data: BrokerStatsData = from_json("stats", &r.body).unwrap();
+        if data.stats_minute.sum > 0 {
+            assert!(data.stats_minute.tps > 0.0, "{data:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no puts in a minute window: {data:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = ask(leader, view("BROKER_PUT_NUMS", "TestCluster")).await;
+    ok(&r);
+    let node: BrokerStatsData = from_json("stats", &r.body).unwrap();
+    assert!(node.stats_minute.sum > 0, "{node:?}");
+    let r = ask(leader, view("TOPIC_PUT_NUMS", "T21-never-sent")).await;
+    assert_eq!(r.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+    assert!(r.remark.unwrap().contains("not exist"));
 }
 
 /// The name server's codes: GET_TOPICS_BY_CLUSTER (224), WIPE/ADD_WRITE_PERM_OF_BROKER

@@ -140,6 +140,11 @@ impl Broker {
         &self.state.stats
     }
 
+    /// This node's per-topic and per-group stats items (VIEW_BROKER_STATS_DATA).
+    pub fn stats_items(&self) -> &crate::stats_items::StatsItems {
+        &self.state.stats_items
+    }
+
     /// When this node started (ms since the epoch).
     pub fn started_ms(&self) -> i64 {
         self.started_ms

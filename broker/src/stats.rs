@@ -207,7 +207,8 @@ pub fn latencies_text(latencies: &[u64; 13]) -> String {
         .collect()
 }
 
-/// Samples `stats` once a second, for as long as the broker runs.
+/// Samples the counts and the stats items (`crate::stats_items`) once a second, for as
+/// long as the broker runs.
 pub async fn run(broker: std::sync::Arc<crate::Broker>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -217,6 +218,7 @@ pub async fn run(broker: std::sync::Arc<crate::Broker>) {
         broker
             .stats()
             .sample(now, crate::retention::local_day(now / 1000));
+        broker.stats_items().sample(now);
     }
 }
 

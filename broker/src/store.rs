@@ -51,6 +51,8 @@ pub struct BrokerState {
     pub consume_queues: ConsumeQueueStore,
     /// Message counts of this node (messages stored are counted at apply).
     pub stats: crate::stats::BrokerStats,
+    /// RocketMQ's per-topic and per-group stats items (VIEW_BROKER_STATS_DATA).
+    pub stats_items: crate::stats_items::StatsItems,
     /// Config keys changed at runtime through the log (UPDATE_BROKER_CONFIG).
     pub runtime_config: crate::runtime_config::RuntimeConfig,
     topics: RwLock<BTreeMap<String, TopicConfig>>,
@@ -79,6 +81,7 @@ impl BrokerState {
         Ok(Arc::new(BrokerState {
             consume_queues,
             stats: Default::default(),
+            stats_items: Default::default(),
             runtime_config: Default::default(),
             topics: RwLock::new(BTreeMap::new()),
             data_version: RwLock::new(DataVersion::default()),
@@ -380,6 +383,18 @@ impl BrokerHook {
         }
         let bytes = records.iter().map(|r| r.bytes.len() as u64).sum();
         self.state.stats.add_put(records.len() as u64, bytes);
+        self.state
+            .stats_items
+            .add_puts(
+                queues
+                    .keys
+                    .iter()
+                    .zip(&batches)
+                    .map(|((topic, _), (_, _, e))| {
+                        let size: u64 = e.iter().map(|x| x.size as u64).sum();
+                        (*topic, e.len() as u64, size)
+                    }),
+            );
         Ok(out)
     }
 

@@ -1,6 +1,7 @@
 //! The bodies of RocketMQ's admin requests (issue 20), with the field names of RocketMQ
 //! 4.9.8's classes (`KVTable`, `TopicStatsTable`, `ConsumeStats`, `ConsumerConnection`,
-//! `ProducerConnection`, `GroupList`, `ResetOffsetBody`, `ProducerTableInfo`).
+//! `ProducerConnection`, `GroupList`, `ResetOffsetBody`, `ProducerTableInfo`,
+//! `BrokerStatsData`).
 //!
 //! Three of them hold a map keyed by `MessageQueue` objects. Java's fastjson writes such a
 //! map with JSON objects as keys (`{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"T"}:
@@ -235,6 +236,25 @@ pub struct ProducerInfo {
 #[serde(default)]
 pub struct ProducerTableInfo {
     pub data: BTreeMap<String, Vec<ProducerInfo>>,
+}
+
+/// One window of VIEW_BROKER_STATS_DATA's answer (`BrokerStatsItem`): the window's sum,
+/// its rate per second, and the sum per call.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrokerStatsItem {
+    pub sum: i64,
+    pub tps: f64,
+    pub avgpt: f64,
+}
+
+/// VIEW_BROKER_STATS_DATA's answer (`BrokerStatsData`): the last minute, hour and day.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BrokerStatsData {
+    pub stats_minute: BrokerStatsItem,
+    pub stats_hour: BrokerStatsItem,
+    pub stats_day: BrokerStatsItem,
 }
 
 /// The most nesting [`parse_fastjson`] follows.

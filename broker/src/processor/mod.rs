@@ -20,6 +20,7 @@ pub mod reset_offset;
 pub mod runtime_info;
 pub mod send;
 pub mod send_back;
+pub mod stats_data;
 pub mod transfer_leadership;
 
 use futures::future::BoxFuture;
@@ -106,6 +107,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::GET_ALL_PRODUCER_INFO => handle_now!(connections::all_producers),
         C::GET_CONSUMER_RUNNING_INFO => handle!(connections::consumer_running_info),
         C::INVOKE_BROKER_TO_RESET_OFFSET => leader_only!(reset_offset::handle),
+        C::VIEW_BROKER_STATS_DATA => handle_now!(stats_data::handle),
         _ => return None,
     })
 }

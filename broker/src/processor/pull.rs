@@ -168,6 +168,12 @@ pub async fn handle(
     let (code, next, body) = match outcome {
         Outcome::Found { body, next, count } => {
             broker.stats().add_get(count, read_took);
+            broker.stats_items().add_get(
+                &header.topic,
+                &header.consumer_group,
+                count,
+                body.len() as u64,
+            );
             (ResponseCode::SUCCESS, next, body.freeze())
         }
         Outcome::NotFound { next } => {
