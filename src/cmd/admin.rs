@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, global = true)]
     json: bool,
     /// The cluster secret's file (as the name servers' `clusterSecretFile`): signs the
-    /// requests that change routes (deleteTopic, wipeWritePerm, addWritePerm), which name
+    /// requests that change routes (deleteTopic, wipeWritePerm, addWritePerm, updateTopic -o), which name
     /// servers with authentication on refuse unsigned. Also from
     /// ROCKETRAFT_CLUSTER_SECRET_FILE.
     #[arg(long, global = true, env = "ROCKETRAFT_CLUSTER_SECRET_FILE")]
