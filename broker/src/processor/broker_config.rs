@@ -9,9 +9,9 @@
 //! UPDATE takes a `key=value` body. Only [`crate::runtime_config::RUNTIME_KEYS`] change at
 //! runtime; any other key refuses the whole request with a reason (never a silent no-op).
 //! The change goes through the group's Raft log, so only the leader takes it; a follower
-//! that has already applied the same values answers SUCCESS (`mqadmin updateBrokerConfig -c`
-//! sends to every member, leader first), any other follower answers with the leader's
-//! address.
+//! that has applied the same values (it waits up to 2 s for them) answers SUCCESS
+//! (`mqadmin updateBrokerConfig -c` sends to every member, leader first), else it answers
+//! with the leader's address.
 
 use std::collections::BTreeMap;
 
@@ -53,17 +53,14 @@ pub async fn update(
 ) -> ProcessResult {
     let properties = read_update(broker, &request.body)?;
     if !broker.is_leader() {
-        let (applied, _) = broker.runtime_config_applied();
-        let in_effect = properties.iter().all(|(k, v)| {
-            applied
-                .get(k.as_str())
-                .is_some_and(|a| a.eq_ignore_ascii_case(v))
-        });
-        return Ok(if in_effect {
-            RemotingCommand::success()
-        } else {
-            broker.not_leader_response()
-        });
+        // The leader was asked first (mqadmin's order): give the change a moment to arrive.
+        for _ in 0..FOLLOWER_WAITS {
+            if in_effect(broker, &properties) {
+                return Ok(RemotingCommand::success());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        return Ok(broker.not_leader_response());
     }
     let keys: Vec<String> = properties.keys().cloned().collect();
     broker
@@ -73,6 +70,19 @@ pub async fn update(
     tracing::info!(?keys, "broker config changed through the log");
     broker.register_soon();
     Ok(RemotingCommand::success())
+}
+
+/// How many times (100 ms apart) a follower looks for the values to be applied.
+const FOLLOWER_WAITS: u32 = 20;
+
+/// Whether this node has applied every one of `properties`.
+fn in_effect(broker: &Broker, properties: &BTreeMap<String, String>) -> bool {
+    let (applied, _) = broker.runtime_config_applied();
+    properties.iter().all(|(k, v)| {
+        applied
+            .get(k.as_str())
+            .is_some_and(|a| a.eq_ignore_ascii_case(v))
+    })
 }
 
 /// The body's keys and values, each a runtime key with a good value; else the refusal.
