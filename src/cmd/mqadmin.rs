@@ -174,26 +174,8 @@ pub async fn run(
             perm,
             order,
         } => {
-            let (r, w) = (read.unwrap_or(queues), write.unwrap_or(queues));
-            let groups =
-                client::admin::update_topic(namesrv, &topic, (r, w), perm, order, T).await?;
-            anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
-            if order {
-                let layout: Vec<String> = groups.iter().map(|g| format!("{g}:{w}")).collect();
-                client::mqadmin::set_kv_config(
-                    namesrv,
-                    client::mqadmin::NAMESPACE_ORDER_TOPIC_CONFIG,
-                    &topic,
-                    Some(&layout.join(";")),
-                    secret,
-                    T,
-                )
-                .await?;
-            }
-            Out::Line(format!(
-                "create topic {topic} (read {r}, write {w}, perm {perm}, order {order}) on {} success",
-                groups.join(", ")
-            ))
+            let queues = (read.unwrap_or(queues), write.unwrap_or(queues));
+            update_topic(namesrv, &topic, queues, perm, order, secret).await?
         }
         Verb::DeleteTopic { topic, cluster } => {
             let groups =
@@ -204,18 +186,7 @@ pub async fn run(
                 groups.join(", ")
             ))
         }
-        Verb::TopicList { cluster } => {
-            let list = match cluster {
-                Some(c) => client::mqadmin::topics_by_cluster(namesrv, &c).await?,
-                None => namesrv.all_topics().await?,
-            };
-            let value = serde_json::to_value(&list)?;
-            Out::Table(
-                vec!["topic"],
-                list.topic_list.into_iter().map(|t| vec![t]).collect(),
-                value,
-            )
-        }
+        Verb::TopicList { cluster } => topic_list(namesrv, cluster.as_deref()).await?,
         Verb::TopicRoute { topic } => match namesrv.topic_route(&topic).await? {
             Some(route) => route_table(&route)?,
             None => anyhow::bail!("TOPIC_NOT_EXIST: no route for topic `{topic}`"),
@@ -225,54 +196,12 @@ pub async fn run(
         Verb::ConsumerProgress { group, topic } => {
             consumer_progress(namesrv, &group, topic.as_deref()).await?
         }
-        Verb::ConsumerConnection { group } => {
-            let c = client::mqadmin::consumer_connection(namesrv, &group, T).await?;
-            let rows = c
-                .connection_set
-                .iter()
-                .map(|x| {
-                    vec![
-                        x.client_id.clone(),
-                        x.client_addr.clone(),
-                        x.language.clone(),
-                        x.version.to_string(),
-                    ]
-                })
-                .collect();
-            let mut footer = Vec::new();
-            for (topic, s) in &c.subscription_table {
-                footer.push(format!("subscription: {topic} {}", s.sub_string));
-            }
-            footer.push(format!(
-                "consumeType: {}  messageModel: {}  consumeFromWhere: {}",
-                c.consume_type.as_deref().unwrap_or("-"),
-                c.message_model.as_deref().unwrap_or("-"),
-                c.consume_from_where.as_deref().unwrap_or("-")
-            ));
-            Out::TableWith(
-                vec!["clientId", "clientAddr", "language", "version"],
-                rows,
-                footer,
-                serde_json::to_value(&c)?,
-            )
-        }
+        Verb::ConsumerConnection { group } => consumer_connection(namesrv, &group).await?,
         Verb::ProducerConnection { group, .. } => {
             let c = client::mqadmin::producer_connection(namesrv, &group, T).await?;
-            let rows = c
-                .connection_set
-                .iter()
-                .map(|x| {
-                    vec![
-                        x.client_id.clone(),
-                        x.client_addr.clone(),
-                        x.language.clone(),
-                        x.version.to_string(),
-                    ]
-                })
-                .collect();
             Out::Table(
-                vec!["clientId", "clientAddr", "language", "version"],
-                rows,
+                CONNECTION_COLUMNS.to_vec(),
+                connection_rows(&c.connection_set),
                 serde_json::to_value(&c)?,
             )
         }
@@ -281,31 +210,12 @@ pub async fn run(
             topic,
             timestamp,
             force,
-        } => {
-            let at = parse_time(&timestamp)?;
-            let body = client::mqadmin::reset_offset_by_time(namesrv, &group, &topic, at, force, T)
-                .await?;
-            let rows: Vec<Vec<String>> = body
-                .offset_table
-                .0
-                .iter()
-                .map(|(q, o)| vec![q.broker_name.clone(), q.queue_id.to_string(), o.to_string()])
-                .collect();
-            let j: Vec<Value> = body
-                .offset_table
-                .0
-                .iter()
-                .map(|(q, o)| json!({"brokerName": q.broker_name, "queueId": q.queue_id, "offset": o}))
-                .collect();
-            Out::Table(vec!["brokerName", "queueId", "offset"], rows, json!(j))
-        }
+        } => reset_offset_by_time(namesrv, &group, &topic, &timestamp, force).await?,
         Verb::GetBrokerConfig { addr, cluster } => {
             let mut all = BTreeMap::new();
             for addr in node_addrs(namesrv, addr, cluster.as_deref()).await? {
-                all.insert(
-                    addr.clone(),
-                    client::mqadmin::broker_config(namesrv, &addr, T).await?,
-                );
+                let config = client::mqadmin::broker_config(namesrv, &addr, T).await?;
+                all.insert(addr, config);
             }
             key_values(all)
         }
@@ -325,10 +235,8 @@ pub async fn run(
         Verb::BrokerStatus { addr, cluster } => {
             let mut all = BTreeMap::new();
             for addr in node_addrs(namesrv, addr, cluster.as_deref()).await? {
-                all.insert(
-                    addr.clone(),
-                    client::mqadmin::broker_runtime_info(namesrv, &addr, T).await?,
-                );
+                let info = client::mqadmin::broker_runtime_info(namesrv, &addr, T).await?;
+                all.insert(addr, info);
             }
             key_values(all)
         }
@@ -341,6 +249,108 @@ pub async fn run(
         Verb::GroupStatus { group } => group_status(namesrv, &group).await?,
     };
     out.print(json_out)
+}
+
+/// `updateTopic`: on every group; with `order`, its layout in every name server's KV config.
+async fn update_topic(
+    namesrv: &NameServerClient,
+    topic: &str,
+    (r, w): (i32, i32),
+    perm: i32,
+    order: bool,
+    secret: Option<&ClusterSecret>,
+) -> anyhow::Result<Out> {
+    let groups = client::admin::update_topic(namesrv, topic, (r, w), perm, order, T).await?;
+    anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
+    if order {
+        let layout: Vec<String> = groups.iter().map(|g| format!("{g}:{w}")).collect();
+        client::mqadmin::set_kv_config(
+            namesrv,
+            client::mqadmin::NAMESPACE_ORDER_TOPIC_CONFIG,
+            topic,
+            Some(&layout.join(";")),
+            secret,
+            T,
+        )
+        .await?;
+    }
+    Ok(Out::Line(format!(
+        "create topic {topic} (read {r}, write {w}, perm {perm}, order {order}) on {} success",
+        groups.join(", ")
+    )))
+}
+
+async fn topic_list(namesrv: &NameServerClient, cluster: Option<&str>) -> anyhow::Result<Out> {
+    let list = match cluster {
+        Some(c) => client::mqadmin::topics_by_cluster(namesrv, c).await?,
+        None => namesrv.all_topics().await?,
+    };
+    let value = serde_json::to_value(&list)?;
+    let rows = list.topic_list.into_iter().map(|t| vec![t]).collect();
+    Ok(Out::Table(vec!["topic"], rows, value))
+}
+
+const CONNECTION_COLUMNS: [&str; 4] = ["clientId", "clientAddr", "language", "version"];
+
+fn connection_rows(connections: &[remoting::admin_body::ConnectionData]) -> Vec<Vec<String>> {
+    connections
+        .iter()
+        .map(|x| {
+            vec![
+                x.client_id.clone(),
+                x.client_addr.clone(),
+                x.language.clone(),
+                x.version.to_string(),
+            ]
+        })
+        .collect()
+}
+
+async fn consumer_connection(namesrv: &NameServerClient, group: &str) -> anyhow::Result<Out> {
+    let c = client::mqadmin::consumer_connection(namesrv, group, T).await?;
+    let mut footer: Vec<String> = c
+        .subscription_table
+        .iter()
+        .map(|(topic, s)| format!("subscription: {topic} {}", s.sub_string))
+        .collect();
+    footer.push(format!(
+        "consumeType: {}  messageModel: {}  consumeFromWhere: {}",
+        c.consume_type.as_deref().unwrap_or("-"),
+        c.message_model.as_deref().unwrap_or("-"),
+        c.consume_from_where.as_deref().unwrap_or("-")
+    ));
+    Ok(Out::TableWith(
+        CONNECTION_COLUMNS.to_vec(),
+        connection_rows(&c.connection_set),
+        footer,
+        serde_json::to_value(&c)?,
+    ))
+}
+
+async fn reset_offset_by_time(
+    namesrv: &NameServerClient,
+    group: &str,
+    topic: &str,
+    timestamp: &str,
+    force: bool,
+) -> anyhow::Result<Out> {
+    let at = parse_time(timestamp)?;
+    let body = client::mqadmin::reset_offset_by_time(namesrv, group, topic, at, force, T).await?;
+    let mut rows = Vec::new();
+    let mut j = Vec::new();
+    for (q, o) in &body.offset_table.0 {
+        rows.push(vec![
+            q.broker_name.clone(),
+            q.queue_id.to_string(),
+            o.to_string(),
+        ]);
+        j.push(json!({"brokerName": q.broker_name, "queueId": q.queue_id, "offset": o}));
+    }
+    Ok(Out::Table(
+        vec!["brokerName", "queueId", "offset"],
+        rows,
+        json!(j),
+    ))
 }
 
 /// What a verb prints: a line, or a table (with lines after it) and its JSON form.

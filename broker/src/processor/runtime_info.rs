@@ -10,72 +10,99 @@
 //! off). `remainHowManyDataToFlush` is what this node has written and the group not yet
 //! committed.
 
+use std::collections::BTreeMap;
+
 use remoting::admin_body::KVTable;
 use remoting::route::to_json;
 use remoting::{Connection, RemotingCommand};
 
 use super::ProcessResult;
 use crate::broker::Broker;
-use crate::stats::{latencies_text, tps_text};
+use crate::stats::{latencies_text, tps_text, StatsSnapshot};
 
 /// MQVersion's name for the protocol version rocketraft announces (ordinal 401).
 const VERSION_DESC: &str = "V4_9_4_SNAPSHOT";
 
 /// GET_BROKER_RUNTIME_INFO (28).
 pub fn handle(broker: &Broker, _conn: &Connection, _request: &RemotingCommand) -> ProcessResult {
-    let table = runtime_info(broker);
+    let mut table = Table::new();
+    counts(&mut table, &broker.stats().snapshot());
+    store(&mut table, broker);
+    absent_parts(&mut table);
+    raft(&mut table, broker);
     Ok(RemotingCommand::success().with_body(to_json(&KVTable { table })))
 }
 
-fn runtime_info(broker: &Broker) -> std::collections::BTreeMap<String, String> {
-    let s = broker.stats().snapshot();
-    let role = broker.role();
-    let (applied, written) = broker.log_positions();
-    let now = super::send::now_ms();
-    let mut t = std::collections::BTreeMap::new();
-    let mut put = |key: &str, value: String| {
-        t.insert(key.to_string(), value);
-    };
-    put("brokerVersionDesc", VERSION_DESC.into());
+type Table = BTreeMap<String, String>;
+
+fn put(t: &mut Table, key: &str, value: impl ToString) {
+    t.insert(key.to_string(), value.to_string());
+}
+
+/// Message counts, rates and latencies ([`crate::stats`]).
+fn counts(t: &mut Table, s: &StatsSnapshot) {
+    put(t, "msgPutTotalTodayNow", s.put_total);
+    put(t, "msgPutTotalTodayMorning", s.put_today_morning);
+    put(t, "msgPutTotalYesterdayMorning", s.put_yesterday_morning);
+    put(t, "msgGetTotalTodayNow", s.get_total);
+    put(t, "msgGetTotalTodayMorning", s.get_today_morning);
+    put(t, "msgGetTotalYesterdayMorning", s.get_yesterday_morning);
+    put(t, "putTps", tps_text(&s.put_tps));
+    put(t, "getTransferedTps", tps_text(&s.get_tps));
+    put(t, "getFoundTps", tps_text(&s.found_tps));
+    put(t, "getMissTps", tps_text(&s.miss_tps));
+    put(t, "getTotalTps", tps_text(&s.pull_tps));
+    put(t, "putMessageTimesTotal", s.put_total);
+    put(t, "putMessageSizeTotal", s.put_bytes);
     put(
-        "brokerVersion",
-        remoting::command::PROTOCOL_VERSION.to_string(),
-    );
-    put("rocketraftVersion", env!("CARGO_PKG_VERSION").into());
-    put("msgPutTotalTodayNow", s.put_total.to_string());
-    put("msgPutTotalTodayMorning", s.put_today_morning.to_string());
-    put(
-        "msgPutTotalYesterdayMorning",
-        s.put_yesterday_morning.to_string(),
-    );
-    put("msgGetTotalTodayNow", s.get_total.to_string());
-    put("msgGetTotalTodayMorning", s.get_today_morning.to_string());
-    put(
-        "msgGetTotalYesterdayMorning",
-        s.get_yesterday_morning.to_string(),
-    );
-    put("putTps", tps_text(&s.put_tps));
-    put("getTransferedTps", tps_text(&s.get_tps));
-    put("getFoundTps", tps_text(&s.found_tps));
-    put("getMissTps", tps_text(&s.miss_tps));
-    put("getTotalTps", tps_text(&s.pull_tps));
-    put("putMessageTimesTotal", s.put_total.to_string());
-    put("putMessageSizeTotal", s.put_bytes.to_string());
-    put(
+        t,
         "putMessageAverageSize",
-        (s.put_bytes as f64 / s.put_total as f64).to_string(),
+        s.put_bytes as f64 / s.put_total as f64,
     );
-    put("putMessageEntireTimeMax", s.put_time_max_ms.to_string());
-    put("putMessageDistributeTime", latencies_text(&s.put_latencies));
-    put("getMessageEntireTimeMax", s.get_time_max_ms.to_string());
+    put(t, "putMessageEntireTimeMax", s.put_time_max_ms);
     put(
-        "earliestMessageTimeStamp",
-        broker.earliest_store_timestamp().unwrap_or(-1).to_string(),
+        t,
+        "putMessageDistributeTime",
+        latencies_text(&s.put_latencies),
     );
-    put(
-        "remainHowManyDataToFlush",
-        human_bytes(written.saturating_sub(broker.committed_position())),
-    );
+    put(t, "getMessageEntireTimeMax", s.get_time_max_ms);
+}
+
+/// Versions, uptime, CommitLog bounds and disk.
+fn store(t: &mut Table, broker: &Broker) {
+    let (applied, written) = broker.log_positions();
+    put(t, "brokerVersionDesc", VERSION_DESC);
+    put(t, "brokerVersion", remoting::command::PROTOCOL_VERSION);
+    put(t, "rocketraftVersion", env!("CARGO_PKG_VERSION"));
+    put(t, "bootTimestamp", broker.started_ms());
+    let up_ms = super::send::now_ms() - broker.started_ms();
+    put(t, "runtime", format_runtime(up_ms));
+    let earliest = broker.earliest_store_timestamp().unwrap_or(-1);
+    put(t, "earliestMessageTimeStamp", earliest);
+    put(t, "commitLogMinOffset", broker.commit_log_start());
+    put(t, "commitLogMaxOffset", written);
+    put(t, "dispatchBehindBytes", written.saturating_sub(applied));
+    let unflushed = written.saturating_sub(broker.committed_position());
+    put(t, "remainHowManyDataToFlush", human_bytes(unflushed));
+    put(t, "brokerPermission", broker.broker_permission());
+    if let Ok((total, free)) = crate::disk::capacity(&broker.config().store_path) {
+        let capacity = format!(
+            "Total : {}, Free : {}.",
+            human_bytes(total),
+            human_bytes(free)
+        );
+        put(t, "commitLogDirCapacity", capacity);
+    }
+    // As `diskSpaceWarningLevelRatio` reads it (`crate::disk`), 0..1 as RocketMQ shows it;
+    // the ConsumeQueues lie on the same disk.
+    let ratio = broker.disk().used_percent() / 100.0;
+    put(t, "commitLogDiskRatio", ratio);
+    put(t, "consumeQueueDiskRatio", ratio);
+}
+
+/// RocketMQ's figures of parts rocketraft does not have, as RocketMQ reports them when the
+/// part is empty or off (module doc).
+fn absent_parts(t: &mut Table) {
     for key in [
         "sendThreadPoolQueueSize",
         "sendThreadPoolQueueCapacity",
@@ -92,46 +119,24 @@ fn runtime_info(broker: &Broker) -> std::collections::BTreeMap<String, String> {
         "dispatchMaxBuffer",
         "startAcceptSendRequestTimeStamp",
     ] {
-        put(key, "0".into());
+        put(t, key, 0);
     }
-    put("remainTransientStoreBufferNumbs", i32::MAX.to_string());
-    put("bootTimestamp", broker.started_ms().to_string());
-    put("runtime", format_runtime(now - broker.started_ms()));
-    put("commitLogMinOffset", broker.commit_log_start().to_string());
-    put("commitLogMaxOffset", written.to_string());
-    put(
-        "dispatchBehindBytes",
-        written.saturating_sub(applied).to_string(),
-    );
-    put("brokerPermission", broker.broker_permission().to_string());
-    if let Ok((total, free)) = crate::disk::capacity(&broker.config().store_path) {
-        put(
-            "commitLogDirCapacity",
-            format!(
-                "Total : {}, Free : {}.",
-                human_bytes(total),
-                human_bytes(free)
-            ),
-        );
-    }
-    // As `diskSpaceWarningLevelRatio` reads it (`crate::disk`), 0..1 as RocketMQ shows it;
-    // the ConsumeQueues lie on the same disk.
-    let ratio = (broker.disk().used_percent() / 100.0).to_string();
-    put("commitLogDiskRatio", ratio.clone());
-    put("consumeQueueDiskRatio", ratio);
-    put("raftRole", format!("{:?}", role.role).to_uppercase());
-    put("raftTerm", role.term.to_string());
-    put("raftNodeId", format!("n{}", role.node_id));
+    put(t, "remainTransientStoreBufferNumbs", i32::MAX);
+}
+
+/// What Raft adds: this node's role, term, leader and log positions.
+fn raft(t: &mut Table, broker: &Broker) {
+    let role = broker.role();
+    let (applied, written) = broker.log_positions();
+    put(t, "raftRole", format!("{:?}", role.role).to_uppercase());
+    put(t, "raftTerm", role.term);
+    put(t, "raftNodeId", format!("n{}", role.node_id));
     if let Some(leader) = role.leader_id {
-        put("raftLeaderId", format!("n{leader}"));
+        put(t, "raftLeaderId", format!("n{leader}"));
     }
-    put(
-        "raftCommittedPosition",
-        broker.committed_position().to_string(),
-    );
-    put("raftAppliedPosition", applied.to_string());
-    put("raftWrittenPosition", written.to_string());
-    t
+    put(t, "raftCommittedPosition", broker.committed_position());
+    put(t, "raftAppliedPosition", applied);
+    put(t, "raftWrittenPosition", written);
 }
 
 /// RocketMQ's `getFormatRuntime`: `[ d days, h hours, m minutes, s seconds ]`.
