@@ -348,6 +348,13 @@ async fn consume_stats_and_who(leader: &str, conn: &Connection, max: Vec<i64>) {
     );
     assert_eq!(stats.total_diff(), 9);
 
+    // Names are checked by RocketMQ's rules before anything is looked up.
+    let mut bad = RemotingCommand::bare_request(RequestCode::GET_CONSUME_STATS);
+    bad.ext_fields.insert("consumerGroup", "bad\ngroup");
+    let r = ask(leader, bad).await;
+    assert_eq!(r.response_code(), Some(ResponseCode::SYSTEM_ERROR));
+    assert!(r.remark.unwrap().contains("consumerGroup"));
+
     let r = ask(
         leader,
         RemotingCommand::request(

@@ -436,9 +436,10 @@ command_header! {
     }
 
     /// VIEW_BROKER_STATS_DATA (315).
+    /// The key is a topic, `topic@group` or a cluster name: the client-id rule.
     pub struct ViewBrokerStatsDataRequestHeader {
-        pub stats_name: String => "statsName",
-        pub stats_key: String => "statsKey",
+        pub stats_name: String => "statsName" as BrokerName,
+        pub stats_key: String => "statsKey" as BrokerName,
     }
 
     /// WIPE_WRITE_PERM_OF_BROKER (205) and ADD_WRITE_PERM_OF_BROKER (327), to a name server.
