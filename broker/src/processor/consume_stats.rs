@@ -62,7 +62,8 @@ pub fn topic_stats(
 /// GET_CONSUME_STATS (208): the group's offset against each read queue's end, in the
 /// topic asked or in every topic the group has offsets in. As in RocketMQ, a topic the
 /// group's live members do not subscribe to is left out when they subscribe to others.
-/// `consumeTps` is 0: rocketraft keeps no per-group rates.
+/// `consumeTps` is the group's get rate over the last minute in those topics, as RocketMQ
+/// takes it (the `GROUP_GET_NUMS` stats item, [`crate::stats_items`]).
 pub fn consume_stats(
     broker: &Broker,
     _conn: &Connection,
@@ -106,6 +107,12 @@ pub fn consume_stats(
                 },
             );
         }
+        let key = format!("{topic}@{group}");
+        let rate = broker
+            .stats_items()
+            .view(crate::stats_items::GROUP_GET_NUMS, &key, "")
+            .map_or(0.0, |d| d.stats_minute.tps);
+        stats.consume_tps += rate;
     }
     Ok(RemotingCommand::success().with_body(stats.encode()))
 }
