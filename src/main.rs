@@ -47,7 +47,8 @@ enum Command {
     Consume(cmd::consume::Args),
     /// Benchmarks against a running cluster.
     Bench(cmd::bench::Args),
-    /// Ask name servers about routes, clusters and topics (like RocketMQ's mqadmin).
+    /// Operate a cluster: mqadmin's everyday verbs under mqadmin's names, groupStatus, and
+    /// rocketraft's own (leadership, membership, dead letters, message queries).
     Admin(cmd::admin::Args),
     /// Chaos runs: a cluster under seeded faults, a recorded workload, a checker.
     Chaos(cmd::chaos::Args),

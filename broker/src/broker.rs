@@ -68,6 +68,10 @@ pub struct Broker {
     clean_now: Notify,
     /// Retention passes still to count as "time to delete" after an operator asked.
     manual_passes: AtomicU32,
+    /// Held while pending offsets are taken and proposed, and while an offset reset is.
+    offset_flush: tokio::sync::Mutex<()>,
+    /// When this node started (ms since the epoch).
+    started_ms: i64,
 }
 
 /// Refused auto-creations, logged at most once every 10 s.
@@ -101,6 +105,8 @@ impl Broker {
             topic_create: tokio::sync::Mutex::new(()),
             group_create: tokio::sync::Mutex::new(()),
             next_queue: AtomicU32::new(0),
+            offset_flush: tokio::sync::Mutex::new(()),
+            started_ms: crate::processor::send::now_ms(),
         }
     }
 
@@ -129,6 +135,48 @@ impl Broker {
         self.store_host
     }
 
+    /// This node's message counts and rates.
+    pub fn stats(&self) -> &crate::stats::BrokerStats {
+        &self.state.stats
+    }
+
+    /// This node's per-topic and per-group stats items (VIEW_BROKER_STATS_DATA).
+    pub fn stats_items(&self) -> &crate::stats_items::StatsItems {
+        &self.state.stats_items
+    }
+
+    /// When this node started (ms since the epoch).
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    // --- config keys that change at runtime (`crate::runtime_config`) ---
+
+    /// `brokerPermission` as applied: sends need its write bit, pulls its read bit.
+    pub fn broker_permission(&self) -> i32 {
+        self.state.runtime_config.broker_permission()
+    }
+
+    /// `autoCreateTopicEnable`: the applied value, else the config file's.
+    pub fn auto_create_topic_enabled(&self) -> bool {
+        self.state
+            .runtime_config
+            .auto_create_topic(self.config.auto_create_topic)
+    }
+
+    /// `autoCreateSubscriptionGroup`: the applied value, else the config file's.
+    pub fn auto_create_subscription_group_enabled(&self) -> bool {
+        self.state
+            .runtime_config
+            .auto_create_subscription_group(self.config.auto_create_subscription_group)
+    }
+
+    /// The runtime keys changed so far and how many changes were applied.
+    pub fn runtime_config_applied(&self) -> (BTreeMap<&'static str, String>, i64) {
+        let c = &self.state.runtime_config;
+        (c.applied(), c.changes())
+    }
+
     // --- role ---
 
     pub fn role(&self) -> RoleState {
@@ -149,6 +197,11 @@ impl Broker {
     /// written (committed or not).
     pub(crate) fn log_positions(&self) -> (u64, u64) {
         (self.node.applied_position(), self.node.written_position())
+    }
+
+    /// The end of the committed CommitLog prefix this node knows of.
+    pub(crate) fn committed_position(&self) -> u64 {
+        self.node.committed_position()
     }
 
     /// SERVICE_NOT_AVAILABLE naming the leader's client address (remark and `leaderAddr`).
@@ -271,7 +324,7 @@ impl Broker {
         if let Some(config) = self.state.topic(topic) {
             return Ok(Ok(config));
         }
-        if !self.config.auto_create_topic {
+        if !self.auto_create_topic_enabled() {
             return Ok(Err(format!(
                 "topic[{topic}] not exist, apply first please! (autoCreateTopicEnable=false)"
             )));
@@ -402,6 +455,93 @@ impl Broker {
         let key = (group.to_string(), topic.to_string(), queue_id);
         let pending = self.pending_offsets.lock().unwrap().get(&key).copied();
         pending.or_else(|| self.state.committed_offset(group, topic, queue_id))
+    }
+
+    /// Every offset of `group` (committed here and pending, else from the log), by topic
+    /// and queue.
+    pub fn offsets_of_group(&self, group: &str) -> BTreeMap<(String, i32), i64> {
+        let mut offsets = self.state.offsets_of_group(group);
+        for ((g, topic, queue_id), offset) in self.pending_offsets.lock().unwrap().iter() {
+            if g == group {
+                offsets.insert((topic.clone(), *queue_id), *offset);
+            }
+        }
+        offsets
+    }
+
+    /// The groups with an offset (committed or pending) in `topic`.
+    pub fn groups_with_offsets_in(&self, topic: &str) -> std::collections::BTreeSet<String> {
+        let mut groups = self.state.groups_with_offsets_in(topic);
+        for (g, t, _) in self.pending_offsets.lock().unwrap().keys() {
+            if t == topic {
+                groups.insert(g.clone());
+            }
+        }
+        groups
+    }
+
+    /// Sets `group`'s offsets in `topic` through Raft (leader only, INVOKE_BROKER_TO_RESET_OFFSET):
+    /// answers once every replica will hold them. Commits of the group in `topic` still
+    /// pending here are dropped first, so an older commit never lands after the reset;
+    /// a consumer that commits its old position afterwards moves it again (as in RocketMQ,
+    /// live clients are told of the reset to prevent that).
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), DLedgerError> {
+        let _flush = self.offset_flush.lock().await;
+        self.pending_offsets
+            .lock()
+            .unwrap()
+            .retain(|(g, t, _), _| !(g == group && t == topic));
+        let offsets = offsets
+            .iter()
+            .map(|&(queue_id, offset)| OffsetUpdate {
+                consumer_group: group.to_string(),
+                topic: topic.to_string(),
+                queue_id,
+                offset,
+            })
+            .collect();
+        self.propose(&BrokerCommand::UpdateOffsets { offsets })
+            .await
+    }
+
+    /// Held by whoever takes pending offsets and proposes them (see `reset_offsets`).
+    pub(crate) async fn offset_flush(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.offset_flush.lock().await
+    }
+
+    /// The store time of the message at `queue_offset` in a queue, if it is stored here.
+    pub fn store_timestamp(&self, topic: &str, queue_id: i32, queue_offset: u64) -> Option<i64> {
+        let queue = self.consume_queue(topic, queue_id)?;
+        let entry = *queue.read(queue_offset, 1).ok()?.first()?;
+        let bytes = self
+            .read_commit_log(entry.commit_log_offset as u64, entry.size as usize)
+            .ok()?;
+        let (record, _) = remoting::message::MessageRecord::decode(&bytes).ok()?;
+        Some(record.store_timestamp)
+    }
+
+    /// The store time of the oldest message this node still queues (RocketMQ's
+    /// `earliestMessageTimeStamp`): the queue entry lowest in the CommitLog, one entry read
+    /// per queue. `None` when no queue holds a message.
+    pub fn earliest_store_timestamp(&self) -> Option<i64> {
+        let oldest = self
+            .state
+            .consume_queues
+            .all()
+            .into_iter()
+            .filter(|(_, q)| q.max_offset() > q.min_offset())
+            .filter_map(|(_, q)| q.read(q.min_offset(), 1).ok()?.first().copied())
+            .min_by_key(|entry| entry.commit_log_offset)?;
+        let bytes = self
+            .read_commit_log(oldest.commit_log_offset as u64, oldest.size as usize)
+            .ok()?;
+        let (record, _) = remoting::message::MessageRecord::decode(&bytes).ok()?;
+        Some(record.store_timestamp)
     }
 
     /// The pending offset commits, taken for one Raft command.

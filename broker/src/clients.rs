@@ -6,20 +6,53 @@
 //! NOTIFY_CONSUMER_IDS_CHANGED (40, oneway) so it rebalances at once. Clients silent for
 //! `client_expiry_ms`, or whose connection closes, are dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use remoting::admin_body::{ConnectionData, ConsumerConnection};
 use remoting::header::ConsumerGroupRequestHeader;
 use remoting::route::{HeartbeatData, SubscriptionData};
-use remoting::{Connection, RemotingCommand, RequestCode};
+use remoting::{Connection, LanguageCode, RemotingCommand, RequestCode};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Refused joins, logged at most once every 10 s.
 static GROUP_FULL: remoting::throttle::Throttle = remoting::throttle::Throttle::new(10_000);
 
+/// What a client's heartbeat request says of the client itself (its header's `language`
+/// and `version`), for the admin's connection lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientKind {
+    pub language: LanguageCode,
+    pub version: i32,
+}
+
+impl ClientKind {
+    pub fn of(request: &RemotingCommand) -> Self {
+        ClientKind {
+            language: request.language,
+            version: request.version,
+        }
+    }
+}
+
+/// One client connection as the admin's connection lists show it.
+pub(crate) fn connection_data(
+    client_id: &str,
+    conn: &Connection,
+    kind: ClientKind,
+) -> ConnectionData {
+    ConnectionData {
+        client_id: client_id.to_string(),
+        client_addr: conn.peer().to_string(),
+        language: kind.language.name().to_string(),
+        version: kind.version,
+    }
+}
+
 struct Member {
     conn: Connection,
+    kind: ClientKind,
     last_seen: Instant,
     subscriptions: Vec<SubscriptionData>,
 }
@@ -27,6 +60,11 @@ struct Member {
 #[derive(Default)]
 struct Group {
     members: BTreeMap<String, Member>,
+    /// From the newest heartbeat: `CONSUME_ACTIVELY`/`CONSUME_PASSIVELY`, `CLUSTERING`/
+    /// `BROADCASTING`, and where a new consumer starts.
+    consume_type: String,
+    message_model: String,
+    consume_from_where: String,
 }
 
 /// Consumer groups and their live members.
@@ -50,10 +88,15 @@ impl ClientManager {
     /// Records a heartbeat; notifies groups whose membership changed. A consumer that
     /// would join a group holding `maxClientsPerGroup` members already is left out, and
     /// `Err` says which (the rest of the heartbeat is recorded).
-    pub fn heartbeat(&self, conn: &Connection, data: HeartbeatData) -> Result<(), String> {
+    pub fn heartbeat(
+        &self,
+        conn: &Connection,
+        kind: ClientKind,
+        data: HeartbeatData,
+    ) -> Result<(), String> {
         for producer in &data.producer_data_set {
             self.producers
-                .heartbeat(conn, &data.client_id, &producer.group_name);
+                .heartbeat(conn, kind, &data.client_id, &producer.group_name);
         }
         let mut changed = Vec::new();
         let mut full = Vec::new();
@@ -68,8 +111,12 @@ impl ClientManager {
                     continue;
                 }
                 let group = groups.entry(consumer.group_name.clone()).or_default();
+                group.consume_type = consumer.consume_type;
+                group.message_model = consumer.message_model;
+                group.consume_from_where = consumer.consume_from_where;
                 let member = Member {
                     conn: conn.clone(),
+                    kind,
                     last_seen: Instant::now(),
                     subscriptions: consumer.subscription_data_set,
                 };
@@ -173,6 +220,74 @@ impl ClientManager {
             .members
             .values()
             .find_map(|m| m.subscriptions.iter().find(|s| s.topic == topic).cloned())
+    }
+
+    /// GET_CONSUMER_CONNECTION_LIST's answer: the group's live members and what they
+    /// subscribe; `None` when no member is connected.
+    pub fn consumer_connection(&self, group: &str) -> Option<ConsumerConnection> {
+        let groups = self.groups.lock().unwrap();
+        let g = groups.get(group)?;
+        let mut subscription_table = BTreeMap::new();
+        for member in g.members.values() {
+            for s in &member.subscriptions {
+                subscription_table.insert(s.topic.clone(), s.clone());
+            }
+        }
+        let text = |s: &String| (!s.is_empty()).then(|| s.clone());
+        Some(ConsumerConnection {
+            connection_set: g
+                .members
+                .iter()
+                .map(|(id, m)| connection_data(id, &m.conn, m.kind))
+                .collect(),
+            subscription_table,
+            consume_type: text(&g.consume_type),
+            message_model: text(&g.message_model),
+            consume_from_where: text(&g.consume_from_where),
+        })
+    }
+
+    /// The groups with a live member subscribed to `topic`.
+    pub fn groups_subscribing(&self, topic: &str) -> BTreeSet<String> {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .iter()
+            .filter(|(_, g)| {
+                g.members
+                    .values()
+                    .any(|m| m.subscriptions.iter().any(|s| s.topic == topic))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether any live member of `group` subscribes to anything.
+    pub fn has_subscriptions(&self, group: &str) -> bool {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .get(group)
+            .is_some_and(|g| g.members.values().any(|m| !m.subscriptions.is_empty()))
+    }
+
+    /// The connection and kind of member `client_id` of `group`, if it is live.
+    pub fn consumer(&self, group: &str, client_id: &str) -> Option<(Connection, ClientKind)> {
+        let groups = self.groups.lock().unwrap();
+        let m = groups.get(group)?.members.get(client_id)?;
+        Some((m.conn.clone(), m.kind))
+    }
+
+    /// Every live member of `group`: client id and connection.
+    pub fn consumers(&self, group: &str) -> Vec<(String, Connection)> {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .get(group)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .map(|(id, m)| (id.clone(), m.conn.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn notify(&self, group: &str) {

@@ -1,5 +1,6 @@
 //! Commands the broker puts in the Raft log besides messages: consumer offsets, topic
-//! config, queue locks, which client address each leader serves on, and the retention point. Every replica applies them
+//! config, queue locks, which client address each leader serves on, the retention point,
+//! and broker config keys changed at runtime. Every replica applies them
 //! in log order (invariant 4), so a new leader knows all of them.
 
 use remoting::queue_lock::MessageQueueData;
@@ -69,6 +70,11 @@ pub enum BrokerCommand {
     /// check more.
     CheckHalves {
         commit_log_offsets: Vec<u64>,
+    },
+    /// Broker config keys changed at runtime (UPDATE_BROKER_CONFIG), checked by the
+    /// leader against `crate::runtime_config`; applied by every replica.
+    UpdateBrokerConfig {
+        properties: std::collections::BTreeMap<String, String>,
     },
     /// Retention (decided by the leader, `crate::retention`): everything below CommitLog
     /// position `below` (a segment start) goes. Applied on every replica: the point is
@@ -141,6 +147,9 @@ mod tests {
                 commit_log_offsets: vec![1, 2],
             },
             BrokerCommand::Retain { below: 1 << 30 },
+            BrokerCommand::UpdateBrokerConfig {
+                properties: [("brokerPermission".to_string(), "4".to_string())].into(),
+            },
         ] {
             assert_eq!(BrokerCommand::decode(&cmd.encode()).unwrap(), cmd);
         }

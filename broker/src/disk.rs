@@ -52,6 +52,14 @@ pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
+/// Total bytes of `path`'s filesystem and the bytes available to this process, as
+/// RocketMQ's `commitLogDirCapacity` shows them (`File.getTotalSpace`, `getUsableSpace`).
+pub fn capacity(path: &Path) -> std::io::Result<(u64, u64)> {
+    let stat = statvfs(path)?;
+    let block = stat.f_frsize as u64;
+    Ok((stat.f_blocks as u64 * block, stat.f_bavail as u64 * block))
+}
+
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes())

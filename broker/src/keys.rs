@@ -16,6 +16,7 @@
 //! | `v` | topic table data version (JSON) |
 //! | `l/<nodeId>` | client address that node served on as leader |
 //! | `g/<group>` | subscription group config (JSON) |
+//! | `c/<key>` | a broker config key changed at runtime (UPDATE_BROKER_CONFIG): its value (UTF-8, [`crate::runtime_config`]) |
 //! | `T` + due (ms, u64 BE) + commitLogOffset (u64 BE) | a scheduled message not yet delivered: its record size (u32 BE) |
 //! | `L` + name(group) + name(topic) + name(brokerName) + queueId (i32 BE) | a queue lock: expiry (ms, u64 BE) + holder's client id |
 //! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
@@ -40,6 +41,13 @@ pub const LOCK_PREFIX: &[u8] = b"L";
 pub const HALF_PREFIX: &[u8] = b"X";
 /// The retention point (purge position), written when a `Retain` command is applied.
 pub const RETENTION_KEY: &[u8] = b"R";
+/// Prefix of broker config keys changed at runtime.
+pub const RUNTIME_CONFIG_PREFIX: &[u8] = b"c/";
+
+/// The key of runtime broker config key `name`.
+pub fn runtime_config_key(name: &str) -> Vec<u8> {
+    [RUNTIME_CONFIG_PREFIX, name.as_bytes()].concat()
+}
 /// Prefix of the ConsumeQueue journal (entries appended but maybe not yet fsync'd).
 pub const JOURNAL_PREFIX: &[u8] = b"J";
 /// Prefixes written by versions before issue 15.

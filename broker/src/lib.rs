@@ -26,6 +26,9 @@
 //! - [`retention`]: which CommitLog segments go (RocketMQ's `deleteWhen`,
 //!   `fileReservedTime` and disk ratios), decided by the leader through the log and purged
 //!   by every replica; [`disk`]: the store's disk usage and the disk-full refusal of sends.
+//! - [`runtime_config`]: the config keys UPDATE_BROKER_CONFIG changes, through the log.
+//! - [`stats`]: message counts and rates for GET_BROKER_RUNTIME_INFO; [`stats_items`]:
+//!   RocketMQ's per-topic and per-group stats items for VIEW_BROKER_STATS_DATA.
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -51,8 +54,11 @@ pub mod producers;
 pub mod queue_locks;
 pub mod registration;
 pub mod retention;
+pub mod runtime_config;
 pub mod schedule;
 pub mod server;
+pub mod stats;
+pub mod stats_items;
 pub mod store;
 pub mod transaction;
 

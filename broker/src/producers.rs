@@ -8,13 +8,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use remoting::admin_body::{ProducerConnection, ProducerInfo, ProducerTableInfo};
 use remoting::Connection;
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::clients::{connection_data, ClientKind};
+
 struct Member {
     conn: Connection,
+    kind: ClientKind,
     last_seen: Instant,
+    /// Wall-clock time of the last heartbeat (ms), for GET_ALL_PRODUCER_INFO.
+    last_seen_ms: i64,
 }
 
 /// Producer groups: group → client id → its connection.
@@ -25,12 +31,14 @@ pub struct ProducerTable {
 
 impl ProducerTable {
     /// Records that `client_id` on `conn` produces for `group`.
-    pub fn heartbeat(&self, conn: &Connection, client_id: &str, group: &str) {
+    pub fn heartbeat(&self, conn: &Connection, kind: ClientKind, client_id: &str, group: &str) {
         let mut groups = self.groups.lock().unwrap();
         let members = groups.entry(group.to_string()).or_default();
         let member = Member {
             conn: conn.clone(),
+            kind,
             last_seen: Instant::now(),
+            last_seen_ms: crate::processor::send::now_ms(),
         };
         if let Some(previous) = members.insert(client_id.to_string(), member) {
             if previous.conn.id() == conn.id() {
@@ -100,5 +108,39 @@ impl ProducerTable {
             .get(group)
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// GET_PRODUCER_CONNECTION_LIST's answer; `None` when the group has no live member.
+    pub fn producer_connection(&self, group: &str) -> Option<ProducerConnection> {
+        let groups = self.groups.lock().unwrap();
+        let members = groups.get(group)?;
+        Some(ProducerConnection {
+            connection_set: members
+                .iter()
+                .map(|(id, m)| connection_data(id, &m.conn, m.kind))
+                .collect(),
+        })
+    }
+
+    /// GET_ALL_PRODUCER_INFO's answer: every live producer, by group.
+    pub fn all(&self) -> ProducerTableInfo {
+        let groups = self.groups.lock().unwrap();
+        let data = groups
+            .iter()
+            .map(|(group, members)| {
+                let infos = members
+                    .iter()
+                    .map(|(id, m)| ProducerInfo {
+                        client_id: id.clone(),
+                        remote_ip: m.conn.peer().to_string(),
+                        language: m.kind.language.name().to_string(),
+                        version: m.kind.version,
+                        last_update_timestamp: m.last_seen_ms,
+                    })
+                    .collect();
+                (group.clone(), infos)
+            })
+            .collect();
+        ProducerTableInfo { data }
     }
 }

@@ -229,8 +229,18 @@ static LEFT_OUT_TOPICS: Throttle = Throttle::new(60_000);
 /// refuses a table holding one, and no client could ask for its route. Only a store an
 /// older version wrote holds such names (it created `%RETRY%<group>` for groups longer than
 /// 120 characters); they stay in the store, unrouted.
+///
+/// A group whose `brokerPermission` lacks read or write (UPDATE_BROKER_CONFIG) registers each
+/// topic's permission masked by it, as RocketMQ registers its topics with the broker's
+/// permission then, so clients stop sending to (or pulling from) it.
 fn routable_topics(broker: &Broker) -> BTreeMap<String, TopicConfig> {
     let mut topics = broker.topics();
+    let permission = broker.broker_permission();
+    if permission & remoting::route::perm::READ_WRITE != remoting::route::perm::READ_WRITE {
+        for topic in topics.values_mut() {
+            topic.perm &= permission | remoting::route::perm::INHERIT;
+        }
+    }
     topics.retain(|name, _| match remoting::names::check_topic(name) {
         Ok(()) => true,
         Err(e) => {

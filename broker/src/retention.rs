@@ -202,13 +202,25 @@ fn now_ms() -> u64 {
 fn local_hour() -> u32 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as libc::time_t;
+        .map_or(0, |d| d.as_secs()) as i64;
+    match local_time(now) {
+        Some(tm) => tm.tm_hour as u32,
+        None => ((now / 3600) % 24) as u32,
+    }
+}
+
+/// The local day of `epoch_secs` as days since the epoch in local time (for the daily
+/// totals of `crate::stats`); UTC's day when the local time is unknown.
+pub(crate) fn local_day(epoch_secs: i64) -> i64 {
+    let offset = local_time(epoch_secs).map_or(0, |tm| tm.tm_gmtoff);
+    (epoch_secs + offset).div_euclid(86_400)
+}
+
+fn local_time(epoch_secs: i64) -> Option<libc::tm> {
+    let at = epoch_secs as libc::time_t;
     // SAFETY: `localtime_r` writes only into `tm`, which lives on this stack.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&now, &mut tm) }.is_null() {
-        return ((now / 3600) % 24) as u32;
-    }
-    tm.tm_hour as u32
+    (!unsafe { libc::localtime_r(&at, &mut tm) }.is_null()).then_some(tm)
 }
 
 fn mtime_ms(path: &std::path::Path) -> u64 {

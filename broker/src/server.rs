@@ -226,6 +226,7 @@ async fn run_node(
         tokio::spawn(watch_role(broker.clone())),
         tokio::spawn(crate::registration::run(broker.clone())),
         tokio::spawn(commit_offsets(broker.clone())),
+        tokio::spawn(crate::stats::run(broker.clone())),
         tokio::spawn(expire_clients(broker.clone())),
         tokio::spawn(crate::schedule::run(broker.clone())),
         tokio::spawn(crate::transaction::run(broker.clone())),
@@ -343,7 +344,7 @@ async fn on_elected(broker: Arc<Broker>, term: u64) {
         warn!(error = %e, term, "could not announce leadership");
         return;
     }
-    if broker.config().auto_create_topic && broker.topic(DEFAULT_TOPIC).is_none() {
+    if broker.auto_create_topic_enabled() && broker.topic(DEFAULT_TOPIC).is_none() {
         let config = TopicConfig {
             topic_name: DEFAULT_TOPIC.into(),
             read_queue_nums: broker.config().default_topic_queue_nums,
@@ -396,6 +397,9 @@ async fn commit_offsets(broker: Arc<Broker>) {
 }
 
 pub(crate) async fn flush_offsets(broker: &Broker) {
+    // Held across take and propose, so an offset reset (`Broker::reset_offsets`) never
+    // lands between a batch's take and its append and is overwritten by it.
+    let _flush = broker.offset_flush().await;
     let batch = broker.take_pending_offsets();
     if batch.is_empty() {
         return;

@@ -49,6 +49,12 @@ pub enum Applied {
 /// State every replica derives from the log; shared by the hook and the processors.
 pub struct BrokerState {
     pub consume_queues: ConsumeQueueStore,
+    /// Message counts of this node (messages stored are counted at apply).
+    pub stats: crate::stats::BrokerStats,
+    /// RocketMQ's per-topic and per-group stats items (VIEW_BROKER_STATS_DATA).
+    pub stats_items: crate::stats_items::StatsItems,
+    /// Config keys changed at runtime through the log (UPDATE_BROKER_CONFIG).
+    pub runtime_config: crate::runtime_config::RuntimeConfig,
     topics: RwLock<BTreeMap<String, TopicConfig>>,
     data_version: RwLock<DataVersion>,
     offsets: RwLock<HashMap<OffsetKey, i64>>,
@@ -74,6 +80,9 @@ impl BrokerState {
         )?;
         Ok(Arc::new(BrokerState {
             consume_queues,
+            stats: Default::default(),
+            stats_items: Default::default(),
+            runtime_config: Default::default(),
             topics: RwLock::new(BTreeMap::new()),
             data_version: RwLock::new(DataVersion::default()),
             offsets: RwLock::new(HashMap::new()),
@@ -109,6 +118,26 @@ impl BrokerState {
             .unwrap()
             .get(&(group.to_string(), topic.to_string(), queue_id))
             .copied()
+    }
+
+    /// Every committed offset of `group`: (topic, queue id) to offset.
+    pub fn offsets_of_group(&self, group: &str) -> BTreeMap<(String, i32), i64> {
+        let offsets = self.offsets.read().unwrap();
+        offsets
+            .iter()
+            .filter(|((g, _, _), _)| g == group)
+            .map(|((_, topic, queue_id), offset)| ((topic.clone(), *queue_id), *offset))
+            .collect()
+    }
+
+    /// The groups with a committed offset in `topic`.
+    pub fn groups_with_offsets_in(&self, topic: &str) -> std::collections::BTreeSet<String> {
+        let offsets = self.offsets.read().unwrap();
+        offsets
+            .keys()
+            .filter(|(_, t, _)| t == topic)
+            .map(|(group, _, _)| group.clone())
+            .collect()
     }
 
     pub fn subscription_groups(&self) -> BTreeMap<String, serde_json::Value> {
@@ -352,6 +381,20 @@ impl BrokerHook {
                 &crate::consume_queue::encode_journal(*first, entries),
             );
         }
+        let bytes = records.iter().map(|r| r.bytes.len() as u64).sum();
+        self.state.stats.add_put(records.len() as u64, bytes);
+        self.state
+            .stats_items
+            .add_puts(
+                queues
+                    .keys
+                    .iter()
+                    .zip(&batches)
+                    .map(|((topic, _), (_, _, e))| {
+                        let size: u64 = e.iter().map(|x| x.size as u64).sum();
+                        (*topic, e.len() as u64, size)
+                    }),
+            );
         Ok(out)
     }
 
@@ -467,6 +510,9 @@ impl BrokerHook {
             BrokerCommand::CheckHalves { commit_log_offsets } => {
                 self.count_checks(&commit_log_offsets, writes)?;
             }
+            BrokerCommand::UpdateBrokerConfig { properties } => {
+                self.update_broker_config(properties, writes)?;
+            }
             BrokerCommand::Retain { below } => {
                 if below > self.state.retention_point() {
                     info!(below, "retention point moved");
@@ -496,6 +542,32 @@ impl BrokerHook {
             }
         }
         writes.write_now();
+        Ok(())
+    }
+
+    /// Applies the runtime keys of an UPDATE_BROKER_CONFIG (the leader checked them; a
+    /// key or value this version does not accept is skipped alike on every replica). A
+    /// change of `brokerPermission` changes what the group registers: the topic table's
+    /// version moves so the name servers take it.
+    fn update_broker_config(
+        &self,
+        properties: BTreeMap<String, String>,
+        writes: &mut HookWrites<'_>,
+    ) -> Result<(), HookError> {
+        let mut permission_changed = false;
+        for (key, value) in properties {
+            if let Err(why) = crate::runtime_config::check(&key, &value) {
+                warn!(key = %key, reason = %why, "skipping a broker config change");
+                continue;
+            }
+            writes.put(&keys::runtime_config_key(&key), value.as_bytes());
+            permission_changed |= key == crate::runtime_config::BROKER_PERMISSION;
+            info!(key = %key, value = %value, "broker config changed");
+            self.state.runtime_config.set(&key, &value);
+        }
+        if permission_changed {
+            self.bump_version(writes)?;
+        }
         Ok(())
     }
 
@@ -725,6 +797,15 @@ impl ApplyHook for BrokerHook {
                     self.state.leader_addrs.write().unwrap().insert(node, addr);
                 }
                 _ => skipped(&key, "leader address"),
+            }
+        }
+        for (key, value) in store.scan_prefix(keys::RUNTIME_CONFIG_PREFIX)? {
+            let name = std::str::from_utf8(&key[keys::RUNTIME_CONFIG_PREFIX.len()..]);
+            match (name, std::str::from_utf8(&value)) {
+                (Ok(name), Ok(value)) if crate::runtime_config::check(name, value).is_ok() => {
+                    self.state.runtime_config.set(name, value)
+                }
+                _ => skipped(&key, "runtime broker config"),
             }
         }
         *self.state.queue_locks.write().unwrap() = QueueLocks::load(store)?;

@@ -24,31 +24,53 @@ pub async fn create_topic(
     queue_nums: i32,
     timeout: Duration,
 ) -> Result<Vec<String>> {
+    update_topic(
+        namesrv,
+        topic,
+        (queue_nums, queue_nums),
+        perm::READ_WRITE,
+        false,
+        timeout,
+    )
+    .await
+}
+
+/// Creates or updates `topic` with `(read, write)` queues, permission `perm` and the
+/// `order` flag on every broker group the name servers know (`mqadmin updateTopic`); as
+/// [`create_topic`].
+pub async fn update_topic(
+    namesrv: &NameServerClient,
+    topic: &str,
+    (read_queue_nums, write_queue_nums): (i32, i32),
+    perm: i32,
+    order: bool,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let info = namesrv.cluster_info().await?;
     let mut created = Vec::new();
     let header = CreateTopicRequestHeader {
         topic: topic.to_string(),
         default_topic: "TBW102".into(),
-        read_queue_nums: queue_nums,
-        write_queue_nums: queue_nums,
-        perm: perm::READ_WRITE,
+        read_queue_nums,
+        write_queue_nums,
+        perm,
         topic_filter_type: "SINGLE_TAG".into(),
         topic_sys_flag: Some(0),
-        order: false,
+        order,
     };
     for (broker_name, data) in &info.broker_addr_table {
         let request = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header);
         request_leader(namesrv, broker_name, data, request, timeout).await?;
         created.push(broker_name.clone());
     }
-    wait_for_route(namesrv, topic, queue_nums, &created, timeout).await;
+    wait_for_route(namesrv, topic, write_queue_nums, &created, timeout).await;
     Ok(created)
 }
 
 /// Sends `request` to the leader of broker group `broker_name`, following a follower's
 /// answer that names the leader (at most three hops); errors unless it answers SUCCESS.
 /// Returns the address that answered and the answer.
-async fn request_leader(
+pub(crate) async fn request_leader(
     namesrv: &NameServerClient,
     broker_name: &str,
     data: &remoting::route::BrokerData,
@@ -70,7 +92,7 @@ async fn request_leader(
 /// Sends `request` to the leader of broker group `broker_name`, following a follower's
 /// answer that names the leader (at most three hops); returns the first answer that is not
 /// such a redirect, whatever its code, with the address that gave it.
-async fn leader_answer(
+pub(crate) async fn leader_answer(
     namesrv: &NameServerClient,
     broker_name: &str,
     data: &remoting::route::BrokerData,

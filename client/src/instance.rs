@@ -595,6 +595,17 @@ impl ClientInstance {
         rx
     }
 
+    /// The offset resets (RESET_CONSUMER_CLIENT_OFFSET) brokers send for `consumer_group`.
+    pub(crate) fn watch_offset_resets(&self, consumer_group: &str) -> mpsc::Receiver<OffsetReset> {
+        let (tx, rx) = mpsc::channel(RESETS_QUEUED);
+        self.handler
+            .resets
+            .lock()
+            .unwrap()
+            .insert(consumer_group.to_string(), tx);
+        rx
+    }
+
     /// The check-backs (CHECK_TRANSACTION_STATE) brokers send for `producer_group`.
     pub(crate) fn watch_transaction_checks(
         &self,
@@ -698,6 +709,46 @@ struct ClientHandler {
     notify: Mutex<HashMap<String, mpsc::Sender<()>>>,
     /// Transactional producers' check-back queues, by producer group.
     checks: Mutex<HashMap<String, mpsc::Sender<crate::transaction::TransactionCheck>>>,
+    /// Push consumers' offset resets (RESET_CONSUMER_CLIENT_OFFSET), by consumer group.
+    resets: Mutex<HashMap<String, mpsc::Sender<OffsetReset>>>,
+}
+
+/// An admin's offset reset a broker passed on (RESET_CONSUMER_CLIENT_OFFSET): each queue
+/// of `topic` the broker holds and its new offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OffsetReset {
+    pub topic: String,
+    pub offsets: Vec<(crate::message::MessageQueue, i64)>,
+}
+
+/// Resets queued for one consumer group at most (the admin repeats one that was dropped).
+const RESETS_QUEUED: usize = 16;
+
+/// Reads a RESET_CONSUMER_CLIENT_OFFSET: its group and the reset.
+fn decode_reset(request: &RemotingCommand) -> remoting::Result<(String, OffsetReset)> {
+    let h: remoting::header::ResetOffsetRequestHeader = request.header()?;
+    let body = remoting::admin_body::ResetOffsetBody::decode(&request.body)?;
+    let offsets = body
+        .offset_table
+        .0
+        .into_iter()
+        .filter(|(q, _)| q.topic == h.topic)
+        .map(|(q, offset)| {
+            let queue = crate::message::MessageQueue {
+                topic: q.topic,
+                broker_name: q.broker_name,
+                queue_id: q.queue_id,
+            };
+            (queue, offset)
+        })
+        .collect();
+    Ok((
+        h.group,
+        OffsetReset {
+            topic: h.topic,
+            offsets,
+        },
+    ))
 }
 
 impl RequestHandler for ClientHandler {
@@ -721,6 +772,24 @@ impl RequestHandler for ClientHandler {
                 },
                 Err(e) => {
                     warn!(peer = %conn.peer(), error = %e, "unreadable CHECK_TRANSACTION_STATE")
+                }
+            }
+            return Box::pin(async { None });
+        } else if request.code == RequestCode::RESET_CONSUMER_CLIENT_OFFSET as i32 {
+            // Oneway: the push consumer of the group applies it (`push_consumer`).
+            match decode_reset(&request) {
+                Ok((group, reset)) => match self.resets.lock().unwrap().get(&group) {
+                    Some(tx) => {
+                        if tx.try_send(reset).is_err() {
+                            warn!(consumer_group = %group, "too many offset resets queued; this one is dropped");
+                        }
+                    }
+                    None => {
+                        debug!(consumer_group = %group, "an offset reset for a group this client does not push-consume")
+                    }
+                },
+                Err(e) => {
+                    warn!(peer = %conn.peer(), error = %e, "unreadable RESET_CONSUMER_CLIENT_OFFSET")
                 }
             }
             return Box::pin(async { None });

@@ -30,6 +30,8 @@
 //! - `offset_store`: consumer offsets, on the broker (clustering) or in a local file
 //!   (broadcasting).
 //! - [`admin`]: topic creation on every broker group (like `mqadmin updateTopic`).
+//! - [`mqadmin`]: mqadmin's everyday requests (broker status and config, topic and
+//!   consumer progress, connections, offset resets, write permission, group status).
 //! - [`query`]: finding stored messages by key, unique key or offset message id.
 //! - [`namesrv`]: [`NameServerClient`], route, cluster and topic-list look-ups.
 //! - [`error`]: the crate's error type; an unanswered request is
@@ -88,6 +90,7 @@ pub mod fault;
 pub use remoting::filter;
 pub mod instance;
 pub mod message;
+pub mod mqadmin;
 pub mod namesrv;
 mod offset_store;
 pub mod producer;

@@ -22,6 +22,9 @@
 //! - **Offset commits** every `persist_consumer_offset_interval_ms`, when a queue is
 //!   rebalanced away, and at shutdown. The committed offset is the lowest offset of
 //!   the queue not yet consumed, so a crash re-delivers, never skips (at least once).
+//! - **Offset resets** a broker passes on from an admin (RESET_CONSUMER_CLIENT_OFFSET,
+//!   `resetOffsetByTime`): the topic's queues stop as when given away but without
+//!   committing, the new offsets are committed, and a rebalance starts them from there.
 //!
 //! # Giving a queue away
 //!
@@ -417,6 +420,9 @@ impl PushConsumer {
             notify: Mutex::new(Some(
                 instance.watch_consumer_ids(&self.config.consumer_group),
             )),
+            resets: Mutex::new(Some(
+                instance.watch_offset_resets(&self.config.consumer_group),
+            )),
             pool: Arc::new(Semaphore::new(self.config.consume_thread_max.max(1))),
             subscriptions: subscriptions
                 .into_iter()
@@ -461,6 +467,7 @@ impl PushConsumer {
             refresher,
             tokio::spawn(shared.clone().heartbeat_loop()),
             tokio::spawn(shared.clone().rebalance_loop()),
+            tokio::spawn(shared.clone().reset_loop()),
             tokio::spawn(shared.clone().persist_loop()),
         ];
         let tasks = if shared.locks_queues() {
@@ -660,6 +667,8 @@ struct Shared {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     rebalance_lock: tokio::sync::Mutex<()>,
     notify: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Offset resets brokers pass on (`rocketraft admin resetOffsetByTime`).
+    resets: Mutex<Option<mpsc::Receiver<crate::instance::OffsetReset>>>,
 }
 
 impl Shared {
@@ -723,6 +732,49 @@ impl Shared {
             }
             self.rebalance().await;
         }
+    }
+
+    /// Applies offset resets as RocketMQ's client does: the topic's queues stop (nothing
+    /// they held is committed), the new offsets are committed, and a rebalance takes the
+    /// queues again from there.
+    async fn reset_loop(self: Arc<Self>) {
+        let Some(mut resets) = self.resets.lock().unwrap().take() else {
+            return;
+        };
+        loop {
+            let reset = tokio::select! {
+                Some(reset) = resets.recv() => reset,
+                _ = self.instance.cancel.cancelled() => return,
+            };
+            self.apply_reset(reset).await;
+            self.rebalance().await;
+        }
+    }
+
+    async fn apply_reset(&self, reset: crate::instance::OffsetReset) {
+        let _one_at_a_time = self.rebalance_lock.lock().await;
+        let stopped: Vec<Arc<ProcessQueue>> = {
+            let mut queues = self.queues.lock().unwrap();
+            let keys: Vec<MessageQueue> = queues
+                .keys()
+                .filter(|q| q.topic == reset.topic)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|q| queues.remove(q)).collect()
+        };
+        for pq in &stopped {
+            pq.dropped.store(true, Ordering::SeqCst);
+            pq.stop_tasks(Duration::from_secs(1)).await;
+        }
+        let queues: Vec<MessageQueue> = reset.offsets.iter().map(|(q, _)| q.clone()).collect();
+        for (queue, offset) in &reset.offsets {
+            self.offsets.update(queue, *offset, false);
+        }
+        self.offsets.persist(&queues, true).await;
+        for queue in &queues {
+            self.offsets.remove(queue);
+        }
+        info!(topic = %reset.topic, queues = queues.len(), stopped = stopped.len(), "offsets reset by an admin");
     }
 
     async fn persist_loop(self: Arc<Self>) {

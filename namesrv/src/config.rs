@@ -27,6 +27,12 @@ pub struct NamesrvConfig {
     pub server_idle_seconds: u64,
     pub server_max_connections: usize,
     pub server_max_header_bytes: usize,
+    /// `kvConfigPath` (RocketMQ's key): the file the KV config is kept in, relative to the
+    /// config file's directory; `None`: in memory only.
+    pub kv_config_path: Option<std::path::PathBuf>,
+    /// `orderMessageEnable` (RocketMQ's key): routes carry an ordered topic's
+    /// `ORDER_TOPIC_CONFIG` value as `orderTopicConf`.
+    pub order_message_enable: bool,
 }
 
 impl Default for NamesrvConfig {
@@ -41,6 +47,8 @@ impl Default for NamesrvConfig {
             server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
             server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
             server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
+            kv_config_path: None,
+            order_message_enable: false,
         }
     }
 }
@@ -81,6 +89,15 @@ impl NamesrvConfig {
         }
         config.server_tls =
             std::sync::Arc::new(remoting::tls::ServerTls::from_properties(&mut props)?);
+        if let Some(path) = props.take::<String>("kvConfigPath")? {
+            config.kv_config_path = Some(remoting::cluster_auth::resolve_config_path(
+                &props.origin,
+                path.trim(),
+            ));
+        }
+        if let Some(v) = props.take("orderMessageEnable")? {
+            config.order_message_enable = v;
+        }
         if config.scan_interval_ms == 0 || config.broker_expiry_ms == 0 {
             return Err(ConfigError::BadValue {
                 origin: props.origin.clone(),

@@ -5,18 +5,23 @@
 //! - [`config`]: `conf/namesrv.conf` keys and their defaults.
 //! - [`route_table`]: broker groups, their members and topics; leader tracking by
 //!   term (a stale leader is never brokerId 0).
+//! - [`kv_config`]: the KV config (PUT/GET/DELETE_KV_CONFIG), kept in `kvConfigPath`.
 //! - [`server`]: the remoting request handler.
 //!
 //! Brokers sign what they tell a name server (register, unregister, data-version
 //! queries) with the cluster secret ([`remoting::cluster_auth`]); an unsigned or wrongly
 //! signed one is refused with NO_PERMISSION, so only a broker of the cluster can claim a
-//! place in a route. Clients' requests (routes, cluster info) need no signature.
+//! place in a route. The admin's requests that change routes (PUT/DELETE_KV_CONFIG,
+//! WIPE/ADD_WRITE_PERM_OF_BROKER, DELETE_TOPIC_IN_NAMESRV) must be signed with the same secret
+//! (`rocketraft admin --cluster-secret-file`). Clients' requests (routes, cluster info, topic
+//! lists, GET_KV_CONFIG) need no signature.
 //!
 //! Stateless: several name servers run side by side with no sync between them; every
 //! broker registers with each. A broker silent for `broker_expiry_ms` is dropped on the
 //! next scan, and one whose connection closes is dropped at once.
 
 pub mod config;
+pub mod kv_config;
 pub mod route_table;
 pub mod server;
 
@@ -32,8 +37,14 @@ pub use config::NamesrvConfig;
 use route_table::RouteTable;
 use server::NamesrvHandler;
 
-/// Runs a name server on an already bound listener until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Future<Output = ()>) {
+/// Runs a name server on an already bound listener until `shutdown` resolves; an error
+/// (an unreadable `kvConfigPath`) before it serves.
+pub async fn run(
+    listener: TcpListener,
+    config: NamesrvConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let kv = kv_config::KvConfig::open(config.kv_config_path.clone())?;
     let table = Arc::new(Mutex::new(RouteTable::default()));
     let scan_table = table.clone();
     let scan_interval = Duration::from_millis(config.scan_interval_ms);
@@ -63,9 +74,10 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
     remoting::connection::serve(
         listener,
         connection_config,
-        Arc::new(NamesrvHandler::new(table, secret)),
+        Arc::new(NamesrvHandler::new(table, secret).with_kv(kv, config.order_message_enable)),
         shutdown,
     )
     .await;
     scanner.abort();
+    Ok(())
 }

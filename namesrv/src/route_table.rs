@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use remoting::route::{
-    BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicList, TopicRouteData,
+    perm, BrokerData, ClusterInfo, DataVersion, QueueData, TopicConfig, TopicList, TopicRouteData,
 };
 use tokio::time::Instant;
 use tracing::info;
@@ -59,6 +59,23 @@ struct Group {
     /// expiry period, so ordered sends keep their queue instead of re-hashing onto
     /// another group's while a whole group restarts.
     emptied_at: Option<Instant>,
+    /// WIPE_WRITE_PERM_OF_BROKER: routes show the group's queues without write permission
+    /// until ADD_WRITE_PERM_OF_BROKER (whatever the group registers meanwhile).
+    write_wiped: bool,
+    /// Topics deleted here (DELETE_TOPIC_IN_NAMESRV) with the data version their table had
+    /// then: a registration of that same version does not bring them back.
+    deleted: BTreeMap<String, i64>,
+}
+
+impl Group {
+    /// A topic's permission as routes show it.
+    fn routed_perm(&self, config: &TopicConfig) -> i32 {
+        if self.write_wiped {
+            config.perm & !perm::WRITE
+        } else {
+            config.perm
+        }
+    }
 }
 
 impl Group {
@@ -182,6 +199,10 @@ impl RouteTable {
                 .max();
             if newest_other.is_none_or(|other| reg.data_version.counter >= other) {
                 group.topics = topics;
+                let counter = reg.data_version.counter;
+                group.deleted.retain(|_, at| *at >= counter);
+                let deleted = &group.deleted;
+                group.topics.retain(|t, _| !deleted.contains_key(t));
             }
         }
         group.elect(&reg.broker_name);
@@ -284,7 +305,7 @@ impl RouteTable {
                     broker_name: name.clone(),
                     read_queue_nums: config.read_queue_nums,
                     write_queue_nums: config.write_queue_nums,
-                    perm: config.perm,
+                    perm: group.routed_perm(config),
                     topic_sys_flag: config.topic_sys_flag,
                 });
                 route.broker_datas.push(group.broker_data(name));
@@ -307,6 +328,80 @@ impl RouteTable {
                 .insert(name.clone());
         }
         info
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER: routes show the group's queues read-only from now on;
+    /// how many of its topics were writable. `None` for a group this name server does not
+    /// know.
+    pub fn wipe_write_perm(&mut self, broker_name: &str) -> Option<i32> {
+        let group = self.groups.get_mut(broker_name)?;
+        let count = if group.write_wiped {
+            0
+        } else {
+            group
+                .topics
+                .values()
+                .filter(|t| t.perm & perm::WRITE != 0)
+                .count() as i32
+        };
+        group.write_wiped = true;
+        info!(broker_name, topics = count, "write permission wiped");
+        Some(count)
+    }
+
+    /// ADD_WRITE_PERM_OF_BROKER: routes show the group's queues with the permission it
+    /// registered again; how many of its topics are writable again.
+    pub fn add_write_perm(&mut self, broker_name: &str) -> Option<i32> {
+        let group = self.groups.get_mut(broker_name)?;
+        let count = if group.write_wiped {
+            group
+                .topics
+                .values()
+                .filter(|t| t.perm & perm::WRITE != 0)
+                .count() as i32
+        } else {
+            0
+        };
+        group.write_wiped = false;
+        info!(broker_name, topics = count, "write permission given back");
+        Some(count)
+    }
+
+    /// DELETE_TOPIC_IN_NAMESRV: the topic leaves the routes of every group, or of
+    /// `cluster`'s groups only. It comes back when its group registers a newer topic table
+    /// that still holds it (as in RocketMQ, deleting it from the brokers comes first).
+    pub fn delete_topic(&mut self, topic: &str, cluster: Option<&str>) -> usize {
+        let mut removed = 0;
+        for (broker_name, group) in self.groups.iter_mut() {
+            if cluster.is_some_and(|c| c != group.cluster) {
+                continue;
+            }
+            if group.topics.remove(topic).is_some() {
+                let counter = group
+                    .members
+                    .values()
+                    .map(|m| m.data_version.counter)
+                    .max()
+                    .unwrap_or(0);
+                group.deleted.insert(topic.to_string(), counter);
+                info!(%broker_name, topic, "topic deleted from routes");
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// GET_TOPICS_BY_CLUSTER: the topics of `cluster`'s groups.
+    pub fn topics_by_cluster(&self, cluster: &str) -> TopicList {
+        TopicList {
+            topic_list: self
+                .groups
+                .values()
+                .filter(|g| g.cluster == cluster)
+                .flat_map(|g| g.topics.keys().cloned())
+                .collect(),
+            broker_addr: None,
+        }
     }
 
     pub fn all_topics(&self) -> TopicList {
@@ -495,5 +590,41 @@ mod tests {
             t.topic_route("TBW102").is_none(),
             "the newer table (without TBW102) wins"
         );
+    }
+
+    /// Issue 20: WIPE/ADD_WRITE_PERM_OF_BROKER mask the routed permission whatever the group
+    /// registers meanwhile; DELETE_TOPIC_IN_NAMESRV holds until the group's table changes.
+    #[test]
+    fn write_perm_and_topic_deletion_hold_across_registrations() {
+        let mut t = RouteTable::default();
+        let now = Instant::now();
+        t.register(reg("a:1", 0, 1), now);
+        assert_eq!(t.wipe_write_perm("nope"), None);
+        assert_eq!(t.wipe_write_perm("g"), Some(1));
+        assert_eq!(t.wipe_write_perm("g"), Some(0));
+        t.register(reg("a:1", 0, 1), now);
+        assert_eq!(t.topic_route("T").unwrap().queue_datas[0].perm, perm::READ);
+        assert_eq!(t.add_write_perm("g"), Some(1));
+        assert_eq!(
+            t.topic_route("T").unwrap().queue_datas[0].perm,
+            perm::READ_WRITE
+        );
+        assert_eq!(
+            t.topics_by_cluster("c")
+                .topic_list
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["T"]
+        );
+        assert!(t.topics_by_cluster("other").topic_list.is_empty());
+
+        assert_eq!(t.delete_topic("T", Some("other")), 0);
+        assert_eq!(t.delete_topic("T", None), 1);
+        t.register(reg("a:1", 0, 1), now);
+        assert!(t.topic_route("T").is_none(), "the same table again");
+        let mut newer = reg("a:1", 0, 1);
+        newer.data_version.counter = 1;
+        t.register(newer, now);
+        assert!(t.topic_route("T").is_some(), "a newer table holding it");
     }
 }

@@ -1,5 +1,6 @@
-//! The request handler: register, unregister, data-version queries, and the route,
-//! cluster and topic-list answers.
+//! The request handler: register, unregister, data-version queries, the route, cluster
+//! and topic-list answers, and the admin's requests: write permission of a group, topic
+//! deletion, the KV config.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -7,8 +8,12 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use remoting::cluster_auth::{verify_broker_request, ClusterSecret};
 use remoting::header::{
-    GetRouteInfoRequestHeader, QueryDataVersionRequestHeader, QueryDataVersionResponseHeader,
-    RegisterBrokerRequestHeader, RegisterBrokerResponseHeader, UnRegisterBrokerRequestHeader,
+    AddWritePermOfBrokerResponseHeader, BrokerNameRequestHeader,
+    DeleteTopicFromNamesrvRequestHeader, GetKVConfigResponseHeader, GetRouteInfoRequestHeader,
+    GetTopicsByClusterRequestHeader, KVConfigRequestHeader, PutKVConfigRequestHeader,
+    QueryDataVersionRequestHeader, QueryDataVersionResponseHeader, RegisterBrokerRequestHeader,
+    RegisterBrokerResponseHeader, UnRegisterBrokerRequestHeader,
+    WipeWritePermOfBrokerResponseHeader,
 };
 use remoting::names::check_topic;
 use remoting::register_body::decode_compressed;
@@ -18,6 +23,7 @@ use remoting::{Connection, RemotingCommand, RequestCode, RequestHandler, Respons
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::kv_config::{KvConfig, NAMESPACE_ORDER_TOPIC_CONFIG};
 use crate::route_table::{Registration, RouteTable};
 
 /// The most a compressed REGISTER_BROKER body may inflate to: 100,000 topics of 127
@@ -27,8 +33,12 @@ const MAX_INFLATED_REGISTER_BYTES: usize = 128 << 20;
 /// Serves the name server's requests over a shared route table.
 pub struct NamesrvHandler {
     table: Arc<Mutex<RouteTable>>,
-    /// Brokers' requests must be signed with it; `None`: authentication is off.
+    /// Brokers' requests, and the admin's that change routes, must be signed with it;
+    /// `None`: authentication is off.
     secret: Option<ClusterSecret>,
+    kv: Mutex<KvConfig>,
+    /// `orderMessageEnable`: routes carry `orderTopicConf`.
+    order_message_enable: bool,
 }
 
 /// Refused broker requests, logged at most once every 10 s.
@@ -36,7 +46,20 @@ static REFUSALS: Throttle = Throttle::new(10_000);
 
 impl NamesrvHandler {
     pub fn new(table: Arc<Mutex<RouteTable>>, secret: Option<ClusterSecret>) -> Self {
-        NamesrvHandler { table, secret }
+        NamesrvHandler {
+            table,
+            secret,
+            kv: Mutex::default(),
+            order_message_enable: false,
+        }
+    }
+
+    /// This handler with the KV config `kv`, and routes carrying `orderTopicConf` when
+    /// `order_message_enable`.
+    pub fn with_kv(mut self, kv: KvConfig, order_message_enable: bool) -> Self {
+        self.kv = Mutex::new(kv);
+        self.order_message_enable = order_message_enable;
+        self
     }
 
     /// Checks the signature of a broker's request; the refusal to send back, if any.
@@ -73,6 +96,19 @@ impl NamesrvHandler {
                 return refusal;
             }
         }
+        if changes_routes(code) {
+            if let Some(refusal) = self.refuse_unproven(conn, request) {
+                return RemotingCommand::error(
+                    ResponseCode::NO_PERMISSION,
+                    format!(
+                        "{} changes routes, so it must be signed with the cluster secret \
+                         (rocketraft admin --cluster-secret-file): {}",
+                        code.name(),
+                        refusal.remark.unwrap_or_default()
+                    ),
+                );
+            }
+        }
         let result = match code {
             RequestCode::REGISTER_BROKER => self.register(conn, request),
             RequestCode::UNREGISTER_BROKER => self.unregister(request),
@@ -86,6 +122,14 @@ impl NamesrvHandler {
                 let topics = self.table.lock().unwrap().all_topics();
                 Ok(RemotingCommand::success().with_body(to_json(&topics)))
             }
+            RequestCode::GET_TOPICS_BY_CLUSTER => self.topics_by_cluster(request),
+            RequestCode::WIPE_WRITE_PERM_OF_BROKER | RequestCode::ADD_WRITE_PERM_OF_BROKER => {
+                self.write_perm(code, request)
+            }
+            RequestCode::DELETE_TOPIC_IN_NAMESRV => self.delete_topic(request),
+            RequestCode::PUT_KV_CONFIG => self.put_kv(request),
+            RequestCode::GET_KV_CONFIG => self.get_kv(request),
+            RequestCode::DELETE_KV_CONFIG => self.delete_kv(request),
             other => Ok(RemotingCommand::error(
                 ResponseCode::REQUEST_CODE_NOT_SUPPORTED,
                 format!(
@@ -185,7 +229,15 @@ impl NamesrvHandler {
         let header: GetRouteInfoRequestHeader = request.header()?;
         let route = self.table.lock().unwrap().topic_route(&header.topic);
         Ok(match route {
-            Some(route) => RemotingCommand::success().with_body(to_json(&route)),
+            Some(mut route) => {
+                if self.order_message_enable {
+                    let kv = self.kv.lock().unwrap();
+                    route.order_topic_conf = kv
+                        .get(NAMESPACE_ORDER_TOPIC_CONFIG, &header.topic)
+                        .map(str::to_string);
+                }
+                RemotingCommand::success().with_body(to_json(&route))
+            }
             None => RemotingCommand::error(
                 ResponseCode::TOPIC_NOT_EXIST,
                 format!(
@@ -195,6 +247,101 @@ impl NamesrvHandler {
             ),
         })
     }
+}
+
+impl NamesrvHandler {
+    /// GET_TOPICS_BY_CLUSTER (224): a `TopicList`.
+    fn topics_by_cluster(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let h: GetTopicsByClusterRequestHeader = request.header()?;
+        let topics = self.table.lock().unwrap().topics_by_cluster(&h.cluster);
+        Ok(RemotingCommand::success().with_body(to_json(&topics)))
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER (205) and ADD_WRITE_PERM_OF_BROKER (327): the count of
+    /// topics changed in `wipeTopicCount` / `addTopicCount`.
+    fn write_perm(
+        &self,
+        code: RequestCode,
+        request: &RemotingCommand,
+    ) -> remoting::Result<RemotingCommand> {
+        let h: BrokerNameRequestHeader = request.header()?;
+        let mut table = self.table.lock().unwrap();
+        let wipe = code == RequestCode::WIPE_WRITE_PERM_OF_BROKER;
+        let count = match wipe {
+            true => table.wipe_write_perm(&h.broker_name),
+            false => table.add_write_perm(&h.broker_name),
+        };
+        let Some(count) = count else {
+            return Ok(RemotingCommand::error(
+                ResponseCode::SYSTEM_ERROR,
+                format!("broker group {} is not registered here", h.broker_name),
+            ));
+        };
+        Ok(match wipe {
+            true => RemotingCommand::success().with_header(&WipeWritePermOfBrokerResponseHeader {
+                wipe_topic_count: count,
+            }),
+            false => RemotingCommand::success().with_header(&AddWritePermOfBrokerResponseHeader {
+                add_topic_count: count,
+            }),
+        })
+    }
+
+    /// DELETE_TOPIC_IN_NAMESRV (216).
+    fn delete_topic(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let h: DeleteTopicFromNamesrvRequestHeader = request.header()?;
+        let cluster = h.cluster_name.as_deref().filter(|c| !c.is_empty());
+        self.table.lock().unwrap().delete_topic(&h.topic, cluster);
+        Ok(RemotingCommand::success())
+    }
+
+    /// PUT_KV_CONFIG (100): answered once the value is durable (with `kvConfigPath`).
+    fn put_kv(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let h: PutKVConfigRequestHeader = request.header()?;
+        let done = self.kv.lock().unwrap().put(&h.namespace, &h.key, &h.value);
+        Ok(match done {
+            Ok(()) => RemotingCommand::success(),
+            Err(e) => RemotingCommand::error(ResponseCode::SYSTEM_ERROR, e),
+        })
+    }
+
+    /// GET_KV_CONFIG (101): the value in the `value` header field, or QUERY_NOT_FOUND.
+    fn get_kv(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let h: KVConfigRequestHeader = request.header()?;
+        let kv = self.kv.lock().unwrap();
+        Ok(match kv.get(&h.namespace, &h.key) {
+            Some(value) => RemotingCommand::success().with_header(&GetKVConfigResponseHeader {
+                value: Some(value.to_string()),
+            }),
+            None => RemotingCommand::error(
+                ResponseCode::QUERY_NOT_FOUND,
+                format!("No config item, Namespace: {} Key: {}", h.namespace, h.key),
+            ),
+        })
+    }
+
+    /// DELETE_KV_CONFIG (102).
+    fn delete_kv(&self, request: &RemotingCommand) -> remoting::Result<RemotingCommand> {
+        let h: KVConfigRequestHeader = request.header()?;
+        let done = self.kv.lock().unwrap().delete(&h.namespace, &h.key);
+        Ok(match done {
+            Ok(()) => RemotingCommand::success(),
+            Err(e) => RemotingCommand::error(ResponseCode::SYSTEM_ERROR, e),
+        })
+    }
+}
+
+/// The admin's requests that change what routes say: signed with the cluster secret when
+/// authentication is on, as brokers' registrations are.
+fn changes_routes(code: RequestCode) -> bool {
+    matches!(
+        code,
+        RequestCode::PUT_KV_CONFIG
+            | RequestCode::DELETE_KV_CONFIG
+            | RequestCode::WIPE_WRITE_PERM_OF_BROKER
+            | RequestCode::ADD_WRITE_PERM_OF_BROKER
+            | RequestCode::DELETE_TOPIC_IN_NAMESRV
+    )
 }
 
 /// Refuses a topic table that names a topic against RocketMQ's rules ([`remoting::names`]):

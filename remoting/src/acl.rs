@@ -60,7 +60,8 @@
 //!   (a) admin-only codes: besides stock's 17, 25, 200, 207 and 215, every rocketraft code
 //!   (9000-9099: leadership transfer, membership change and view), the state-changing
 //!   operator codes TRIGGER_DELETE_FILES (27), WIPE_WRITE_PERM_OF_BROKER (205),
-//!   INVOKE_BROKER_TO_RESET_OFFSET (222), CLEAN_EXPIRED_CONSUMEQUEUE (306),
+//!   ADD_WRITE_PERM_OF_BROKER (327), INVOKE_BROKER_TO_RESET_OFFSET (222),
+//!   CLEAN_EXPIRED_CONSUMEQUEUE (306),
 //!   DELETE_EXPIRED_COMMITLOG (329), and the ACL-management codes 50-53;
 //!   (b) SEND_BATCH_MESSAGE (320) needs topic PUB like SEND_MESSAGE_V2, for `b`/`a` and,
 //!   because the broker falls back to them, for `topic`/`producerGroup` too;

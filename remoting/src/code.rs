@@ -95,14 +95,20 @@ i32_codes! {
         DELETE_TOPIC_IN_BROKER = 215,
         DELETE_TOPIC_IN_NAMESRV = 216,
         GET_KVLIST_BY_NAMESPACE = 219,
+        RESET_CONSUMER_CLIENT_OFFSET = 220,
+        INVOKE_BROKER_TO_RESET_OFFSET = 222,
         GET_TOPICS_BY_CLUSTER = 224,
+        QUERY_TOPIC_CONSUME_BY_WHO = 300,
         CLEAN_EXPIRED_CONSUMEQUEUE = 306,
         GET_CONSUMER_RUNNING_INFO = 307,
         CONSUME_MESSAGE_DIRECTLY = 309,
         SEND_MESSAGE_V2 = 310,
+        VIEW_BROKER_STATS_DATA = 315,
         SEND_BATCH_MESSAGE = 320,
         QUERY_CONSUME_QUEUE = 321,
         QUERY_DATA_VERSION = 322,
+        ADD_WRITE_PERM_OF_BROKER = 327,
+        GET_ALL_PRODUCER_INFO = 328,
         DELETE_EXPIRED_COMMITLOG = 329,
         // rocketraft's own codes, 9000-9099: no RocketMQ version (4.x or 5.x) uses this range.
         // TRANSFER_LEADERSHIP: hand a broker group's Raft leadership to another member
@@ -252,6 +258,31 @@ mod tests {
         assert_eq!(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER as i32, 206);
         assert_eq!(RequestCode::CLEAN_EXPIRED_CONSUMEQUEUE as i32, 306);
         assert_eq!(RequestCode::DELETE_EXPIRED_COMMITLOG as i32, 329);
+        // Issue 20: the admin codes, as RocketMQ 4.9.8's RequestCode.java numbers them.
+        for (code, number) in [
+            (RequestCode::UPDATE_BROKER_CONFIG, 25),
+            (RequestCode::GET_BROKER_CONFIG, 26),
+            (RequestCode::GET_BROKER_RUNTIME_INFO, 28),
+            (RequestCode::PUT_KV_CONFIG, 100),
+            (RequestCode::GET_KV_CONFIG, 101),
+            (RequestCode::DELETE_KV_CONFIG, 102),
+            (RequestCode::GET_TOPIC_STATS_INFO, 202),
+            (RequestCode::GET_CONSUMER_CONNECTION_LIST, 203),
+            (RequestCode::GET_PRODUCER_CONNECTION_LIST, 204),
+            (RequestCode::WIPE_WRITE_PERM_OF_BROKER, 205),
+            (RequestCode::GET_CONSUME_STATS, 208),
+            (RequestCode::DELETE_TOPIC_IN_NAMESRV, 216),
+            (RequestCode::RESET_CONSUMER_CLIENT_OFFSET, 220),
+            (RequestCode::INVOKE_BROKER_TO_RESET_OFFSET, 222),
+            (RequestCode::GET_TOPICS_BY_CLUSTER, 224),
+            (RequestCode::QUERY_TOPIC_CONSUME_BY_WHO, 300),
+            (RequestCode::GET_CONSUMER_RUNNING_INFO, 307),
+            (RequestCode::VIEW_BROKER_STATS_DATA, 315),
+            (RequestCode::ADD_WRITE_PERM_OF_BROKER, 327),
+            (RequestCode::GET_ALL_PRODUCER_INFO, 328),
+        ] {
+            assert_eq!(code as i32, number, "{}", code.name());
+        }
         assert_eq!(ResponseCode::TOPIC_NOT_EXIST as i32, 17);
         assert_eq!(ResponseCode::PULL_OFFSET_MOVED as i32, 21);
         assert_eq!(ResponseCode::QUERY_NOT_FOUND as i32, 22);

@@ -385,6 +385,101 @@ command_header! {
         pub topic_sys_flag: Option<i32> => "topicSysFlag",
         pub order: bool => "order",
     }
+
+    /// The answer to GET_BROKER_CONFIG (26): the config's data version, as JSON; the body
+    /// is the config as `key=value` lines.
+    pub struct GetBrokerConfigResponseHeader {
+        pub version: String => "version",
+    }
+
+    /// GET_TOPIC_STATS_INFO (202) and QUERY_TOPIC_CONSUME_BY_WHO (300).
+    pub struct TopicRequestHeader {
+        pub topic: String => "topic" as Topic,
+    }
+
+    /// GET_CONSUME_STATS (208): one group's progress in `topic`, or in every topic it has
+    /// offsets in when `topic` is absent or blank.
+    pub struct GetConsumeStatsRequestHeader {
+        pub consumer_group: String => "consumerGroup" as Group,
+        pub topic: Option<String> => "topic" as Topic,
+    }
+
+    /// GET_CONSUMER_CONNECTION_LIST (203).
+    pub struct GetConsumerConnectionListRequestHeader {
+        pub consumer_group: String => "consumerGroup" as Group,
+    }
+
+    /// GET_PRODUCER_CONNECTION_LIST (204).
+    pub struct GetProducerConnectionListRequestHeader {
+        pub producer_group: String => "producerGroup" as Group,
+    }
+
+    /// GET_CONSUMER_RUNNING_INFO (307), to a broker and from it on to the client.
+    pub struct GetConsumerRunningInfoRequestHeader {
+        pub consumer_group: String => "consumerGroup" as Group,
+        pub client_id: String => "clientId" as ClientId,
+        pub jstack_enable: bool => "jstackEnable",
+    }
+
+    /// INVOKE_BROKER_TO_RESET_OFFSET (222), and RESET_CONSUMER_CLIENT_OFFSET (220) from the
+    /// broker to each live client of the group. `timestamp` -1 means "the end of each queue".
+    pub struct ResetOffsetRequestHeader {
+        pub topic: String => "topic" as Topic,
+        pub group: String => "group" as Group,
+        pub timestamp: i64 => "timestamp",
+        pub is_force: bool => "isForce",
+    }
+
+    /// GET_TOPICS_BY_CLUSTER (224).
+    pub struct GetTopicsByClusterRequestHeader {
+        pub cluster: String => "cluster" as BrokerName,
+    }
+
+    /// VIEW_BROKER_STATS_DATA (315).
+    /// The key is a topic, `topic@group` or a cluster name: the client-id rule.
+    pub struct ViewBrokerStatsDataRequestHeader {
+        pub stats_name: String => "statsName" as BrokerName,
+        pub stats_key: String => "statsKey" as BrokerName,
+    }
+
+    /// WIPE_WRITE_PERM_OF_BROKER (205) and ADD_WRITE_PERM_OF_BROKER (327), to a name server.
+    pub struct BrokerNameRequestHeader {
+        pub broker_name: String => "brokerName" as BrokerName,
+    }
+
+    /// The answer to WIPE_WRITE_PERM_OF_BROKER: how many topics lost write permission.
+    pub struct WipeWritePermOfBrokerResponseHeader {
+        pub wipe_topic_count: i32 => "wipeTopicCount",
+    }
+
+    /// The answer to ADD_WRITE_PERM_OF_BROKER: how many topics got write permission back.
+    pub struct AddWritePermOfBrokerResponseHeader {
+        pub add_topic_count: i32 => "addTopicCount",
+    }
+
+    /// DELETE_TOPIC_IN_NAMESRV (216): from every group, or only from `clusterName`'s.
+    pub struct DeleteTopicFromNamesrvRequestHeader {
+        pub topic: String => "topic" as Topic,
+        pub cluster_name: Option<String> => "clusterName" as BrokerName,
+    }
+
+    /// PUT_KV_CONFIG (100).
+    pub struct PutKVConfigRequestHeader {
+        pub namespace: String => "namespace" as BrokerName,
+        pub key: String => "key" as BrokerName,
+        pub value: String => "value",
+    }
+
+    /// GET_KV_CONFIG (101) and DELETE_KV_CONFIG (102).
+    pub struct KVConfigRequestHeader {
+        pub namespace: String => "namespace" as BrokerName,
+        pub key: String => "key" as BrokerName,
+    }
+
+    /// The answer to GET_KV_CONFIG.
+    pub struct GetKVConfigResponseHeader {
+        pub value: Option<String> => "value",
+    }
 }
 
 impl From<SendMessageRequestHeaderV2> for SendMessageRequestHeader {
@@ -519,6 +614,30 @@ mod tests {
         round_trip(CreateTopicRequestHeader {
             topic: "T".into(),
             ..Default::default()
+        });
+        round_trip(ResetOffsetRequestHeader {
+            topic: "T".into(),
+            group: "g".into(),
+            timestamp: -1,
+            is_force: true,
+        });
+        round_trip(GetConsumeStatsRequestHeader {
+            consumer_group: "g".into(),
+            topic: None,
+        });
+        round_trip(GetConsumerRunningInfoRequestHeader {
+            consumer_group: "g".into(),
+            client_id: "127.0.0.1@1".into(),
+            jstack_enable: false,
+        });
+        round_trip(PutKVConfigRequestHeader {
+            namespace: "ORDER_TOPIC_CONFIG".into(),
+            key: "T".into(),
+            value: "broker-a:4".into(),
+        });
+        round_trip(DeleteTopicFromNamesrvRequestHeader {
+            topic: "T".into(),
+            cluster_name: Some("DefaultCluster".into()),
         });
         round_trip(ConsumerSendMsgBackRequestHeader {
             offset: 4567,

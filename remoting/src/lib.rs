@@ -21,6 +21,8 @@
 //!   with RocketMQ 4.9.8's semantics, bounded in length and depth.
 //! - [`route`]: RocketMQ's JSON bodies: route data, cluster info, topic config,
 //!   register-broker and heartbeat bodies, data versions.
+//! - [`admin_body`]: the bodies of the admin requests (runtime info, topic and consume stats,
+//!   connections, offset resets), including fastjson's maps keyed by `MessageQueue`.
 //! - [`acl`]: RocketMQ 4.x's plain ACL: the request signature (`AccessKey`/`Signature`),
 //!   `plain_acl.yml`, and the check of a request against it.
 //! - [`cluster_auth`]: the cluster secret (`clusterSecretFile`) and the signature brokers
@@ -35,6 +37,7 @@
 //! This crate depends on nothing else of rocketraft's.
 
 pub mod acl;
+pub mod admin_body;
 pub mod cluster_auth;
 pub mod code;
 pub mod codec;

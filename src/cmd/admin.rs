@@ -1,5 +1,5 @@
-//! `rocketraft admin`: look-ups against name servers, printed as JSON, and a consumer
-//! group's dead letters (`admin dlq list|resend`), and stored messages by key or id
+//! `rocketraft admin`: mqadmin's everyday verbs with mqadmin's names and `groupStatus`
+//! ([`super::mqadmin`]: tables, or JSON with `--json`), a consumer group's dead letters (`admin dlq list|resend`), and stored messages by key or id
 //! (`admin query-msg`, [`super::query_msg`]), a retention pass now
 //! (`admin delete-expired-commitlog`), moving a group's leadership
 //! (`admin transfer-leader`), and changing its membership (`admin members / add-node /
@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use client::NameServerClient;
+use remoting::cluster_auth::ClusterSecret;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,6 +22,15 @@ pub struct Args {
     namesrv: String,
     #[command(flatten)]
     access: Access,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The cluster secret's file (as the name servers' `clusterSecretFile`): signs the
+    /// requests that change routes (deleteTopic, wipeWritePerm, addWritePerm, updateTopic -o), which name
+    /// servers with authentication on refuse unsigned. Also from
+    /// ROCKETRAFT_CLUSTER_SECRET_FILE.
+    #[arg(long, global = true, env = "ROCKETRAFT_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     what: What,
 }
@@ -71,23 +81,9 @@ impl Access {
 
 #[derive(clap::Subcommand)]
 enum What {
-    /// The route of one topic (GET_ROUTEINFO_BY_TOPIC).
-    TopicRoute {
-        #[arg(short = 't', long)]
-        topic: String,
-    },
-    /// Every cluster and broker group (GET_BROKER_CLUSTER_INFO).
-    ClusterList,
-    /// Every topic (GET_ALL_TOPIC_LIST_FROM_NAMESERVER).
-    TopicList,
-    /// Create or update a topic on every broker group (UPDATE_AND_CREATE_TOPIC).
-    CreateTopic {
-        #[arg(short = 't', long)]
-        topic: String,
-        /// Read and write queues.
-        #[arg(short = 'q', long, default_value_t = 8)]
-        queues: i32,
-    },
+    /// mqadmin's verbs, with mqadmin's names.
+    #[command(flatten)]
+    Mq(super::mqadmin::Verb),
     /// Ask every broker group's leader for a retention pass now: expired CommitLog segments
     /// go whatever the `deleteWhen` hour (DELETE_EXPIRED_COMMITLOG, like `mqadmin
     /// deleteExpiredCommitLog`).
@@ -150,9 +146,6 @@ enum Dlq {
     List {
         #[arg(short = 'g', long)]
         group: String,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Send dead letters again to the topic they were first consumed from (they stay in
     /// the DLQ too, as in RocketMQ).
@@ -175,7 +168,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let client = args
                 .access
                 .apply(client::ClientConfig::new(&args.namesrv))?;
-            return run_dlq(&client, dlq).await;
+            return run_dlq(&client, dlq, args.json).await;
         }
         What::QueryMsg(query) => {
             return super::query_msg::run(args.access.namesrv(&args.namesrv)?, query).await
@@ -186,26 +179,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         What::Members { .. } | What::AddNode { .. } | What::RemoveNode { .. } => {
             return membership(&args.access.namesrv(&args.namesrv)?, args.what).await
         }
+        What::Mq(verb) => {
+            let secret = match &args.cluster_secret_file {
+                Some(path) => Some(ClusterSecret::load(path).map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let namesrv = args.access.namesrv(&args.namesrv)?;
+            return super::mqadmin::run(&namesrv, verb, args.json, secret.as_ref()).await;
+        }
         what => what,
     };
     let client = args.access.namesrv(&args.namesrv)?;
     let json = match what {
-        What::TopicRoute { topic } => match client.topic_route(&topic).await? {
-            Some(route) => serde_json::to_string_pretty(&route)?,
-            None => anyhow::bail!("TOPIC_NOT_EXIST: no route for topic `{topic}`"),
-        },
-        What::ClusterList => serde_json::to_string_pretty(&client.cluster_info().await?)?,
-        What::TopicList => serde_json::to_string_pretty(&client.all_topics().await?)?,
-        What::CreateTopic { topic, queues } => {
-            let groups =
-                client::admin::create_topic(&client, &topic, queues, Duration::from_secs(5))
-                    .await?;
-            anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
-            format!(
-                "created topic {topic} with {queues} queues on {}",
-                groups.join(", ")
-            )
-        }
         What::DeleteExpiredCommitlog => {
             let groups =
                 client::admin::delete_expired_commit_log(&client, Duration::from_secs(5)).await?;
@@ -215,7 +200,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 groups.join(", ")
             )
         }
-        What::Dlq(_)
+        What::Mq(_)
+        | What::Dlq(_)
         | What::QueryMsg(_)
         | What::TransferLeader { .. }
         | What::Members { .. }
@@ -313,9 +299,9 @@ fn dlq_ids(m: &client::MessageExt) -> Vec<&str> {
     ids
 }
 
-async fn run_dlq(client: &client::ClientConfig, dlq: Dlq) -> anyhow::Result<()> {
+async fn run_dlq(client: &client::ClientConfig, dlq: Dlq, json: bool) -> anyhow::Result<()> {
     match dlq {
-        Dlq::List { group, json } => {
+        Dlq::List { group } => {
             let letters = client::admin::dead_letters(client, &group).await?;
             if json {
                 let rows: Vec<_> = letters

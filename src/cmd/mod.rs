@@ -10,6 +10,7 @@ pub mod delay_bench;
 pub mod dev;
 pub mod e2e_bench;
 pub mod failover_bench;
+pub mod mqadmin;
 pub mod namesrv;
 pub mod orderly_bench;
 pub mod query_bench;

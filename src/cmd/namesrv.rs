@@ -61,6 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "rocketraft name server listening on {}",
         listener.local_addr()?
     );
-    namesrv::run(listener, config, super::shutdown_signal()).await;
-    Ok(())
+    namesrv::run(listener, config, super::shutdown_signal())
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -27,7 +27,8 @@ pub async fn heartbeat(
         .filter(|c| c.message_model == "CLUSTERING")
         .map(|c| c.group_name.clone())
         .collect();
-    let joined = broker.clients().heartbeat(conn, data);
+    let kind = crate::clients::ClientKind::of(request);
+    let joined = broker.clients().heartbeat(conn, kind, data);
     if broker.is_leader() {
         for group in clustering {
             if let Err(super::ProcessError::Response(r)) =

@@ -4,8 +4,11 @@
 //! never a panic or a dropped connection.
 
 pub mod admin;
+pub mod broker_config;
 pub mod check_client;
 pub mod client;
+pub mod connections;
+pub mod consume_stats;
 pub mod end_transaction;
 pub mod membership;
 pub mod offset;
@@ -13,8 +16,11 @@ pub mod pull;
 pub mod pull_filter;
 pub mod query;
 pub mod queue_lock;
+pub mod reset_offset;
+pub mod runtime_info;
 pub mod send;
 pub mod send_back;
+pub mod stats_data;
 pub mod transfer_leadership;
 
 use futures::future::BoxFuture;
@@ -59,7 +65,7 @@ macro_rules! handle_now {
 pub fn handler(code: RequestCode) -> Option<Handle> {
     use RequestCode as C;
     Some(match code {
-        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(send::handle),
+        C::SEND_MESSAGE | C::SEND_MESSAGE_V2 | C::SEND_BATCH_MESSAGE => leader_only!(timed_send),
         C::CONSUMER_SEND_MSG_BACK => leader_only!(send_back::handle),
         C::END_TRANSACTION => leader_only!(end_transaction::handle),
         C::PULL_MESSAGE => handle!(pull::handle),
@@ -89,8 +95,35 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::ADD_GROUP_NODE => leader_only!(membership::add),
         C::REMOVE_GROUP_NODE => leader_only!(membership::remove),
         C::GET_GROUP_MEMBERS => handle_now!(membership::members),
+        C::GET_BROKER_RUNTIME_INFO => handle_now!(runtime_info::handle),
+        C::GET_BROKER_CONFIG => handle_now!(broker_config::get),
+        // Followers answer it too: SUCCESS if the values are in effect, else the leader.
+        C::UPDATE_BROKER_CONFIG => handle!(broker_config::update),
+        C::GET_TOPIC_STATS_INFO => handle_now!(consume_stats::topic_stats),
+        C::GET_CONSUME_STATS => handle_now!(consume_stats::consume_stats),
+        C::QUERY_TOPIC_CONSUME_BY_WHO => handle_now!(consume_stats::consumed_by),
+        C::GET_CONSUMER_CONNECTION_LIST => handle_now!(connections::consumers),
+        C::GET_PRODUCER_CONNECTION_LIST => handle_now!(connections::producers),
+        C::GET_ALL_PRODUCER_INFO => handle_now!(connections::all_producers),
+        C::GET_CONSUMER_RUNNING_INFO => handle!(connections::consumer_running_info),
+        C::INVOKE_BROKER_TO_RESET_OFFSET => leader_only!(reset_offset::handle),
+        C::VIEW_BROKER_STATS_DATA => handle_now!(stats_data::handle),
         _ => return None,
     })
+}
+
+/// A send, its latency (arrival to SUCCESS) counted for GET_BROKER_RUNTIME_INFO.
+async fn timed_send(
+    broker: &Broker,
+    conn: &Connection,
+    request: &RemotingCommand,
+) -> ProcessResult {
+    let started = std::time::Instant::now();
+    let result = send::handle(broker, conn, request).await;
+    if matches!(&result, Ok(r) if r.code == ResponseCode::SUCCESS as i32) {
+        broker.stats().add_put_latency(started.elapsed());
+    }
+    result
 }
 
 /// Why a processor answers with an error.

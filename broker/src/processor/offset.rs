@@ -79,7 +79,7 @@ pub fn search_by_time(
 
 /// The first queue offset whose store time is at or after `timestamp` (the max offset
 /// when none is), by binary search over the ConsumeQueue.
-fn first_at_or_after(
+pub(super) fn first_at_or_after(
     broker: &Broker,
     h: &SearchOffsetRequestHeader,
 ) -> Result<i64, super::ProcessError> {

@@ -28,10 +28,21 @@ pub const FLAG_SUSPEND: i32 = 1 << 1;
 pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
 
 pub(super) enum Outcome {
-    Found { body: BytesMut, next: u64 },
-    NotFound { next: u64 },
-    NoMatch { next: u64 },
-    OffsetMoved { next: u64 },
+    /// `count` messages in `body`.
+    Found {
+        body: BytesMut,
+        next: u64,
+        count: u64,
+    },
+    NotFound {
+        next: u64,
+    },
+    NoMatch {
+        next: u64,
+    },
+    OffsetMoved {
+        next: u64,
+    },
 }
 
 pub async fn handle(
@@ -40,6 +51,16 @@ pub async fn handle(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let header: PullMessageRequestHeader = request.header()?;
+    // `brokerPermission` without read (UPDATE_BROKER_CONFIG): RocketMQ's refusal.
+    if broker.broker_permission() & perm::READ == 0 {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            format!(
+                "the broker[{}] pulling message is forbidden",
+                broker.config().broker_name
+            ),
+        ));
+    }
     let Some(topic) = broker.topic(&header.topic) else {
         return Err(fail(
             ResponseCode::TOPIC_NOT_EXIST,
@@ -93,6 +114,8 @@ pub async fn handle(
 
     // Taken when the pull first waits, kept until it is answered.
     let mut held = None;
+    // The last read's time, for GET_BROKER_RUNTIME_INFO (`crate::stats`).
+    let mut read_took;
     let outcome = loop {
         // Register for a wake-up before looking, so that a creation or an append in between
         // is not missed: for the queue's creation first (a new topic's queue exists only
@@ -102,6 +125,7 @@ pub async fn handle(
         let created = broker.queue_created();
         let queue = broker.consume_queue(&header.topic, header.queue_id);
         let wake = queue.as_ref().map(|q| q.appended.notified());
+        let started = std::time::Instant::now();
         let outcome = read(
             broker,
             queue.as_deref(),
@@ -110,6 +134,7 @@ pub async fn handle(
             max_bytes,
             &filter,
         )?;
+        read_took = started.elapsed();
         let Outcome::NotFound { .. } = outcome else {
             break outcome;
         };
@@ -141,14 +166,30 @@ pub async fn handle(
 
     let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
     let (code, next, body) = match outcome {
-        Outcome::Found { body, next } => (ResponseCode::SUCCESS, next, body.freeze()),
-        Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
-        Outcome::NoMatch { next } => (
-            ResponseCode::PULL_RETRY_IMMEDIATELY,
-            next,
-            Default::default(),
-        ),
+        Outcome::Found { body, next, count } => {
+            broker.stats().add_get(count, read_took);
+            broker.stats_items().add_get(
+                &header.topic,
+                &header.consumer_group,
+                count,
+                body.len() as u64,
+            );
+            (ResponseCode::SUCCESS, next, body.freeze())
+        }
+        Outcome::NotFound { next } => {
+            broker.stats().add_get(0, read_took);
+            (ResponseCode::PULL_NOT_FOUND, next, Default::default())
+        }
+        Outcome::NoMatch { next } => {
+            broker.stats().add_get(0, read_took);
+            (
+                ResponseCode::PULL_RETRY_IMMEDIATELY,
+                next,
+                Default::default(),
+            )
+        }
         Outcome::OffsetMoved { next } => {
+            broker.stats().add_get(0, read_took);
             (ResponseCode::PULL_OFFSET_MOVED, next, Default::default())
         }
     };
@@ -236,7 +277,11 @@ fn read(
     }
     flush_run(broker, &mut run, &mut body)?;
     Ok(if taken > 0 {
-        Outcome::Found { body, next }
+        Outcome::Found {
+            body,
+            next,
+            count: taken as u64,
+        }
     } else {
         Outcome::NoMatch { next }
     })

@@ -156,7 +156,11 @@ pub(super) fn scan_sql92(
         taken += 1;
     }
     Ok(if taken > 0 {
-        Outcome::Found { body, next }
+        Outcome::Found {
+            body,
+            next,
+            count: taken as u64,
+        }
     } else {
         Outcome::NoMatch { next }
     })

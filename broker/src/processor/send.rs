@@ -54,6 +54,16 @@ pub async fn handle(
         },
         _ => request.header()?,
     };
+    // `brokerPermission` without write (UPDATE_BROKER_CONFIG): RocketMQ's refusal.
+    if broker.broker_permission() & perm::WRITE == 0 {
+        return Err(fail(
+            ResponseCode::NO_PERMISSION,
+            format!(
+                "the broker[{}] sending message is forbidden",
+                broker.config().broker_name
+            ),
+        ));
+    }
     // The header's names were checked as it was read (`remoting::names`).
     if remoting::names::NOT_ALLOWED_SEND_TOPICS.contains(&header.topic.as_str())
         || schedule::is_schedule_topic(&header.topic)

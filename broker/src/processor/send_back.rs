@@ -178,7 +178,8 @@ pub(crate) async fn prepare_retries(broker: &Broker, group: &str) -> Result<(), 
     if broker.topic(&derived_topic(RETRY_PREFIX, group)?).is_some() {
         return Ok(());
     }
-    if broker.subscription_group(group).is_none() && !broker.config().auto_create_subscription_group
+    if broker.subscription_group(group).is_none()
+        && !broker.auto_create_subscription_group_enabled()
     {
         return Ok(());
     }
@@ -192,7 +193,7 @@ async fn known_group(broker: &Broker, group: &str) -> Result<(), ProcessError> {
     if broker.subscription_group(group).is_some() {
         return Ok(());
     }
-    if !broker.config().auto_create_subscription_group {
+    if !broker.auto_create_subscription_group_enabled() {
         return Err(fail(
             ResponseCode::SUBSCRIPTION_GROUP_NOT_EXIST,
             format!(

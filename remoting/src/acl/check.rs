@@ -18,10 +18,9 @@ use crate::route::{from_json, HeartbeatData};
 const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
 
 /// RocketMQ codes that code.rs does not list (the broker does not serve them), admin-only
-/// in case it ever does: INVOKE_BROKER_TO_RESET_OFFSET and the ACL-management codes
-/// UPDATE_AND_CREATE_ACL_CONFIG, DELETE_ACL_CONFIG, GET_BROKER_CLUSTER_ACL_INFO,
-/// UPDATE_GLOBAL_WHITE_ADDRS_CONFIG.
-const UNLISTED_ADMIN_CODES: [i32; 5] = [222, 50, 51, 52, 53];
+/// in case it ever does: the ACL-management codes UPDATE_AND_CREATE_ACL_CONFIG,
+/// DELETE_ACL_CONFIG, GET_BROKER_CLUSTER_ACL_INFO, UPDATE_GLOBAL_WHITE_ADDRS_CONFIG.
+const UNLISTED_ADMIN_CODES: [i32; 4] = [50, 51, 52, 53];
 
 /// rocketraft's own codes (code.rs): all are `rocketraft admin` commands.
 const ROCKETRAFT_CODES: std::ops::RangeInclusive<i32> = 9000..=9099;
@@ -137,9 +136,15 @@ fn needs_admin(code: i32) -> bool {
         C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
         C::DELETE_SUBSCRIPTIONGROUP,
     ];
+    // The read-only admin codes (GET_BROKER_CONFIG, GET_BROKER_RUNTIME_INFO,
+    // GET_TOPIC_STATS_INFO, GET_CONSUME_STATS, the connection lists, QUERY_TOPIC_CONSUME_BY_WHO,
+    // GET_CONSUMER_RUNNING_INFO, VIEW_BROKER_STATS_DATA, GET_ALL_PRODUCER_INFO) need only
+    // the signature, as in stock.
     let ours = [
         C::TRIGGER_DELETE_FILES,
         C::WIPE_WRITE_PERM_OF_BROKER,
+        C::ADD_WRITE_PERM_OF_BROKER,
+        C::INVOKE_BROKER_TO_RESET_OFFSET,
         C::CLEAN_EXPIRED_CONSUMEQUEUE,
         C::DELETE_EXPIRED_COMMITLOG,
     ];
@@ -689,10 +694,12 @@ accounts:
             C::DELETE_SUBSCRIPTIONGROUP,
             C::UPDATE_BROKER_CONFIG,
             C::WIPE_WRITE_PERM_OF_BROKER,
+            C::ADD_WRITE_PERM_OF_BROKER,
+            C::INVOKE_BROKER_TO_RESET_OFFSET,
         ] {
             assert!(needs_admin(code as i32), "{}", code.name());
         }
-        for code in [222, 50, 53] {
+        for code in [50, 53] {
             assert!(needs_admin(code), "{code}");
         }
         for code in [
@@ -700,6 +707,11 @@ accounts:
             C::PULL_MESSAGE,
             C::GET_ROUTEINFO_BY_TOPIC,
             C::END_TRANSACTION,
+            C::GET_BROKER_CONFIG,
+            C::GET_BROKER_RUNTIME_INFO,
+            C::GET_CONSUME_STATS,
+            C::GET_CONSUMER_CONNECTION_LIST,
+            C::GET_CONSUMER_RUNNING_INFO,
         ] {
             assert!(!needs_admin(code as i32), "{}", code.name());
         }
