@@ -26,6 +26,8 @@
 //! - [`retention`]: which CommitLog segments go (RocketMQ's `deleteWhen`,
 //!   `fileReservedTime` and disk ratios), decided by the leader through the log and purged
 //!   by every replica; [`disk`]: the store's disk usage and the disk-full refusal of sends.
+//! - [`metrics`]: the Prometheus endpoint's figures: RocketMQ 5's metric names and labels,
+//!   and `rocketraft_*` for Raft (term, role, indexes, followers' lag, msync times).
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -46,6 +48,7 @@ pub mod error;
 pub mod held_pulls;
 pub mod index;
 pub mod keys;
+pub mod metrics;
 pub mod processor;
 pub mod producers;
 pub mod queue_locks;
@@ -59,4 +62,4 @@ pub mod transaction;
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};
-pub use server::run;
+pub use server::{run, run_with_metrics};

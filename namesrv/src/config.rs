@@ -27,6 +27,9 @@ pub struct NamesrvConfig {
     pub server_idle_seconds: u64,
     pub server_max_connections: usize,
     pub server_max_header_bytes: usize,
+    /// `metricsExporterType=PROM`, `metricsPromExporterHost`, `metricsPromExporterPort`
+    /// (RocketMQ 5's keys): where the Prometheus endpoint listens; `None`, the default: off.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for NamesrvConfig {
@@ -41,6 +44,7 @@ impl Default for NamesrvConfig {
             server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
             server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
             server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
+            metrics_addr: None,
         }
     }
 }
@@ -81,6 +85,7 @@ impl NamesrvConfig {
         }
         config.server_tls =
             std::sync::Arc::new(remoting::tls::ServerTls::from_properties(&mut props)?);
+        config.metrics_addr = remoting::metrics_http::exporter_addr(&mut props)?;
         if config.scan_interval_ms == 0 || config.broker_expiry_ms == 0 {
             return Err(ConfigError::BadValue {
                 origin: props.origin.clone(),

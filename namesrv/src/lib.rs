@@ -6,6 +6,7 @@
 //! - [`route_table`]: broker groups, their members and topics; leader tracking by
 //!   term (a stale leader is never brokerId 0).
 //! - [`server`]: the remoting request handler.
+//! - [`metrics`]: the Prometheus endpoint's figures, read from the route table per scrape.
 //!
 //! Brokers sign what they tell a name server (register, unregister, data-version
 //! queries) with the cluster secret ([`remoting::cluster_auth`]); an unsigned or wrongly
@@ -17,6 +18,7 @@
 //! next scan, and one whose connection closes is dropped at once.
 
 pub mod config;
+pub mod metrics;
 pub mod route_table;
 pub mod server;
 
@@ -34,7 +36,33 @@ use server::NamesrvHandler;
 
 /// Runs a name server on an already bound listener until `shutdown` resolves.
 pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Future<Output = ()>) {
+    run_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`run`], also serving the Prometheus endpoint (`GET /metrics`, [`metrics`]) on
+/// `metrics_listener` when given.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: NamesrvConfig,
+    shutdown: impl Future<Output = ()>,
+) {
     let table = Arc::new(Mutex::new(RouteTable::default()));
+    let node_id = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let metrics = metrics::NamesrvMetrics::new(table.clone(), node_id);
+    // Ends with the name server (aborted below).
+    let endpoint = metrics_listener.map(|metrics_listener| {
+        let m = metrics.clone();
+        tokio::spawn(remoting::metrics_http::serve(
+            metrics_listener,
+            remoting::metrics_http::MetricsHttpConfig::default(),
+            Arc::new(move || m.render()),
+            std::future::pending(),
+        ))
+    });
     let scan_table = table.clone();
     let scan_interval = Duration::from_millis(config.scan_interval_ms);
     let expiry = Duration::from_millis(config.broker_expiry_ms);
@@ -54,6 +82,7 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
         idle_timeout_ms: config.server_idle_seconds * 1000,
         max_connections: config.server_max_connections.max(1),
         max_header_bytes: config.server_max_header_bytes,
+        open_connections: Some(metrics.connections.clone()),
         ..ConnectionConfig::default()
     };
     let secret = config.auth.secret().ok().flatten().cloned();
@@ -68,4 +97,7 @@ pub async fn run(listener: TcpListener, config: NamesrvConfig, shutdown: impl Fu
     )
     .await;
     scanner.abort();
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
 }

@@ -141,7 +141,16 @@ pub async fn handle(
 
     let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
     let (code, next, body) = match outcome {
-        Outcome::Found { body, next } => (ResponseCode::SUCCESS, next, body.freeze()),
+        Outcome::Found { body, next } => {
+            let messages = count_records(&body);
+            (broker.metrics().traffic).record_out(
+                &header.topic,
+                &header.consumer_group,
+                messages,
+                body.len(),
+            );
+            (ResponseCode::SUCCESS, next, body.freeze())
+        }
         Outcome::NotFound { next } => (ResponseCode::PULL_NOT_FOUND, next, Default::default()),
         Outcome::NoMatch { next } => (
             ResponseCode::PULL_RETRY_IMMEDIATELY,
@@ -160,6 +169,20 @@ pub async fn handle(
             max_offset: max as i64,
         })
         .with_body(body))
+}
+
+/// Records in a pull's body: each starts with its TOTALSIZE (i32, big-endian).
+fn count_records(body: &[u8]) -> usize {
+    let (mut at, mut count) = (0usize, 0);
+    while let Some(size) = body.get(at..at + 4) {
+        let size = i32::from_be_bytes(size.try_into().expect("4 bytes"));
+        if size <= 0 {
+            break;
+        }
+        at += size as usize;
+        count += 1;
+    }
+    count
 }
 
 fn read(
