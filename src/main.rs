@@ -89,14 +89,28 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`): human-readable lines, or
+/// with `ROCKETRAFT_LOG_FORMAT=json` one JSON object per line (tracing-subscriber's
+/// `json`: `timestamp`, `level`, `target`, the message and the event's fields at the top
+/// level, and the spans it ran in), for log shippers.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    let format = std::env::var("ROCKETRAFT_LOG_FORMAT").unwrap_or_default();
+    match format.as_str() {
+        "json" => builder.json().flatten_event(true).init(),
+        "" | "text" => builder.init(),
+        other => {
+            builder.init();
+            tracing::warn!(
+                format = other,
+                "unknown ROCKETRAFT_LOG_FORMAT (json or text): logging text"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ pub struct Broker {
     offset_flush: tokio::sync::Mutex<()>,
     /// When this node started (ms since the epoch).
     started_ms: i64,
+    /// The process's metrics (they outlive this node's in-process restarts).
+    metrics: Arc<crate::metrics::BrokerMetrics>,
 }
 
 /// Refused auto-creations, logged at most once every 10 s.
@@ -84,6 +86,7 @@ impl Broker {
         node: DLedgerNode,
         state: Arc<BrokerState>,
         store_host: SocketAddr,
+        metrics: Arc<crate::metrics::BrokerMetrics>,
     ) -> Self {
         let disk = DiskUsage::new(
             Box::new(StatVfs::new(&config.store_path)),
@@ -107,7 +110,38 @@ impl Broker {
             next_queue: AtomicU32::new(0),
             offset_flush: tokio::sync::Mutex::new(()),
             started_ms: crate::processor::send::now_ms(),
+            metrics,
         }
+    }
+
+    /// The request-path counters and what a scrape reads ([`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::BrokerMetrics {
+        &self.metrics
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.state.topic_count()
+    }
+
+    pub fn subscription_group_count(&self) -> usize {
+        self.state.subscription_group_count()
+    }
+
+    /// Up to `limit` consumer offsets, each the one pending on this leader if any, else
+    /// the one committed through the log, and how many more there were (for metrics).
+    pub fn consumer_offsets(&self, limit: usize) -> (Vec<(OffsetKey, i64)>, usize) {
+        let (committed, mut left_out) = self.state.committed_offsets(limit);
+        let mut offsets: HashMap<OffsetKey, i64> = committed.into_iter().collect();
+        let pending = self.pending_offsets.lock().unwrap();
+        for (key, offset) in pending.iter() {
+            if offsets.contains_key(key) || offsets.len() < limit {
+                offsets.insert(key.clone(), *offset);
+            } else {
+                left_out += 1;
+            }
+        }
+        drop(pending);
+        (offsets.into_iter().collect(), left_out)
     }
 
     pub fn config(&self) -> &BrokerConfig {

@@ -212,6 +212,15 @@ impl ClientManager {
             .unwrap_or_default()
     }
 
+    /// Live members of each consumer group (metrics).
+    pub fn member_counts(&self) -> Vec<(String, usize)> {
+        let groups = self.groups.lock().unwrap();
+        groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.members.len()))
+            .collect()
+    }
+
     /// A group's subscription to a topic, as its clients last reported it.
     pub fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionData> {
         let groups = self.groups.lock().unwrap();

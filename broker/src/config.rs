@@ -68,6 +68,10 @@ pub struct BrokerConfig {
     /// `serverMaxHeaderBytes` (rocketraft's key): the largest request header accepted; a
     /// longer one closes its connection before it is parsed.
     pub server_max_header_bytes: usize,
+    /// `metricsExporterType=PROM`, `metricsPromExporterHost`, `metricsPromExporterPort`
+    /// (RocketMQ 5's keys): where the Prometheus endpoint listens; `None`, the default: off
+    /// ([`remoting::metrics_http::exporter_addr`]).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// `tls.server.mode` and the `tls.server.*` keys: TLS on the client port.
     pub server_tls: Arc<ServerTls>,
     /// `tls.enable` and the `tls.client.*` keys: TLS to the name servers.
@@ -255,6 +259,7 @@ impl Default for BrokerConfig {
             server_idle_seconds: remoting::connection::DEFAULT_IDLE_TIMEOUT_MS / 1000,
             server_max_connections: remoting::connection::DEFAULT_MAX_CONNECTIONS,
             server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
+            metrics_addr: None,
             acl_file: PathBuf::from("plain_acl.yml"),
             server_tls: Arc::default(),
             client_tls: None,
@@ -398,6 +403,7 @@ impl BrokerConfig {
         set!("serverChannelMaxIdleTimeSeconds", server_idle_seconds);
         set!("serverMaxConnections", server_max_connections);
         set!("serverMaxHeaderBytes", server_max_header_bytes);
+        c.metrics_addr = remoting::metrics_http::exporter_addr(&mut p)?;
         let acl_file: String = p.take("aclFile")?.unwrap_or_else(|| "plain_acl.yml".into());
         c.acl_file = remoting::cluster_auth::resolve_config_path(&p.origin, acl_file.trim());
         // Before the client port's TLS, which takes the keys peer TLS falls back to.

@@ -29,6 +29,8 @@
 //! - [`runtime_config`]: the config keys UPDATE_BROKER_CONFIG changes, through the log.
 //! - [`stats`]: message counts and rates for GET_BROKER_RUNTIME_INFO; [`stats_items`]:
 //!   RocketMQ's per-topic and per-group stats items for VIEW_BROKER_STATS_DATA.
+//! - [`metrics`]: the Prometheus endpoint's figures: RocketMQ 5's metric names and labels,
+//!   and `rocketraft_*` for Raft (term, role, indexes, followers' lag, msync times).
 //! - [`registration`]: name-server registration ("brokerId 0 = I lead in term T").
 //! - [`server`]: wiring: start dledger, the background tasks and the request handler.
 //!
@@ -49,6 +51,7 @@ pub mod error;
 pub mod held_pulls;
 pub mod index;
 pub mod keys;
+pub mod metrics;
 pub mod processor;
 pub mod producers;
 pub mod queue_locks;
@@ -65,4 +68,4 @@ pub mod transaction;
 pub use broker::Broker;
 pub use config::BrokerConfig;
 pub use error::{BrokerError, Result};
-pub use server::run;
+pub use server::{run, run_with_metrics};

@@ -30,6 +30,16 @@ pub struct ProducerTable {
 }
 
 impl ProducerTable {
+    /// Live producer clients, each counted once whatever its groups (metrics).
+    pub fn member_count(&self) -> usize {
+        let groups = self.groups.lock().unwrap();
+        let clients: std::collections::HashSet<&str> = groups
+            .values()
+            .flat_map(|members| members.keys().map(String::as_str))
+            .collect();
+        clients.len()
+    }
+
     /// Records that `client_id` on `conn` produces for `group`.
     pub fn heartbeat(&self, conn: &Connection, kind: ClientKind, client_id: &str, group: &str) {
         let mut groups = self.groups.lock().unwrap();

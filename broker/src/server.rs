@@ -24,6 +24,7 @@ use crate::broker::{Broker, DEFAULT_TOPIC};
 use crate::command::BrokerCommand;
 use crate::config::{BrokerConfig, FlushDiskType};
 use crate::error::{BrokerError, Result};
+use crate::metrics::BrokerMetrics;
 use crate::processor;
 use crate::store::{BrokerHook, BrokerState};
 
@@ -83,12 +84,34 @@ pub async fn run(
     config: BrokerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`run`], also serving the Prometheus endpoint (`GET /metrics`, [`crate::metrics`]) on
+/// `metrics_listener` when given, for as long as `run` would run: across the node's
+/// in-process restarts, which keep the counters.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: BrokerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     use futures::FutureExt;
     let addr = listener.local_addr().map_err(|e| BrokerError::Io {
         path: "listener".into(),
         source: e,
     })?;
     let shutdown = Box::pin(shutdown).shared();
+    let metrics = BrokerMetrics::new(&config);
+    let _endpoint = metrics_listener.map(|metrics_listener| {
+        let m = metrics.clone();
+        AbortOnDrop(tokio::spawn(remoting::metrics_http::serve(
+            metrics_listener,
+            remoting::metrics_http::MetricsHttpConfig::default(),
+            Arc::new(move || m.render()),
+            std::future::pending(),
+        )))
+    });
     let mut listener = Some(listener);
     let mut backoff = RESTART_BACKOFF_MIN;
     let mut restarting = false;
@@ -101,7 +124,7 @@ pub async fn run(
             })?,
         };
         let started = tokio::time::Instant::now();
-        match run_node(listener, config.clone(), shutdown.clone()).await {
+        match run_node(listener, config.clone(), metrics.clone(), shutdown.clone()).await {
             Ok(Exit::Shutdown) => return Ok(()),
             Ok(Exit::CoreStopped(reason)) => {
                 error!(
@@ -125,6 +148,15 @@ pub async fn run(
             _ = room_to_restart(&config, backoff) => {}
         }
         backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
+    }
+}
+
+/// Ends the metrics endpoint with `run`, whichever way it returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -178,6 +210,7 @@ enum Exit {
 async fn run_node(
     listener: TcpListener,
     config: BrokerConfig,
+    metrics: Arc<BrokerMetrics>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Exit> {
     let store_host = listener.local_addr().map_err(|e| BrokerError::Io {
@@ -213,7 +246,14 @@ async fn run_node(
         BrokerHook::new(state.clone()).with_index(config.message_index_enable),
     )
     .await?;
-    let broker = Arc::new(Broker::new(config, node, state, store_host));
+    let broker = Arc::new(Broker::new(
+        config,
+        node,
+        state,
+        store_host,
+        metrics.clone(),
+    ));
+    metrics.attach(&broker);
     info!(
         broker_name = %broker.config().broker_name,
         node = %broker.config().dledger_self_id,
@@ -240,6 +280,7 @@ async fn run_node(
         idle_timeout_ms: broker.config().server_idle_seconds * 1000,
         max_connections: broker.config().server_max_connections.max(1),
         max_header_bytes: broker.config().server_max_header_bytes,
+        open_connections: Some(metrics.connections.clone()),
         ..ConnectionConfig::default()
     };
     let stopped: Arc<std::sync::Mutex<Option<String>>> = Arc::default();

@@ -140,6 +140,18 @@ impl BrokerState {
             .collect()
     }
 
+    /// Up to `limit` committed consumer offsets, and how many more there are (metrics).
+    pub fn committed_offsets(&self, limit: usize) -> (Vec<(OffsetKey, i64)>, usize) {
+        let offsets = self.offsets.read().unwrap();
+        let taken: Vec<(OffsetKey, i64)> = offsets
+            .iter()
+            .take(limit)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let left_out = offsets.len() - taken.len();
+        (taken, left_out)
+    }
+
     pub fn subscription_groups(&self) -> BTreeMap<String, serde_json::Value> {
         self.subscription_groups.read().unwrap().clone()
     }

@@ -19,6 +19,8 @@
 //! - [`node`]: [`DLedgerNode`], the API the broker uses (start, append, read, role watch).
 //! - [`storage`]: opening a node's storage without Raft (conformance suite, tools).
 //! - [`membership`]: adding a node (learner, catch-up, voter) and removing one.
+//! - [`status`]: [`RaftStatus`], the node's Raft figures for metrics (term, role, indexes,
+//!   followers' lag, msync times), read from openraft's metrics watch when asked.
 //! - [`transfer`]: leadership transfer (TimeoutNow over the peer transport, appends held for
 //!   the hand-over) and the `preferred_leader_id` check.
 //!
@@ -60,6 +62,7 @@ pub mod node;
 mod parts;
 pub mod snapshot;
 pub mod state_machine;
+pub mod status;
 pub mod storage;
 pub mod transfer;
 pub mod types;
@@ -90,5 +93,6 @@ pub use state_machine::HookStore;
 pub use state_machine::HookWrites;
 pub use state_machine::IndexFilter;
 pub use state_machine::NoopHook;
+pub use status::RaftStatus;
 pub use transfer::TransferResult;
 pub use types::HookResponse;

@@ -149,6 +149,9 @@ pub struct DLedgerNode {
     transfers: Transfers,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     server_shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    /// For [`DLedgerNode::raft_status`].
+    flush_latency: crate::log_store::FlushLatency,
+    term_at_start: u64,
 }
 
 impl DLedgerNode {
@@ -235,6 +238,7 @@ impl DLedgerNode {
             Box::new(hook),
         )?;
         let log = Arc::clone(&storage.log);
+        let flush_latency = storage.log_store.flush_latency();
         if config.test_flush_delay_ms > 0 {
             tracing::warn!(
                 node_id,
@@ -352,6 +356,7 @@ impl DLedgerNode {
             }))
         };
 
+        let term_at_start = raft.metrics().borrow().current_term;
         let initial = RoleState {
             node_id,
             role: Role::Follower,
@@ -407,7 +412,20 @@ impl DLedgerNode {
             transfers,
             tasks: std::sync::Mutex::new(tasks),
             server_shutdown: std::sync::Mutex::new(None),
+            flush_latency,
+            term_at_start,
         })
+    }
+
+    /// Term, role, log indexes and positions, each follower's lag (on the leader) and the
+    /// flush times, read now from openraft's metrics and the CommitLog (for metrics).
+    pub fn raft_status(&self) -> crate::status::RaftStatus {
+        crate::status::read(
+            &self.raft.metrics().borrow(),
+            &self.log,
+            self.term_at_start,
+            self.flush_latency.snapshot(),
+        )
     }
 
     pub fn node_id(&self) -> NodeId {

@@ -33,6 +33,9 @@ pub struct NamesrvConfig {
     /// `orderMessageEnable` (RocketMQ's key): routes carry an ordered topic's
     /// `ORDER_TOPIC_CONFIG` value as `orderTopicConf`.
     pub order_message_enable: bool,
+    /// `metricsExporterType=PROM`, `metricsPromExporterHost`, `metricsPromExporterPort`
+    /// (RocketMQ 5's keys): where the Prometheus endpoint listens; `None`, the default: off.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for NamesrvConfig {
@@ -49,6 +52,7 @@ impl Default for NamesrvConfig {
             server_max_header_bytes: remoting::codec::DEFAULT_MAX_HEADER_BYTES,
             kv_config_path: None,
             order_message_enable: false,
+            metrics_addr: None,
         }
     }
 }
@@ -98,6 +102,7 @@ impl NamesrvConfig {
         if let Some(v) = props.take("orderMessageEnable")? {
             config.order_message_enable = v;
         }
+        config.metrics_addr = remoting::metrics_http::exporter_addr(&mut props)?;
         if config.scan_interval_ms == 0 || config.broker_expiry_ms == 0 {
             return Err(ConfigError::BadValue {
                 origin: props.origin.clone(),

@@ -7,6 +7,7 @@
 //!   term (a stale leader is never brokerId 0).
 //! - [`kv_config`]: the KV config (PUT/GET/DELETE_KV_CONFIG), kept in `kvConfigPath`.
 //! - [`server`]: the remoting request handler.
+//! - [`metrics`]: the Prometheus endpoint's figures, read from the route table per scrape.
 //!
 //! Brokers sign what they tell a name server (register, unregister, data-version
 //! queries) with the cluster secret ([`remoting::cluster_auth`]); an unsigned or wrongly
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod kv_config;
+pub mod metrics;
 pub mod route_table;
 pub mod server;
 
@@ -44,8 +46,34 @@ pub async fn run(
     config: NamesrvConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
+    run_with_metrics(listener, None, config, shutdown).await
+}
+
+/// [`run`], also serving the Prometheus endpoint (`GET /metrics`, [`metrics`]) on
+/// `metrics_listener` when given.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    config: NamesrvConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     let kv = kv_config::KvConfig::open(config.kv_config_path.clone())?;
     let table = Arc::new(Mutex::new(RouteTable::default()));
+    let node_id = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let metrics = metrics::NamesrvMetrics::new(table.clone(), node_id);
+    // Ends with the name server (aborted below).
+    let endpoint = metrics_listener.map(|metrics_listener| {
+        let m = metrics.clone();
+        tokio::spawn(remoting::metrics_http::serve(
+            metrics_listener,
+            remoting::metrics_http::MetricsHttpConfig::default(),
+            Arc::new(move || m.render()),
+            std::future::pending(),
+        ))
+    });
     let scan_table = table.clone();
     let scan_interval = Duration::from_millis(config.scan_interval_ms);
     let expiry = Duration::from_millis(config.broker_expiry_ms);
@@ -65,6 +93,7 @@ pub async fn run(
         idle_timeout_ms: config.server_idle_seconds * 1000,
         max_connections: config.server_max_connections.max(1),
         max_header_bytes: config.server_max_header_bytes,
+        open_connections: Some(metrics.connections.clone()),
         ..ConnectionConfig::default()
     };
     let secret = config.auth.secret().ok().flatten().cloned();
@@ -79,5 +108,8 @@ pub async fn run(
     )
     .await;
     scanner.abort();
+    if let Some(endpoint) = endpoint {
+        endpoint.abort();
+    }
     Ok(())
 }

@@ -68,6 +68,9 @@ pub struct ConnectionConfig {
     /// Run on every request this side sends, just before it is queued (RocketMQ's client
     /// RPC hook): the ACL signature ([`crate::acl::sign`]). Not on responses.
     pub request_hook: Option<RequestHook>,
+    /// Server side: when set, [`serve`] keeps here the number of connections it holds
+    /// (for the metrics endpoint).
+    pub open_connections: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// Connections one listener holds at once by default.
@@ -118,6 +121,7 @@ impl Default for ConnectionConfig {
             request_hook: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            open_connections: None,
         }
     }
 }
@@ -658,7 +662,11 @@ pub async fn serve(
                         drop(stream);
                         continue;
                     };
-                    let admission = Admission { slot, live: live.clone() };
+                    let admission = Admission {
+                        slot,
+                        live: live.clone(),
+                        count: config.open_connections.clone(),
+                    };
                     if peek {
                         tokio::spawn(start_accepted(
                             stream,
@@ -701,14 +709,23 @@ type Live = Arc<Mutex<Vec<Connection>>>;
 struct Admission {
     slot: tokio::sync::OwnedSemaphorePermit,
     live: Live,
+    count: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl Admission {
     fn admit(self, conn: Connection) {
+        use std::sync::atomic::Ordering;
         self.live.lock().unwrap().push(conn.clone());
         let slot = self.slot;
+        let count = self.count;
+        if let Some(count) = &count {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
             conn.closed().await;
+            if let Some(count) = &count {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
             drop(slot);
         });
     }

@@ -30,6 +30,8 @@
 //! - [`tls`]: TLS with RocketMQ's `tls.server.mode` (disabled, permissive, enforcing) and
 //!   certificate keys, for servers and clients.
 //! - [`throttle`]: rate-limited warnings.
+//! - [`histogram`]: a lock-free fixed-bucket histogram for figures taken on hot paths;
+//!   [`metrics_http`]: the Prometheus scrape endpoint (`GET /metrics` only, bounded).
 //! - [`connection`]: one TCP (or TLS) connection used by every server and client: requests
 //!   matched to responses by `opaque` with a deadline, oneway sends, requests that the
 //!   peer starts, a bounded in-flight window; and [`connection::serve`], the accept loop.
@@ -48,7 +50,9 @@ pub mod error;
 pub mod ext;
 pub mod filter;
 pub mod header;
+pub mod histogram;
 pub mod message;
+pub mod metrics_http;
 pub mod names;
 pub mod queue_lock;
 pub mod register_body;

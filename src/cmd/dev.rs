@@ -37,6 +37,21 @@ pub struct Args {
     /// A `key=value` line for the name server's config (repeatable), as `--broker-conf`.
     #[arg(long = "namesrv-conf", value_name = "KEY=VALUE")]
     namesrv_conf: Vec<String>,
+    /// Prometheus endpoints on loopback: the name server on this port, n0, n1 and n2 on the
+    /// next three (`metricsExporterType=PROM`, `metricsPromExporterPort`). 0: off.
+    #[arg(long, env = "ROCKETRAFT_DEV_METRICS_PORT", default_value_t = remoting::metrics_http::DEFAULT_PORT)]
+    metrics_port: u16,
+}
+
+/// The metrics keys of the process at `offset` from the base port (none when off).
+fn metrics_lines(base: u16, offset: u16) -> Vec<String> {
+    match base {
+        0 => Vec::new(),
+        base => vec![
+            "metricsExporterType=PROM".into(),
+            format!("metricsPromExporterPort={}", base.saturating_add(offset)),
+        ],
+    }
 }
 
 /// `conf` with each of the `extra` `key=value` lines in place of the line that sets the
@@ -119,7 +134,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("writing the cluster secret")?;
     let exe = std::env::current_exe().context("locating the rocketraft binary")?;
     let namesrv_conf = dir.join("namesrv.conf");
-    std::fs::write(&namesrv_conf, with_lines(NAMESRV_CONF, &args.namesrv_conf))?;
+    let mut namesrv_lines = args.namesrv_conf.clone();
+    namesrv_lines.extend(metrics_lines(args.metrics_port, 0));
+    std::fs::write(&namesrv_conf, with_lines(NAMESRV_CONF, &namesrv_lines))?;
 
     let mut procs: Vec<Proc> = Vec::new();
     let threads = worker_threads();
@@ -157,9 +174,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             namesrv_conf.display().to_string(),
         ],
     )?;
-    for (node, conf) in NODE_CONFS {
+    for (i, (node, conf)) in NODE_CONFS.into_iter().enumerate() {
         let conf_path = dir.join(format!("broker-{node}.conf"));
-        std::fs::write(&conf_path, with_lines(conf, &args.broker_conf))?;
+        let mut lines = args.broker_conf.clone();
+        lines.extend(metrics_lines(args.metrics_port, i as u16 + 1));
+        std::fs::write(&conf_path, with_lines(conf, &lines))?;
         let mut a = vec![
             "broker".to_string(),
             "-c".into(),
@@ -189,6 +208,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  name server  127.0.0.1:9876");
     println!("  runtime threads per process: {threads} (TOKIO_WORKER_THREADS)");
     println!("  broker-a     n0 127.0.0.1:10911, n1 127.0.0.1:10921, n2 127.0.0.1:10931 (Raft peers 40911-40913)");
+    match args.metrics_port {
+        0 => println!("  metrics      off (--metrics-port 0)"),
+        base => println!(
+            "  metrics      http://127.0.0.1:{base}/metrics (name server), n0 :{}, n1 :{}, n2 :{} (Grafana: docs/grafana/)",
+            base.saturating_add(1),
+            base.saturating_add(2),
+            base.saturating_add(3)
+        ),
+    }
 
     let client = NameServerClient::new("127.0.0.1:9876", Duration::from_secs(2))?;
     let mut last_leader = None;

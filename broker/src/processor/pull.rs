@@ -174,6 +174,12 @@ pub async fn handle(
                 count,
                 body.len() as u64,
             );
+            (broker.metrics().traffic).record_out(
+                &header.topic,
+                &header.consumer_group,
+                count as usize,
+                body.len(),
+            );
             (ResponseCode::SUCCESS, next, body.freeze())
         }
         Outcome::NotFound { next } => {

@@ -26,6 +26,7 @@ use tracing::warn;
 
 use super::{fail, ProcessError, ProcessResult};
 use crate::broker::{Broker, DEFAULT_TOPIC};
+use crate::metrics::MessageType;
 use crate::schedule;
 use crate::store::Applied;
 use crate::transaction;
@@ -180,10 +181,13 @@ pub async fn handle(
         encode(&request.body, &dest.properties, header.flag)?;
     }
 
+    let (count, bytes) = (records.len(), records.iter().map(Bytes::len).sum::<usize>());
     let appended = broker
         .append(records)
         .await
         .map_err(|e| append_error(broker, e))?;
+    let kind = MessageType::of_send(prepared, header.properties.as_deref().unwrap_or(""));
+    (broker.metrics().traffic).record_in(&header.topic, kind, count, bytes);
     let mut msg_ids = Vec::with_capacity(appended.len());
     let mut first_queue_offset = None;
     for record in &appended {

@@ -57,6 +57,15 @@ type Entry = openraft::Entry<TypeConfig>;
 /// Flush requests queued for the SYNC_FLUSH thread, at most.
 const FLUSH_QUEUE_CAPACITY: usize = 4096;
 
+/// Upper bounds (µs) of the buckets of [`LogStore::flush_latency`]: 50 µs to 2.5 s.
+pub const FLUSH_LATENCY_BOUNDS_US: [u64; 15] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// How long each CommitLog flush (the msync of the dirty bytes) took, in µs.
+pub type FlushLatency = Arc<remoting::histogram::AtomicHistogram>;
+
 fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::read_logs(AnyError::error(e.to_string())).into()
 }
@@ -71,6 +80,7 @@ pub struct LogStore {
     read_batch_bytes: usize,
     meta: MetaStore,
     flush_tx: Option<tokio::sync::mpsc::Sender<LogFlushed<TypeConfig>>>,
+    flush_latency: FlushLatency,
 }
 
 /// A read-only handle to the CommitLog, used by replication tasks.
@@ -120,10 +130,20 @@ impl LogStore {
         if truncate_pending.is_some() {
             meta.delete_sync(KEY_TRUNCATE_PENDING)?;
         }
+        let flush_latency: FlushLatency = Arc::new(remoting::histogram::AtomicHistogram::new(
+            &FLUSH_LATENCY_BOUNDS_US,
+        ));
         let flush_tx = match flush_mode {
-            FlushMode::Sync => Some(spawn_sync_flusher(Arc::downgrade(&log))),
+            FlushMode::Sync => Some(spawn_sync_flusher(
+                Arc::downgrade(&log),
+                flush_latency.clone(),
+            )),
             FlushMode::Async => {
-                spawn_async_flusher(&log, Duration::from_millis(flush_interval_ms));
+                spawn_async_flusher(
+                    &log,
+                    Duration::from_millis(flush_interval_ms),
+                    flush_latency.clone(),
+                );
                 None
             }
         };
@@ -132,15 +152,24 @@ impl LogStore {
             read_batch_bytes,
             meta,
             flush_tx,
+            flush_latency,
         })
     }
 
     pub(crate) fn commit_log(&self) -> &Arc<CommitLog> {
         &self.log
     }
+
+    /// The flush threads' msync times (µs), one record per flush that had bytes to sync.
+    pub(crate) fn flush_latency(&self) -> FlushLatency {
+        self.flush_latency.clone()
+    }
 }
 
-fn spawn_sync_flusher(log: Weak<CommitLog>) -> tokio::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+fn spawn_sync_flusher(
+    log: Weak<CommitLog>,
+    latency: FlushLatency,
+) -> tokio::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<LogFlushed<TypeConfig>>(FLUSH_QUEUE_CAPACITY);
     std::thread::Builder::new()
         .name("dledger-flush".into())
@@ -150,10 +179,14 @@ fn spawn_sync_flusher(log: Weak<CommitLog>) -> tokio::sync::mpsc::Sender<LogFlus
                 while let Ok(more) = rx.try_recv() {
                     callbacks.push(more);
                 }
+                let started = std::time::Instant::now();
                 let result = match log.upgrade() {
                     Some(log) => log.flush_dirty().map(|_| ()),
                     None => Err(std::io::Error::other("CommitLog closed")),
                 };
+                if result.is_ok() {
+                    latency.record(started.elapsed().as_micros() as u64);
+                }
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "CommitLog msync failed; the node will stop");
                 }
@@ -170,17 +203,25 @@ fn spawn_sync_flusher(log: Weak<CommitLog>) -> tokio::sync::mpsc::Sender<LogFlus
     tx
 }
 
-fn spawn_async_flusher(log: &Arc<CommitLog>, interval: Duration) {
+fn spawn_async_flusher(log: &Arc<CommitLog>, interval: Duration, latency: FlushLatency) {
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     log.set_async_flusher_stop(stop_tx);
     let weak = Arc::downgrade(log);
     std::thread::Builder::new()
         .name("dledger-flush".into())
         .spawn(move || {
+            let mut flushed = 0;
             while let Err(mpsc::RecvTimeoutError::Timeout) = stop_rx.recv_timeout(interval) {
                 let Some(log) = weak.upgrade() else { break };
-                if let Err(e) = log.flush_dirty() {
-                    tracing::error!(error = %e, "CommitLog background msync failed");
+                let started = std::time::Instant::now();
+                match log.flush_dirty() {
+                    // A pass with nothing new to sync is not a flush worth timing.
+                    Ok(high) if high > flushed => {
+                        latency.record(started.elapsed().as_micros() as u64);
+                        flushed = high;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "CommitLog background msync failed"),
                 }
             }
         })
