@@ -1,7 +1,7 @@
 //! The name server's Prometheus metrics, read from the route table when Prometheus asks
-//! (nothing is counted on the request path). RocketMQ 5's name server exports no metrics
-//! of its own beyond its RPC latencies, so these are rocketraft's: the groups it routes,
-//! their members and whether each has a leader, the topics it knows, and its connections.
+//! (nothing is counted on the request path). None of RocketMQ 5's broker metrics apply to
+//! a name server, so these are rocketraft's: the groups it routes, their members and
+//! whether each has a leader, the topics it knows, and its connections.
 //!
 //! Every series carries RocketMQ 5's constant labels `node_type="nameserver"` and
 //! `node_id` (the listen address).
