@@ -341,7 +341,16 @@ impl Live {
         let consumer = PullConsumer::start(PullConsumerConfig::new(namesrv_addr, "hostile-live-c"))
             .await
             .unwrap();
-        let queues = consumer.fetch_queues(LIVE_TOPIC).await.unwrap();
+        // The topic the send created reaches the name servers' routes with the group's
+        // next registration: ask until it does (a fresh-clone CI run once asked too soon).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let queues = loop {
+            match consumer.fetch_queues(LIVE_TOPIC).await {
+                Ok(queues) => break queues,
+                Err(e) if Instant::now() >= deadline => panic!("{LIVE_TOPIC} never routed: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        };
         let state = Arc::new(Mutex::new(LiveState::default()));
         let (stop_producing, stop_consuming) = Default::default();
         let producing = tokio::spawn(produce(
