@@ -35,17 +35,106 @@ const NS_NAMESRV_PORT: u16 = 9876;
 const NS_LISTEN_PORT: u16 = 10911;
 const NS_PEER_PORT: u16 = 40911;
 
-/// `n` distinct free loopback ports. All are bound at once and then released: ports
-/// picked one at a time can repeat (a released port may be handed out again), which
-/// once gave a node's Raft port to another node's clients.
+/// `n` distinct free loopback ports for servers this process will start, each reserved
+/// for the life of this process.
+///
+/// A port the kernel hands out for `bind(0)` is taken from the ephemeral range, where, once
+/// released, it can go to any other program's `bind(0)` or outgoing connection before the
+/// child process binds it: under a parallel test run a name server once found its port taken
+/// by another test's name server, and its brokers registered with the wrong one. So the ports
+/// come from below the ephemeral range, where the kernel never picks, and each is reserved
+/// with an open-file-description lock on its byte of one shared lock file: a port another
+/// process reserved is skipped, and the reservation ends when this process does, so nothing
+/// goes stale. A port something already listens on is skipped too.
 pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect()
+    let mut reserved = RESERVED_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    if reserved.file.is_none() {
+        let path = std::env::temp_dir().join("rocketraft-test-ports.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        reserved.file = Some(file);
+    }
+    let range = reservable_ports();
+    let span = u32::from(range.end - range.start);
+    let start: u32 = rand::random::<u32>() % span;
+    let mut ports = Vec::with_capacity(n);
+    for step in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = range.start + ((start + step) % span) as u16;
+        if reserved.ports.contains(&port) || !reserved.try_lock(port)? {
+            continue;
+        }
+        reserved.ports.insert(port);
+        // Held by us now; still skip it if some other program already listens on it.
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        bail!(
+            "only {} of {n} free loopback ports in {range:?}",
+            ports.len()
+        );
+    }
+    Ok(ports)
+}
+
+/// Ports this process reserved, and the lock file that holds the reservations.
+struct ReservedPorts {
+    file: Option<std::fs::File>,
+    ports: std::collections::BTreeSet<u16>,
+}
+
+static RESERVED_PORTS: std::sync::Mutex<ReservedPorts> = std::sync::Mutex::new(ReservedPorts {
+    file: None,
+    ports: std::collections::BTreeSet::new(),
+});
+
+impl ReservedPorts {
+    /// Locks byte `port` of the lock file without waiting: false when another process
+    /// holds it.
+    fn try_lock(&self, port: u16) -> anyhow::Result<bool> {
+        use std::os::fd::AsRawFd;
+        let file = self.file.as_ref().expect("opened above");
+        // SAFETY: a zeroed flock is a valid value; the fields that matter are set below.
+        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+        lock.l_type = libc::F_WRLCK as _;
+        lock.l_whence = libc::SEEK_SET as _;
+        lock.l_start = libc::off_t::from(port);
+        lock.l_len = 1;
+        // SAFETY: the descriptor is open for the life of the process and `lock` is valid.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+            _ => Err(err).context("lock a port in the port reservation file"),
+        }
+    }
+}
+
+/// Ports below the kernel's ephemeral range (`ip_local_port_range`), from 10000; above it
+/// when it starts too low to leave room.
+fn reservable_ports() -> std::ops::Range<u16> {
+    let (low, high) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999));
+    if low >= 12_000 {
+        10_000..low
+    } else {
+        high.saturating_add(1).max(1024)..u16::MAX
+    }
 }
 
 /// Where [`Cluster::start`] puts node `i` of `group`'s data under `dir`.
@@ -700,6 +789,36 @@ impl Drop for Cluster {
 #[cfg(test)]
 mod tests {
     use super::StoredLog;
+
+    // Proves ports handed out are distinct, below the ephemeral range, and reserved where
+    // another process would see it: a second open file description cannot lock them.
+    #[test]
+    fn free_ports_are_reserved_outside_the_ephemeral_range() {
+        use std::os::fd::AsRawFd;
+        let a = super::free_ports(20).unwrap();
+        let b = super::free_ports(20).unwrap();
+        let all: std::collections::BTreeSet<u16> = a.iter().chain(&b).copied().collect();
+        assert_eq!(all.len(), 40, "ports repeat: {a:?} {b:?}");
+        let range = super::reservable_ports();
+        assert!(
+            all.iter().all(|p| range.contains(p)),
+            "{all:?} outside {range:?}"
+        );
+        let other = std::fs::OpenOptions::new()
+            .write(true)
+            .open(std::env::temp_dir().join("rocketraft-test-ports.lock"))
+            .unwrap();
+        for port in all {
+            // SAFETY: zeroed flock is valid; the descriptor is open.
+            let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+            lock.l_type = libc::F_WRLCK as _;
+            lock.l_whence = libc::SEEK_SET as _;
+            lock.l_start = libc::off_t::from(port);
+            lock.l_len = 1;
+            let rc = unsafe { libc::fcntl(other.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+            assert_eq!(rc, -1, "port {port} could be reserved twice");
+        }
+    }
 
     fn log(start: u64, bytes: &[u8]) -> StoredLog {
         StoredLog {
