@@ -612,12 +612,9 @@ impl Broker {
         self.node.hook_store()
     }
 
-    /// fsyncs the ConsumeQueues written since the last call and prunes their journal
-    /// ([`crate::consume_queue::sync_queues`]); blocking.
-    pub(crate) fn sync_consume_queues(
-        &self,
-        synced: &mut std::collections::HashMap<(String, i32), u64>,
-    ) -> crate::Result<usize> {
+    /// Makes the ConsumeQueue entries written since the last call durable and prunes their
+    /// journal ([`crate::consume_queue::sync_queues`]); blocking.
+    pub(crate) fn sync_consume_queues(&self, synced: &mut Option<u64>) -> crate::Result<bool> {
         crate::consume_queue::sync_queues(&self.state.consume_queues, &self.hook_store(), synced)
     }
 

@@ -107,7 +107,7 @@ pub struct BrokerConfig {
     pub flush_disk_type: FlushDiskType,
     /// `flushIntervalCommitLog` (ms): background flush period with ASYNC_FLUSH.
     pub flush_interval_ms: u64,
-    /// `flushIntervalConsumeQueue` (ms): how often ConsumeQueue files are fsync'd (their
+    /// `flushIntervalConsumeQueue` (ms): how often ConsumeQueue files are synced (their
     /// entries are also in RocksDB's journal until then, so an OS crash loses none).
     pub flush_consume_queue_interval_ms: u64,
     /// `mappedFileSizeCommitLog` (bytes): equal on every member of a group.

@@ -22,11 +22,14 @@
 //! | `X` + commitLogOffset (u64 BE) | a half (prepared transactional) message not yet resolved: `transaction::HalfState` (JSON) |
 //! | `K` + hash + !storeTimestamp + !commitLogOffset, `k` | the message index ([`crate::index`]) |
 //! | `R` | the retention point: CommitLog position below which everything is purged (u64 BE, [`crate::retention`]) |
-//! | `J` + name(topic) + queueId (i32 BE) + end (u64 BE) | ConsumeQueue journal: the entries one apply appended, ending before queue offset `end`: first offset (u64 BE) + 20-byte entries. Kept until the ConsumeQueue files are fsync'd past `end` (local to each node; [`crate::consume_queue`]) |
+//! | `j` + commitLogOffset (u64 BE) | ConsumeQueue journal: the entries one Raft entry appended, whose first record is at `commitLogOffset`, to every queue it touched ([`crate::consume_queue::encode_journal`]). Kept until the ConsumeQueue files are fsync'd past it (local to each node; [`crate::consume_queue`]) |
 //!
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
-//! start rewrites them in the form above (see `store::BrokerHook`).
+//! start rewrites them in the form above (see `store::BrokerHook`). Versions before issue 21
+//! kept one journal record per queue and apply, `J` + name(topic) + queueId (i32 BE) + end
+//! (u64 BE); [`parse_legacy_journal_key`] reads them at start, and the first ConsumeQueue
+//! sync deletes them.
 
 /// Prefix of ConsumeQueue entry counts.
 pub const QUEUE_PREFIX: &[u8] = b"Q";
@@ -49,7 +52,9 @@ pub fn runtime_config_key(name: &str) -> Vec<u8> {
     [RUNTIME_CONFIG_PREFIX, name.as_bytes()].concat()
 }
 /// Prefix of the ConsumeQueue journal (entries appended but maybe not yet fsync'd).
-pub const JOURNAL_PREFIX: &[u8] = b"J";
+pub const JOURNAL_PREFIX: &[u8] = b"j";
+/// Prefix of the per-queue ConsumeQueue journal written by versions before issue 21.
+pub const LEGACY_JOURNAL_PREFIX: &[u8] = b"J";
 /// Prefixes written by versions before issue 15.
 pub const LEGACY_QUEUE_PREFIX: &[u8] = b"q/";
 pub const LEGACY_OFFSET_PREFIX: &[u8] = b"o/";
@@ -95,25 +100,22 @@ pub fn queue_key(topic: &str, queue_id: i32) -> Vec<u8> {
     key
 }
 
-/// The journal key of the entries of one apply to a queue, ending before `end`.
-pub fn journal_key(topic: &str, queue_id: i32, end: u64) -> Vec<u8> {
-    let mut key = journal_queue_prefix(topic, queue_id);
-    key.extend_from_slice(&end.to_be_bytes());
+/// The journal key of the Raft entry whose first record is at CommitLog `position`.
+pub fn journal_key(position: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[..1].copy_from_slice(JOURNAL_PREFIX);
+    key[1..].copy_from_slice(&position.to_be_bytes());
     key
 }
 
-/// The prefix of every journal key of one queue.
-pub fn journal_queue_prefix(topic: &str, queue_id: i32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + 2 + topic.len() + 4 + 8);
-    key.extend_from_slice(JOURNAL_PREFIX);
-    put_name(&mut key, topic);
-    key.extend_from_slice(&queue_id.to_be_bytes());
-    key
+/// The CommitLog position of a journal key.
+pub fn parse_journal_key(key: &[u8]) -> Option<u64> {
+    be_u64(key.strip_prefix(JOURNAL_PREFIX)?)
 }
 
-/// (topic, queue id, end) of a journal key.
-pub fn parse_journal_key(key: &[u8]) -> Option<(String, i32, u64)> {
-    let mut r = Reader(key.strip_prefix(JOURNAL_PREFIX)?);
+/// (topic, queue id, end) of a journal key written before issue 21.
+pub fn parse_legacy_journal_key(key: &[u8]) -> Option<(String, i32, u64)> {
+    let mut r = Reader(key.strip_prefix(LEGACY_JOURNAL_PREFIX)?);
     let topic = r.name()?;
     let queue_id = r.queue_id()?;
     let end = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
@@ -233,13 +235,23 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn journal_keys_round_trip_and_order_by_end() {
-        let k = journal_key("T\0/x", 3, 42);
-        assert_eq!(parse_journal_key(&k), Some(("T\0/x".to_string(), 3, 42)));
-        assert!(k.starts_with(&journal_queue_prefix("T\0/x", 3)));
-        assert!(journal_key("T", 3, 9) < journal_key("T", 3, 10));
-        assert_eq!(parse_journal_key(&k[..k.len() - 1]), None);
-        assert_eq!(parse_journal_key(b"J"), None);
+    fn journal_keys_round_trip_and_order_by_position() {
+        assert_eq!(parse_journal_key(&journal_key(42)), Some(42));
+        assert!(journal_key(255) < journal_key(256));
+        assert!(journal_key(u64::MAX) > journal_key(0));
+        assert_eq!(parse_journal_key(&journal_key(42)[..8]), None);
+        assert_eq!(parse_journal_key(b"j"), None);
+        // The legacy form: J + name(topic) + queue id + end.
+        let mut legacy = b"J".to_vec();
+        put_name(&mut legacy, "T\0/x");
+        legacy.extend_from_slice(&3i32.to_be_bytes());
+        legacy.extend_from_slice(&42u64.to_be_bytes());
+        assert_eq!(
+            parse_legacy_journal_key(&legacy),
+            Some(("T\0/x".to_string(), 3, 42))
+        );
+        assert_eq!(parse_legacy_journal_key(&legacy[..legacy.len() - 1]), None);
+        assert_eq!(parse_legacy_journal_key(&journal_key(42)), None);
     }
 
     #[test]

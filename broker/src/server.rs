@@ -400,10 +400,10 @@ async fn on_elected(broker: Arc<Broker>, term: u64) {
     broker.register_soon();
 }
 
-/// fsyncs the ConsumeQueues every `flushIntervalConsumeQueue` and prunes their journal.
+/// Syncs the ConsumeQueues every `flushIntervalConsumeQueue` and prunes their journal.
 async fn sync_consume_queues(broker: Arc<Broker>) {
     let interval = Duration::from_millis(broker.config().flush_consume_queue_interval_ms.max(1));
-    let mut synced = std::collections::HashMap::new();
+    let mut synced = None;
     loop {
         tokio::time::sleep(interval).await;
         let b = broker.clone();

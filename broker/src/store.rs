@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 use remoting::filter::tag_hash as tag_code;
 
 use crate::command::BrokerCommand;
-use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry};
+use crate::consume_queue::{ConsumeQueue, ConsumeQueueStore, CqEntry, JournalPart};
 use crate::keys;
 use crate::queue_locks::{Granted, QueueLocks};
 use crate::schedule;
@@ -386,12 +386,26 @@ impl BrokerHook {
             queue.append_many(*first, entries)?;
             let count = first + entries.len() as u64;
             writes.put(&keys::queue_key(topic, *queue_id), &count.to_be_bytes());
-            // Until the files are fsync'd past them, the entries are also here: an OS
-            // crash that loses file pages loses nothing (see `consume_queue`).
+        }
+        if let Some(first_record) = records.first().filter(|_| !batches.is_empty()) {
+            // Until the files are synced past them, the entries are also here, one record for
+            // the whole Raft entry: an OS crash that loses file pages loses nothing (see
+            // `consume_queue`).
+            let parts =
+                queues
+                    .keys
+                    .iter()
+                    .zip(&batches)
+                    .map(|((topic, queue_id), (_, first, entries))| {
+                        (*topic, *queue_id, *first, entries.as_slice())
+                    });
             writes.put(
-                &keys::journal_key(topic, *queue_id, count),
-                &crate::consume_queue::encode_journal(*first, entries),
+                &keys::journal_key(first_record.position),
+                &crate::consume_queue::encode_journal(parts),
             );
+            self.state
+                .consume_queues
+                .note_journaled(first_record.position);
         }
         let bytes = records.iter().map(|r| r.bytes.len() as u64).sum();
         self.state.stats.add_put(records.len() as u64, bytes);
@@ -723,24 +737,52 @@ impl BrokerHook {
         mut counts: HashMap<(String, i32), Option<u64>>,
     ) -> Result<(), HookError> {
         let mut restored = 0u64;
-        for (key, value) in store.scan_prefix(keys::JOURNAL_PREFIX)? {
+        let mut restore = |part: JournalPart| -> Result<(), HookError> {
+            let Some(Some(applied)) = counts.get(&(part.topic.clone(), part.queue_id)).copied()
+            else {
+                return Ok(());
+            };
+            let keep = part
+                .entries
+                .len()
+                .min(applied.saturating_sub(part.first) as usize);
+            if keep > 0 {
+                let queue = self
+                    .state
+                    .consume_queues
+                    .get_or_create(&part.topic, part.queue_id)?;
+                queue.write_at(part.first, &part.entries[..keep])?;
+                restored += keep as u64;
+            }
+            Ok(())
+        };
+        // Records of versions before issue 21 first: they are older than any of today's.
+        for (key, value) in store.scan_prefix(keys::LEGACY_JOURNAL_PREFIX)? {
             let (Some((topic, queue_id, _)), Some((first, entries))) = (
+                keys::parse_legacy_journal_key(&key),
+                crate::consume_queue::decode_legacy_journal(&value),
+            ) else {
+                skipped(&key, "ConsumeQueue journal record");
+                continue;
+            };
+            restore(JournalPart {
+                topic,
+                queue_id,
+                first,
+                entries,
+            })?;
+        }
+        for (key, value) in store.scan_prefix(keys::JOURNAL_PREFIX)? {
+            let (Some(_), Some(parts)) = (
                 keys::parse_journal_key(&key),
                 crate::consume_queue::decode_journal(&value),
             ) else {
                 skipped(&key, "ConsumeQueue journal record");
                 continue;
             };
-            let Some(Some(applied)) = counts.get(&(topic.clone(), queue_id)).copied() else {
-                continue;
-            };
-            let keep = entries.len().min(applied.saturating_sub(first) as usize);
-            if keep == 0 {
-                continue;
+            for part in parts {
+                restore(part)?;
             }
-            let queue = self.state.consume_queues.get_or_create(&topic, queue_id)?;
-            queue.write_at(first, &entries[..keep])?;
-            restored += keep as u64;
         }
         if restored > 0 {
             info!(

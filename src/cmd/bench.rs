@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use client::{Message, Producer, ProducerConfig};
+use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 
 #[derive(clap::Args)]
@@ -225,12 +226,13 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         config.client = args.access.apply(config.client)?;
         config.max_async_sends_in_flight = args.in_flight.div_ceil(args.producers);
         let producer = Arc::new(Producer::start(config).await?);
-        // Create the topics (and learn their routes) before timing anything.
-        for topic in &topics {
-            producer
-                .send(Message::new(topic, Bytes::from(vec![b'w'; args.size])))
-                .await?;
-        }
+        // Create the topics (and learn their routes) before timing anything, 64 at a time.
+        let warm = Bytes::from(vec![b'w'; args.size]);
+        futures::stream::iter(&topics)
+            .map(|topic| producer.send(Message::new(topic, warm.clone())))
+            .buffer_unordered(64)
+            .try_for_each(|_| async { Ok(()) })
+            .await?;
         producers.push(producer);
     }
     let body = Bytes::from(vec![b'x'; args.size]);
@@ -244,24 +246,31 @@ async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
-    for task in 0..args.in_flight {
-        let (producer, stats, stop, body, topic) = (
+    let topics = Arc::new(topics);
+    let in_flight = args.in_flight;
+    for task in 0..in_flight {
+        let (producer, stats, stop, body, topics) = (
             producers[task % producers.len()].clone(),
             stats.clone(),
             stop.clone(),
             body.clone(),
-            topics[task % topics.len()].clone(),
+            topics.clone(),
         );
         let count = args.count;
         tasks.push(tokio::spawn(async move {
+            // Task `task` sends its n-th message to topic `task + n * in_flight`: every
+            // topic gets its share even when there are more topics than sends in flight.
+            let mut next = task;
             while !stop.load(Ordering::Relaxed) {
+                let topic = &topics[next % topics.len()];
+                next = (next + in_flight) % topics.len();
                 let begin = Instant::now();
                 if begin >= deadline
                     || count.is_some_and(|c| stats.acked.load(Ordering::Relaxed) >= c)
                 {
                     break;
                 }
-                match producer.send(Message::new(&topic, body.clone())).await {
+                match producer.send(Message::new(topic, body.clone())).await {
                     Ok(_) => {
                         // One shared histogram, one short lock per sample: merging per-task
                         // histograms walked every bucket each time and cost the client about
