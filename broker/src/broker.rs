@@ -612,10 +612,13 @@ impl Broker {
         self.node.hook_store()
     }
 
-    /// Makes the ConsumeQueue entries written since the last call durable and prunes their
-    /// journal ([`crate::consume_queue::sync_queues`]); blocking.
-    pub(crate) fn sync_consume_queues(&self, synced: &mut Option<u64>) -> crate::Result<bool> {
-        crate::consume_queue::sync_queues(&self.state.consume_queues, &self.hook_store(), synced)
+    /// Makes the ConsumeQueue entries written since the last sync durable and prunes their
+    /// journal, when due ([`crate::consume_queue::ConsumeQueueSync`]); blocking.
+    pub(crate) fn sync_consume_queues(
+        &self,
+        sync: &mut crate::consume_queue::ConsumeQueueSync,
+    ) -> crate::Result<bool> {
+        sync.run(&self.state.consume_queues, &self.hook_store())
     }
 
     /// The client address a node of this group announced when it led.

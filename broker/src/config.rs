@@ -110,6 +110,13 @@ pub struct BrokerConfig {
     /// `flushIntervalConsumeQueue` (ms): how often ConsumeQueue files are synced (their
     /// entries are also in RocksDB's journal until then, so an OS crash loses none).
     pub flush_consume_queue_interval_ms: u64,
+    /// `flushConsumeQueueLeastPages`: a sync waits until the queues written since the last
+    /// one hold this many pages (4 KiB) of new entries each, on average, or until
+    /// `flushConsumeQueueThoroughInterval` has passed (RocketMQ's rule, per queue there).
+    /// 0: sync every interval in which anything was written.
+    pub flush_consume_queue_least_pages: u64,
+    /// `flushConsumeQueueThoroughInterval` (ms): the longest a written entry waits for a sync.
+    pub flush_consume_queue_thorough_interval_ms: u64,
     /// `mappedFileSizeCommitLog` (bytes): equal on every member of a group.
     pub commit_log_segment_bytes: u64,
     /// `warmMapedFileEnable` (RocketMQ's spelling): write new CommitLog segments full of
@@ -274,6 +281,8 @@ impl Default for BrokerConfig {
             flush_disk_type: FlushDiskType::SyncFlush,
             flush_interval_ms: 500,
             flush_consume_queue_interval_ms: 1_000,
+            flush_consume_queue_least_pages: 2,
+            flush_consume_queue_thorough_interval_ms: 60_000,
             commit_log_segment_bytes: 1 << 30,
             warm_mapped_file: true,
             page_cache_window: 64 << 20,
@@ -419,6 +428,14 @@ impl BrokerConfig {
         set!("flushDiskType", flush_disk_type);
         set!("flushIntervalCommitLog", flush_interval_ms);
         set!("flushIntervalConsumeQueue", flush_consume_queue_interval_ms);
+        set!(
+            "flushConsumeQueueLeastPages",
+            flush_consume_queue_least_pages
+        );
+        set!(
+            "flushConsumeQueueThoroughInterval",
+            flush_consume_queue_thorough_interval_ms
+        );
         set!("mappedFileSizeCommitLog", commit_log_segment_bytes);
         set!("warmMapedFileEnable", warm_mapped_file);
         set!("pageCacheWindowCommitLog", page_cache_window);

@@ -8,8 +8,8 @@
 //! [`crate::store`]); on start each queue is cut back to that count, so entries of a
 //! batch that did not reach RocksDB before a crash are rewritten, not duplicated.
 //!
-//! The files are written to the page cache only, and made durable every
-//! `flushIntervalConsumeQueue` by one `syncfs` of their file system ([`sync_queues`]): one
+//! The files are written to the page cache only, and made durable by one `syncfs` of their
+//! file system when due ([`ConsumeQueueSync`]): one
 //! call whatever the number of queues, where an `fsync` per written queue cost 20,000 calls a
 //! second with 20,000 queues (issue 21). What an OS crash can lose of them (a tail, or any
 //! page in the middle, in any order) is restored from the journal: each apply also writes the
@@ -155,6 +155,9 @@ pub struct ConsumeQueue {
     min_offset: AtomicU64,
     /// Woken whenever entries are added (long polling waits on it).
     pub(crate) appended: Notify,
+    /// The sync period ([`ConsumeQueueStore::note_written`]) in which this queue was last
+    /// written, plus one; 0 before its first write.
+    written_in: AtomicU64,
 }
 
 impl ConsumeQueue {
@@ -185,6 +188,7 @@ impl ConsumeQueue {
             max_offset: AtomicU64::new(end / ENTRY_BYTES),
             min_offset: AtomicU64::new(0),
             appended: Notify::new(),
+            written_in: AtomicU64::new(0),
         })
     }
 
@@ -385,6 +389,10 @@ pub struct ConsumeQueueStore {
     /// One past the CommitLog position of the last journal record whose entries are in the
     /// files (in the page cache at least): a sync that starts now covers every record below.
     journaled: AtomicU64,
+    /// Sync periods begun; queues written and entries appended in the current one.
+    period: AtomicU64,
+    written_queues: AtomicU64,
+    written_entries: AtomicU64,
 }
 
 impl ConsumeQueueStore {
@@ -417,7 +425,20 @@ impl ConsumeQueueStore {
             queues: RwLock::new(queues),
             created: Notify::new(),
             journaled: AtomicU64::new(0),
+            period: AtomicU64::new(0),
+            written_queues: AtomicU64::new(0),
+            written_entries: AtomicU64::new(0),
         })
+    }
+
+    /// Counts `entries` appended to `queue` towards the next sync's due test.
+    pub(crate) fn note_written(&self, queue: &ConsumeQueue, entries: usize) {
+        let period = self.period.load(Ordering::Acquire) + 1;
+        if queue.written_in.swap(period, Ordering::AcqRel) != period {
+            self.written_queues.fetch_add(1, Ordering::Relaxed);
+        }
+        self.written_entries
+            .fetch_add(entries as u64, Ordering::Relaxed);
     }
 
     /// Records that the entries of the journal record at CommitLog `position` are written
@@ -496,36 +517,79 @@ impl ConsumeQueueStore {
     }
 }
 
-/// Makes every ConsumeQueue entry written so far durable with one `syncfs` of the file
-/// system that holds them, then deletes the journal records that the sync covered (see the
-/// module comment). `synced` is the journal bound the last call reached (`None` at start:
-/// the first call also deletes the journal records of versions before issue 21, which the
-/// start restored to the files). Returns whether it synced.
-pub fn sync_queues(
-    queues: &ConsumeQueueStore,
-    hook_store: &dledger::HookStore,
-    synced: &mut Option<u64>,
-) -> Result<bool> {
-    // Read before the sync: every record below it is in the files by then.
-    let end = queues.journaled.load(Ordering::Acquire);
-    if *synced == Some(end) {
-        return Ok(false);
+/// Makes the ConsumeQueue entries written so far durable with one `syncfs` of the file
+/// system that holds them, then deletes the journal records the sync covered (see the module
+/// comment). Called every `flushIntervalConsumeQueue`, it syncs only when due, by RocketMQ's
+/// rule: the queues written since the last sync hold `flushConsumeQueueLeastPages` pages of
+/// new entries each (on average here, one sync serving all), or
+/// `flushConsumeQueueThoroughInterval` has passed. With many queues each written a little,
+/// a sync a second would write every touched page again each second (a 4 KiB page for a few
+/// 20-byte entries); waiting lets the entries of a page gather first, while the journal keeps
+/// them safe.
+pub struct ConsumeQueueSync {
+    /// The journal bound the last sync reached; `None` before the first, which also deletes
+    /// the journal records of versions before issue 21 (the start restored them).
+    synced: Option<u64>,
+    last: std::time::Instant,
+    least_bytes: u64,
+    thorough: std::time::Duration,
+}
+
+impl ConsumeQueueSync {
+    pub fn new(least_pages: u64, thorough: std::time::Duration) -> Self {
+        ConsumeQueueSync {
+            synced: None,
+            last: std::time::Instant::now(),
+            least_bytes: least_pages.saturating_mul(4096),
+            thorough,
+        }
     }
-    let root = File::open(&queues.root).map_err(|e| io_err(&queues.root, e))?;
-    // SAFETY: `root` is an open descriptor for the call's duration.
-    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
-        return Err(io_err(&queues.root, std::io::Error::last_os_error()));
+
+    /// Whether a sync is due, `written` queues having been given `entries` entries in
+    /// `elapsed` since the last sync (something was journaled since).
+    fn due(&self, written: u64, entries: u64, elapsed: std::time::Duration) -> bool {
+        self.synced.is_none()
+            || elapsed >= self.thorough
+            || entries.saturating_mul(ENTRY_BYTES) >= self.least_bytes.saturating_mul(written)
     }
-    if synced.is_none() {
+
+    /// Syncs if due; returns whether it did.
+    pub fn run(
+        &mut self,
+        queues: &ConsumeQueueStore,
+        hook_store: &dledger::HookStore,
+    ) -> Result<bool> {
+        // Read before the sync: every record below it is in the files by then.
+        let end = queues.journaled.load(Ordering::Acquire);
+        if self.synced == Some(end) {
+            return Ok(false);
+        }
+        let written = queues.written_queues.load(Ordering::Relaxed);
+        let entries = queues.written_entries.load(Ordering::Relaxed);
+        if !self.due(written, entries, self.last.elapsed()) {
+            return Ok(false);
+        }
+        // A new period: what is written from now on counts towards the next sync.
+        queues.period.fetch_add(1, Ordering::AcqRel);
+        queues.written_queues.store(0, Ordering::Relaxed);
+        queues.written_entries.store(0, Ordering::Relaxed);
+        let root = File::open(&queues.root).map_err(|e| io_err(&queues.root, e))?;
+        // SAFETY: `root` is an open descriptor for the call's duration.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
+            return Err(io_err(&queues.root, std::io::Error::last_os_error()));
+        }
+        if self.synced.is_none() {
+            hook_store
+                .delete_local_range(crate::keys::LEGACY_JOURNAL_PREFIX, b"K")
+                .map_err(BrokerError::from)?;
+        }
         hook_store
-            .delete_local_range(crate::keys::LEGACY_JOURNAL_PREFIX, b"K")
+            .delete_local_range(&crate::keys::journal_key(0), &crate::keys::journal_key(end))
             .map_err(BrokerError::from)?;
+        self.synced = Some(end);
+        self.last = std::time::Instant::now();
+        Ok(true)
     }
-    hook_store
-        .delete_local_range(&crate::keys::journal_key(0), &crate::keys::journal_key(end))
-        .map_err(BrokerError::from)?;
-    *synced = Some(end);
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -542,6 +606,34 @@ mod tests {
 
     /// A journal record decodes to what was encoded, a malformed one to `None`; and
     /// `write_at` puts entries back over a cut and zeroed file, across a file boundary.
+    /// A sync is due at the first call, once the written queues hold the least pages on
+    /// average, or once the thorough interval has passed; with 0 least pages, always.
+    #[test]
+    fn consume_queue_sync_is_due_by_rocketmq_rule() {
+        use std::time::Duration;
+        let second = Duration::from_secs(1);
+        let mut sync = ConsumeQueueSync::new(2, Duration::from_secs(60));
+        assert!(sync.due(80_000, 40_000, second), "the first sync");
+        sync.synced = Some(1);
+        // 8 queues, 80k entries: 200 KiB each, far past 2 pages.
+        assert!(sync.due(8, 80_000, second));
+        // 80,000 queues written once or twice each: wait for entries to gather.
+        assert!(!sync.due(80_000, 40_000, second));
+        assert!(!sync.due(80_000, 40_000, Duration::from_secs(59)));
+        assert!(
+            sync.due(80_000, 40_000, Duration::from_secs(60)),
+            "thorough"
+        );
+        // Exactly 2 pages per queue on average.
+        assert!(sync.due(10, 10 * 8192 / 20 + 1, second));
+        assert!(!sync.due(10, 10 * 8192 / 20 - 1, second));
+        let every = ConsumeQueueSync {
+            synced: Some(1),
+            ..ConsumeQueueSync::new(0, Duration::from_secs(60))
+        };
+        assert!(every.due(80_000, 1, second));
+    }
+
     #[test]
     fn journal_records_restore_lost_entries() {
         let entries: Vec<CqEntry> = (5..12).map(entry).collect();

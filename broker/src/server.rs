@@ -400,10 +400,14 @@ async fn on_elected(broker: Arc<Broker>, term: u64) {
     broker.register_soon();
 }
 
-/// Syncs the ConsumeQueues every `flushIntervalConsumeQueue` and prunes their journal.
+/// Every `flushIntervalConsumeQueue`, syncs the ConsumeQueues if due and prunes their journal.
 async fn sync_consume_queues(broker: Arc<Broker>) {
-    let interval = Duration::from_millis(broker.config().flush_consume_queue_interval_ms.max(1));
-    let mut synced = None;
+    let config = broker.config();
+    let interval = Duration::from_millis(config.flush_consume_queue_interval_ms.max(1));
+    let mut synced = crate::consume_queue::ConsumeQueueSync::new(
+        config.flush_consume_queue_least_pages,
+        Duration::from_millis(config.flush_consume_queue_thorough_interval_ms),
+    );
     loop {
         tokio::time::sleep(interval).await;
         let b = broker.clone();

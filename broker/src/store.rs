@@ -384,6 +384,7 @@ impl BrokerHook {
         }
         for ((topic, queue_id), (queue, first, entries)) in queues.keys.iter().zip(&batches) {
             queue.append_many(*first, entries)?;
+            self.state.consume_queues.note_written(queue, entries.len());
             let count = first + entries.len() as u64;
             writes.put(&keys::queue_key(topic, *queue_id), &count.to_be_bytes());
         }

@@ -153,6 +153,14 @@ fn config_lines(broker: &Broker) -> Vec<(&'static str, String)> {
             c.flush_consume_queue_interval_ms.to_string(),
         ),
         (
+            "flushConsumeQueueLeastPages",
+            c.flush_consume_queue_least_pages.to_string(),
+        ),
+        (
+            "flushConsumeQueueThoroughInterval",
+            c.flush_consume_queue_thorough_interval_ms.to_string(),
+        ),
+        (
             "mappedFileSizeCommitLog",
             c.commit_log_segment_bytes.to_string(),
         ),
