@@ -143,12 +143,109 @@ fn io_err(path: &Path, source: std::io::Error) -> BrokerError {
     }
 }
 
+/// A queue's files by their first byte offset: every file that exists, open or not.
+type FileMap = Mutex<BTreeMap<u64, Option<Arc<File>>>>;
+
+/// Bounds the ConsumeQueue files held open on a node. A queue's file is opened when it is
+/// first read or written and stays open until more than `limit` are; then the files opened
+/// longest ago are closed (and opened again when next used). Tens of thousands of queues
+/// would otherwise hold as many descriptors and run into the process's limit (issue 21).
+pub(crate) struct OpenFiles {
+    /// Files in the order they were opened: (their queue's map, start). An entry whose file
+    /// was closed or removed since is skipped when it comes up.
+    order: Mutex<std::collections::VecDeque<(std::sync::Weak<FileMap>, u64)>>,
+    open: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl OpenFiles {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(OpenFiles {
+            order: Mutex::new(std::collections::VecDeque::new()),
+            open: std::sync::atomic::AtomicUsize::new(0),
+            limit: limit.max(1),
+        })
+    }
+
+    /// Half of the process's limit on open files (raised to its hard limit first, see
+    /// [`raise_open_files_limit`]): the rest is left to connections, RocksDB and the
+    /// CommitLog.
+    pub(crate) fn limit_for_this_process() -> usize {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit to fill.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return 512;
+        }
+        ((limit.rlim_cur / 2) as usize).clamp(64, 1 << 20)
+    }
+
+    /// Counts a file just opened in `files` and closes the oldest past the limit.
+    fn opened(&self, files: &Arc<FileMap>, start: u64) {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        let mut order = self.order.lock().unwrap();
+        order.push_back((Arc::downgrade(files), start));
+        while self.open.load(Ordering::Acquire) > self.limit {
+            let Some((map, start)) = order.pop_front() else {
+                break;
+            };
+            if let Some(map) = map.upgrade() {
+                if let Some(slot @ Some(_)) = map.lock().unwrap().get_mut(&start) {
+                    *slot = None;
+                    self.open.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        // Entries of files closed or removed otherwise pile up only while under the limit.
+        if order.len() > 2 * self.limit + 1024 {
+            order.retain(|(map, start)| {
+                map.upgrade()
+                    .is_some_and(|m| m.lock().unwrap().get(start).is_some_and(Option::is_some))
+            });
+        }
+    }
+
+    /// Counts `n` files closed other than by [`OpenFiles::opened`].
+    fn closed(&self, n: usize) {
+        if n > 0 {
+            self.open.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as a server with many
+/// queues needs (RocketMQ's docs ask for `ulimit -n 655350`); returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to fill, then to pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
 /// One queue's files.
 pub struct ConsumeQueue {
     dir: PathBuf,
     file_bytes: u64,
-    /// Files by their first byte offset.
-    files: Mutex<BTreeMap<u64, Arc<File>>>,
+    files: Arc<FileMap>,
+    budget: Arc<OpenFiles>,
     /// Entries written: the next queue offset.
     max_offset: AtomicU64,
     /// The first entry whose record retention has kept (see [`ConsumeQueue::retain_from`]).
@@ -161,7 +258,7 @@ pub struct ConsumeQueue {
 }
 
 impl ConsumeQueue {
-    fn open(dir: PathBuf, file_bytes: u64) -> Result<Self> {
+    fn open(dir: PathBuf, file_bytes: u64, budget: Arc<OpenFiles>) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let mut files = BTreeMap::new();
         let mut end = 0u64;
@@ -172,19 +269,18 @@ impl ConsumeQueue {
                 continue;
             };
             let path = item.path();
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| io_err(&path, e))?;
-            let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+            let len = std::fs::metadata(&path)
+                .map_err(|e| io_err(&path, e))?
+                .len();
             end = end.max(start + len);
-            files.insert(start, Arc::new(file));
+            // Opened when first used.
+            files.insert(start, None);
         }
         Ok(ConsumeQueue {
             dir,
             file_bytes,
-            files: Mutex::new(files),
+            files: Arc::new(Mutex::new(files)),
+            budget,
             max_offset: AtomicU64::new(end / ENTRY_BYTES),
             min_offset: AtomicU64::new(0),
             appended: Notify::new(),
@@ -244,7 +340,9 @@ impl ConsumeQueue {
             .filter(|start| start + self.file_bytes <= min * ENTRY_BYTES)
             .collect();
         for start in below {
-            files.remove(&start);
+            if let Some(Some(_)) = files.remove(&start) {
+                self.budget.closed(1);
+            }
             let path = self.dir.join(format!("{start:020}"));
             std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
         }
@@ -254,11 +352,11 @@ impl ConsumeQueue {
     fn file_for(&self, byte_offset: u64, create: bool) -> Result<Option<(u64, Arc<File>)>> {
         let start = byte_offset - byte_offset % self.file_bytes;
         let mut files = self.files.lock().unwrap();
-        if let Some(f) = files.get(&start) {
-            return Ok(Some((start, f.clone())));
-        }
-        if !create {
-            return Ok(None);
+        match files.get(&start) {
+            Some(Some(f)) => return Ok(Some((start, f.clone()))),
+            Some(None) => {}
+            None if !create => return Ok(None),
+            None => {}
         }
         let path = self.dir.join(format!("{start:020}"));
         let file = OpenOptions::new()
@@ -269,7 +367,10 @@ impl ConsumeQueue {
             .open(&path)
             .map_err(|e| io_err(&path, e))?;
         let file = Arc::new(file);
-        files.insert(start, file.clone());
+        files.insert(start, Some(file.clone()));
+        // The budget takes other queues' locks: this one's is released first.
+        drop(files);
+        self.budget.opened(&self.files, start);
         Ok(Some((start, file)))
     }
 
@@ -366,12 +467,20 @@ impl ConsumeQueue {
         for start in starts {
             let path = self.dir.join(format!("{start:020}"));
             if start >= cut {
-                files.remove(&start);
+                if let Some(Some(_)) = files.remove(&start) {
+                    self.budget.closed(1);
+                }
                 std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
             } else if start + self.file_bytes > cut {
-                files[&start]
-                    .set_len(cut - start)
-                    .map_err(|e| io_err(&path, e))?;
+                let cut_at = cut - start;
+                match &files[&start] {
+                    Some(file) => file.set_len(cut_at),
+                    None => OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(cut_at)),
+                }
+                .map_err(|e| io_err(&path, e))?;
             }
         }
         self.max_offset.store(count, Ordering::Release);
@@ -379,10 +488,22 @@ impl ConsumeQueue {
     }
 }
 
+impl Drop for ConsumeQueue {
+    fn drop(&mut self) {
+        let open = self
+            .files
+            .lock()
+            .map(|f| f.values().filter(|f| f.is_some()).count())
+            .unwrap_or(0);
+        self.budget.closed(open);
+    }
+}
+
 /// Every queue of every topic on this node.
 pub struct ConsumeQueueStore {
     root: PathBuf,
     file_bytes: u64,
+    budget: Arc<OpenFiles>,
     queues: RwLock<HashMap<(String, i32), Arc<ConsumeQueue>>>,
     /// Woken when a queue is created: pulls held on a queue that did not exist yet.
     pub(crate) created: Notify,
@@ -396,8 +517,17 @@ pub struct ConsumeQueueStore {
 }
 
 impl ConsumeQueueStore {
-    /// Opens `<root>` and every queue found under it.
+    /// Opens `<root>` and every queue found under it, holding at most half of the process's
+    /// open-file limit of their files open at once ([`OpenFiles`]).
     pub fn open(root: PathBuf, file_bytes: u64) -> Result<Self> {
+        Self::open_with(
+            root,
+            file_bytes,
+            OpenFiles::new(OpenFiles::limit_for_this_process()),
+        )
+    }
+
+    fn open_with(root: PathBuf, file_bytes: u64, budget: Arc<OpenFiles>) -> Result<Self> {
         std::fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
         let mut queues = HashMap::new();
         for topic_dir in std::fs::read_dir(&root).map_err(|e| io_err(&root, e))? {
@@ -415,13 +545,14 @@ impl ConsumeQueueStore {
                 if !queue_dir.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                let queue = ConsumeQueue::open(queue_dir.path(), file_bytes)?;
+                let queue = ConsumeQueue::open(queue_dir.path(), file_bytes, budget.clone())?;
                 queues.insert((topic.clone(), queue_id), Arc::new(queue));
             }
         }
         Ok(ConsumeQueueStore {
             root,
             file_bytes,
+            budget,
             queues: RwLock::new(queues),
             created: Notify::new(),
             journaled: AtomicU64::new(0),
@@ -467,7 +598,11 @@ impl ConsumeQueueStore {
             return Ok(q.clone());
         }
         let dir = self.root.join(topic).join(queue_id.to_string());
-        let queue = Arc::new(ConsumeQueue::open(dir, self.file_bytes)?);
+        let queue = Arc::new(ConsumeQueue::open(
+            dir,
+            self.file_bytes,
+            self.budget.clone(),
+        )?);
         queues.insert(key, queue.clone());
         drop(queues);
         self.created.notify_waiters();
@@ -484,10 +619,15 @@ impl ConsumeQueueStore {
         let mut out = Vec::new();
         for (_, queue) in self.all() {
             let end = queue.max_offset() * ENTRY_BYTES;
-            let files = queue.files.lock().unwrap();
-            for (start, file) in files.iter() {
+            let starts: Vec<u64> = queue.files.lock().unwrap().keys().copied().collect();
+            for start in &starts {
                 let path = queue.dir.join(format!("{start:020}"));
-                let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+                let len = match std::fs::metadata(&path) {
+                    Ok(meta) => meta.len(),
+                    // Deleted by retention since the listing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err(&path, e)),
+                };
                 let len = len.min(end.saturating_sub(*start));
                 if len > 0 {
                     out.push((path, len));
@@ -500,7 +640,8 @@ impl ConsumeQueueStore {
     /// Forgets every queue and opens what the directory holds now (a snapshot install
     /// replaced it). Queues handed out before keep working on the files they opened.
     pub fn reload(&self) -> Result<()> {
-        let fresh = ConsumeQueueStore::open(self.root.clone(), self.file_bytes)?;
+        let fresh =
+            ConsumeQueueStore::open_with(self.root.clone(), self.file_bytes, self.budget.clone())?;
         *self.queues.write().unwrap() = fresh.queues.into_inner().unwrap();
         self.created.notify_waiters();
         Ok(())
@@ -632,6 +773,67 @@ mod tests {
             ..ConsumeQueueSync::new(0, Duration::from_secs(60))
         };
         assert!(every.due(80_000, 1, second));
+    }
+
+    /// Past the limit the files opened longest ago are closed, and opened again when used:
+    /// every entry of every queue reads back, across a reopen of the store.
+    #[test]
+    fn open_files_stay_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |limit| {
+            ConsumeQueueStore::open_with(dir.path().to_path_buf(), 20 * 4, OpenFiles::new(limit))
+                .unwrap()
+        };
+        let store = open(5);
+        for round in 0..3u64 {
+            for q in 0..12 {
+                let queue = store.get_or_create("T", q).unwrap();
+                // Two entries a round: a new file every other round.
+                queue.append(round * 2, entry(round * 2)).unwrap();
+                queue.append(round * 2 + 1, entry(round * 2 + 1)).unwrap();
+                assert!(store.budget.open.load(Ordering::Acquire) <= 5);
+            }
+        }
+        let held: usize = store
+            .all()
+            .iter()
+            .map(|(_, q)| {
+                q.files
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .filter(|f| f.is_some())
+                    .count()
+            })
+            .sum();
+        assert_eq!(held, store.budget.open.load(Ordering::Acquire));
+        assert_eq!(held, 5);
+        for q in 0..12 {
+            let queue = store.get("T", q).unwrap();
+            assert_eq!(
+                queue.read(0, 10).unwrap(),
+                (0..6).map(entry).collect::<Vec<_>>()
+            );
+            queue.truncate(3).unwrap();
+        }
+        assert!(store.budget.open.load(Ordering::Acquire) <= 5);
+        drop(store);
+        let store = open(2);
+        assert_eq!(
+            store.budget.open.load(Ordering::Acquire),
+            0,
+            "nothing opened at start"
+        );
+        for q in 0..12 {
+            let queue = store.get("T", q).unwrap();
+            assert_eq!(queue.max_offset(), 3);
+            assert_eq!(
+                queue.read(0, 10).unwrap(),
+                (0..3).map(entry).collect::<Vec<_>>()
+            );
+        }
+        store.reload().unwrap();
+        assert!(store.budget.open.load(Ordering::Acquire) <= 2);
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub async fn run_with_metrics(
         source: e,
     })?;
     let shutdown = Box::pin(shutdown).shared();
+    let open_files = crate::consume_queue::raise_open_files_limit();
+    info!(
+        open_files,
+        consume_queue_files = crate::consume_queue::OpenFiles::limit_for_this_process(),
+        "open-file limits: the process's, and how many ConsumeQueue files stay open at once"
+    );
     let metrics = BrokerMetrics::new(&config);
     let _endpoint = metrics_listener.map(|metrics_listener| {
         let m = metrics.clone();
