@@ -14,6 +14,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use remoting::route::BrokerData;
 
 use crate::route_table::RouteTable;
 
@@ -76,35 +77,28 @@ impl Collector for NamesrvMetrics {
             "Broker groups this name server routes to",
             info.broker_addr_table.len() as u64,
         )?;
-        let mut members = encoder.encode_descriptor(
+        // One gauge a group, labelled by its cluster and name.
+        let mut per_group = |name: &str, help: &str, value: &dyn Fn(&BrokerData) -> u64| {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (broker_name, data) in &info.broker_addr_table {
+                let labels = [
+                    ("cluster", data.cluster.as_str()),
+                    ("broker_name", broker_name.as_str()),
+                ];
+                metric.encode_family(&labels)?.encode_gauge(&value(data))?;
+            }
+            Ok::<_, fmt::Error>(())
+        };
+        per_group(
             "rocketraft_namesrv_group_members",
             "Registered members of each broker group",
-            None,
-            MetricType::Gauge,
+            &|data| data.broker_addrs.len() as u64,
         )?;
-        for (name, data) in &info.broker_addr_table {
-            let labels = [
-                ("cluster", data.cluster.as_str()),
-                ("broker_name", name.as_str()),
-            ];
-            members
-                .encode_family(&labels)?
-                .encode_gauge(&(data.broker_addrs.len() as u64))?;
-        }
-        let mut leader = encoder.encode_descriptor(
+        per_group(
             "rocketraft_namesrv_group_has_leader",
             "1 if a member of the group is routed as its leader (brokerId 0), else 0",
-            None,
-            MetricType::Gauge,
+            &|data| u64::from(data.broker_addrs.contains_key(&0)),
         )?;
-        for (name, data) in &info.broker_addr_table {
-            let labels = [
-                ("cluster", data.cluster.as_str()),
-                ("broker_name", name.as_str()),
-            ];
-            let has = u64::from(data.broker_addrs.contains_key(&0));
-            leader.encode_family(&labels)?.encode_gauge(&has)?;
-        }
         gauge(
             &mut encoder,
             "rocketraft_namesrv_topics",

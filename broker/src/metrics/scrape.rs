@@ -88,6 +88,20 @@ fn counter(metric: &mut MetricEncoder, labels: &impl EncodeLabelSet, value: u64)
         .encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 
+/// One counter family: a row per label set.
+fn counters<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        counter(&mut metric, &labels, value)?;
+    }
+    Ok(())
+}
+
 /// A histogram recorded in some unit, as (sum, count, buckets) in base units (`scale` base
 /// units per recorded unit), the overflow as the `+Inf` bucket.
 fn scaled(snapshot: &HistogramSnapshot, scale: f64) -> (f64, u64, Vec<(f64, u64)>) {
@@ -136,24 +150,18 @@ fn traffic(metrics: &BrokerMetrics, encoder: &mut DescriptorEncoder) -> fmt::Res
             })
         })
     };
-    let mut m = encoder.encode_descriptor(
+    counters(
+        encoder,
         "rocketmq_messages_in",
         "Messages stored by sends (RocketMQ 5's name), by topic and message type",
-        None,
-        MetricType::Counter,
+        rows().map(|(labels, c)| (labels, c.messages.load(Ordering::Relaxed))),
     )?;
-    for (labels, c) in rows() {
-        counter(&mut m, &labels, c.messages.load(Ordering::Relaxed))?;
-    }
-    let mut m = encoder.encode_descriptor(
+    counters(
+        encoder,
         "rocketmq_throughput_in",
         "Bytes of CommitLog records stored by sends (RocketMQ 5's name)",
-        None,
-        MetricType::Counter,
+        rows().map(|(labels, c)| (labels, c.bytes.load(Ordering::Relaxed))),
     )?;
-    for (labels, c) in rows() {
-        counter(&mut m, &labels, c.bytes.load(Ordering::Relaxed))?;
-    }
     let mut m = encoder.encode_descriptor(
         "rocketmq_message_size",
         "Record bytes per message of each send request (RocketMQ 5's name and buckets)",
@@ -177,25 +185,18 @@ fn traffic(metrics: &BrokerMetrics, encoder: &mut DescriptorEncoder) -> fmt::Res
             (labels, c)
         })
     };
-    let mut m = encoder.encode_descriptor(
+    counters(
+        encoder,
         "rocketmq_messages_out",
         "Messages answered to pulls (RocketMQ 5's name), by topic and consumer group",
-        None,
-        MetricType::Counter,
+        rows().map(|(labels, c)| (labels, c.messages.load(Ordering::Relaxed))),
     )?;
-    for (labels, c) in rows() {
-        counter(&mut m, &labels, c.messages.load(Ordering::Relaxed))?;
-    }
-    let mut m = encoder.encode_descriptor(
+    counters(
+        encoder,
         "rocketmq_throughput_out",
         "Bytes of records answered to pulls (RocketMQ 5's name)",
-        None,
-        MetricType::Counter,
-    )?;
-    for (labels, c) in rows() {
-        counter(&mut m, &labels, c.bytes.load(Ordering::Relaxed))?;
-    }
-    Ok(())
+        rows().map(|(labels, c)| (labels, c.bytes.load(Ordering::Relaxed))),
+    )
 }
 
 /// Figures of the running node.
