@@ -6,22 +6,25 @@
 # of every topic. Prints each point's figures, its ratio to the first point, and the memory
 # (RSS) and open files of each node after the load.
 #
-#   bench/queue-sweep.sh [-d SECONDS] [-w IN_FLIGHT] [-s BYTES] [-f FLUSH] BIN [POINT...]
+#   bench/queue-sweep.sh [-d SECONDS] [-w IN_FLIGHT] [-s BYTES] [-f FLUSH] [-c CLIENT] BIN [POINT...]
 #
+# CLIENT is the binary whose `bench produce` sends (default BIN): give the same one when
+# comparing two servers, so that both get the same load.
 # POINT is TOPICSxQUEUES; default 1x8 1000x8 5000x4 20000x4 (8 to 80,000 queues). FLUSH is
 # SYNC_FLUSH (default) or ASYNC_FLUSH. -d 10 -w 256 -s 1024 by default. Nothing else may hold
 # ports 9876, 10911-10931 or 40911-40913. Stops every process it started, by PID; removes the
 # data directories. KEEP_LOGS=1 keeps them (the path is printed).
 set -euo pipefail
 
-seconds=10 in_flight=256 size=1024 flush=SYNC_FLUSH
-usage() { sed -n '2,15p' "$0"; exit 2; }
-while getopts "d:w:s:f:" opt; do
+seconds=10 in_flight=256 size=1024 flush=SYNC_FLUSH client=""
+usage() { sed -n '2,18p' "$0"; exit 2; }
+while getopts "d:w:s:f:c:" opt; do
     case $opt in
         d) seconds=$OPTARG ;;
         w) in_flight=$OPTARG ;;
         s) size=$OPTARG ;;
         f) flush=$OPTARG ;;
+        c) client=$(realpath "$OPTARG") ;;
         *) usage ;;
     esac
 done
@@ -29,6 +32,7 @@ shift $((OPTIND - 1))
 [ $# -ge 1 ] || usage
 bin=$(realpath "$1")
 shift
+[ -n "$client" ] || client=$bin
 points=("$@")
 [ ${#points[@]} -gt 0 ] || points=(1x8 1000x8 5000x4 20000x4)
 cd "$(dirname "$0")/.."
@@ -70,11 +74,11 @@ for point in "${points[@]}"; do
         >"$work/$point.dev.log" 2>&1 &
     dev_pid=$!
     for _ in $(seq 1 600); do
-        grep -q "ready for clients" "$work/$point.dev.log" && break
+        grep -qs "ready for clients" "$work/$point.dev.log" && break
         sleep 0.1
     done
     grep -q "ready for clients" "$work/$point.dev.log" || { cat "$work/$point.dev.log"; exit 1; }
-    "$bin" bench produce --topics "$topics" --queues "$queues" -w "$in_flight" -s "$size" \
+    "$client" bench produce --topics "$topics" --queues "$queues" -w "$in_flight" -s "$size" \
         -d "$seconds" --json >"$work/$point.json" 2>"$work/$point.bench.log" \
         || { tail -20 "$work/$point.bench.log"; exit 1; }
     resources=$(node_resources)
