@@ -1,6 +1,7 @@
 //! Admin requests: topic creation on every broker group of a cluster (like
-//! `mqadmin updateTopic`, and in batches like `mqadmin updateTopicList`). Topic changes go through each group's Raft log, so they are
-//! sent to each group's leader; a follower's answer naming the leader is followed.
+//! `mqadmin updateTopic`, and in batches like `mqadmin updateTopicList`). Topic changes go
+//! through each group's Raft log, so they are sent to each group's leader; a follower's
+//! answer naming the leader is followed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
