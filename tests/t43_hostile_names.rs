@@ -343,6 +343,15 @@ fn create_topic(topic: &str) -> RemotingCommand {
     RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header)
 }
 
+/// UPDATE_AND_CREATE_TOPIC_LIST with a good topic, then `topic`.
+fn create_topic_list(topic: &str) -> RemotingCommand {
+    let listed = |name: &str| serde_json::json!({ "topicName": name, "readQueueNums": 4, "writeQueueNums": 4 });
+    let body =
+        serde_json::json!({ "topicConfigList": [listed("HostileNamesGood"), listed(topic)] });
+    RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST)
+        .with_body(body.to_string())
+}
+
 fn put_subscription_group(group: &str) -> RemotingCommand {
     let body = serde_json::json!({ "groupName": group, "consumeEnable": true });
     RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP)
@@ -411,6 +420,7 @@ fn rows() -> Vec<Row> {
         r("CHECK_CLIENT_CONFIG", "group", Group, Leader, |_, n| check_client(CLIENT_ID, n, TOPIC)),
         r("CHECK_CLIENT_CONFIG", "subscriptionData.topic", Topic, Leader, |_, n| check_client(CLIENT_ID, GROUP, n)),
         r("UPDATE_AND_CREATE_TOPIC", "topic", Topic, Leader, |_, n| create_topic(n)),
+        r("UPDATE_AND_CREATE_TOPIC_LIST", "topicConfigList.topicName", Topic, Leader, |_, n| create_topic_list(n)),
         r("DELETE_TOPIC_IN_BROKER", "topic", Topic, Leader, |_, n| RemotingCommand::bare_request(C::DELETE_TOPIC_IN_BROKER).with_ext("topic", n)),
         r("UPDATE_AND_CREATE_SUBSCRIPTIONGROUP", "groupName", Group, Leader, |_, n| put_subscription_group(n)),
         r("DELETE_SUBSCRIPTIONGROUP", "groupName", Group, Leader, |_, n| RemotingCommand::bare_request(C::DELETE_SUBSCRIPTIONGROUP).with_ext("groupName", n)),

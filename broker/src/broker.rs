@@ -442,6 +442,35 @@ impl Broker {
             .map(|_| Ok(()))
     }
 
+    /// Creates or replaces every topic of `configs` through Raft (leader only), leaving out
+    /// those already held exactly so; returns how many changed. One entry holds them all
+    /// unless they exceed the log's entry limit: then consecutive entries, each applied
+    /// whole, so a failure part-way (a lost leadership) leaves a prefix created and the
+    /// answer an error; asking again creates the rest. The name servers learn the new
+    /// table once, after the last entry. The caller has checked every config.
+    pub async fn put_topics(&self, configs: Vec<TopicConfig>) -> Result<usize, DLedgerError> {
+        let changed: Vec<TopicConfig> = configs
+            .into_iter()
+            .filter(|c| self.state.topic(&c.topic_name).as_ref() != Some(c))
+            .collect();
+        let count = changed.len();
+        if count == 0 {
+            return Ok(0);
+        }
+        let commands = crate::command::put_topics_commands(changed, self.node.max_entry_bytes());
+        info!(topics = count, entries = commands.len(), "creating topics");
+        let mut proposed = Ok(count);
+        for command in &commands {
+            if let Err(e) = self.propose(command).await {
+                proposed = Err(e);
+                break;
+            }
+        }
+        // Even after a failure: entries before it may have been applied.
+        self.register_now.notify_one();
+        proposed
+    }
+
     /// Proposes `config`; the caller holds `topic_create`.
     async fn put_topic(&self, config: TopicConfig) -> Result<TopicConfig, DLedgerError> {
         info!(topic = %config.topic_name, queues = config.write_queue_nums, "creating topic");

@@ -28,6 +28,11 @@ pub enum BrokerCommand {
     PutTopic {
         config: TopicConfig,
     },
+    /// Creates or replaces many topics at once (UPDATE_AND_CREATE_TOPIC_LIST): one entry
+    /// for a whole request, unless [`put_topics_commands`] had to split it.
+    PutTopics {
+        configs: Vec<TopicConfig>,
+    },
     DeleteTopic {
         topic: String,
     },
@@ -94,6 +99,35 @@ impl BrokerCommand {
     }
 }
 
+/// `configs`, in order, as PutTopics commands of at most `max_bytes` encoded bytes each (a
+/// Raft entry's limit): one command when they fit, the fewest greedy runs when they do not.
+/// A single config longer than `max_bytes` still gets a command of its own, which the log
+/// then refuses; topic names are at most 127 characters, so it does not happen in practice.
+pub fn put_topics_commands(configs: Vec<TopicConfig>, max_bytes: usize) -> Vec<BrokerCommand> {
+    let empty = BrokerCommand::PutTopics {
+        configs: Vec::new(),
+    };
+    let base_bytes = empty.encode().len();
+    let mut commands = Vec::new();
+    let (mut run, mut run_bytes) = (Vec::new(), base_bytes);
+    for config in configs {
+        let bytes = serde_json::to_vec(&config).map_or(0, |v| v.len());
+        // After the first, each config comes with a comma.
+        if !run.is_empty() && run_bytes + 1 + bytes > max_bytes {
+            commands.push(BrokerCommand::PutTopics {
+                configs: std::mem::take(&mut run),
+            });
+            run_bytes = base_bytes;
+        }
+        run_bytes += usize::from(!run.is_empty()) + bytes;
+        run.push(config);
+    }
+    if !run.is_empty() {
+        commands.push(BrokerCommand::PutTopics { configs: run });
+    }
+    commands
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +147,9 @@ mod tests {
                 config: TopicConfig::default(),
             },
             BrokerCommand::DeleteTopic { topic: "T".into() },
+            BrokerCommand::PutTopics {
+                configs: vec![TopicConfig::default(), TopicConfig::default()],
+            },
             BrokerCommand::PutSubscriptionGroup {
                 config: serde_json::json!({"groupName": "g", "retryMaxTimes": 16}),
             },
@@ -154,5 +191,53 @@ mod tests {
             assert_eq!(BrokerCommand::decode(&cmd.encode()).unwrap(), cmd);
         }
         assert!(BrokerCommand::decode(b"{}").is_err());
+    }
+
+    fn topics(n: usize) -> Vec<TopicConfig> {
+        (0..n)
+            .map(|i| TopicConfig {
+                topic_name: format!("Topic-{i}"),
+                ..TopicConfig::default()
+            })
+            .collect()
+    }
+
+    /// A list that fits is one command; one that does not is split into commands that each
+    /// fit, that together hold every topic once, in order, and that are as few as greedy
+    /// filling makes them (each but the last would overflow with the next topic).
+    #[test]
+    fn put_topics_commands_fit_the_entry_limit() {
+        let all = topics(1000);
+        let one = put_topics_commands(all.clone(), 4 << 20);
+        assert_eq!(
+            one,
+            vec![BrokerCommand::PutTopics {
+                configs: all.clone()
+            }]
+        );
+        for max_bytes in [4096, 10_000, 65_536] {
+            let commands = put_topics_commands(all.clone(), max_bytes);
+            assert!(commands.len() > 1, "{max_bytes}");
+            let mut back = Vec::new();
+            for (i, command) in commands.iter().enumerate() {
+                let encoded = command.encode();
+                assert!(encoded.len() <= max_bytes, "{max_bytes}: {}", encoded.len());
+                let BrokerCommand::PutTopics { configs } = command else {
+                    panic!("{command:?}");
+                };
+                if let Some(next) = commands.get(i + 1) {
+                    let BrokerCommand::PutTopics { configs: after } = next else {
+                        panic!("{next:?}");
+                    };
+                    let mut grown = configs.clone();
+                    grown.push(after[0].clone());
+                    let grown = BrokerCommand::PutTopics { configs: grown }.encode();
+                    assert!(grown.len() > max_bytes, "{max_bytes}: run {i} not full");
+                }
+                back.extend(configs.iter().cloned());
+            }
+            assert_eq!(back, all);
+        }
+        assert!(put_topics_commands(Vec::new(), 4096).is_empty());
     }
 }

@@ -450,17 +450,17 @@ impl BrokerHook {
                 }
             }
             BrokerCommand::PutTopic { config } => {
-                writes.put(
-                    format!("t/{}", config.topic_name).as_bytes(),
-                    &serde_json::to_vec(&config)?,
-                );
                 info!(topic = %config.topic_name, queues = config.write_queue_nums, "topic updated");
-                self.state
-                    .topics
-                    .write()
-                    .unwrap()
-                    .insert(config.topic_name.clone(), config);
-                self.bump_version(writes)?;
+                self.put_topics(vec![config], writes)?;
+            }
+            BrokerCommand::PutTopics { configs } => {
+                info!(
+                    topics = configs.len(),
+                    first = configs.first().map_or("", |c| c.topic_name.as_str()),
+                    last = configs.last().map_or("", |c| c.topic_name.as_str()),
+                    "topics updated in one entry"
+                );
+                self.put_topics(configs, writes)?;
             }
             BrokerCommand::DeleteTopic { topic } => {
                 writes.delete(format!("t/{topic}").as_bytes());
@@ -596,6 +596,24 @@ impl BrokerHook {
             self.bump_version(writes)?;
         }
         Ok(())
+    }
+
+    /// Creates or replaces `configs`, in the store and in memory, as one topic-table change.
+    fn put_topics(
+        &self,
+        configs: Vec<TopicConfig>,
+        writes: &mut HookWrites<'_>,
+    ) -> Result<(), HookError> {
+        let mut topics = self.state.topics.write().unwrap();
+        for config in configs {
+            writes.put(
+                format!("t/{}", config.topic_name).as_bytes(),
+                &serde_json::to_vec(&config)?,
+            );
+            topics.insert(config.topic_name.clone(), config);
+        }
+        drop(topics);
+        self.bump_version(writes)
     }
 
     fn bump_version(&self, writes: &mut HookWrites<'_>) -> Result<(), HookError> {

@@ -1,6 +1,7 @@
 //! Admin requests: topic creation on every broker group of a cluster (like
-//! `mqadmin updateTopic`). Topic changes go through each group's Raft log, so they are
-//! sent to each group's leader; a follower's answer naming the leader is followed.
+//! `mqadmin updateTopic`, and in batches like `mqadmin updateTopicList`). Topic changes go
+//! through each group's Raft log, so they are sent to each group's leader; a follower's
+//! answer naming the leader is followed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use remoting::connection::NoRequests;
 use remoting::header::CreateTopicRequestHeader;
-use remoting::route::perm;
+use remoting::route::{perm, to_json, CreateTopicListRequestBody, ListedTopicConfig, TopicConfig};
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
 
 use crate::error::{ClientError, Result};
@@ -65,6 +66,90 @@ pub async fn update_topic(
     }
     wait_for_route(namesrv, topic, write_queue_nums, &created, timeout).await;
     Ok(created)
+}
+
+/// The most topics [`create_topics`] puts in one UPDATE_AND_CREATE_TOPIC_LIST request.
+pub const TOPICS_PER_REQUEST_MAX: usize = 1000;
+/// The most body bytes [`create_topics`] puts in one request, well inside a frame (16 MiB):
+/// a thousand topics of the longest names (127 characters) take about 300 KB.
+pub const TOPIC_LIST_BODY_BYTES_MAX: usize = 1 << 20;
+
+/// Creates (or updates) every topic of `topics` with `queue_nums` read and write queues on
+/// every broker group the name servers know, with UPDATE_AND_CREATE_TOPIC_LIST requests of at
+/// most [`TOPICS_PER_REQUEST_MAX`] topics and [`TOPIC_LIST_BODY_BYTES_MAX`] body bytes, sent
+/// to each group's leader (the groups at once, each group's requests one after another); each
+/// request is one Raft entry on its group. Returns the groups, once the name servers route
+/// the last topic (or `timeout` has passed waiting for that), as [`create_topic`] does.
+///
+/// A broker refuses a whole request if one of its topics breaks a rule, naming it, and
+/// creates none of that request; requests before it on that group stand. Asking again
+/// is harmless: topics already held unchanged are left as they are.
+pub async fn create_topics(
+    namesrv: &NameServerClient,
+    topics: &[String],
+    queue_nums: i32,
+    timeout: Duration,
+) -> Result<Vec<String>> {
+    let Some(last) = topics.last() else {
+        return Ok(Vec::new());
+    };
+    let bodies = topic_list_bodies(topics, queue_nums);
+    let info = namesrv.cluster_info().await?;
+    let groups: Vec<String> = info.broker_addr_table.keys().cloned().collect();
+    let per_group = info.broker_addr_table.iter().map(|(broker_name, data)| {
+        let bodies = &bodies;
+        async move {
+            for body in bodies {
+                let request =
+                    RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST)
+                        .with_body(body.clone());
+                request_leader(namesrv, broker_name, data, request, timeout).await?;
+            }
+            Ok::<_, ClientError>(())
+        }
+    });
+    futures::future::try_join_all(per_group).await?;
+    if !groups.is_empty() {
+        wait_for_route(namesrv, last, queue_nums, &groups, timeout).await;
+    }
+    Ok(groups)
+}
+
+/// `topics` as UPDATE_AND_CREATE_TOPIC_LIST bodies within the per-request limits, in order.
+fn topic_list_bodies(topics: &[String], queue_nums: i32) -> Vec<bytes::Bytes> {
+    let listed = |topic: &String| ListedTopicConfig {
+        config: TopicConfig {
+            topic_name: topic.clone(),
+            read_queue_nums: queue_nums,
+            write_queue_nums: queue_nums,
+            perm: perm::READ_WRITE,
+            ..TopicConfig::default()
+        },
+        attributes: None,
+    };
+    let encode = |topic_config_list| {
+        bytes::Bytes::from(to_json(&CreateTopicListRequestBody { topic_config_list }))
+    };
+    // `{"topicConfigList":[]}`, then each config's JSON and a comma.
+    const WRAPPER_BYTES: usize = 22;
+    let mut bodies = Vec::new();
+    let (mut batch, mut batch_bytes) = (Vec::new(), WRAPPER_BYTES);
+    for topic in topics {
+        let config = listed(topic);
+        let bytes = to_json(&config).len() + 1;
+        let full = batch.len() == TOPICS_PER_REQUEST_MAX
+            || batch_bytes + bytes > TOPIC_LIST_BODY_BYTES_MAX;
+        if full && !batch.is_empty() {
+            bodies.push(encode(std::mem::take(&mut batch)));
+            batch_bytes = WRAPPER_BYTES;
+        }
+        batch.push(config);
+        batch_bytes += bytes;
+    }
+    if !batch.is_empty() {
+        bodies.push(encode(batch));
+    }
+    bodies
 }
 
 /// Sends `request` to the leader of broker group `broker_name`, following a follower's
@@ -508,4 +593,48 @@ pub fn resend_message(dead_letter: &crate::message::MessageExt) -> crate::messag
         }
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(body: &[u8]) -> Vec<TopicConfig> {
+        let body: CreateTopicListRequestBody =
+            remoting::route::from_json("topic list", body).unwrap();
+        body.topic_config_list
+            .into_iter()
+            .map(|t| t.config)
+            .collect()
+    }
+
+    /// Batches hold at most 1,000 topics and 1 MiB each, every topic once, in order, with
+    /// the queues asked for.
+    #[test]
+    fn topic_list_bodies_keep_the_per_request_limits() {
+        let topics: Vec<String> = (0..2500).map(|i| format!("T-{i}")).collect();
+        let bodies = topic_list_bodies(&topics, 4);
+        let sizes: Vec<usize> = bodies.iter().map(|b| decode(b).len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        let back: Vec<TopicConfig> = bodies.iter().flat_map(|b| decode(b)).collect();
+        let names: Vec<&String> = back.iter().map(|c| &c.topic_name).collect();
+        assert_eq!(names, topics.iter().collect::<Vec<_>>());
+        assert!(back
+            .iter()
+            .all(|c| (c.read_queue_nums, c.write_queue_nums, c.perm) == (4, 4, perm::READ_WRITE)));
+
+        let long: Vec<String> = (0..40)
+            .map(|i| format!("{i}{}", "x".repeat(60_000)))
+            .collect();
+        let bodies = topic_list_bodies(&long, 1);
+        assert!(bodies.len() > 2, "{}", bodies.len());
+        assert!(bodies.iter().all(|b| b.len() <= TOPIC_LIST_BODY_BYTES_MAX));
+        let back: Vec<String> = bodies
+            .iter()
+            .flat_map(|b| decode(b))
+            .map(|c| c.topic_name)
+            .collect();
+        assert_eq!(back, long);
+        assert!(topic_list_bodies(&[], 1).is_empty());
+    }
 }

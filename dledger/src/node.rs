@@ -432,6 +432,12 @@ impl DLedgerNode {
         self.node_id
     }
 
+    /// The most bytes one entry (a batch of records, or a command) may carry: a caller
+    /// with more splits it ([`DLedgerNode::append_command`] refuses a longer command).
+    pub fn max_entry_bytes(&self) -> usize {
+        self.config.max_entry_bytes
+    }
+
     /// The receiving side of this node's peer RPCs.
     pub fn peer_service(&self) -> PeerService {
         PeerService::new(self.raft.clone(), Arc::clone(&self.log), &self.config)

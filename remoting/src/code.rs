@@ -43,7 +43,7 @@ macro_rules! i32_codes {
 }
 
 i32_codes! {
-    /// `RequestCode` in RocketMQ 4.x.
+    /// `RequestCode` in RocketMQ 4.x, and the 5.x codes served (each noted).
     RequestCode {
         SEND_MESSAGE = 10,
         PULL_MESSAGE = 11,
@@ -52,6 +52,9 @@ i32_codes! {
         QUERY_CONSUMER_OFFSET = 14,
         UPDATE_CONSUMER_OFFSET = 15,
         UPDATE_AND_CREATE_TOPIC = 17,
+        // RocketMQ 5.x: many topics in one request; the body is `CreateTopicListRequestBody`
+        // (`crate::route::CreateTopicListRequestBody`), the header carries nothing.
+        UPDATE_AND_CREATE_TOPIC_LIST = 18,
         GET_ALL_TOPIC_CONFIG = 21,
         GET_TOPIC_CONFIG_LIST = 22,
         GET_TOPIC_NAME_LIST = 23,
@@ -258,6 +261,8 @@ mod tests {
         assert_eq!(RequestCode::GET_ALL_TOPIC_LIST_FROM_NAMESERVER as i32, 206);
         assert_eq!(RequestCode::CLEAN_EXPIRED_CONSUMEQUEUE as i32, 306);
         assert_eq!(RequestCode::DELETE_EXPIRED_COMMITLOG as i32, 329);
+        // Issue 21: RocketMQ 5.3.3's RequestCode.java.
+        assert_eq!(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST as i32, 18);
         // Issue 20: the admin codes, as RocketMQ 4.9.8's RequestCode.java numbers them.
         for (code, number) in [
             (RequestCode::UPDATE_BROKER_CONFIG, 25),

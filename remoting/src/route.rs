@@ -117,6 +117,26 @@ impl Default for TopicConfig {
     }
 }
 
+/// The body of UPDATE_AND_CREATE_TOPIC_LIST (18, RocketMQ 5.x's `CreateTopicListRequestBody`):
+/// the topics to create or update, each a RocketMQ `TopicConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateTopicListRequestBody {
+    /// Required, as RocketMQ's `@CFNotNull` makes it: a body without it does not decode.
+    pub topic_config_list: Vec<ListedTopicConfig>,
+}
+
+/// One topic of [`CreateTopicListRequestBody`]: RocketMQ 5.x's `TopicConfig`, which adds
+/// `attributes` (the topic's message type and the like) to the fields a broker keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ListedTopicConfig {
+    #[serde(flatten)]
+    pub config: TopicConfig,
+    /// RocketMQ's Java client sends `{}` for none; absent or `null` reads as none too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, String>>,
+}
+
 /// A broker's topic-table version: changes whenever its topics change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -326,6 +346,58 @@ mod tests {
             "brokerAddrs",
         ] {
             assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    /// UPDATE_AND_CREATE_TOPIC_LIST's body as RocketMQ 5.x's Java client writes it
+    /// (fastjson: fields in alphabetical order, `attributes` an empty map unless set) reads
+    /// field by field; a body without `topicConfigList` does not.
+    #[test]
+    fn create_topic_list_body_decodes_the_java_clients_json() {
+        let json = br#"{"topicConfigList":[{"attributes":{},"order":false,"perm":6,"readQueueNums":8,"topicFilterType":"SINGLE_TAG","topicName":"Orders-0","topicSysFlag":0,"writeQueueNums":8},{"attributes":{"+message.type":"FIFO"},"order":true,"perm":4,"readQueueNums":2,"topicFilterType":"MULTI_TAG","topicName":"Orders-1","topicSysFlag":1,"writeQueueNums":3}]}"#;
+        let body: CreateTopicListRequestBody = from_json("topic list", json).unwrap();
+        assert_eq!(body.topic_config_list.len(), 2);
+        let first = &body.topic_config_list[0];
+        assert_eq!(
+            first.config,
+            TopicConfig {
+                topic_name: "Orders-0".into(),
+                read_queue_nums: 8,
+                write_queue_nums: 8,
+                perm: perm::READ_WRITE,
+                topic_filter_type: "SINGLE_TAG".into(),
+                topic_sys_flag: 0,
+                order: false,
+            }
+        );
+        assert_eq!(first.attributes, Some(BTreeMap::new()));
+        let second = &body.topic_config_list[1];
+        assert_eq!(
+            second.config,
+            TopicConfig {
+                topic_name: "Orders-1".into(),
+                read_queue_nums: 2,
+                write_queue_nums: 3,
+                perm: perm::READ,
+                topic_filter_type: "MULTI_TAG".into(),
+                topic_sys_flag: 1,
+                order: true,
+            }
+        );
+        assert_eq!(
+            second.attributes,
+            Some([("+message.type".to_string(), "FIFO".to_string())].into())
+        );
+        // Fields the Java client leaves at their defaults may be absent; `null` attributes
+        // are none.
+        let sparse = br#"{"topicConfigList":[{"topicName":"T","attributes":null}]}"#;
+        let sparse: CreateTopicListRequestBody = from_json("topic list", sparse).unwrap();
+        assert_eq!(sparse.topic_config_list[0].config.read_queue_nums, 16);
+        assert_eq!(sparse.topic_config_list[0].attributes, None);
+        let back: CreateTopicListRequestBody = from_json("topic list", &to_json(&body)).unwrap();
+        assert_eq!(back, body);
+        for bad in [&b"{}"[..], b"{\"topicConfigList\":null}", b"[1,2"] {
+            assert!(from_json::<CreateTopicListRequestBody>("topic list", bad).is_err());
         }
     }
 

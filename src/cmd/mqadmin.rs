@@ -36,6 +36,28 @@ pub enum Verb {
         #[arg(short = 'o', long, default_value_t = false, action = clap::ArgAction::Set)]
         order: bool,
     },
+    /// Create or update many topics on every broker group, 1,000 per request
+    /// (UPDATE_AND_CREATE_TOPIC_LIST, one entry in each group's Raft log per request): named
+    /// one per line in `-f FILE` (blank lines and `#` comments skipped), or `--prefix P
+    /// --count N` for P-0 ... P-<N-1>. A request with a name that breaks RocketMQ's rules is
+    /// refused whole, naming it; requests before it stand.
+    #[command(name = "updateTopicList")]
+    UpdateTopicList {
+        #[arg(
+            short = 'f',
+            long,
+            required_unless_present = "prefix",
+            conflicts_with = "prefix"
+        )]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, requires = "count")]
+        prefix: Option<String>,
+        #[arg(long, requires = "prefix")]
+        count: Option<usize>,
+        /// Read and write queues of each topic.
+        #[arg(short = 'q', long, default_value_t = 8)]
+        queues: i32,
+    },
     /// Delete a topic from every broker group (of one cluster) and from the name servers'
     /// routes (DELETE_TOPIC_IN_BROKER, DELETE_TOPIC_IN_NAMESRV).
     #[command(name = "deleteTopic")]
@@ -177,6 +199,21 @@ pub async fn run(
             let queues = (read.unwrap_or(queues), write.unwrap_or(queues));
             update_topic(namesrv, &topic, queues, perm, order, secret).await?
         }
+        Verb::UpdateTopicList {
+            file,
+            prefix,
+            count,
+            queues,
+        } => {
+            let topics = match (file, prefix, count) {
+                (Some(file), _, _) => topic_names_in(&file)?,
+                (None, Some(prefix), Some(count)) => {
+                    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+                }
+                _ => anyhow::bail!("give -f FILE, or --prefix P and --count N"),
+            };
+            update_topic_list(namesrv, &topics, queues).await?
+        }
         Verb::DeleteTopic { topic, cluster } => {
             let groups =
                 client::mqadmin::delete_topic(namesrv, &topic, cluster.as_deref(), secret, T)
@@ -278,6 +315,38 @@ async fn update_topic(
         "create topic {topic} (read {r}, write {w}, perm {perm}, order {order}) on {} success",
         groups.join(", ")
     )))
+}
+
+/// `updateTopicList`: every topic on every group, in batches.
+async fn update_topic_list(
+    namesrv: &NameServerClient,
+    topics: &[String],
+    queues: i32,
+) -> anyhow::Result<Out> {
+    anyhow::ensure!(!topics.is_empty(), "no topic names given");
+    let begin = std::time::Instant::now();
+    let groups = client::admin::create_topics(namesrv, topics, queues, T).await?;
+    anyhow::ensure!(!groups.is_empty(), "no broker group is registered");
+    let seconds = begin.elapsed().as_secs_f64();
+    Ok(Out::Line(format!(
+        "create {} topics (read {queues}, write {queues}, perm 6) on {} in {seconds:.2} s \
+         ({:.0} topics/s) success",
+        topics.len(),
+        groups.join(", "),
+        topics.len() as f64 / seconds
+    )))
+}
+
+/// The topic names in `file`, one per line; blank lines and `#` comments are skipped.
+fn topic_names_in(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_string)
+        .collect())
 }
 
 async fn topic_list(namesrv: &NameServerClient, cluster: Option<&str>) -> anyhow::Result<Out> {

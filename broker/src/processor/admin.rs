@@ -1,4 +1,5 @@
-//! UPDATE_AND_CREATE_TOPIC (17), GET_ALL_TOPIC_CONFIG (21), DELETE_TOPIC_IN_BROKER (215),
+//! UPDATE_AND_CREATE_TOPIC (17; its list form is in `super::create_topic_list`),
+//! GET_ALL_TOPIC_CONFIG (21), DELETE_TOPIC_IN_BROKER (215),
 //! UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_ALL_SUBSCRIPTIONGROUP_CONFIG (201),
 //! DELETE_SUBSCRIPTIONGROUP (207): topic and subscription-group changes go through the
 //! Raft log (invariant 4), so only the leader takes them; every replica answers reads.
@@ -7,7 +8,7 @@
 
 use remoting::header::CreateTopicRequestHeader;
 use remoting::names::{check_group, check_topic, is_system_topic};
-use remoting::route::{to_json, TopicConfig, TopicConfigSerializeWrapper};
+use remoting::route::{perm, to_json, TopicConfig, TopicConfigSerializeWrapper};
 use remoting::{Connection, RemotingCommand, ResponseCode};
 
 use super::{bad_name, fail, required_ext, ProcessError, ProcessResult};
@@ -47,19 +48,6 @@ pub async fn create_topic(
     request: &RemotingCommand,
 ) -> ProcessResult {
     let h: CreateTopicRequestHeader = request.header()?;
-    refuse_system_topic(&h.topic)?;
-    if !matches!(h.topic_filter_type.as_str(), "SINGLE_TAG" | "MULTI_TAG") {
-        return Err(fail(
-            ResponseCode::SYSTEM_ERROR,
-            format!("topicFilterType = [{}] value invalid", h.topic_filter_type),
-        ));
-    }
-    if !(1..=1024).contains(&h.write_queue_nums) || !(1..=1024).contains(&h.read_queue_nums) {
-        return Err(fail(
-            ResponseCode::SYSTEM_ERROR,
-            "readQueueNums and writeQueueNums must be in 1..=1024",
-        ));
-    }
     let config = TopicConfig {
         topic_name: h.topic,
         read_queue_nums: h.read_queue_nums,
@@ -69,10 +57,48 @@ pub async fn create_topic(
         topic_sys_flag: h.topic_sys_flag.unwrap_or(0),
         order: h.order,
     };
+    check_topic_config(&config).map_err(|reason| fail(ResponseCode::SYSTEM_ERROR, reason))?;
     propose(broker, BrokerCommand::PutTopic { config }).await?;
     broker.register_soon();
     Ok(RemotingCommand::success())
 }
+
+/// The rules every topic an admin creates or updates must keep (UPDATE_AND_CREATE_TOPIC
+/// and its list form): a name by RocketMQ's rules that is not a system topic, a filter type
+/// RocketMQ knows, 1 to 1024 read and write queues, and only known permission bits. `Err`
+/// is the remark a client reads.
+pub(super) fn check_topic_config(config: &TopicConfig) -> Result<(), String> {
+    check_topic(&config.topic_name).map_err(|e| e.to_string())?;
+    if is_system_topic(&config.topic_name) {
+        return Err(system_topic_remark(&config.topic_name));
+    }
+    if !matches!(
+        config.topic_filter_type.as_str(),
+        "SINGLE_TAG" | "MULTI_TAG"
+    ) {
+        return Err(format!(
+            "topicFilterType = [{}] value invalid",
+            config.topic_filter_type.escape_debug()
+        ));
+    }
+    let queues = 1..=MAX_QUEUE_NUMS;
+    if !queues.contains(&config.write_queue_nums) || !queues.contains(&config.read_queue_nums) {
+        return Err(format!(
+            "readQueueNums and writeQueueNums must be in 1..={MAX_QUEUE_NUMS}"
+        ));
+    }
+    let known = perm::PRIORITY | perm::READ_WRITE | perm::INHERIT;
+    if config.perm & !known != 0 {
+        return Err(format!(
+            "perm = [{}] value invalid: 6 is read and write, 4 read only, 2 write only",
+            config.perm
+        ));
+    }
+    Ok(())
+}
+
+/// The most read or write queues a topic may have on one broker group.
+const MAX_QUEUE_NUMS: i32 = 1024;
 
 /// DELETE_TOPIC_IN_BROKER (215).
 pub async fn delete_topic(
@@ -152,10 +178,12 @@ async fn propose(broker: &Broker, command: BrokerCommand) -> Result<(), ProcessE
 /// The broker owns RocketMQ's system topics: they are not created or deleted by request.
 fn refuse_system_topic(topic: &str) -> Result<(), ProcessError> {
     if is_system_topic(topic) {
-        return Err(fail(
-            ResponseCode::SYSTEM_ERROR,
-            format!("The topic[{topic}] is conflict with system topic."),
-        ));
+        return Err(fail(ResponseCode::SYSTEM_ERROR, system_topic_remark(topic)));
     }
     Ok(())
+}
+
+/// RocketMQ's answer to a request that would change a system topic.
+fn system_topic_remark(topic: &str) -> String {
+    format!("The topic[{topic}] is conflict with system topic.")
 }

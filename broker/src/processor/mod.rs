@@ -9,6 +9,7 @@ pub mod check_client;
 pub mod client;
 pub mod connections;
 pub mod consume_stats;
+pub mod create_topic_list;
 pub mod end_transaction;
 pub mod membership;
 pub mod offset;
@@ -81,6 +82,7 @@ pub fn handler(code: RequestCode) -> Option<Handle> {
         C::GET_CONSUMER_LIST_BY_GROUP => handle_now!(client::consumer_list),
         C::CHECK_CLIENT_CONFIG => handle_now!(check_client::handle),
         C::UPDATE_AND_CREATE_TOPIC => leader_only!(admin::create_topic),
+        C::UPDATE_AND_CREATE_TOPIC_LIST => leader_only!(create_topic_list::handle),
         C::GET_ALL_TOPIC_CONFIG => handle_now!(admin::all_topics),
         C::DELETE_TOPIC_IN_BROKER => leader_only!(admin::delete_topic),
         C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => leader_only!(admin::put_subscription_group),

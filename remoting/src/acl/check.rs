@@ -131,6 +131,8 @@ fn needs_admin(code: i32) -> bool {
     use RequestCode as C;
     let stock = [
         C::UPDATE_AND_CREATE_TOPIC,
+        // RocketMQ 5.x's batch form of UPDATE_AND_CREATE_TOPIC: the same class.
+        C::UPDATE_AND_CREATE_TOPIC_LIST,
         C::UPDATE_BROKER_CONFIG,
         C::DELETE_TOPIC_IN_BROKER,
         C::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
@@ -517,6 +519,38 @@ accounts:
             }
         );
         assert_eq!(access.access_key(), Some("admin001"));
+    }
+
+    /// UPDATE_AND_CREATE_TOPIC_LIST (18) is in UPDATE_AND_CREATE_TOPIC's (17) class: admin
+    /// accounts only, whatever topics the body names.
+    #[test]
+    fn topic_list_creation_needs_admin_like_one_topic() {
+        let acl = acl();
+        let body = br#"{"topicConfigList":[{"topicName":"T"}]}"#;
+        for (ak, sk, admin) in [
+            ("admin001", "admin-secret", true),
+            ("mixed001", "mixed-secret", true),
+            ("reader01", "reader-secret", false),
+            ("writer01", "writer-secret", false),
+        ] {
+            for code in [
+                RequestCode::UPDATE_AND_CREATE_TOPIC,
+                RequestCode::UPDATE_AND_CREATE_TOPIC_LIST,
+            ] {
+                let request = RemotingCommand::bare_request(code).with_body(&body[..]);
+                let outcome = acl.check(&signed(request, ak, sk), client());
+                match admin {
+                    true => assert!(outcome.is_ok(), "{ak} {code:?}: {outcome:?}"),
+                    false => assert_eq!(
+                        outcome,
+                        Err(AclDenied::NeedAdmin {
+                            code: code as i32,
+                            access_key: ak.to_string()
+                        })
+                    ),
+                }
+            }
+        }
     }
 
     /// An admin with per-resource entries is checked like anyone else (stock), for
