@@ -167,9 +167,10 @@ impl OpenFiles {
         })
     }
 
-    /// Half of the process's limit on open files (raised to its hard limit first, see
-    /// [`raise_open_files_limit`]): the rest is left to connections, RocksDB and the
-    /// CommitLog.
+    /// The process's limit on open files (raised to its hard limit first, see
+    /// [`raise_open_files_limit`]) less 2,048 for RocksDB, the CommitLog, peers and the
+    /// like; half of it when that leaves little. Connections may take from it too: a file
+    /// that cannot be opened for want of descriptors makes room ([`OpenFiles::make_room`]).
     pub(crate) fn limit_for_this_process() -> usize {
         let mut limit = libc::rlimit {
             rlim_cur: 0,
@@ -179,7 +180,8 @@ impl OpenFiles {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
             return 512;
         }
-        ((limit.rlim_cur / 2) as usize).clamp(64, 1 << 20)
+        let n = limit.rlim_cur.min(1 << 24) as usize;
+        if n > 8_192 { n - 2_048 } else { n / 2 }.max(64)
     }
 
     /// Counts a file just opened in `files` and closes the oldest past the limit.
@@ -187,7 +189,23 @@ impl OpenFiles {
         self.open.fetch_add(1, Ordering::AcqRel);
         let mut order = self.order.lock().unwrap();
         order.push_back((Arc::downgrade(files), start));
-        while self.open.load(Ordering::Acquire) > self.limit {
+        self.close_oldest(&mut order, self.limit);
+        // Entries of files closed or removed otherwise pile up only while under the limit.
+        if order.len() > 2 * self.limit + 1024 {
+            order.retain(|(map, start)| {
+                map.upgrade()
+                    .is_some_and(|m| m.lock().unwrap().get(start).is_some_and(Option::is_some))
+            });
+        }
+    }
+
+    /// Closes the files opened longest ago until at most `keep` are open.
+    fn close_oldest(
+        &self,
+        order: &mut std::collections::VecDeque<(std::sync::Weak<FileMap>, u64)>,
+        keep: usize,
+    ) {
+        while self.open.load(Ordering::Acquire) > keep {
             let Some((map, start)) = order.pop_front() else {
                 break;
             };
@@ -198,13 +216,19 @@ impl OpenFiles {
                 }
             }
         }
-        // Entries of files closed or removed otherwise pile up only while under the limit.
-        if order.len() > 2 * self.limit + 1024 {
-            order.retain(|(map, start)| {
-                map.upgrade()
-                    .is_some_and(|m| m.lock().unwrap().get(start).is_some_and(Option::is_some))
-            });
-        }
+    }
+
+    /// The process ran out of descriptors (connections took them): closes the older half of
+    /// the files held open, so that a ConsumeQueue can still be written. Running out must
+    /// never stop a node as a failing disk does.
+    fn make_room(&self) {
+        let mut order = self.order.lock().unwrap();
+        let keep = self.open.load(Ordering::Acquire) / 2;
+        self.close_oldest(&mut order, keep);
+        warn!(
+            open = self.open.load(Ordering::Acquire),
+            "out of file descriptors: closed the ConsumeQueue files opened longest ago"
+        );
     }
 
     /// Counts `n` files closed other than by [`OpenFiles::opened`].
@@ -359,13 +383,29 @@ impl ConsumeQueue {
             None => {}
         }
         let path = self.dir.join(format!("{start:020}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        };
+        let file = match open() {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Other queues' locks are taken to make room: this one's is released first.
+                drop(files);
+                self.budget.make_room();
+                files = self.files.lock().unwrap();
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| io_err(&path, e))?;
+        if let Some(Some(theirs)) = files.get(&start) {
+            // Opened by another caller while the lock was released above.
+            return Ok(Some((start, theirs.clone())));
+        }
         let file = Arc::new(file);
         files.insert(start, Some(file.clone()));
         // The budget takes other queues' locks: this one's is released first.
@@ -808,6 +848,9 @@ mod tests {
             .sum();
         assert_eq!(held, store.budget.open.load(Ordering::Acquire));
         assert_eq!(held, 5);
+        // Out of descriptors: the older half is closed, and everything still reads.
+        store.budget.make_room();
+        assert_eq!(store.budget.open.load(Ordering::Acquire), 2);
         for q in 0..12 {
             let queue = store.get("T", q).unwrap();
             assert_eq!(
