@@ -50,14 +50,11 @@ pub async fn update_topic(
     let info = namesrv.cluster_info().await?;
     let mut created = Vec::new();
     let header = CreateTopicRequestHeader {
-        topic: topic.to_string(),
-        default_topic: "TBW102".into(),
         read_queue_nums,
         write_queue_nums,
         perm,
-        topic_filter_type: "SINGLE_TAG".into(),
-        topic_sys_flag: Some(0),
         order,
+        ..create_topic_header(topic, write_queue_nums)
     };
     for (broker_name, data) in &info.broker_addr_table {
         let request = RemotingCommand::request(RequestCode::UPDATE_AND_CREATE_TOPIC, &header);
@@ -66,6 +63,20 @@ pub async fn update_topic(
     }
     wait_for_route(namesrv, topic, write_queue_nums, &created, timeout).await;
     Ok(created)
+}
+
+/// UPDATE_AND_CREATE_TOPIC's header for a read-write topic of `queue_nums` queues.
+fn create_topic_header(topic: &str, queue_nums: i32) -> CreateTopicRequestHeader {
+    CreateTopicRequestHeader {
+        topic: topic.to_string(),
+        default_topic: "TBW102".into(),
+        read_queue_nums: queue_nums,
+        write_queue_nums: queue_nums,
+        perm: perm::READ_WRITE,
+        topic_filter_type: "SINGLE_TAG".into(),
+        topic_sys_flag: Some(0),
+        order: false,
+    }
 }
 
 /// The most topics [`create_topics`] puts in one UPDATE_AND_CREATE_TOPIC_LIST request.
@@ -83,7 +94,9 @@ pub const TOPIC_LIST_BODY_BYTES_MAX: usize = 1 << 20;
 ///
 /// A broker refuses a whole request if one of its topics breaks a rule, naming it, and
 /// creates none of that request; requests before it on that group stand. Asking again
-/// is harmless: topics already held unchanged are left as they are.
+/// is harmless: topics already held unchanged are left as they are. A broker that does not
+/// serve the list request (REQUEST_CODE_NOT_SUPPORTED: RocketMQ 4.x) is sent one
+/// UPDATE_AND_CREATE_TOPIC a topic instead.
 pub async fn create_topics(
     namesrv: &NameServerClient,
     topics: &[String],
@@ -103,7 +116,29 @@ pub async fn create_topics(
                 let request =
                     RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST)
                         .with_body(body.clone());
-                request_leader(namesrv, broker_name, data, request, timeout).await?;
+                match request_leader(namesrv, broker_name, data, request, timeout).await {
+                    Ok(_) => {}
+                    // A broker without the list request (RocketMQ 4.x, or rocketraft before
+                    // issue 21): one UPDATE_AND_CREATE_TOPIC a topic, 64 at a time.
+                    Err(ClientError::Broker { code, .. })
+                        if code == ResponseCode::REQUEST_CODE_NOT_SUPPORTED as i32 =>
+                    {
+                        use futures::{StreamExt, TryStreamExt};
+                        return futures::stream::iter(topics)
+                            .map(|topic| {
+                                let header = create_topic_header(topic, queue_nums);
+                                let request = RemotingCommand::request(
+                                    RequestCode::UPDATE_AND_CREATE_TOPIC,
+                                    &header,
+                                );
+                                request_leader(namesrv, broker_name, data, request, timeout)
+                            })
+                            .buffer_unordered(64)
+                            .try_for_each(|_| async { Ok(()) })
+                            .await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Ok::<_, ClientError>(())
         }
