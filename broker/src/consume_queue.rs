@@ -544,7 +544,7 @@ pub struct ConsumeQueueStore {
     root: PathBuf,
     file_bytes: u64,
     budget: Arc<OpenFiles>,
-    queues: RwLock<HashMap<(String, i32), Arc<ConsumeQueue>>>,
+    queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
     /// Woken when a queue is created: pulls held on a queue that did not exist yet.
     pub(crate) created: Notify,
     /// One past the CommitLog position of the last journal record whose entries are in the
@@ -557,8 +557,8 @@ pub struct ConsumeQueueStore {
 }
 
 impl ConsumeQueueStore {
-    /// Opens `<root>` and every queue found under it, holding at most half of the process's
-    /// open-file limit of their files open at once ([`OpenFiles`]).
+    /// Opens `<root>` and every queue found under it, holding at most the process's
+    /// open-file limit less 2,048 of their files open at once ([`OpenFiles`]).
     pub fn open(root: PathBuf, file_bytes: u64) -> Result<Self> {
         Self::open_with(
             root,
@@ -586,7 +586,10 @@ impl ConsumeQueueStore {
                     continue;
                 }
                 let queue = ConsumeQueue::open(queue_dir.path(), file_bytes, budget.clone())?;
-                queues.insert((topic.clone(), queue_id), Arc::new(queue));
+                queues
+                    .entry(topic.clone())
+                    .or_insert_with(HashMap::new)
+                    .insert(queue_id, Arc::new(queue));
             }
         }
         Ok(ConsumeQueueStore {
@@ -623,7 +626,8 @@ impl ConsumeQueueStore {
         self.queues
             .read()
             .unwrap()
-            .get(&(topic.to_string(), queue_id))
+            .get(topic)
+            .and_then(|queues| queues.get(&queue_id))
             .cloned()
     }
 
@@ -632,19 +636,21 @@ impl ConsumeQueueStore {
         if let Some(q) = self.get(topic, queue_id) {
             return Ok(q);
         }
-        let mut queues = self.queues.write().unwrap();
-        let key = (topic.to_string(), queue_id);
-        if let Some(q) = queues.get(&key) {
-            return Ok(q.clone());
-        }
-        let dir = self.root.join(topic).join(queue_id.to_string());
-        let queue = Arc::new(ConsumeQueue::open(
-            dir,
-            self.file_bytes,
-            self.budget.clone(),
-        )?);
-        queues.insert(key, queue.clone());
-        drop(queues);
+        let queue = {
+            let mut all = self.queues.write().unwrap();
+            let queues = all.entry(topic.to_string()).or_default();
+            if let Some(q) = queues.get(&queue_id) {
+                return Ok(q.clone());
+            }
+            let dir = self.root.join(topic).join(queue_id.to_string());
+            let queue = Arc::new(ConsumeQueue::open(
+                dir,
+                self.file_bytes,
+                self.budget.clone(),
+            )?);
+            queues.insert(queue_id, queue.clone());
+            queue
+        };
         self.created.notify_waiters();
         Ok(queue)
     }
@@ -693,7 +699,11 @@ impl ConsumeQueueStore {
             .read()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .flat_map(|(topic, queues)| {
+                queues
+                    .iter()
+                    .map(|(id, q)| ((topic.clone(), *id), q.clone()))
+            })
             .collect()
     }
 }
