@@ -22,28 +22,11 @@ const T: Duration = Duration::from_secs(5);
 const TOPIC: &str = "T22";
 const GROUP: &str = "t22-group";
 
-/// Runs `rocketraft admin -n NAMESRV ARGS`; its stdout, or a panic with its stderr.
-fn admin(cluster: &common::Cluster, args: &[&str]) -> String {
-    let secret = cluster.path().join("cluster.secret");
-    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args(["admin", "-n", &cluster.namesrv_addr])
-        .args(args)
-        .env("ROCKETRAFT_CLUSTER_SECRET_FILE", &secret)
-        .output()
-        .expect("run rocketraft admin");
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// [`admin`] with `--json`, parsed.
+/// `Cluster::admin` with `--json`, parsed.
 fn admin_json(cluster: &common::Cluster, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
-    let text = admin(cluster, &all);
+    let text = cluster.admin(&all);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{args:?}: {e}: {text}"))
 }
 
@@ -98,20 +81,17 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     let leader = cluster.wait_for_leader(None, Duration::from_secs(30)).await;
 
     // updateTopic, topicList (all and by cluster), topicRoute, clusterList.
-    let out = admin(
-        &cluster,
-        &[
-            "updateTopic",
-            "-t",
-            TOPIC,
-            "-r",
-            "2",
-            "-w",
-            "2",
-            "-o",
-            "true",
-        ],
-    );
+    let out = cluster.admin(&[
+        "updateTopic",
+        "-t",
+        TOPIC,
+        "-r",
+        "2",
+        "-w",
+        "2",
+        "-o",
+        "true",
+    ]);
     assert!(out.contains("success"), "{out}");
     // An ordered topic: its layout is in the name server's KV config.
     let layout = order_conf(&cluster).await;
@@ -135,13 +115,13 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
         .any(|t| t == TOPIC));
     let route = admin_json(&cluster, &["topicRoute", "-t", TOPIC]);
     assert_eq!(route["queueDatas"][0]["writeQueueNums"], 2);
-    assert!(admin(&cluster, &["topicRoute", "-t", TOPIC]).contains("0="));
+    assert!(cluster.admin(&["topicRoute", "-t", TOPIC]).contains("0="));
     let clusters = admin_json(&cluster, &["clusterList"]);
     assert_eq!(
         clusters["brokerAddrTable"][common::GROUP]["brokerAddrs"]["0"],
         leader.as_str()
     );
-    assert!(admin(&cluster, &["clusterList"]).contains("leader"));
+    assert!(cluster.admin(&["clusterList"]).contains("leader"));
 
     // Traffic: a producer, and a consumer group that committed an offset.
     let config = ProducerConfig::new(&cluster.namesrv_addr, "t22-producers");
@@ -202,18 +182,15 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
         assert!(std::time::Instant::now() < deadline, "never committed: {p}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    admin(
-        &cluster,
-        &[
-            "resetOffsetByTime",
-            "-g",
-            "t22-push",
-            "-t",
-            TOPIC,
-            "-s",
-            "0",
-        ],
-    );
+    cluster.admin(&[
+        "resetOffsetByTime",
+        "-g",
+        "t22-push",
+        "-t",
+        TOPIC,
+        "-s",
+        "0",
+    ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while count() < 12 {
         assert!(
@@ -237,7 +214,7 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     let progress = admin_json(&cluster, &["consumerProgress", "-g", GROUP]);
     assert_eq!(progress["diffTotal"], 5, "{progress}");
     assert_eq!(progress["queues"][0]["consumerOffset"], 1);
-    let table = admin(&cluster, &["consumerProgress", "-g", GROUP, "-t", TOPIC]);
+    let table = cluster.admin(&["consumerProgress", "-g", GROUP, "-t", TOPIC]);
     assert!(table.contains("Diff Total: 5"), "{table}");
 
     // consumerConnection, producerConnection.
@@ -264,10 +241,7 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     assert_eq!(total, 6);
     let progress = admin_json(&cluster, &["consumerProgress", "-g", GROUP, "-t", TOPIC]);
     assert_eq!(progress["diffTotal"], 0);
-    admin(
-        &cluster,
-        &["resetOffsetByTime", "-g", GROUP, "-t", TOPIC, "-s", "0"],
-    );
+    cluster.admin(&["resetOffsetByTime", "-g", GROUP, "-t", TOPIC, "-s", "0"]);
     let progress = admin_json(&cluster, &["consumerProgress", "-g", GROUP, "-t", TOPIC]);
     assert_eq!(progress["diffTotal"], 6);
 
@@ -275,18 +249,15 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     let configs = admin_json(&cluster, &["getBrokerConfig"]);
     assert_eq!(configs.as_object().unwrap().len(), 3, "every member");
     assert_eq!(configs[leader.as_str()]["autoCreateTopicEnable"], "true");
-    let out = admin(
-        &cluster,
-        &[
-            "updateBrokerConfig",
-            "-b",
-            &leader,
-            "-k",
-            "autoCreateTopicEnable",
-            "-v",
-            "false",
-        ],
-    );
+    let out = cluster.admin(&[
+        "updateBrokerConfig",
+        "-b",
+        &leader,
+        "-k",
+        "autoCreateTopicEnable",
+        "-v",
+        "false",
+    ]);
     assert!(out.contains("success"), "{out}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -322,14 +293,16 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot be changed at runtime"));
     let status = admin_json(&cluster, &["brokerStatus", "-b", &leader]);
     assert_eq!(status[leader.as_str()]["raftRole"], "LEADER");
-    assert!(admin(&cluster, &["brokerStatus"]).contains("msgPutTotalTodayNow"));
+    assert!(cluster
+        .admin(&["brokerStatus"])
+        .contains("msgPutTotalTodayNow"));
 
     // wipeWritePerm / addWritePerm (signed with the cluster secret from the environment).
     let wiped = admin_json(&cluster, &["wipeWritePerm", "-b", common::GROUP]);
     assert!(wiped[0]["topicCount"].as_i64().unwrap() >= 1, "{wiped}");
     let route = admin_json(&cluster, &["topicRoute", "-t", TOPIC]);
     assert_eq!(route["queueDatas"][0]["perm"], 4);
-    admin(&cluster, &["addWritePerm", "-b", common::GROUP]);
+    cluster.admin(&["addWritePerm", "-b", common::GROUP]);
     let route = admin_json(&cluster, &["topicRoute", "-t", TOPIC]);
     assert_eq!(route["queueDatas"][0]["perm"], 6);
 
@@ -348,11 +321,13 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
         assert!(m["appliedPosition"].as_u64().unwrap() > 0, "{m}");
         assert!(m["lagEntries"].as_u64().is_some(), "{m}");
     }
-    assert!(admin(&cluster, &["groupStatus", "-g", common::GROUP]).contains("LEADER"));
+    assert!(cluster
+        .admin(&["groupStatus", "-g", common::GROUP])
+        .contains("LEADER"));
 
     // deleteTopic: from the group (through its log) and from the routes.
     producer.shutdown().await;
-    admin(&cluster, &["deleteTopic", "-t", TOPIC, "-c", "TestCluster"]);
+    cluster.admin(&["deleteTopic", "-t", TOPIC, "-c", "TestCluster"]);
     let list = admin_json(&cluster, &["topicList"]);
     assert!(
         !list["topicList"]

@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,21 +88,6 @@ fn list_entries_applied(cluster: &common::Cluster, i: usize) -> usize {
         .lines()
         .filter(|l| l.contains("topics updated in one entry"))
         .count()
-}
-
-/// Runs `rocketraft admin -n NAMESRV ARGS`; its stdout, or a panic with its stderr.
-fn admin(cluster: &common::Cluster, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
-        .args(["admin", "-n", &cluster.namesrv_addr])
-        .args(args)
-        .output()
-        .expect("run rocketraft admin");
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The routed leader once it has stayed the same for half a second (without
@@ -235,26 +219,20 @@ async fn topics_are_created_in_batches_through_raft() {
         "# made by t23\nFromFile-0\n\n  FromFile-1  \nFromFile-2\n",
     )
     .unwrap();
-    let out = admin(
-        &cluster,
-        &["updateTopicList", "-f", file.to_str().unwrap(), "-q", "3"],
-    );
+    let out = cluster.admin(&["updateTopicList", "-f", file.to_str().unwrap(), "-q", "3"]);
     assert!(
         out.contains("create 3 topics") && out.contains("success"),
         "{out}"
     );
-    let out = admin(
-        &cluster,
-        &[
-            "updateTopicList",
-            "--prefix",
-            "Prefixed",
-            "--count",
-            "40",
-            "-q",
-            "3",
-        ],
-    );
+    let out = cluster.admin(&[
+        "updateTopicList",
+        "--prefix",
+        "Prefixed",
+        "--count",
+        "40",
+        "-q",
+        "3",
+    ]);
     assert!(
         out.contains("create 40 topics") && out.contains("success"),
         "{out}"

@@ -421,6 +421,26 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.as_ref().expect("dir").path()
     }
+
+    /// Runs `rocketraft admin -n NAMESRV ARGS` with this cluster's secret (the name-server
+    /// codes that change routes need it); its stdout, or a panic with its stderr.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_rocketraft"))
+            .args(["admin", "-n", &self.namesrv_addr])
+            .args(args)
+            .env(
+                "ROCKETRAFT_CLUSTER_SECRET_FILE",
+                self.path().join("cluster.secret"),
+            )
+            .output()
+            .expect("run rocketraft admin");
+        assert!(
+            out.status.success(),
+            "admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
 
 impl Drop for Cluster {
