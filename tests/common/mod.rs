@@ -542,7 +542,7 @@ pub fn first_segment(store: &Path) -> u64 {
 }
 
 /// Pulls every message of one queue straight from the node at `addr` (no routing), from
-/// the queue's minimum:
+/// the queue's minimum (nothing if the topic does not exist yet):
 /// (queue offset, body) in order.
 pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64, Vec<u8>)> {
     use remoting::header::{PullMessageRequestHeader, PullMessageResponseHeader};
@@ -585,6 +585,8 @@ pub async fn pull_queue_from(addr: &str, topic: &str, queue_id: i32) -> Vec<(i64
                 offset = h.next_begin_offset;
             }
             Some(ResponseCode::PULL_NOT_FOUND) => return out,
+            // A topic made on first use (a DLQ, a retry topic) holds nothing before it is.
+            Some(ResponseCode::TOPIC_NOT_EXIST) if offset == 0 => return out,
             // Retention moved the queue's minimum past `offset`: start there.
             Some(ResponseCode::PULL_OFFSET_MOVED) => {
                 let h: PullMessageResponseHeader = r.header().unwrap();
