@@ -90,21 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listener.local_addr()?,
         config.store_path.display()
     );
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            println!(
-                "rocketraft broker {} {} metrics on http://{}/metrics",
-                config.broker_name,
-                config.dledger_self_id,
-                l.local_addr()?
-            );
-            Some(l)
-        }
-        None => None,
-    };
+    let who = format!("broker {} {}", config.broker_name, config.dledger_self_id);
+    let metrics_listener = super::bind_metrics(config.metrics_addr, &who).await?;
     broker::run_with_metrics(listener, metrics_listener, config, super::shutdown_signal()).await?;
     Ok(())
 }

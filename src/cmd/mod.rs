@@ -19,6 +19,26 @@ pub mod send;
 pub mod transfer_bench;
 pub mod txn_bench;
 
+/// The Prometheus endpoint's listener (`metricsExporterType=PROM`), if one is configured;
+/// prints where it serves, naming the server `who`.
+async fn bind_metrics(
+    addr: Option<std::net::SocketAddr>,
+    who: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    use anyhow::Context;
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+    println!(
+        "rocketraft {who} metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    Ok(Some(listener))
+}
+
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

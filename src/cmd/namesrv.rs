@@ -61,19 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "rocketraft name server listening on {}",
         listener.local_addr()?
     );
-    let metrics_listener = match config.metrics_addr {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen for metrics on {addr}"))?;
-            println!(
-                "rocketraft name server metrics on http://{}/metrics",
-                l.local_addr()?
-            );
-            Some(l)
-        }
-        None => None,
-    };
+    let metrics_listener = super::bind_metrics(config.metrics_addr, "name server").await?;
     namesrv::run_with_metrics(listener, metrics_listener, config, super::shutdown_signal())
         .await
         .map_err(anyhow::Error::msg)
