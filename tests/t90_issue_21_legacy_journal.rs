@@ -44,6 +44,9 @@ async fn a_journal_of_the_old_form_is_restored_once_then_deleted() {
     // test removes, so only the planted old-form record can restore the queue.
     let mut cluster = common::Cluster::start("flushConsumeQueueThoroughInterval=3600000");
     let leader = cluster.wait_ready(Duration::from_secs(30)).await;
+    // Each node's first sync runs a second after its start and prunes whatever is journaled
+    // by then; the sends come after it, so that their records stay.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let producer = Producer::start(ProducerConfig::new(&cluster.namesrv_addr, "t90-21"))
         .await
         .unwrap();
