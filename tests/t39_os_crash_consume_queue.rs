@@ -10,9 +10,15 @@
 //! The same under ASYNC_FLUSH, where the crash also loses the CommitLog's tail under the
 //! applied point RocksDB kept: the node fetches those entries again from the leader without
 //! applying them twice, and its CommitLog ends identical to the others'.
+//!
+//! And with syncs every half second, as in production: a queue's count is stored in
+//! RocksDB only by a sync, and the journal holds what was applied after it. The follower is
+//! killed while sends go on, and only what lies past each queue's stored count (what the
+//! crash could lose) is damaged; the node restores it from counts and journal together.
 
 mod common;
 
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
@@ -34,19 +40,27 @@ async fn send(producer: &Producer, from: usize, count: usize, acked: &mut Acked)
 
 /// Cuts every ConsumeQueue file of `TOPIC` under `store` to half (whole entries) and zeroes
 /// a page in what is left, as an OS crash that lost unsynced pages could; returns how many
-/// entries were cut off.
-fn lose_unsynced_pages(store: &std::path::Path) -> u64 {
+/// entries were cut off. With `synced` counts (entries a sync made durable, by queue id),
+/// only what lies past them is touched.
+fn lose_unsynced_pages(store: &std::path::Path, synced: &HashMap<i32, u64>) -> u64 {
     let mut cut = 0;
     let root = store.join("consumequeue").join(TOPIC);
     for queue in std::fs::read_dir(&root).unwrap() {
-        for file in std::fs::read_dir(queue.unwrap().path()).unwrap() {
+        let queue = queue.unwrap();
+        let queue_id: i32 = queue.file_name().to_str().unwrap().parse().unwrap();
+        let durable = synced.get(&queue_id).copied().unwrap_or(0) * 20;
+        for file in std::fs::read_dir(queue.path()).unwrap() {
             let path = file.unwrap().path();
             let len = std::fs::metadata(&path).unwrap().len();
-            let keep = len / 2 / 20 * 20;
+            let keep = (len / 2 / 20 * 20).max(durable);
+            if keep >= len {
+                continue;
+            }
             let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             f.set_len(keep).unwrap();
-            if keep > 8192 {
-                f.write_all_at(&[0u8; 4096], 4096).unwrap();
+            let page = (durable.div_ceil(4096) * 4096).max(4096);
+            if keep >= page + 4096 {
+                f.write_all_at(&[0u8; 4096], page).unwrap();
             }
             f.sync_all().unwrap();
             cut += (len - keep) / 20;
@@ -55,20 +69,46 @@ fn lose_unsynced_pages(store: &std::path::Path) -> u64 {
     cut
 }
 
+/// The ConsumeQueue counts of `TOPIC` a stopped node stored at its last sync, by queue id.
+fn stored_counts(store: &std::path::Path) -> HashMap<i32, u64> {
+    let path = store.join("meta");
+    let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), &path).unwrap();
+    let db =
+        rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), &path, &families, false)
+            .unwrap();
+    let app = db.cf_handle("app").unwrap();
+    (0..4)
+        .filter_map(|queue_id| {
+            let value = db
+                .get_cf(app, broker::keys::queue_key(TOPIC, queue_id))
+                .unwrap()?;
+            Some((queue_id, u64::from_be_bytes(value.try_into().unwrap())))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_rebuilds_consume_queues_an_os_crash_lost() {
-    crash_a_follower("SYNC_FLUSH", false).await;
+    crash_a_follower("SYNC_FLUSH", false, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn async_flush_a_node_fetches_again_the_commit_log_tail_an_os_crash_lost() {
-    crash_a_follower("ASYNC_FLUSH", true).await;
+    crash_a_follower("ASYNC_FLUSH", true, false).await;
 }
 
-async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
-    let mut cluster = Cluster::start(&format!(
-        "flushDiskType={flush}\nflushIntervalConsumeQueue=3600000"
-    ));
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_stored_by_syncs_and_the_journal_restore_a_crash_between_syncs() {
+    crash_a_follower("SYNC_FLUSH", false, true).await;
+}
+
+async fn crash_a_follower(flush: &str, lose_log_tail: bool, syncs: bool) {
+    let sync_conf = if syncs {
+        "flushIntervalConsumeQueue=500\nflushConsumeQueueLeastPages=0"
+    } else {
+        "flushIntervalConsumeQueue=3600000"
+    };
+    let mut cluster = Cluster::start(&format!("flushDiskType={flush}\n{sync_conf}"));
     let leader = cluster.wait_ready(Duration::from_secs(30)).await;
     let mut config = ProducerConfig::new(&cluster.namesrv_addr, "t39");
     config.send_msg_timeout_ms = 10_000;
@@ -78,12 +118,44 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
 
     let victim = (cluster.node_index(&leader) + 1) % 3;
     let victim_addr = cluster.nodes[victim].addr.clone();
-    // Wait until the victim has applied everything, then crash it.
+    // Wait until the victim has applied everything (and, with syncs, stored counts past
+    // it), then crash it: with syncs while sends go on, so that some lie past the last.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.kill(victim);
-    let cut = lose_unsynced_pages(&cluster.nodes[victim].store);
-    assert!(cut > 100, "only {cut} entries cut");
-    println!("n{victim}: {cut} ConsumeQueue entries cut off and a page zeroed per file");
+    let mut first = 3_000;
+    if syncs {
+        let sending = {
+            let producer = producer.clone();
+            tokio::spawn(async move {
+                let mut acked = Acked::new();
+                send(&producer, 3_000, 1_000, &mut acked).await;
+                acked
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cluster.kill(victim);
+        acked.extend(sending.await.unwrap());
+        first = 4_000;
+    } else {
+        cluster.kill(victim);
+    }
+    let synced = if syncs {
+        let counts = stored_counts(&cluster.nodes[victim].store);
+        let total: u64 = counts.values().sum();
+        println!("n{victim}: counts stored by its last sync {counts:?}");
+        assert!(
+            total >= 3_000,
+            "the syncs stored counts past the first 3,000: {total}"
+        );
+        counts
+    } else {
+        HashMap::new()
+    };
+    let cut = lose_unsynced_pages(&cluster.nodes[victim].store, &synced);
+    assert!(cut > 0, "nothing lay past the last sync");
+    assert!(syncs || cut > 100, "only {cut} entries cut");
+    println!(
+        "n{victim}: {cut} ConsumeQueue entries cut off, a page zeroed where a file held one more"
+    );
     if lose_log_tail {
         let (file, end) =
             chaos::disks::lose_commit_log_tail(&cluster.nodes[victim].store, 64 << 10)
@@ -94,7 +166,7 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
             file.display()
         );
     }
-    send(&producer, 3_000, 500, &mut acked).await;
+    send(&producer, first, 500, &mut acked).await;
 
     cluster.start_node(victim);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,7 +198,7 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool) {
             "the node says its applied point was ahead of its CommitLog"
         );
     }
-    send(&producer, 3_500, 100, &mut acked).await;
+    send(&producer, first + 500, 100, &mut acked).await;
     producer.shutdown().await;
 
     // The repaired node serves every queue exactly as the leader does.

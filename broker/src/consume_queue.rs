@@ -3,28 +3,29 @@
 //! `consumequeue/<topic>/<queueId>/<20-digit byte offset>` as in RocketMQ.
 //!
 //! Entries are written only when a record is applied (so only committed messages are
-//! ever visible), in queue-offset order, identically on every replica. A queue's entry
-//! count is also kept in RocksDB in the same batch as the applied point (see
-//! [`crate::store`]); on start each queue is cut back to that count, so entries of a
-//! batch that did not reach RocksDB before a crash are rewritten, not duplicated.
+//! ever visible), in queue-offset order, identically on every replica.
 //!
 //! The files are written to the page cache only, and made durable by one `syncfs` of their
-//! file system when due ([`ConsumeQueueSync`]): one
-//! call whatever the number of queues, where an `fsync` per written queue cost 20,000 calls a
-//! second with 20,000 queues (issue 21). What an OS crash can lose of them (a tail, or any
-//! page in the middle, in any order) is restored from the journal: each apply also writes the
-//! entries it appended, to every queue its Raft entry touched, as one RocksDB record in the
-//! same batch as the queues' counts (key `j` + the entry's first CommitLog position,
-//! [`crate::keys::journal_key`]), and a journal record is deleted only once a sync has passed
-//! it. On start every journal record below the applied counts is written over the files again
-//! ([`ConsumeQueue::write_at`]), so the entries are exactly what was applied, with no operator
-//! step.
+//! file system when due ([`ConsumeQueueSync`]): one call whatever the number of queues,
+//! where an `fsync` per written queue cost 20,000 calls a second with 20,000 queues
+//! (issue 21). What an OS crash can lose of them (a tail, or any page in the middle, in any
+//! order) is restored from the journal: each apply also writes the entries it appended, to
+//! every queue its Raft entry touched, as one RocksDB record in the same batch as the
+//! applied point (key `j` + the entry's first CommitLog position,
+//! [`crate::keys::journal_key`]). A sync then stores, for each queue written since the last,
+//! its entry count as of the newest journal record RocksDB holds (`Q` keys,
+//! [`crate::keys::queue_key`]) and deletes the journal below that record, in one write: the
+//! apply itself writes one RocksDB record however many queues it touched (a count per queue
+//! and apply was the largest cost at 8,000 queues). On start each queue's count is its
+//! stored one extended by the journal, whose records are written over the files again
+//! ([`ConsumeQueue::write_at`]); anything past it (a batch that did not reach RocksDB) is
+//! cut. So the entries are exactly what was applied, with no operator step.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
@@ -276,13 +277,19 @@ pub struct ConsumeQueue {
     min_offset: AtomicU64,
     /// Woken whenever entries are added (long polling waits on it).
     pub(crate) appended: Notify,
-    /// The sync period ([`ConsumeQueueStore::note_written`]) in which this queue was last
-    /// written, plus one; 0 before its first write.
-    written_in: AtomicU64,
+    /// Written since the last sync stored its count ([`ConsumeQueueStore::note_written`]).
+    dirty: AtomicBool,
+    /// Its count key in RocksDB ([`crate::keys::queue_key`]).
+    count_key: Box<[u8]>,
 }
 
 impl ConsumeQueue {
-    fn open(dir: PathBuf, file_bytes: u64, budget: Arc<OpenFiles>) -> Result<Self> {
+    fn open(
+        dir: PathBuf,
+        count_key: Vec<u8>,
+        file_bytes: u64,
+        budget: Arc<OpenFiles>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let mut files = BTreeMap::new();
         let mut end = 0u64;
@@ -308,7 +315,8 @@ impl ConsumeQueue {
             max_offset: AtomicU64::new(end / ENTRY_BYTES),
             min_offset: AtomicU64::new(0),
             appended: Notify::new(),
-            written_in: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+            count_key: count_key.into_boxed_slice(),
         })
     }
 
@@ -481,7 +489,6 @@ impl ConsumeQueue {
         Ok(out)
     }
 
-    /// Cuts the queue back to `count` entries (crash recovery).
     /// The queue offset and entry of the record at `commit_log_offset`, if this queue
     /// holds it: a binary search, since a queue's entries lie in CommitLog order.
     pub fn find(&self, commit_log_offset: i64) -> Result<Option<(u64, CqEntry)>> {
@@ -500,6 +507,34 @@ impl ConsumeQueue {
         Ok(None)
     }
 
+    /// How many entries point below CommitLog position `end`. Entries lie in CommitLog
+    /// order, so they are a prefix; searched from the tail, where the few past `end` are
+    /// (entries applied but not yet in RocksDB, see [`ConsumeQueueSync`]).
+    fn count_below(&self, end: u64) -> Result<u64> {
+        const STEP: u64 = 64;
+        let floor = self.min_offset();
+        let mut n = self.max_offset();
+        while n > floor {
+            let from = n.saturating_sub(STEP).max(floor);
+            let entries = self.read(from, (n - from) as usize)?;
+            if entries.len() as u64 != n - from {
+                return Err(BrokerError::Corrupt {
+                    what: format!("consume queue {}", self.dir.display()),
+                    reason: format!("entries {from}..{n} are missing below its end"),
+                });
+            }
+            if let Some(i) = entries
+                .iter()
+                .rposition(|e| (e.commit_log_offset as u64) < end)
+            {
+                return Ok(from + i as u64 + 1);
+            }
+            n = from;
+        }
+        Ok(n)
+    }
+
+    /// Cuts the queue back to `count` entries (crash recovery).
     pub fn truncate(&self, count: u64) -> Result<()> {
         let mut files = self.files.lock().unwrap();
         let cut = count * ENTRY_BYTES;
@@ -548,12 +583,16 @@ pub struct ConsumeQueueStore {
     /// Woken when a queue is created: pulls held on a queue that did not exist yet.
     pub(crate) created: Notify,
     /// One past the CommitLog position of the last journal record whose entries are in the
-    /// files (in the page cache at least): a sync that starts now covers every record below.
+    /// files (in the page cache at least); what the last sync saw of it.
     journaled: AtomicU64,
-    /// Sync periods begun; queues written and entries appended in the current one.
-    period: AtomicU64,
-    written_queues: AtomicU64,
+    /// Queues written since the last sync stored their counts (each once: its `dirty`
+    /// flag), and entries appended since.
+    dirty: Mutex<Vec<Arc<ConsumeQueue>>>,
     written_entries: AtomicU64,
+    /// Held by a sync while it runs; true from [`ConsumeQueueStore::installing`] (a
+    /// snapshot install is about to replace files and RocksDB) until
+    /// [`ConsumeQueueStore::reload`].
+    installing: Mutex<bool>,
 }
 
 impl ConsumeQueueStore {
@@ -585,7 +624,12 @@ impl ConsumeQueueStore {
                 if !queue_dir.file_type().is_ok_and(|t| t.is_dir()) {
                     continue;
                 }
-                let queue = ConsumeQueue::open(queue_dir.path(), file_bytes, budget.clone())?;
+                let queue = ConsumeQueue::open(
+                    queue_dir.path(),
+                    crate::keys::queue_key(&topic, queue_id),
+                    file_bytes,
+                    budget.clone(),
+                )?;
                 queues
                     .entry(topic.clone())
                     .or_insert_with(HashMap::new)
@@ -599,20 +643,31 @@ impl ConsumeQueueStore {
             queues: RwLock::new(queues),
             created: Notify::new(),
             journaled: AtomicU64::new(0),
-            period: AtomicU64::new(0),
-            written_queues: AtomicU64::new(0),
+            dirty: Mutex::new(Vec::new()),
             written_entries: AtomicU64::new(0),
+            installing: Mutex::new(false),
         })
     }
 
-    /// Counts `entries` appended to `queue` towards the next sync's due test.
-    pub(crate) fn note_written(&self, queue: &ConsumeQueue, entries: usize) {
-        let period = self.period.load(Ordering::Acquire) + 1;
-        if queue.written_in.swap(period, Ordering::AcqRel) != period {
-            self.written_queues.fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts `entries` appended to `queue`: the next sync stores its count and counts the
+    /// entries towards its due test.
+    pub(crate) fn note_written(&self, queue: &Arc<ConsumeQueue>, entries: usize) {
+        self.mark_dirty(queue);
         self.written_entries
             .fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    /// Makes the next sync store `queue`'s count.
+    pub(crate) fn mark_dirty(&self, queue: &Arc<ConsumeQueue>) {
+        if !queue.dirty.swap(true, Ordering::AcqRel) {
+            self.dirty.lock().unwrap().push(queue.clone());
+        }
+    }
+
+    /// A snapshot install is about to replace the files and RocksDB: waits for a sync under
+    /// way and stops syncs until [`ConsumeQueueStore::reload`].
+    pub(crate) fn installing(&self) {
+        *self.installing.lock().unwrap() = true;
     }
 
     /// Records that the entries of the journal record at CommitLog `position` are written
@@ -645,6 +700,7 @@ impl ConsumeQueueStore {
             let dir = self.root.join(topic).join(queue_id.to_string());
             let queue = Arc::new(ConsumeQueue::open(
                 dir,
+                crate::keys::queue_key(topic, queue_id),
                 self.file_bytes,
                 self.budget.clone(),
             )?);
@@ -685,10 +741,17 @@ impl ConsumeQueueStore {
 
     /// Forgets every queue and opens what the directory holds now (a snapshot install
     /// replaced it). Queues handed out before keep working on the files they opened.
+    /// Syncs stop from [`ConsumeQueueStore::installing`] until here; the queues the old
+    /// state had written are forgotten (the start repairs mark the new state's, see
+    /// [`crate::store`]).
     pub fn reload(&self) -> Result<()> {
+        let mut installing = self.installing.lock().unwrap();
         let fresh =
             ConsumeQueueStore::open_with(self.root.clone(), self.file_bytes, self.budget.clone())?;
         *self.queues.write().unwrap() = fresh.queues.into_inner().unwrap();
+        self.dirty.lock().unwrap().clear();
+        self.journaled.store(0, Ordering::Release);
+        *installing = false;
         self.created.notify_waiters();
         Ok(())
     }
@@ -750,37 +813,98 @@ impl ConsumeQueueSync {
         queues: &ConsumeQueueStore,
         hook_store: &dledger::HookStore,
     ) -> Result<bool> {
-        // Read before the sync: every record below it is in the files by then.
-        let end = queues.journaled.load(Ordering::Acquire);
-        if self.synced == Some(end) {
+        let installing = queues.installing.lock().unwrap();
+        if *installing {
             return Ok(false);
         }
-        let written = queues.written_queues.load(Ordering::Relaxed);
+        let journaled = queues.journaled.load(Ordering::Acquire);
+        if self.synced == Some(journaled) {
+            return Ok(false);
+        }
+        let written = queues.dirty.lock().unwrap().len() as u64;
         let entries = queues.written_entries.load(Ordering::Relaxed);
         if !self.due(written, entries, self.last.elapsed()) {
             return Ok(false);
         }
-        // A new period: what is written from now on counts towards the next sync.
-        queues.period.fetch_add(1, Ordering::AcqRel);
-        queues.written_queues.store(0, Ordering::Relaxed);
         queues.written_entries.store(0, Ordering::Relaxed);
+        // Read before the sync: every entry below it was written to the files before its
+        // batch reached RocksDB, so the sync covers it.
+        let end = committed_end(hook_store)?;
         let root = File::open(&queues.root).map_err(|e| io_err(&queues.root, e))?;
         // SAFETY: `root` is an open descriptor for the call's duration.
         if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
             return Err(io_err(&queues.root, std::io::Error::last_os_error()));
         }
+        let mut writes = dledger::LocalWrites::default();
         if self.synced.is_none() {
-            hook_store
-                .delete_local_range(crate::keys::LEGACY_JOURNAL_PREFIX, b"K")
-                .map_err(BrokerError::from)?;
+            writes.delete_range(crate::keys::LEGACY_JOURNAL_PREFIX, b"K");
         }
-        hook_store
-            .delete_local_range(&crate::keys::journal_key(0), &crate::keys::journal_key(end))
-            .map_err(BrokerError::from)?;
-        self.synced = Some(end);
+        let dirty = std::mem::take(&mut *queues.dirty.lock().unwrap());
+        let stored = end.map_or(Ok(()), |end| {
+            // Each written queue's count at `end` with the journal below `end`, in one
+            // write: a start then finds the count or the journal, never neither.
+            for queue in &dirty {
+                queue.dirty.store(false, Ordering::Release);
+                let count = queue.count_below(end)?;
+                writes.put(&queue.count_key, &count.to_be_bytes());
+                if queue.max_offset() > count {
+                    // Entries whose batch is not in RocksDB yet: the next sync.
+                    queues.mark_dirty(queue);
+                }
+            }
+            writes.delete_range(&crate::keys::journal_key(0), &crate::keys::journal_key(end));
+            Ok(())
+        });
+        let stored = stored.and_then(|()| {
+            if writes.is_empty() {
+                return Ok(());
+            }
+            hook_store.write_local(writes).map_err(BrokerError::from)
+        });
+        if let Err(e) = stored {
+            for queue in &dirty {
+                queue.dirty.store(false, Ordering::Release);
+                queues.mark_dirty(queue);
+            }
+            return Err(e);
+        }
+        if end.is_none() {
+            // Nothing journaled is in RocksDB yet: the queues wait for the next sync.
+            for queue in &dirty {
+                queue.dirty.store(false, Ordering::Release);
+                queues.mark_dirty(queue);
+            }
+        }
+        drop(installing);
+        self.synced = Some(journaled);
         self.last = std::time::Instant::now();
         Ok(true)
     }
+}
+
+/// One past the last CommitLog position that the newest journal record in RocksDB holds an
+/// entry for: the entries of every batch written to RocksDB lie below it, those of batches
+/// applied but not yet written at or above. `None` if RocksDB holds no journal record.
+fn committed_end(hook_store: &dledger::HookStore) -> Result<Option<u64>> {
+    let prefix = crate::keys::JOURNAL_PREFIX;
+    let mut until = prefix.to_vec();
+    *until.last_mut().expect("a prefix") += 1;
+    let Some((key, value)) = hook_store.last_in(prefix, &until)? else {
+        return Ok(None);
+    };
+    let corrupt = |reason: &str| BrokerError::Corrupt {
+        what: "ConsumeQueue journal".into(),
+        reason: format!("record {key:?}: {reason}"),
+    };
+    let first = crate::keys::parse_journal_key(&key).ok_or_else(|| corrupt("malformed key"))?;
+    let parts = decode_journal(&value).ok_or_else(|| corrupt("malformed record"))?;
+    let last = parts
+        .iter()
+        .flat_map(|p| p.entries.iter())
+        .map(|e| e.commit_log_offset as u64)
+        .max()
+        .unwrap_or(first);
+    Ok(Some(last.max(first) + 1))
 }
 
 #[cfg(test)]
@@ -823,6 +947,38 @@ mod tests {
             ..ConsumeQueueSync::new(0, Duration::from_secs(60))
         };
         assert!(every.due(80_000, 1, second));
+    }
+
+    /// The count below a CommitLog position is found across files and search steps, from
+    /// an empty queue to one with every entry below; past the retained minimum it stops.
+    #[test]
+    fn count_below_finds_the_entries_before_a_position() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files of 7 entries: the search crosses them.
+        let store =
+            ConsumeQueueStore::open_with(dir.path().to_path_buf(), 20 * 7, OpenFiles::new(8))
+                .unwrap();
+        let queue = store.get_or_create("T", 0).unwrap();
+        assert_eq!(queue.count_below(1_000).unwrap(), 0);
+        for i in 0..300 {
+            queue.append(i, entry(i)).unwrap();
+        }
+        // Entry i points at i * 100.
+        for (end, count) in [
+            (0, 0),
+            (1, 1),
+            (100, 1),
+            (101, 2),
+            (15_000, 150),
+            (29_901, 300),
+            (u64::MAX, 300),
+        ] {
+            assert_eq!(queue.count_below(end).unwrap(), count, "below {end}");
+        }
+        queue.retain_from(20_000).unwrap();
+        assert_eq!(queue.min_offset(), 200);
+        assert_eq!(queue.count_below(100).unwrap(), 200);
+        assert_eq!(queue.count_below(25_050).unwrap(), 251);
     }
 
     /// Past the limit the files opened longest ago are closed, and opened again when used:

@@ -10,7 +10,7 @@
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `Q` + name(topic) + queueId (i32 BE) | entries in that ConsumeQueue (u64 BE) |
+//! | `Q` + name(topic) + queueId (i32 BE) | entries in that ConsumeQueue as of the last ConsumeQueue sync (u64 BE); the journal (`j`) holds what was applied since. Written by the sync, local to each node ([`crate::consume_queue`]) |
 //! | `O` + name(group) + name(topic) + queueId (i32 BE) | committed consumer offset (i64 BE) |
 //! | `t/<topic>` | topic config (JSON) |
 //! | `v` | topic table data version (JSON) |
@@ -27,7 +27,8 @@
 //! Versions before issue 15 wrote `q/<topic>\0<queueId>` and `o/<group>\0<topic>\0<queueId>`;
 //! [`legacy_queue_key`] and [`legacy_offset_key`] read them, and the first apply after a
 //! start rewrites them in the form above (see `store::BrokerHook`). Versions before issue 21
-//! kept one journal record per queue and apply, `J` + name(topic) + queueId (i32 BE) + end
+//! wrote a `Q` count with every apply (read the same way) and kept one journal record per
+//! queue and apply, `J` + name(topic) + queueId (i32 BE) + end
 //! (u64 BE); [`parse_legacy_journal_key`] reads them at start, and the first ConsumeQueue
 //! sync deletes them.
 

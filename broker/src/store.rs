@@ -382,16 +382,14 @@ impl BrokerHook {
         if timers_added {
             self.state.timer_added.notify_waiters();
         }
-        for ((topic, queue_id), (queue, first, entries)) in queues.keys.iter().zip(&batches) {
+        for (queue, first, entries) in &batches {
             queue.append_many(*first, entries)?;
             self.state.consume_queues.note_written(queue, entries.len());
-            let count = first + entries.len() as u64;
-            writes.put(&keys::queue_key(topic, *queue_id), &count.to_be_bytes());
         }
         if let Some(first_record) = records.first().filter(|_| !batches.is_empty()) {
             // Until the files are synced past them, the entries are also here, one record for
-            // the whole Raft entry: an OS crash that loses file pages loses nothing (see
-            // `consume_queue`).
+            // the whole Raft entry: an OS crash that loses file pages loses nothing, and the
+            // queues' counts are stored only by the sync (see `consume_queue`).
             let parts =
                 queues
                     .keys
@@ -746,32 +744,39 @@ impl BrokerHook {
         Ok(counts)
     }
 
-    /// Makes each ConsumeQueue hold exactly the entries applied with the last batch: the
-    /// journal's records below the applied count are written over the files (restoring
-    /// whatever an OS crash lost of them, a tail or a page in the middle), then anything
-    /// past the count (a batch that did not reach RocksDB) is cut.
+    /// Makes each ConsumeQueue hold exactly the entries applied with the last batch. A
+    /// queue's stored count is as of the last ConsumeQueue sync, and the journal holds what
+    /// was applied since: its records are written over the files (restoring whatever an OS
+    /// crash lost of them, a tail or a page in the middle) and extend the counts, then
+    /// anything past a count (a batch that did not reach RocksDB) is cut. The queues the
+    /// journal extended are marked for the next sync, which stores their counts before it
+    /// deletes the journal.
     fn repair_queues(
         &self,
         store: &HookStore,
         mut counts: HashMap<(String, i32), Option<u64>>,
     ) -> Result<(), HookError> {
         let mut restored = 0u64;
+        let mut extended: Vec<(String, i32)> = Vec::new();
         let mut restore = |part: JournalPart| -> Result<(), HookError> {
-            let Some(Some(applied)) = counts.get(&(part.topic.clone(), part.queue_id)).copied()
-            else {
-                return Ok(());
-            };
-            let keep = part
-                .entries
-                .len()
-                .min(applied.saturating_sub(part.first) as usize);
-            if keep > 0 {
-                let queue = self
-                    .state
+            let end = part.first + part.entries.len() as u64;
+            let queue = (part.topic, part.queue_id);
+            match counts.get_mut(&queue) {
+                // Unreadable: the queue is kept as it is on disk.
+                Some(None) => return Ok(()),
+                Some(Some(count)) if *count >= end => {}
+                Some(Some(count)) => *count = end,
+                None => {
+                    counts.insert(queue.clone(), Some(end));
+                }
+            }
+            if !part.entries.is_empty() {
+                self.state
                     .consume_queues
-                    .get_or_create(&part.topic, part.queue_id)?;
-                queue.write_at(part.first, &part.entries[..keep])?;
-                restored += keep as u64;
+                    .get_or_create(&queue.0, queue.1)?
+                    .write_at(part.first, &part.entries)?;
+                restored += part.entries.len() as u64;
+                extended.push(queue);
             }
             Ok(())
         };
@@ -808,6 +813,11 @@ impl BrokerHook {
                 entries = restored,
                 "ConsumeQueue entries written again from the journal"
             );
+        }
+        for (topic, queue_id) in extended {
+            if let Some(queue) = self.state.consume_queues.get(&topic, queue_id) {
+                self.state.consume_queues.mark_dirty(&queue);
+            }
         }
         for ((topic, queue_id), queue) in self.state.consume_queues.all() {
             let on_disk = queue.max_offset();
@@ -927,6 +937,10 @@ impl ApplyHook for BrokerHook {
     fn snapshot_dirs(&self) -> Vec<PathBuf> {
         let root = self.state.consume_queues.root();
         vec![PathBuf::from(root.file_name().unwrap_or(root.as_os_str()))]
+    }
+
+    fn before_install(&mut self) {
+        self.state.consume_queues.installing();
     }
 
     fn reopen(&mut self, store: &HookStore) -> Result<(), HookError> {

@@ -92,6 +92,7 @@ pub use state_machine::HookError;
 pub use state_machine::HookStore;
 pub use state_machine::HookWrites;
 pub use state_machine::IndexFilter;
+pub use state_machine::LocalWrites;
 pub use state_machine::NoopHook;
 pub use status::RaftStatus;
 pub use transfer::TransferResult;

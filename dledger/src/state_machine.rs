@@ -175,13 +175,39 @@ impl HookStore {
         Ok(out)
     }
 
-    /// Deletes the keys in `[from, to)` at once, outside any apply: only for keys the hook
-    /// keeps for itself on this node (e.g. a journal it prunes), never for replicated
-    /// state, whose writes go with the applied point ([`HookWrites`]).
-    pub fn delete_local_range(&self, from: &[u8], to: &[u8]) -> Result<(), DLedgerError> {
+    /// Writes `writes` at once, outside any apply: only for keys the hook keeps for itself
+    /// on this node (e.g. a journal it prunes), never for replicated state, whose writes go
+    /// with the applied point ([`HookWrites`]).
+    pub fn write_local(&self, writes: LocalWrites) -> Result<(), DLedgerError> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(self.meta.app_cf(), from, to);
+        for op in writes.ops {
+            match op {
+                LocalOp::Put(key, value) => batch.put_cf(self.meta.app_cf(), key, value),
+                LocalOp::DeleteRange(from, to) => {
+                    batch.delete_range_cf(self.meta.app_cf(), from, to)
+                }
+            }
+        }
         self.meta.write(batch, false)
+    }
+
+    /// The last (key, value) with `from <= key < until`, if any.
+    pub fn last_in(&self, from: &[u8], until: &[u8]) -> Result<Option<KeyValue>, DLedgerError> {
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_iterate_lower_bound(from.to_vec());
+        read.set_iterate_upper_bound(until.to_vec());
+        let mut iter =
+            self.meta
+                .db()
+                .iterator_cf_opt(self.meta.app_cf(), read, rocksdb::IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(Ok((key, value))) => Ok(Some((key.to_vec(), value.to_vec()))),
+            Some(Err(e)) => Err(DLedgerError::Meta {
+                path: self.meta.path().to_path_buf(),
+                reason: format!("hook last key: {e}"),
+            }),
+        }
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
@@ -212,6 +238,33 @@ impl HookStore {
             out.push((key.to_vec(), value.to_vec()));
         }
         Ok(out)
+    }
+}
+
+/// Writes the hook keeps for itself on this node, made at once by [`HookStore::write_local`].
+#[derive(Default)]
+pub struct LocalWrites {
+    ops: Vec<LocalOp>,
+}
+
+enum LocalOp {
+    Put(Vec<u8>, Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+impl LocalWrites {
+    pub fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.ops.push(LocalOp::Put(key.to_vec(), value.to_vec()));
+    }
+
+    /// Deletes the keys in `[from, to)`.
+    pub fn delete_range(&mut self, from: &[u8], to: &[u8]) {
+        self.ops
+            .push(LocalOp::DeleteRange(from.to_vec(), to.to_vec()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
     }
 }
 
@@ -280,6 +333,11 @@ pub trait ApplyHook: Send + 'static {
     fn snapshot_dirs(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Called before a snapshot install replaces the hook's stored data and files: whatever
+    /// the hook writes on its own ([`HookStore::write_local`]) must stop until
+    /// [`ApplyHook::reopen`], or it would mix the old state into the new.
+    fn before_install(&mut self) {}
 
     /// Called after a snapshot install replaced the hook's stored data and files, instead
     /// of a second `open`: everything the hook holds in memory must be reloaded.
@@ -782,6 +840,7 @@ impl StateMachine {
         self.written_applied_state()?;
         self.last_taken = None;
         let hook = self.hook.get_mut().unwrap_or_else(|e| e.into_inner());
+        hook.before_install();
         let installed = crate::snapshot::install_data(
             &self.store_path,
             &self.meta,
