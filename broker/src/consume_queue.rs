@@ -265,14 +265,32 @@ pub fn raise_open_files_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// Bytes of entries a queue gathers in memory before it writes them to its file: about a
+/// page, so that a queue written one entry at a time (tens of thousands of queues) costs one
+/// write a page, not one a message.
+const TAIL_BYTES: usize = 204 * ENTRY_BYTES as usize;
+
+/// A queue's newest entries, appended but not yet written to its files.
+struct Tail {
+    /// The queue offset of the first: every entry below it is in the files.
+    start: u64,
+    /// The entries, encoded.
+    bytes: Vec<u8>,
+}
+
 /// One queue's files.
 pub struct ConsumeQueue {
     dir: PathBuf,
     file_bytes: u64,
     files: Arc<FileMap>,
     budget: Arc<OpenFiles>,
-    /// Entries written: the next queue offset.
+    /// Entries appended (to the files or `tail`): the next queue offset.
     max_offset: AtomicU64,
+    /// The entries from `tail.start` to `max_offset`, in memory until about a page of them
+    /// gathers ([`TAIL_BYTES`]) or a sync or snapshot needs them in the files
+    /// ([`ConsumeQueue::flush`]). A crash loses them as it loses unsynced pages: the
+    /// journal restores them.
+    tail: Mutex<Tail>,
     /// The first entry whose record retention has kept (see [`ConsumeQueue::retain_from`]).
     min_offset: AtomicU64,
     /// Woken whenever entries are added (long polling waits on it).
@@ -313,6 +331,10 @@ impl ConsumeQueue {
             files: Arc::new(Mutex::new(files)),
             budget,
             max_offset: AtomicU64::new(end / ENTRY_BYTES),
+            tail: Mutex::new(Tail {
+                start: end / ENTRY_BYTES,
+                bytes: Vec::new(),
+            }),
             min_offset: AtomicU64::new(0),
             appended: Notify::new(),
             dirty: AtomicBool::new(false),
@@ -338,6 +360,9 @@ impl ConsumeQueue {
     /// minimum. Never moves the minimum back; a repeat (replay after a crash) finds the files
     /// gone and the same answer.
     pub fn retain_from(&self, position: u64) -> Result<u64> {
+        // Entries still in memory go to their files first: none is written later into a
+        // file this deletes.
+        self.flush()?;
         let first_file = self.files.lock().unwrap().keys().next().copied();
         let mut lo = self
             .min_offset()
@@ -427,9 +452,11 @@ impl ConsumeQueue {
         self.append_many(queue_offset, &[entry])
     }
 
-    /// Writes consecutive entries from `first_queue_offset`, which must be the next
-    /// one: one write per file touched, then one wake-up for held pulls.
+    /// Appends consecutive entries from `first_queue_offset`, which must be the next one,
+    /// to the queue's tail in memory (written to its file once about a page gathers), then
+    /// wakes held pulls.
     pub fn append_many(&self, first_queue_offset: u64, entries: &[CqEntry]) -> Result<()> {
+        let mut tail = self.tail.lock().unwrap();
         let expected = self.max_offset();
         if first_queue_offset != expected {
             return Err(BrokerError::Corrupt {
@@ -437,48 +464,103 @@ impl ConsumeQueue {
                 reason: format!("append at queue offset {first_queue_offset}, expected {expected}"),
             });
         }
-        self.write_at(first_queue_offset, entries)?;
+        if tail.bytes.is_empty() {
+            tail.start = first_queue_offset;
+        }
+        for e in entries {
+            tail.bytes.extend_from_slice(&e.encode());
+        }
+        self.max_offset
+            .store(first_queue_offset + entries.len() as u64, Ordering::Release);
+        if tail.bytes.len() >= TAIL_BYTES {
+            self.write_tail(&mut tail)?;
+        }
+        drop(tail);
         self.appended.notify_waiters();
+        Ok(())
+    }
+
+    /// Writes the tail to the files (keeping its buffer for the next entries).
+    fn write_tail(&self, tail: &mut Tail) -> Result<()> {
+        if tail.bytes.is_empty() {
+            return Ok(());
+        }
+        self.write_encoded_at(tail.start, &tail.bytes)?;
+        tail.start += (tail.bytes.len() as u64) / ENTRY_BYTES;
+        tail.bytes.clear();
+        Ok(())
+    }
+
+    /// Writes every entry appended to the files (the page cache), as a sync or snapshot
+    /// needs, and lets the tail's buffer go.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mut tail = self.tail.lock().unwrap();
+        self.write_tail(&mut tail)?;
+        tail.bytes = Vec::new();
         Ok(())
     }
 
     /// Writes `entries` at queue offsets from `first`, over what is there (crash repair
     /// from the journal); the queue then holds at least `first + entries.len()` entries.
     pub fn write_at(&self, first: u64, entries: &[CqEntry]) -> Result<()> {
-        let mut offset = first;
-        let mut rest = entries;
-        let mut buf = Vec::with_capacity(entries.len() * ENTRY_BYTES as usize);
+        let mut tail = self.tail.lock().unwrap();
+        self.write_tail(&mut tail)?;
+        let mut bytes = Vec::with_capacity(entries.len() * ENTRY_BYTES as usize);
+        for e in entries {
+            bytes.extend_from_slice(&e.encode());
+        }
+        self.write_encoded_at(first, &bytes)?;
+        let end = first + entries.len() as u64;
+        tail.start = self.max_offset.fetch_max(end, Ordering::AcqRel).max(end);
+        Ok(())
+    }
+
+    /// Writes encoded entries to the files from queue offset `first`: one write per file.
+    fn write_encoded_at(&self, first: u64, bytes: &[u8]) -> Result<()> {
+        let mut byte_offset = first * ENTRY_BYTES;
+        let mut rest = bytes;
         while !rest.is_empty() {
-            let byte_offset = offset * ENTRY_BYTES;
             let (start, file) = self.file_for(byte_offset, true)?.expect("created");
-            let room = ((start + self.file_bytes - byte_offset) / ENTRY_BYTES) as usize;
-            let n = room.min(rest.len());
-            buf.clear();
-            for e in &rest[..n] {
-                buf.extend_from_slice(&e.encode());
-            }
-            file.write_all_at(&buf, byte_offset - start)
+            let n = ((start + self.file_bytes - byte_offset) as usize).min(rest.len());
+            file.write_all_at(&rest[..n], byte_offset - start)
                 .map_err(|e| io_err(&self.dir, e))?;
-            offset += n as u64;
+            byte_offset += n as u64;
             rest = &rest[n..];
         }
-        self.max_offset.fetch_max(offset, Ordering::AcqRel);
         Ok(())
     }
 
     /// Reads up to `max_entries` entries from `from`.
     pub fn read(&self, from: u64, max_entries: usize) -> Result<Vec<CqEntry>> {
-        let max = self.max_offset();
+        // What the tail holds is copied first: entries below its start are in the files,
+        // and stay there while it moves on.
+        let (in_files, from_tail) = {
+            let tail = self.tail.lock().unwrap();
+            let max = self.max_offset();
+            let in_files = tail.start.min(max);
+            let first = from.max(in_files);
+            let before = in_files.saturating_sub(from).min(max_entries as u64);
+            let wanted = (max - first.min(max)).min(max_entries as u64 - before);
+            let at = ((first - tail.start) * ENTRY_BYTES) as usize;
+            let bytes = &tail.bytes[at.min(tail.bytes.len())..];
+            let bytes = &bytes[..(wanted * ENTRY_BYTES) as usize];
+            let entries: Vec<CqEntry> = bytes
+                .chunks_exact(ENTRY_BYTES as usize)
+                .map(CqEntry::decode)
+                .collect();
+            (in_files, entries)
+        };
         let mut out = Vec::new();
         let mut offset = from;
         let mut buf = Vec::new();
-        while offset < max && out.len() < max_entries {
+        while offset < in_files && out.len() < max_entries {
             let byte_offset = offset * ENTRY_BYTES;
             let Some((start, file)) = self.file_for(byte_offset, false)? else {
-                break;
+                // A file missing below the tail: read no further than it.
+                return Ok(out);
             };
             let in_file = ((start + self.file_bytes - byte_offset) / ENTRY_BYTES)
-                .min(max - offset)
+                .min(in_files - offset)
                 .min((max_entries - out.len()) as u64);
             buf.resize((in_file * ENTRY_BYTES) as usize, 0);
             file.read_exact_at(&mut buf, byte_offset - start)
@@ -486,6 +568,7 @@ impl ConsumeQueue {
             out.extend(buf.chunks_exact(ENTRY_BYTES as usize).map(CqEntry::decode));
             offset += in_file;
         }
+        out.extend(from_tail);
         Ok(out)
     }
 
@@ -536,6 +619,9 @@ impl ConsumeQueue {
 
     /// Cuts the queue back to `count` entries (crash recovery).
     pub fn truncate(&self, count: u64) -> Result<()> {
+        let mut tail = self.tail.lock().unwrap();
+        self.write_tail(&mut tail)?;
+        tail.start = count;
         let mut files = self.files.lock().unwrap();
         let cut = count * ENTRY_BYTES;
         let starts: Vec<u64> = files.keys().copied().collect();
@@ -716,10 +802,19 @@ impl ConsumeQueueStore {
         &self.root
     }
 
+    /// Writes every queue's entries held in memory to its files.
+    pub fn flush_all(&self) -> Result<()> {
+        for (_, queue) in self.all() {
+            queue.flush()?;
+        }
+        Ok(())
+    }
+
     /// Every file of every queue and the bytes of it that hold entries, for a snapshot.
     pub fn snapshot_files(&self) -> Result<Vec<(PathBuf, u64)>> {
         let mut out = Vec::new();
         for (_, queue) in self.all() {
+            queue.flush()?;
             let end = queue.max_offset() * ENTRY_BYTES;
             let starts: Vec<u64> = queue.files.lock().unwrap().keys().copied().collect();
             for start in &starts {
@@ -827,9 +922,14 @@ impl ConsumeQueueSync {
             return Ok(false);
         }
         queues.written_entries.store(0, Ordering::Relaxed);
-        // Read before the sync: every entry below it was written to the files before its
-        // batch reached RocksDB, so the sync covers it.
+        // Read before the sync: every entry below it was appended before its batch reached
+        // RocksDB, and is written to the files here, so the sync covers it.
         let end = committed_end(hook_store)?;
+        let written: Vec<Arc<ConsumeQueue>> = queues.dirty.lock().unwrap().clone();
+        for queue in &written {
+            queue.flush()?;
+        }
+        drop(written);
         let root = File::open(&queues.root).map_err(|e| io_err(&queues.root, e))?;
         // SAFETY: `root` is an open descriptor for the call's duration.
         if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&root)) } != 0 {
@@ -997,6 +1097,7 @@ mod tests {
                 // Two entries a round: a new file every other round.
                 queue.append(round * 2, entry(round * 2)).unwrap();
                 queue.append(round * 2 + 1, entry(round * 2 + 1)).unwrap();
+                queue.flush().unwrap();
                 assert!(store.budget.open.load(Ordering::Acquire) <= 5);
             }
         }
@@ -1089,6 +1190,7 @@ mod tests {
         for i in 0..12 {
             q.append(i, entry(i)).unwrap();
         }
+        q.flush().unwrap();
         drop(store);
         // As a crash could leave it: the second file gone, a page of the first zeroed.
         std::fs::remove_file(dir.path().join("T/0/00000000000000000160")).unwrap();
@@ -1140,6 +1242,7 @@ mod tests {
         for i in 0..30 {
             q.append(i, entry(i)).unwrap();
         }
+        q.flush().unwrap();
         assert_eq!(q.min_offset(), 0);
         assert_eq!(q.retain_from(0).unwrap(), 0);
         // Entry i lies at CommitLog offset 100 * i: the first at or above 1_750 is 18.
@@ -1187,6 +1290,7 @@ mod tests {
         let all = q.read(0, 100).unwrap();
         assert_eq!(all, (0..30).map(entry).collect::<Vec<_>>());
         assert_eq!(q.read(5, 3).unwrap(), vec![entry(5), entry(6), entry(7)]);
+        q.flush().unwrap();
         assert!(dir.path().join("T/3/00000000000000000160").exists());
         drop(store);
 
@@ -1198,6 +1302,7 @@ mod tests {
         assert_eq!(q.read(0, 100).unwrap().len(), 10);
         q.append(10, entry(99)).unwrap();
         assert_eq!(q.read(10, 1).unwrap(), vec![entry(99)]);
+        q.flush().unwrap();
         drop(store);
         let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 8).unwrap();
         assert_eq!(store.get("T", 3).unwrap().max_offset(), 11);
@@ -1213,6 +1318,63 @@ mod tests {
         q.append_many(3, &batch[3..]).unwrap();
         assert_eq!(q.max_offset(), 19);
         assert_eq!(q.read(0, 100).unwrap(), batch);
+        q.flush().unwrap();
         assert!(dir.path().join("U/0/00000000000000000320").exists());
+        assert_eq!(q.read(0, 100).unwrap(), batch);
+    }
+
+    /// Entries gather in memory until about a page of them is there, then go to the file;
+    /// reads see both parts at every split, and a reopen without a flush (a crash) finds
+    /// only what was written, for the journal to restore.
+    #[test]
+    fn the_tail_gathers_a_page_in_memory_and_reads_see_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Files of 100 entries: the page written crosses file boundaries.
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 100).unwrap();
+        let q = store.get_or_create("T", 0).unwrap();
+        let per_page = TAIL_BYTES / ENTRY_BYTES as usize;
+        let n = per_page as u64 + 50;
+        for i in 0..n {
+            q.append(i, entry(i)).unwrap();
+        }
+        let written: u64 = std::fs::read_dir(dir.path().join("T/0"))
+            .unwrap()
+            .map(|f| f.unwrap().metadata().unwrap().len() / ENTRY_BYTES)
+            .sum();
+        assert_eq!(
+            written, per_page as u64,
+            "one page written, the rest in memory"
+        );
+        let all: Vec<CqEntry> = (0..n).map(entry).collect();
+        for from in [0, 1, per_page as u64 - 1, per_page as u64, n - 1, n, n + 5] {
+            for max in [1, 2, 60, 1_000] {
+                let want: Vec<CqEntry> =
+                    all.iter().skip(from as usize).take(max).copied().collect();
+                assert_eq!(
+                    q.read(from, max).unwrap(),
+                    want,
+                    "from {from}, {max} entries"
+                );
+            }
+        }
+        assert_eq!(q.count_below(100 * (n - 10)).unwrap(), n - 10);
+        assert_eq!(
+            q.find(100 * (n as i64 - 3)).unwrap(),
+            Some((n - 3, entry(n - 3)))
+        );
+        drop(store);
+        let store = ConsumeQueueStore::open(dir.path().to_path_buf(), 20 * 100).unwrap();
+        let q = store.get("T", 0).unwrap();
+        assert_eq!(
+            q.max_offset(),
+            per_page as u64,
+            "the tail went with the process"
+        );
+        // Cut into the written part, then appended past it: reads stay exact.
+        q.truncate(per_page as u64 - 4).unwrap();
+        for i in per_page as u64 - 4..n {
+            q.append(i, entry(i)).unwrap();
+        }
+        assert_eq!(q.read(0, 1_000).unwrap(), all);
     }
 }
