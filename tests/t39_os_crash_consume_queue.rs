@@ -150,8 +150,9 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool, syncs: bool) {
     } else {
         HashMap::new()
     };
+    // With syncs the files may end where the last sync left them: a queue's newest entries
+    // stay in memory until a page of them gathers, and the kill took those.
     let cut = lose_unsynced_pages(&cluster.nodes[victim].store, &synced);
-    assert!(cut > 0, "nothing lay past the last sync");
     assert!(syncs || cut > 100, "only {cut} entries cut");
     println!(
         "n{victim}: {cut} ConsumeQueue entries cut off, a page zeroed where a file held one more"
