@@ -187,6 +187,59 @@ async fn topics_are_created_in_batches_through_raft() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("topicConfigList[1]"), "{err}");
+    // Hostile bodies of 8 MiB (a client frame may hold 9 MiB: twice maxMessageSize and
+    // 1 MiB): not JSON, one 8 MiB name, and nesting 100,000 deep. Each is refused at once,
+    // nothing is created, the leader stays. A 10 MiB frame closes its connection.
+    let big = 8 << 20;
+    let garbage: Vec<u8> = (0..big).map(|i| (i * 7 % 251) as u8).collect();
+    let huge_name = format!(
+        r#"{{"topicConfigList":[{},{}]}}"#,
+        java_topic("Refused-h0"),
+        java_topic(&"H".repeat(big))
+    );
+    let deep = format!(
+        r#"{{"topicConfigList":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    for (what, body, shown) in [
+        ("garbage", garbage, "UPDATE_AND_CREATE_TOPIC_LIST body"),
+        (
+            "an 8 MiB name",
+            huge_name.into_bytes(),
+            "is longer than 127 characters",
+        ),
+        (
+            "deep nesting",
+            deep.into_bytes(),
+            "UPDATE_AND_CREATE_TOPIC_LIST body",
+        ),
+    ] {
+        let request = RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST)
+            .with_body(body);
+        let started = std::time::Instant::now();
+        let answer = conn.request(request, T).await.unwrap();
+        assert_eq!(
+            answer.response_code(),
+            Some(ResponseCode::SYSTEM_ERROR),
+            "{what}"
+        );
+        let remark = answer.remark.unwrap_or_default();
+        assert!(
+            remark.contains(shown),
+            "{what}: {}",
+            &remark[..remark.len().min(300)]
+        );
+        assert!(remark.len() < 4096, "{what}: the remark repeats the input");
+        println!("{what}: refused in {:?}", started.elapsed());
+    }
+    let too_big = RemotingCommand::bare_request(RequestCode::UPDATE_AND_CREATE_TOPIC_LIST)
+        .with_body(vec![b'['; 10 << 20]);
+    let closing = connect(&leader).await;
+    assert!(
+        closing.request(too_big, T).await.is_err(),
+        "a 10 MiB frame closes its connection"
+    );
     let table = topics_of(&leader).await;
     let refused: Vec<&String> = table.keys().filter(|t| t.starts_with("Refused")).collect();
     assert!(
