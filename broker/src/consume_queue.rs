@@ -668,8 +668,8 @@ pub struct ConsumeQueueStore {
     queues: RwLock<HashMap<String, HashMap<i32, Arc<ConsumeQueue>>>>,
     /// Woken when a queue is created: pulls held on a queue that did not exist yet.
     pub(crate) created: Notify,
-    /// One past the CommitLog position of the last journal record whose entries are in the
-    /// files (in the page cache at least); what the last sync saw of it.
+    /// One past the CommitLog position of the last journal record whose entries are
+    /// appended; a sync that finds it where the last one left it has nothing to do.
     journaled: AtomicU64,
     /// Queues written since the last sync stored their counts (each once: its `dirty`
     /// flag), and entries appended since.
@@ -756,8 +756,8 @@ impl ConsumeQueueStore {
         *self.installing.lock().unwrap() = true;
     }
 
-    /// Records that the entries of the journal record at CommitLog `position` are written
-    /// to the files.
+    /// Records that the entries of the journal record at CommitLog `position` are appended
+    /// to their queues.
     pub(crate) fn note_journaled(&self, position: u64) {
         self.journaled.fetch_max(position + 1, Ordering::AcqRel);
     }
