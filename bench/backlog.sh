@@ -44,25 +44,16 @@ if [ "$need" -gt $((free - 2048)) ]; then
 fi
 
 work=$(mktemp -d)
-dev_pid="" consume_pid=""
+. bench/dev.sh
+consume_pid=""
 cleanup() {
     [ -z "$consume_pid" ] || kill "$consume_pid" 2>/dev/null || true
-    if [ -n "$dev_pid" ]; then
-        kill -INT "$dev_pid" 2>/dev/null || true
-        wait "$dev_pid" 2>/dev/null || true
-    fi
+    stop_dev
     if [ -n "${KEEP_LOGS:-}" ]; then echo "data and logs kept in $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-"$bin" dev --clean --data-dir "$work/dev" --metrics-port 0 --flush-disk-type "$flush" \
-    >"$work/dev.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 600); do
-    grep -qs "ready for clients" "$work/dev.log" && break
-    sleep 0.1
-done
-grep -q "ready for clients" "$work/dev.log" || { cat "$work/dev.log"; exit 1; }
+start_dev "$bin" "$work/dev" "$work/dev.log" "$flush"
 
 # `produce NAME ARGS...`: one produce run; its last JSON line goes to $work/NAME.json.
 produce() {

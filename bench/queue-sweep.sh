@@ -38,14 +38,7 @@ points=("$@")
 cd "$(dirname "$0")/.."
 
 work=$(mktemp -d)
-dev_pid=""
-stop_dev() {
-    if [ -n "$dev_pid" ]; then
-        kill -INT "$dev_pid" 2>/dev/null || true
-        wait "$dev_pid" 2>/dev/null || true
-        dev_pid=""
-    fi
-}
+. bench/dev.sh
 cleanup() {
     stop_dev
     if [ -n "${KEEP_LOGS:-}" ]; then echo "data and logs kept in $work"; else rm -rf "$work"; fi
@@ -70,14 +63,7 @@ printf '%-10s %8s %10s %8s %8s %8s  %s\n' point queues msg/s ratio p50_ms p99_ms
 for point in "${points[@]}"; do
     topics=${point%x*} queues=${point#*x}
     dir="$work/$point"
-    "$bin" dev --clean --data-dir "$dir" --metrics-port 0 --flush-disk-type "$flush" \
-        >"$work/$point.dev.log" 2>&1 &
-    dev_pid=$!
-    for _ in $(seq 1 600); do
-        grep -qs "ready for clients" "$work/$point.dev.log" && break
-        sleep 0.1
-    done
-    grep -q "ready for clients" "$work/$point.dev.log" || { cat "$work/$point.dev.log"; exit 1; }
+    start_dev "$bin" "$dir" "$work/$point.dev.log" "$flush"
     "$client" bench produce --topics "$topics" --queues "$queues" -w "$in_flight" -s "$size" \
         -d "$seconds" --json >"$work/$point.json" 2>"$work/$point.bench.log" \
         || { tail -20 "$work/$point.bench.log"; exit 1; }

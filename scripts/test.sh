@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: format check, clippy with warnings denied, every
 # test of every crate (the whole-system tests and the short chaos run start real
-# processes on loopback), then a short side-by-side bench against NATS JetStream as a
-# smoke test. Ends with one line "test summary: N passed, N failed".
+# processes on loopback), then a short side-by-side bench against NATS JetStream, a
+# queue sweep and a backlog bench as smoke tests. Ends with one line
+# "test summary: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,6 +55,24 @@ if [ "$status" = 0 ]; then
         echo "bench smoke test: FAILED (log above; full output in $smoke.log)"
         status=1
     fi
+fi
+# Issue 21's queue sweep and backlog bench, as smoke tests with the debug binary: a few
+# seconds each, no timing assertions (figures: docs/PERFORMANCE.md).
+if [ "$status" = 0 ]; then
+    bin="$CARGO_TARGET_DIR/debug/rocketraft"
+    for smoke in "queue-sweep.sh -d 2 $bin 1x8 100x4" "backlog.sh -n 20000 -d 2 $bin"; do
+        echo "== bench/$smoke (smoke test, no timing assertions)"
+        out="$(mktemp)"
+        # shellcheck disable=SC2086 # the command line is split on purpose
+        if bench/$smoke > "$out" 2>&1; then
+            cat "$out"
+            rm -f "$out"
+        else
+            tail -40 "$out"
+            echo "bench smoke test: FAILED (log above; full output in $out)"
+            status=1
+        fi
+    done
 fi
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "test summary: %d passed, %d failed\n", p, f }' "$log"

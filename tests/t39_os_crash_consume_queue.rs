@@ -189,10 +189,14 @@ async fn crash_a_follower(flush: &str, lose_log_tail: bool, syncs: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let log = std::fs::read_to_string(&cluster.nodes[victim].log).unwrap();
+    let restored = log.contains("written again from the journal");
+    // With syncs the journal may hold nothing at the kill (a slow follower's last sync
+    // came after its last apply): the stored counts alone must then be right.
     assert!(
-        log.contains("written again from the journal"),
+        syncs || restored,
         "the node says it repaired its ConsumeQueues"
     );
+    println!("n{victim}: entries written again from the journal: {restored}");
     if lose_log_tail {
         assert!(
             log.contains("the CommitLog lost entries this node had applied"),
