@@ -33,7 +33,7 @@ fn admin_json(cluster: &common::Cluster, args: &[&str]) -> Value {
 fn heartbeat() -> RemotingCommand {
     let data = HeartbeatData {
         client_id: "127.0.0.1@t22".into(),
-        // A producer group too, as Java's producers heartbeat (the Rust one does not).
+        // A producer group too, as producers heartbeat.
         producer_data_set: vec![ProducerData {
             group_name: "t22-producers".into(),
         }],
@@ -200,6 +200,61 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // consumerStatus: the broker asks the live push consumer itself
+    // (GET_CONSUMER_RUNNING_INFO) and passes its answer on.
+    let client_id = consumer.client_id().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let one = loop {
+        let one = admin_json(
+            &cluster,
+            &["consumerStatus", "-g", "t22-push", "-i", &client_id],
+        );
+        let committed: i64 = one["mqTable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|q| q["topic"] == TOPIC)
+            .map(|q| q["state"]["commitOffset"].as_i64().unwrap())
+            .sum();
+        if committed == 6 {
+            break one;
+        }
+        assert!(std::time::Instant::now() < deadline, "{one}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(one["properties"]["PROP_CONSUME_TYPE"], "CONSUME_PASSIVELY");
+    assert_eq!(one["properties"]["consumerGroup"], "t22-push");
+    assert_eq!(one["properties"]["PROP_CONSUMEORDERLY"], "false");
+    let queues = one["mqTable"].as_array().unwrap();
+    assert_eq!(
+        queues.iter().filter(|q| q["topic"] == TOPIC).count(),
+        2,
+        "{one}"
+    );
+    assert!(queues
+        .iter()
+        .all(|q| q["state"]["lastPullTimestamp"].as_i64().unwrap() > 0));
+    let topics: Vec<&str> = one["subscriptionSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["topic"].as_str().unwrap())
+        .collect();
+    assert!(
+        topics.contains(&TOPIC) && topics.contains(&"%RETRY%t22-push"),
+        "{topics:?}"
+    );
+    let rates = &one["statusTable"][TOPIC];
+    assert!(rates["consumeOKTPS"].as_f64().unwrap() > 0.0, "{rates}");
+    assert_eq!(rates["consumeFailedMsgs"], 0);
+    let all = admin_json(&cluster, &["consumerStatus", "-g", "t22-push"]);
+    assert!(all[client_id.as_str()]["mqTable"].is_array(), "{all}");
+    let table = cluster.admin(&["consumerStatus", "-g", "t22-push", "-i", &client_id]);
+    assert!(
+        table.contains("PROP_CONSUME_TYPE: CONSUME_PASSIVELY"),
+        "{table}"
+    );
     consumer.shutdown().await;
 
     // topicStatus, consumerProgress (lag per queue and total).
@@ -221,11 +276,23 @@ async fn mqadmin_verbs_work_against_a_real_cluster() {
     let cc = admin_json(&cluster, &["consumerConnection", "-g", GROUP]);
     assert_eq!(cc["connectionSet"][0]["clientId"], "127.0.0.1@t22");
     assert_eq!(cc["messageModel"], "CLUSTERING");
+    // The Rust producer heartbeats its group as Java's do; the hand-made heartbeat above
+    // named the same group.
     let pc = admin_json(
         &cluster,
         &["producerConnection", "-g", "t22-producers", "-t", TOPIC],
     );
-    assert_eq!(pc["connectionSet"].as_array().unwrap().len(), 1, "{pc}");
+    let ids: Vec<&str> = pc["connectionSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["clientId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{pc}");
+    assert!(
+        ids.contains(&"127.0.0.1@t22") && ids.contains(&producer.client_id()),
+        "{pc}"
+    );
 
     // resetOffsetByTime: to the end (-1), then back to the start; the group follows.
     let reset = admin_json(

@@ -27,7 +27,9 @@
 //! Brokers send NOTIFY_CONSUMER_IDS_CHANGED on the client's connections; the instance's
 //! [`RequestHandler`] wakes the consumer of that group through a one-slot channel (a
 //! pending wake-up already covers a second one). CHECK_TRANSACTION_STATE goes to the
-//! transactional producer of the message's group ([`crate::transaction`]). Everything
+//! transactional producer of the message's group ([`crate::transaction`]),
+//! RESET_CONSUMER_CLIENT_OFFSET to the push consumer of its group, and
+//! GET_CONSUMER_RUNNING_INFO is answered with that consumer's running info. Everything
 //! else is answered REQUEST_CODE_NOT_SUPPORTED.
 
 use std::collections::{BTreeSet, HashMap};
@@ -36,7 +38,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use remoting::header::{ConsumerGroupRequestHeader, UnregisterClientRequestHeader};
+use remoting::admin_body::ConsumerRunningInfo;
+use remoting::header::{
+    ConsumerGroupRequestHeader, GetConsumerRunningInfoRequestHeader, UnregisterClientRequestHeader,
+};
 use remoting::route::{to_json, HeartbeatData};
 use remoting::{
     Connection, ConnectionConfig, RemotingCommand, RequestCode, RequestHandler, ResponseCode,
@@ -606,6 +611,15 @@ impl ClientInstance {
         rx
     }
 
+    /// Makes `source` answer GET_CONSUMER_RUNNING_INFO for `consumer_group`.
+    pub(crate) fn serve_running_info(&self, consumer_group: &str, source: RunningInfoSource) {
+        self.handler
+            .running_info
+            .lock()
+            .unwrap()
+            .insert(consumer_group.to_string(), source);
+    }
+
     /// The check-backs (CHECK_TRANSACTION_STATE) brokers send for `producer_group`.
     pub(crate) fn watch_transaction_checks(
         &self,
@@ -648,6 +662,17 @@ impl ClientInstance {
         };
         addrs.sort();
         addrs.dedup();
+        self.heartbeat_to(addrs, data).await
+    }
+
+    /// Sends a heartbeat to every member of every group this client knows (RocketMQ's
+    /// `sendHeartbeatToAllBroker`); returns how many answered SUCCESS.
+    pub async fn heartbeat_all(&self, data: &HeartbeatData) -> usize {
+        let addrs = self.routes().all_addrs();
+        self.heartbeat_to(addrs, data).await
+    }
+
+    async fn heartbeat_to(&self, addrs: Vec<(String, String)>, data: &HeartbeatData) -> usize {
         let body = to_json(data);
         let timeout = self.config.api_timeout();
         let sends = addrs.into_iter().map(|(broker_name, addr)| {
@@ -711,7 +736,13 @@ struct ClientHandler {
     checks: Mutex<HashMap<String, mpsc::Sender<crate::transaction::TransactionCheck>>>,
     /// Push consumers' offset resets (RESET_CONSUMER_CLIENT_OFFSET), by consumer group.
     resets: Mutex<HashMap<String, mpsc::Sender<OffsetReset>>>,
+    /// What answers GET_CONSUMER_RUNNING_INFO for each consumer group of this client.
+    running_info: Mutex<HashMap<String, RunningInfoSource>>,
 }
+
+/// Writes a consumer's running info (GET_CONSUMER_RUNNING_INFO); `true` asks for a thread
+/// dump as well (`jstackEnable`).
+pub(crate) type RunningInfoSource = Arc<dyn Fn(bool) -> ConsumerRunningInfo + Send + Sync>;
 
 /// An admin's offset reset a broker passed on (RESET_CONSUMER_CLIENT_OFFSET): each queue
 /// of `topic` the broker holds and its new offset.
@@ -749,6 +780,34 @@ fn decode_reset(request: &RemotingCommand) -> remoting::Result<(String, OffsetRe
             offsets,
         },
     ))
+}
+
+impl ClientHandler {
+    /// GET_CONSUMER_RUNNING_INFO (307), passed on by a broker for an admin tool
+    /// (`mqadmin consumerStatus`): the named group's running info, as RocketMQ's client
+    /// answers, or SYSTEM_ERROR when this client does not consume for the group.
+    fn running_info(&self, request: &RemotingCommand) -> RemotingCommand {
+        let h: GetConsumerRunningInfoRequestHeader = match request.header() {
+            Ok(h) => h,
+            Err(e) => return RemotingCommand::error(ResponseCode::SYSTEM_ERROR, e.to_string()),
+        };
+        let source = self
+            .running_info
+            .lock()
+            .unwrap()
+            .get(&h.consumer_group)
+            .cloned();
+        match source {
+            Some(source) => RemotingCommand::success().with_body(source(h.jstack_enable).encode()),
+            None => RemotingCommand::error(
+                ResponseCode::SYSTEM_ERROR,
+                format!(
+                    "The Consumer Group <{}> not exist in this consumer",
+                    h.consumer_group
+                ),
+            ),
+        }
+    }
 }
 
 impl RequestHandler for ClientHandler {
@@ -793,6 +852,8 @@ impl RequestHandler for ClientHandler {
                 }
             }
             return Box::pin(async { None });
+        } else if request.code == RequestCode::GET_CONSUMER_RUNNING_INFO as i32 {
+            self.running_info(&request)
         } else if request.code == RequestCode::NOTIFY_CONSUMER_IDS_CHANGED as i32 {
             match request.header::<ConsumerGroupRequestHeader>() {
                 Ok(h) => {

@@ -85,6 +85,7 @@ pub mod allocate;
 mod api;
 mod check_client;
 pub mod compression;
+mod consume_stats;
 pub mod error;
 pub mod fault;
 pub use remoting::filter;

@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remoting::admin_body::{
-    ConsumeStats, ConsumerConnection, KVTable, ProducerConnection, ResetOffsetBody, TopicStatsTable,
+    ConsumeStats, ConsumerConnection, ConsumerRunningInfo, KVTable, ProducerConnection,
+    ResetOffsetBody, TopicStatsTable,
 };
 use remoting::cluster_auth::{sign_broker_request, ClusterSecret};
 use remoting::connection::NoRequests;
 use remoting::header::{
     BrokerNameRequestHeader, GetConsumeStatsRequestHeader, GetConsumerConnectionListRequestHeader,
-    GetProducerConnectionListRequestHeader, ResetOffsetRequestHeader, TopicRequestHeader,
+    GetConsumerRunningInfoRequestHeader, GetProducerConnectionListRequestHeader,
+    ResetOffsetRequestHeader, TopicRequestHeader,
 };
 use remoting::route::{from_json, BrokerData};
 use remoting::{Connection, RemotingCommand, RequestCode, ResponseCode};
@@ -252,6 +254,38 @@ pub async fn consumer_connection(
         .connection_set
         .dedup_by(|a, b| a.client_id == b.client_id);
     Ok(merged)
+}
+
+/// GET_CONSUMER_RUNNING_INFO (307) of one client of `group`, which the broker asks of the
+/// client over the client's own connection: the leader of each group is asked in turn,
+/// and the first that holds the client's connection passes its answer back.
+pub async fn consumer_running_info(
+    namesrv: &NameServerClient,
+    group: &str,
+    client_id: &str,
+    jstack: bool,
+    timeout: Duration,
+) -> Result<ConsumerRunningInfo> {
+    let request = RemotingCommand::request(
+        RequestCode::GET_CONSUMER_RUNNING_INFO,
+        &GetConsumerRunningInfoRequestHeader {
+            consumer_group: group.to_string(),
+            client_id: client_id.to_string(),
+            jstack_enable: jstack,
+        },
+    );
+    let mut last_refusal = None;
+    for (name, data) in &groups(namesrv).await? {
+        let (addr, response) = leader_answer(namesrv, name, data, request.clone(), timeout).await?;
+        match response.response_code() {
+            Some(ResponseCode::SUCCESS) => return Ok(ConsumerRunningInfo::decode(&response.body)?),
+            _ => last_refusal = Some(refused(name, &addr, response)),
+        }
+    }
+    Err(last_refusal.unwrap_or_else(|| ClientError::NoLeader {
+        broker_name: "-".into(),
+        reason: "no broker group is registered".into(),
+    }))
 }
 
 /// GET_PRODUCER_CONNECTION_LIST (204) from the leader of every group, merged.

@@ -47,6 +47,7 @@ use remoting::header::{
     SendMessageRequestHeader, SendMessageRequestHeaderV2, SendMessageResponseHeader,
 };
 use remoting::message::{encode_properties, property, BatchMessage};
+use remoting::route::{HeartbeatData, ProducerData};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -216,6 +217,7 @@ struct Inner {
     counters: Mutex<HashMap<String, usize>>,
     async_slots: Arc<Semaphore>,
     refresher: Mutex<Option<JoinHandle<()>>>,
+    heartbeats: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// A producer. Cheap to clone; all clones share connections and routes.
@@ -236,6 +238,8 @@ impl Producer {
         let refresher = instance.start();
         let producer = Producer::on_instance(instance, config);
         *producer.inner.refresher.lock().unwrap() = Some(refresher);
+        let heartbeats = tokio::spawn(heartbeat_loop(Arc::downgrade(&producer.inner)));
+        *producer.inner.heartbeats.lock().unwrap() = Some(heartbeats);
         Ok(producer)
     }
 
@@ -251,6 +255,7 @@ impl Producer {
                 config,
                 counters: Mutex::new(HashMap::new()),
                 refresher: Mutex::new(None),
+                heartbeats: Mutex::new(None),
             }),
         }
     }
@@ -352,6 +357,9 @@ impl Producer {
             permits.forget();
         }
         inner.async_slots.close();
+        if let Some(task) = inner.heartbeats.lock().unwrap().take() {
+            task.abort();
+        }
         inner
             .instance
             .unregister(Some(&inner.config.producer_group), None)
@@ -368,6 +376,31 @@ impl Producer {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.instance.cancel.cancel();
+    }
+}
+
+/// A started producer heartbeats its group to every broker it knows, every
+/// `heartbeat_broker_interval_ms` and as soon as it learns a group's members, as Java's
+/// producers do: the brokers then list it (`producerConnection`, GET_ALL_PRODUCER_INFO).
+/// Ends with the producer.
+async fn heartbeat_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(this) = inner.upgrade() else { return };
+        let instance = Arc::clone(&this.instance);
+        let data = HeartbeatData {
+            client_id: instance.client_id.clone(),
+            producer_data_set: vec![ProducerData {
+                group_name: this.config.producer_group.clone(),
+            }],
+            consumer_data_set: Vec::new(),
+        };
+        drop(this);
+        let ok = instance.heartbeat_all(&data).await;
+        debug!(brokers = ok, "producer heartbeat sent");
+        let interval = Duration::from_millis(instance.config.heartbeat_broker_interval_ms.max(100));
+        if !instance.heartbeat_wait(interval).await {
+            return;
+        }
     }
 }
 

@@ -90,15 +90,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use remoting::admin_body::{ConsumerRunningInfo, ProcessQueueInfo};
+use remoting::queue_lock::MessageQueueData;
 use remoting::route::{ConsumerData, HeartbeatData};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::allocate::allocate_averagely;
 use crate::api::{self, PullArgs, PullResult};
 use crate::check_client;
+use crate::consume_stats::ConsumeStatsTable;
 use crate::error::{ClientError, Result};
 use crate::instance::{ClientConfig, ClientInstance};
 use crate::message::{validate_topic, MessageExt, MessageQueue};
@@ -438,8 +442,19 @@ impl PushConsumer {
             queues: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             rebalance_lock: tokio::sync::Mutex::new(()),
+            stats: ConsumeStatsTable::default(),
+            started_ms: now_ms(),
             instance,
         });
+        let weak = Arc::downgrade(&shared);
+        shared.instance.serve_running_info(
+            &self.config.consumer_group,
+            Arc::new(move |jstack| {
+                weak.upgrade()
+                    .map(|shared| shared.running_info(jstack))
+                    .unwrap_or_default()
+            }),
+        );
         for topic in shared.subscriptions.keys() {
             match shared.instance.refresh_topic(topic).await {
                 Ok(true) => {}
@@ -580,6 +595,9 @@ impl Drop for PushConsumer {
     }
 }
 
+/// What the running info names as the client's version.
+const CLIENT_VERSION: &str = concat!("rocketraft-client ", env!("CARGO_PKG_VERSION"));
+
 /// One owned queue's state.
 struct ProcessQueue {
     queue: MessageQueue,
@@ -595,6 +613,9 @@ struct ProcessQueue {
     locked: AtomicBool,
     /// ... asked for at this time (ms).
     lock_asked_ms: AtomicI64,
+    /// When the last pull was sent and the last listener call began (ms; 0: never).
+    last_pull_ms: AtomicI64,
+    last_consume_ms: AtomicI64,
 }
 
 #[derive(Default)]
@@ -603,6 +624,8 @@ struct Window {
     in_flight: BTreeSet<i64>,
     /// Where the next pull starts: every offset below it was pulled (or filtered out).
     pulled_until: Option<i64>,
+    /// Body bytes of the messages in flight.
+    bytes: usize,
 }
 
 impl Window {
@@ -669,6 +692,9 @@ struct Shared {
     notify: Mutex<Option<mpsc::Receiver<()>>>,
     /// Offset resets brokers pass on (`rocketraft admin resetOffsetByTime`).
     resets: Mutex<Option<mpsc::Receiver<crate::instance::OffsetReset>>>,
+    /// Pull and consume rates by topic, for the running info.
+    stats: ConsumeStatsTable,
+    started_ms: i64,
 }
 
 impl Shared {
@@ -696,6 +722,92 @@ impl Shared {
                 unit_mode: false,
             }],
         }
+    }
+
+    /// GET_CONSUMER_RUNNING_INFO's answer (RocketMQ's `consumerRunningInfo`): settings
+    /// under the Java consumer's names, subscriptions, each owned queue's state, each
+    /// topic's rates.
+    fn running_info(&self, jstack: bool) -> ConsumerRunningInfo {
+        type I = ConsumerRunningInfo;
+        let c = &self.config;
+        let properties = [
+            (I::PROP_CONSUME_TYPE, "CONSUME_PASSIVELY".to_string()),
+            (I::PROP_CONSUME_ORDERLY, self.orderly.to_string()),
+            (
+                I::PROP_THREADPOOL_CORE_SIZE,
+                c.consume_thread_max.to_string(),
+            ),
+            (I::PROP_NAMESERVER_ADDR, c.client.namesrv_addr.clone()),
+            (I::PROP_CLIENT_VERSION, CLIENT_VERSION.to_string()),
+            (
+                I::PROP_CONSUMER_START_TIMESTAMP,
+                self.started_ms.to_string(),
+            ),
+            ("consumerGroup", c.consumer_group.clone()),
+            ("messageModel", c.message_model.name().to_string()),
+            ("consumeFromWhere", c.consume_from_where.name().to_string()),
+            ("consumeThreadMin", c.consume_thread_max.to_string()),
+            ("consumeThreadMax", c.consume_thread_max.to_string()),
+            (
+                "consumeMessageBatchMaxSize",
+                c.consume_message_batch_max_size.to_string(),
+            ),
+            ("pullBatchSize", c.pull_batch_size.to_string()),
+            (
+                "pullThresholdForQueue",
+                c.pull_threshold_for_queue.to_string(),
+            ),
+            ("maxReconsumeTimes", c.max_reconsume_times.to_string()),
+            (
+                "suspendCurrentQueueTimeMillis",
+                c.suspend_current_queue_time_ms.to_string(),
+            ),
+            ("namesrvAddr", c.client.namesrv_addr.clone()),
+            ("unitMode", "false".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let subscription_set = self
+            .subscriptions
+            .iter()
+            .map(|(topic, (filter, version))| filter.subscription_data(topic, *version))
+            .collect();
+        let mut info = ConsumerRunningInfo {
+            properties,
+            subscription_set,
+            status_table: self.stats.status_table(now_ms()),
+            jstack: jstack.then(|| "a Rust client: no JVM thread dump".to_string()),
+            ..Default::default()
+        };
+        for (queue, pq) in self.owned() {
+            let (min, max, count, bytes) = {
+                let w = pq.window.lock().unwrap();
+                let first = w.in_flight.first().copied().unwrap_or(0);
+                let last = w.in_flight.last().copied().unwrap_or(0);
+                (first, last, w.in_flight.len(), w.bytes)
+            };
+            let state = ProcessQueueInfo {
+                commit_offset: self.offsets.get(&queue).unwrap_or(-1),
+                cached_msg_min_offset: min,
+                cached_msg_max_offset: max,
+                cached_msg_count: count as i32,
+                cached_msg_size_in_mib: (bytes / (1024 * 1024)) as i32,
+                locked: pq.locked.load(Ordering::SeqCst),
+                last_lock_timestamp: pq.lock_asked_ms.load(Ordering::SeqCst),
+                droped: pq.dropped.load(Ordering::SeqCst),
+                last_pull_timestamp: pq.last_pull_ms.load(Ordering::Relaxed),
+                last_consume_timestamp: pq.last_consume_ms.load(Ordering::Relaxed),
+                ..Default::default()
+            };
+            let key = MessageQueueData {
+                topic: queue.topic,
+                broker_name: queue.broker_name,
+                queue_id: queue.queue_id,
+            };
+            info.mq_table.0.insert(key, state);
+        }
+        info
     }
 
     async fn heartbeat(&self) {
@@ -881,6 +993,8 @@ impl Shared {
                 tasks: Mutex::new(Vec::new()),
                 locked: AtomicBool::new(self.locks_queues()),
                 lock_asked_ms: AtomicI64::new(lock_asked_ms),
+                last_pull_ms: AtomicI64::new(0),
+                last_consume_ms: AtomicI64::new(0),
             });
             let capacity = (self.config.pull_threshold_for_queue
                 / self.config.consume_message_batch_max_size.max(1))
@@ -1020,7 +1134,7 @@ impl Shared {
                     }
                     continue;
                 }
-                if self.call_listener(batch.clone()).await == ConsumeStatus::ConsumeSuccess {
+                if self.call_listener(&pq, batch.clone()).await == ConsumeStatus::ConsumeSuccess {
                     self.complete(&pq, &batch);
                     break;
                 }
@@ -1134,6 +1248,8 @@ impl Shared {
                 suspend: Duration::from_millis(self.config.broker_suspend_max_time_ms),
                 timeout: Duration::from_millis(self.config.consumer_timeout_when_suspend_ms),
             };
+            pq.last_pull_ms.store(now_ms(), Ordering::Relaxed);
+            let asked = Instant::now();
             let result = tokio::select! {
                 r = api::pull(&self.instance, args) => r,
                 _ = pq.cancel.cancelled() => return,
@@ -1144,10 +1260,14 @@ impl Shared {
                     next_begin_offset,
                     ..
                 }) => {
+                    let took = asked.elapsed().as_millis() as u64;
+                    self.stats
+                        .pulled(&queue.topic, messages.len(), took, now_ms());
                     retry::restore_topics(&mut messages, &self.retry_topic);
                     {
                         let mut w = pq.window.lock().unwrap();
                         w.in_flight.extend(messages.iter().map(|m| m.queue_offset));
+                        w.bytes += messages.iter().map(|m| m.body.len()).sum::<usize>();
                         w.pulled_until = Some(next_begin_offset);
                     }
                     offset = next_begin_offset;
@@ -1216,7 +1336,7 @@ impl Shared {
                 },
                 _ = pq.cancel.cancelled() => return,
             };
-            match self.call_listener(batch.clone()).await {
+            match self.call_listener(&pq, batch.clone()).await {
                 ConsumeStatus::ConsumeSuccess => self.complete(&pq, &batch),
                 ConsumeStatus::ReconsumeLater => self.spawn_failed(&pq, batch),
             }
@@ -1252,7 +1372,7 @@ impl Shared {
                 _ = tokio::time::sleep(delay) => {}
                 _ = pq.cancel.cancelled() => return,
             }
-            if self.call_listener(batch.clone()).await == ConsumeStatus::ConsumeSuccess {
+            if self.call_listener(&pq, batch.clone()).await == ConsumeStatus::ConsumeSuccess {
                 self.complete(&pq, &batch);
                 return;
             }
@@ -1283,10 +1403,23 @@ impl Shared {
         kept
     }
 
-    async fn call_listener(&self, batch: Vec<MessageExt>) -> ConsumeStatus {
+    async fn call_listener(&self, pq: &ProcessQueue, batch: Vec<MessageExt>) -> ConsumeStatus {
         let Ok(_slot) = self.pool.acquire().await else {
             return ConsumeStatus::ReconsumeLater;
         };
+        pq.last_consume_ms.store(now_ms(), Ordering::Relaxed);
+        let began = Instant::now();
+        // Retried messages count under their own topic (restored after the pull).
+        let (topic, n) = (pq.queue.topic.clone(), batch.len());
+        let topic = batch.first().map_or(topic, |m| m.topic.clone());
+        let status = self.run_listener(batch).await;
+        let took = began.elapsed().as_millis() as u64;
+        let ok = status == ConsumeStatus::ConsumeSuccess;
+        self.stats.consumed(&topic, n, ok, took, now_ms());
+        status
+    }
+
+    async fn run_listener(&self, batch: Vec<MessageExt>) -> ConsumeStatus {
         let outcome = match &self.listener {
             Listener::Sync(f) => {
                 let f = f.clone();
@@ -1305,7 +1438,9 @@ impl Shared {
         let consumed = {
             let mut w = pq.window.lock().unwrap();
             for m in batch {
-                w.in_flight.remove(&m.queue_offset);
+                if w.in_flight.remove(&m.queue_offset) {
+                    w.bytes = w.bytes.saturating_sub(m.body.len());
+                }
             }
             w.consumed_offset()
         };

@@ -160,6 +160,127 @@ impl ConsumeStats {
     }
 }
 
+/// One owned queue's state in a consumer's running info (`ProcessQueueInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProcessQueueInfo {
+    /// The offset the client will commit next for the queue.
+    pub commit_offset: i64,
+    /// Pulled and not yet consumed: the lowest and highest offset, and how many.
+    pub cached_msg_min_offset: i64,
+    pub cached_msg_max_offset: i64,
+    pub cached_msg_count: i32,
+    #[serde(rename = "cachedMsgSizeInMiB")]
+    pub cached_msg_size_in_mib: i32,
+    pub transaction_msg_min_offset: i64,
+    pub transaction_msg_max_offset: i64,
+    pub transaction_msg_count: i32,
+    /// Orderly: the client holds the queue's lock on the broker.
+    pub locked: bool,
+    pub try_unlock_times: i64,
+    pub last_lock_timestamp: i64,
+    /// RocketMQ's spelling.
+    pub droped: bool,
+    pub last_pull_timestamp: i64,
+    pub last_consume_timestamp: i64,
+}
+
+/// One topic's consume rates in a consumer's running info (`ConsumeStatus`): per second
+/// (TPS) and milliseconds (RT), over the last minute.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumeStatus {
+    #[serde(rename = "pullRT")]
+    pub pull_rt: f64,
+    #[serde(rename = "pullTPS")]
+    pub pull_tps: f64,
+    #[serde(rename = "consumeRT")]
+    pub consume_rt: f64,
+    #[serde(rename = "consumeOKTPS")]
+    pub consume_ok_tps: f64,
+    #[serde(rename = "consumeFailedTPS")]
+    pub consume_failed_tps: f64,
+    /// Failed deliveries in the last hour.
+    pub consume_failed_msgs: i64,
+}
+
+/// GET_CONSUMER_RUNNING_INFO's answer, written by the consumer itself
+/// (`ConsumerRunningInfo`): its settings as properties, its subscriptions, each owned
+/// queue's state and each topic's rates.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConsumerRunningInfo {
+    pub properties: BTreeMap<String, String>,
+    pub subscription_set: Vec<SubscriptionData>,
+    pub mq_table: MqMap<ProcessQueueInfo>,
+    pub status_table: BTreeMap<String, ConsumeStatus>,
+    /// Java's thread dump when `jstackEnable` asked for one.
+    pub jstack: Option<String>,
+}
+
+impl ConsumerRunningInfo {
+    /// The property naming the consume type (`CONSUME_PASSIVELY` for push consumers).
+    pub const PROP_CONSUME_TYPE: &'static str = "PROP_CONSUME_TYPE";
+    pub const PROP_CONSUME_ORDERLY: &'static str = "PROP_CONSUMEORDERLY";
+    pub const PROP_THREADPOOL_CORE_SIZE: &'static str = "PROP_THREADPOOL_CORE_SIZE";
+    pub const PROP_NAMESERVER_ADDR: &'static str = "PROP_NAMESERVER_ADDR";
+    pub const PROP_CLIENT_VERSION: &'static str = "PROP_CLIENT_VERSION";
+    pub const PROP_CONSUMER_START_TIMESTAMP: &'static str = "PROP_CONSUMER_START_TIMESTAMP";
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "{{\"mqTable\":{},\"properties\":{},\"statusTable\":{},\"subscriptionSet\":{}",
+            self.mq_table.to_fastjson(),
+            json(&self.properties),
+            json(&self.status_table),
+            json(&self.subscription_set)
+        );
+        if let Some(jstack) = &self.jstack {
+            out.push_str(&format!(",\"jstack\":{}", json(jstack)));
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Self> {
+        const WHAT: &str = "consumer running info";
+        let value = parse_fastjson(WHAT, body)?;
+        let field = |name: &str| value.get(name).cloned().unwrap_or(Value::Null);
+        let or_default = |v: Value| {
+            if v.is_null() {
+                Value::Object(Default::default())
+            } else {
+                v
+            }
+        };
+        // Java's `Properties` may carry non-string values; keep their text.
+        let properties = match field("properties") {
+            Value::Object(map) => map
+                .into_iter()
+                .map(|(k, v)| match v {
+                    Value::String(s) => (k, s),
+                    other => (k, other.to_string()),
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let subscription_set = match field("subscriptionSet") {
+            Value::Null => Vec::new(),
+            v => serde_json::from_value(v).map_err(|e| bad(WHAT, e))?,
+        };
+        Ok(ConsumerRunningInfo {
+            properties,
+            subscription_set,
+            mq_table: MqMap::from_value(WHAT, value.get("mqTable"))?,
+            status_table: serde_json::from_value(or_default(field("statusTable")))
+                .map_err(|e| bad(WHAT, e))?,
+            jstack: value
+                .get("jstack")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+}
+
 /// The body of RESET_CONSUMER_CLIENT_OFFSET and of INVOKE_BROKER_TO_RESET_OFFSET's answer
 /// (`ResetOffsetBody`): each queue's new offset.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -432,6 +553,46 @@ mod tests {
             reset.offset_table.0.values().copied().collect::<Vec<_>>(),
             [42]
         );
+    }
+
+    /// A running info as a Java client writes it (fastjson: `MessageQueue` keys, Java's
+    /// field names, a number among the properties) reads, and ours reads back the same.
+    #[test]
+    fn consumer_running_info_reads_as_java_writes_it() {
+        let stock = br#"{"jstack":"","mqTable":{{"brokerName":"b","queueId":1,"topic":"T"}:
+            {"cachedMsgCount":2,"cachedMsgMaxOffset":11,"cachedMsgMinOffset":10,
+             "cachedMsgSizeInMiB":0,"commitOffset":10,"droped":false,"lastConsumeTimestamp":5,
+             "lastLockTimestamp":0,"lastPullTimestamp":6,"locked":false,
+             "transactionMsgCount":0,"transactionMsgMaxOffset":0,"transactionMsgMinOffset":0,
+             "tryUnlockTimes":0}},
+            "properties":{"PROP_CONSUME_TYPE":"CONSUME_PASSIVELY","pullBatchSize":32},
+            "statusTable":{"T":{"consumeFailedMsgs":1,"consumeFailedTPS":0.5,
+             "consumeOKTPS":12.5,"consumeRT":3.0,"pullRT":1.5,"pullTPS":4.0}},
+            "subscriptionSet":[{"classFilterMode":false,"codeSet":[],"expressionType":"TAG",
+             "subString":"*","subVersion":1,"tagsSet":[],"topic":"T"}]}"#;
+        let info = ConsumerRunningInfo::decode(stock).unwrap();
+        assert_eq!(info.properties["PROP_CONSUME_TYPE"], "CONSUME_PASSIVELY");
+        assert_eq!(info.properties["pullBatchSize"], "32");
+        let pq = info.mq_table.0[&mq_of("b", "T", 1)];
+        assert_eq!((pq.commit_offset, pq.cached_msg_count), (10, 2));
+        assert_eq!((pq.last_pull_timestamp, pq.last_consume_timestamp), (6, 5));
+        assert_eq!(info.status_table["T"].consume_ok_tps, 12.5);
+        assert_eq!(info.status_table["T"].consume_failed_msgs, 1);
+        assert_eq!(info.subscription_set[0].topic, "T");
+        assert_eq!(info.jstack.as_deref(), Some(""));
+        let back = ConsumerRunningInfo::decode(&info.encode()).unwrap();
+        assert_eq!(back, info);
+        // A client that leaves tables out is still read.
+        let bare = ConsumerRunningInfo::decode(br#"{"properties":{}}"#).unwrap();
+        assert!(bare.mq_table.0.is_empty() && bare.status_table.is_empty());
+    }
+
+    fn mq_of(broker: &str, topic: &str, queue_id: i32) -> MessageQueueData {
+        MessageQueueData {
+            topic: topic.into(),
+            broker_name: broker.into(),
+            queue_id,
+        }
     }
 
     #[test]

@@ -103,6 +103,20 @@ pub enum Verb {
         #[arg(short = 'g', long = "consumerGroup")]
         group: String,
     },
+    /// What each live client of a consumer group reports of itself (GET_CONSUMER_RUNNING_INFO,
+    /// passed on by the broker to the client): one line per client, or with `-i` one
+    /// client's queues, rates, subscriptions and settings.
+    #[command(name = "consumerStatus")]
+    ConsumerStatus {
+        #[arg(short = 'g', long = "consumerGroup")]
+        group: String,
+        /// One client (its id as `consumerConnection` lists it).
+        #[arg(short = 'i', long = "clientId")]
+        client_id: Option<String>,
+        /// Ask for a thread dump too (a Rust client says it has none).
+        #[arg(short = 's', long = "jstack", default_value_t = false)]
+        jstack: bool,
+    },
     /// A producer group's live clients (GET_PRODUCER_CONNECTION_LIST).
     #[command(name = "producerConnection")]
     ProducerConnection {
@@ -234,6 +248,11 @@ pub async fn run(
             consumer_progress(namesrv, &group, topic.as_deref()).await?
         }
         Verb::ConsumerConnection { group } => consumer_connection(namesrv, &group).await?,
+        Verb::ConsumerStatus {
+            group,
+            client_id,
+            jstack,
+        } => consumer_status(namesrv, &group, client_id.as_deref(), jstack).await?,
         Verb::ProducerConnection { group, .. } => {
             let c = client::mqadmin::producer_connection(namesrv, &group, T).await?;
             Out::Table(
@@ -394,6 +413,137 @@ async fn consumer_connection(namesrv: &NameServerClient, group: &str) -> anyhow:
         footer,
         serde_json::to_value(&c)?,
     ))
+}
+
+async fn consumer_status(
+    namesrv: &NameServerClient,
+    group: &str,
+    client_id: Option<&str>,
+    jstack: bool,
+) -> anyhow::Result<Out> {
+    use client::mqadmin::consumer_running_info;
+    let Some(client_id) = client_id else {
+        // Every live client, one line each (mqadmin's overview).
+        let connection = client::mqadmin::consumer_connection(namesrv, group, T).await?;
+        let mut rows = Vec::new();
+        let mut all = serde_json::Map::new();
+        for c in &connection.connection_set {
+            let info = consumer_running_info(namesrv, group, &c.client_id, false, T).await?;
+            let rates = info.status_table.values();
+            let (ok_tps, failed_tps) = rates.fold((0.0, 0.0), |(ok, failed), s| {
+                (ok + s.consume_ok_tps, failed + s.consume_failed_tps)
+            });
+            let cached: i64 = info
+                .mq_table
+                .0
+                .values()
+                .map(|q| q.cached_msg_count as i64)
+                .sum();
+            rows.push(vec![
+                c.client_id.clone(),
+                c.version.to_string(),
+                info.mq_table.0.len().to_string(),
+                cached.to_string(),
+                format!("{ok_tps:.2}"),
+                format!("{failed_tps:.2}"),
+            ]);
+            all.insert(c.client_id.clone(), running_info_json(&info));
+        }
+        return Ok(Out::Table(
+            vec![
+                "clientId",
+                "version",
+                "queues",
+                "cachedMsgs",
+                "consumeOKTPS",
+                "consumeFailedTPS",
+            ],
+            rows,
+            Value::Object(all),
+        ));
+    };
+    let info = consumer_running_info(namesrv, group, client_id, jstack, T).await?;
+    let rows = info
+        .mq_table
+        .0
+        .iter()
+        .map(|(q, p)| {
+            vec![
+                q.topic.clone(),
+                q.broker_name.clone(),
+                q.queue_id.to_string(),
+                p.commit_offset.to_string(),
+                p.cached_msg_count.to_string(),
+                p.cached_msg_min_offset.to_string(),
+                p.cached_msg_max_offset.to_string(),
+                p.locked.to_string(),
+                p.last_pull_timestamp.to_string(),
+                p.last_consume_timestamp.to_string(),
+            ]
+        })
+        .collect();
+    let mut footer: Vec<String> = info
+        .subscription_set
+        .iter()
+        .map(|s| {
+            format!(
+                "subscription: {} {} ({})",
+                s.topic, s.sub_string, s.expression_type
+            )
+        })
+        .collect();
+    for (topic, s) in &info.status_table {
+        footer.push(format!(
+            "{topic}: pullRT {:.2} ms, pullTPS {:.2}, consumeRT {:.2} ms, consumeOKTPS {:.2}, \
+             consumeFailedTPS {:.2}, failed in the last hour {}",
+            s.pull_rt,
+            s.pull_tps,
+            s.consume_rt,
+            s.consume_ok_tps,
+            s.consume_failed_tps,
+            s.consume_failed_msgs
+        ));
+    }
+    for (k, v) in &info.properties {
+        footer.push(format!("{k}: {v}"));
+    }
+    if let Some(jstack) = &info.jstack {
+        footer.push(format!("jstack: {jstack}"));
+    }
+    Ok(Out::TableWith(
+        vec![
+            "topic",
+            "brokerName",
+            "queueId",
+            "commitOffset",
+            "cachedMsgs",
+            "cachedMin",
+            "cachedMax",
+            "locked",
+            "lastPull",
+            "lastConsume",
+        ],
+        rows,
+        footer,
+        running_info_json(&info),
+    ))
+}
+
+/// A running info as JSON, its queue table a list (JSON keys cannot be objects).
+fn running_info_json(info: &remoting::admin_body::ConsumerRunningInfo) -> Value {
+    let queues: Vec<Value> = info
+        .mq_table
+        .0
+        .iter()
+        .map(|(q, p)| json!({"topic": q.topic, "brokerName": q.broker_name, "queueId": q.queue_id, "state": p}))
+        .collect();
+    json!({
+        "properties": info.properties,
+        "subscriptionSet": info.subscription_set,
+        "mqTable": queues,
+        "statusTable": info.status_table,
+        "jstack": info.jstack,
+    })
 }
 
 async fn reset_offset_by_time(
