@@ -3,7 +3,8 @@
 //! exactly what was sent and pulled (messages, record bytes, sizes), a stopped group's
 //! lag counts exactly the messages sent after it stopped, followers counted none of it,
 //! the Raft gauges agree with the group (one leader, the one routed; one term; a lag per
-//! follower), every CommitLog flush was timed, the name server sees the group and its
+//! follower), every CommitLog flush was timed, every request was timed, dead letters and
+//! transaction ends were counted, the name server sees the group and its
 //! leader, nothing but `/metrics` is served, and every metric the shipped Grafana
 //! dashboard queries is one the endpoints export.
 
@@ -280,15 +281,30 @@ async fn endpoints_count_what_happened_and_agree_with_the_group() {
         bytes_in,
         "each stored record was pulled once, byte for byte"
     );
-    // The Rust client's plain producer sends no heartbeats (stock Java producers do), so
-    // only the series' presence can be checked here.
-    assert!(s.iter().any(|x| x.name == "rocketmq_producer_connections"));
+    // The Rust producer heartbeats its group, as Java's do.
+    assert!(value(&s, "rocketmq_producer_connections", &[]) >= 1.0);
+    // Every send was answered and timed: one rpc latency observation each.
+    let sends: f64 = ["send_message", "send_message_v2"]
+        .iter()
+        .map(|code| {
+            let labels = [
+                ("protocol_type", "remoting"),
+                ("request_code", *code),
+                ("response_code", "success"),
+                ("is_long_polling", "false"),
+                ("result", "success"),
+            ];
+            value(&s, "rocketmq_rpc_latency_count", &labels)
+        })
+        .sum();
+    assert_eq!(sends, FIRST as f64, "one rpc latency per send");
     assert!(value(&s, "rocketraft_connections", &[]) >= 1.0);
     assert!(
         value(&s, "rocketmq_topic_number", &[]) >= 2.0,
         "TBW102 and {TOPIC}"
     );
     assert!(value(&s, "rocketmq_storage_size", &[]) > 0.0);
+    dead_letters_and_transactions_are_counted(&cluster, &node_metrics[leader]).await;
     for (i, addr) in node_metrics.iter().enumerate() {
         let s = scrape(addr).await;
         let fsyncs = value(&s, "rocketraft_commitlog_fsync_seconds_count", &[]);
@@ -379,6 +395,86 @@ async fn endpoints_count_what_happened_and_agree_with_the_group() {
 
 /// Metric names in every query of docs/grafana/rocketraft.json (targets' `expr`, template
 /// variables' `query`), which must parse as JSON.
+/// Scrapes `addr` until `done` holds of the samples (bounded).
+async fn scrape_until(addr: &str, what: &str, done: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = scrape(addr).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never counted: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A consumer that refuses every message, with no retries left, sends each to its
+/// dead-letter topic: `rocketmq_send_to_dlq_messages_total` counts each once. Transactions
+/// committed and rolled back count in `rocketmq_commit_messages_total` /
+/// `rocketmq_rollback_messages_total`, each commit's age in
+/// `rocketmq_finish_message_latency`; END_TRANSACTION is timed as a oneway request.
+async fn dead_letters_and_transactions_are_counted(cluster: &common::Cluster, leader: &str) {
+    let mut config = PushConsumerConfig::new(&cluster.namesrv_addr, "t48-dlq");
+    config.consume_from_where = client::ConsumeFromWhere::FirstOffset;
+    config.max_reconsume_times = 0;
+    let mut refusing = PushConsumer::new(config);
+    refusing.subscribe(TOPIC, "*").unwrap();
+    refusing.register_message_listener(|_| ConsumeStatus::ReconsumeLater);
+    refusing.start().await.unwrap();
+    let dlq = [
+        ("consumer_group", "t48-dlq"),
+        ("topic", TOPIC),
+        ("is_system", "false"),
+    ];
+    scrape_until(leader, "dead letters", |s| {
+        value(s, "rocketmq_send_to_dlq_messages_total", &dlq) == FIRST as f64
+    })
+    .await;
+    refusing.shutdown().await;
+
+    // A topic of their own: the lag checked later counts TOPIC's messages exactly.
+    const TXN_TOPIC: &str = "MetricsTxn";
+    client::admin::create_topic(&cluster.namesrv(), TXN_TOPIC, 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let producer = client::TransactionProducer::start(
+        ProducerConfig::new(&cluster.namesrv_addr, "t48-txn"),
+        Arc::new(|_: &client::MessageExt| client::LocalTransactionState::CommitMessage),
+    )
+    .await
+    .unwrap();
+    for (i, state) in [
+        client::LocalTransactionState::CommitMessage,
+        client::LocalTransactionState::CommitMessage,
+        client::LocalTransactionState::RollbackMessage,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        producer
+            .send_message_in_transaction(Message::new(TXN_TOPIC, format!("txn {i}")), |_, _| state)
+            .await
+            .unwrap();
+    }
+    let topic = [("topic", TXN_TOPIC)];
+    let s = scrape_until(leader, "transaction ends", |s| {
+        value(s, "rocketmq_commit_messages_total", &topic) == 2.0
+            && value(s, "rocketmq_rollback_messages_total", &topic) == 1.0
+    })
+    .await;
+    assert_eq!(
+        value(&s, "rocketmq_finish_message_latency_count", &topic),
+        2.0
+    );
+    let ends = [
+        ("request_code", "end_transaction"),
+        ("response_code", "success"),
+        ("result", "oneway"),
+    ];
+    assert_eq!(value(&s, "rocketmq_rpc_latency_count", &ends), 3.0);
+    producer.shutdown().await;
+}
+
 fn dashboard_metric_names() -> BTreeSet<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/grafana/rocketraft.json");
     let text = std::fs::read_to_string(path).unwrap();

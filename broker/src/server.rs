@@ -306,6 +306,7 @@ async fn run_node(
         listener,
         connection_config,
         Arc::new(Handler {
+            timed: broker.config().metrics_addr.is_some(),
             broker: broker.clone(),
             acl,
         }),
@@ -480,6 +481,9 @@ struct Handler {
     broker: Arc<Broker>,
     /// With `aclEnable`: every request passes it before its handler runs.
     acl: Option<Arc<PlainAcl>>,
+    /// With the metrics endpoint on: each request's latency is recorded
+    /// (`rocketmq_rpc_latency`); without it no one reads the figure, and none is taken.
+    timed: bool,
 }
 
 /// ACL refusals, logged at most once every 10 s.
@@ -492,6 +496,7 @@ impl RequestHandler for Handler {
         request: RemotingCommand,
     ) -> BoxFuture<'static, Option<RemotingCommand>> {
         let broker = self.broker.clone();
+        let timed = self.timed;
         if let Some(acl) = &self.acl {
             if let Err(denied) = acl.check(&request, conn.peer().ip()) {
                 if let Some(left_out) = ACL_REFUSALS.admit() {
@@ -502,6 +507,7 @@ impl RequestHandler for Handler {
             }
         }
         Box::pin(async move {
+            let arrived = timed.then(std::time::Instant::now);
             let Some((code, handle)) = RequestCode::from_i32(request.code)
                 .and_then(|code| processor::handler(code).map(|h| (code, h)))
             else {
@@ -522,6 +528,16 @@ impl RequestHandler for Handler {
                     format!("{}: {e}", code.name()),
                 ),
             });
+            if let Some(arrived) = arrived {
+                let rpc = crate::metrics::events::Rpc {
+                    request_code: request.code,
+                    response_code: response.code,
+                    long_polling: remoting::connection::request_slot_released(),
+                    oneway: request.is_oneway(),
+                };
+                let took = arrived.elapsed().as_millis() as u64;
+                broker.metrics().events.rpc(rpc, took);
+            }
             if request.is_oneway() && response.code != ResponseCode::SUCCESS as i32 {
                 // No one reads this answer: say it here, or a client bug goes unseen.
                 warn!(

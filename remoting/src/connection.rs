@@ -628,6 +628,19 @@ pub fn release_request_slot() {
     let _ = REQUEST_SLOT.try_with(|slot| drop(slot.take()));
 }
 
+/// Whether the calling request gave back its place ([`release_request_slot`]): it waited
+/// (a held pull). False outside a request handler.
+pub fn request_slot_released() -> bool {
+    REQUEST_SLOT
+        .try_with(|slot| {
+            let permit = slot.take();
+            let released = permit.is_none();
+            slot.set(permit);
+            released
+        })
+        .unwrap_or(false)
+}
+
 /// Accepts connections until `shutdown` resolves, serving each with `handler`. On
 /// shutdown every connection it accepted is closed.
 ///

@@ -14,6 +14,7 @@
 //! `brokerName`. The names exported, and RocketMQ's that are not, are listed in
 //! `docs/METRICS.md`.
 
+pub mod events;
 pub mod scrape;
 pub mod traffic;
 
@@ -31,6 +32,8 @@ pub use traffic::MessageType;
 #[derive(Debug)]
 pub struct BrokerMetrics {
     pub traffic: traffic::Traffic,
+    /// Dead letters, transaction ends and request latency ([`events`]).
+    pub events: events::Events,
     /// Client connections the remoting listener holds (kept by `remoting::connection::serve`).
     pub(crate) connections: Arc<AtomicUsize>,
     /// The running node, while there is one.
@@ -48,6 +51,7 @@ impl BrokerMetrics {
         ];
         Arc::new(BrokerMetrics {
             traffic: Default::default(),
+            events: Default::default(),
             connections: Arc::default(),
             broker: Mutex::new(Weak::new()),
             labels: labels

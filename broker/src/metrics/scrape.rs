@@ -21,9 +21,10 @@ use prometheus_client::encoding::{
 };
 use prometheus_client::metrics::MetricType;
 use remoting::histogram::HistogramSnapshot;
+use remoting::{RequestCode, ResponseCode};
 
 use super::traffic::{MessageType, OVERFLOW_TOPIC};
-use super::BrokerMetrics;
+use super::{events, BrokerMetrics};
 use crate::broker::Broker;
 
 /// (group, topic, queue) offsets a scrape reads at most for consumer lag.
@@ -36,6 +37,7 @@ pub(super) struct Scrape(pub(super) Arc<BrokerMetrics>);
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         traffic(&self.0, &mut encoder)?;
+        events(&self.0.events, &mut encoder)?;
         let connections = self.0.connections.load(Ordering::Relaxed);
         gauge(
             &mut encoder,
@@ -197,6 +199,97 @@ fn traffic(metrics: &BrokerMetrics, encoder: &mut DescriptorEncoder) -> fmt::Res
         "Bytes of records answered to pulls (RocketMQ 5's name)",
         rows().map(|(labels, c)| (labels, c.bytes.load(Ordering::Relaxed))),
     )
+}
+
+/// A request or response code as RocketMQ 5's label spells it: its name in lower case,
+/// else its number.
+fn code_label<C: Copy>(
+    code: i32,
+    from: fn(i32) -> Option<C>,
+    name: fn(C) -> &'static str,
+) -> String {
+    if code == events::OVERFLOW_CODE {
+        return "overflow".to_string();
+    }
+    from(code).map_or_else(|| code.to_string(), |c| name(c).to_ascii_lowercase())
+}
+
+/// Dead letters, transaction ends and request latency.
+fn events(events: &events::Events, encoder: &mut DescriptorEncoder) -> fmt::Result {
+    let mut dead_letters = events.dead_letters.snapshot();
+    dead_letters.sort_by(|a, b| a.0.cmp(&b.0));
+    counters(
+        encoder,
+        "rocketmq_send_to_dlq_messages",
+        "Messages moved to a dead-letter topic (RocketMQ 5's name), by consumer group and topic",
+        dead_letters.iter().map(|((group, topic), c)| {
+            let system = topic != OVERFLOW_TOPIC && is_system(topic, Some(group));
+            let labels = [
+                ("consumer_group", group.as_str()),
+                ("topic", topic.as_str()),
+                ("is_system", bool_label(system)),
+            ];
+            (labels, c.load(Ordering::Relaxed))
+        }),
+    )?;
+    for (name, help, series) in [
+        (
+            "rocketmq_commit_messages",
+            "Half messages committed (RocketMQ 5's name), by real topic",
+            &events.commits,
+        ),
+        (
+            "rocketmq_rollback_messages",
+            "Half messages rolled back (RocketMQ 5's name), by real topic",
+            &events.rollbacks,
+        ),
+    ] {
+        let mut rows = series.snapshot();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        counters(
+            encoder,
+            name,
+            help,
+            rows.iter()
+                .map(|(topic, c)| ([("topic", topic.as_str())], c.load(Ordering::Relaxed))),
+        )?;
+    }
+    let mut latency = events.finish_latency.snapshot();
+    latency.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut m = encoder.encode_descriptor(
+        "rocketmq_finish_message_latency",
+        "Age of each committed half message in seconds, born to commit (RocketMQ 5's name and buckets)",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (topic, h) in &latency {
+        histogram(&mut m, &[("topic", topic.as_str())], &h.snapshot(), 1.0)?;
+    }
+    let mut rpcs = events.rpc.snapshot();
+    rpcs.sort_by_key(|a| a.0);
+    let mut m = encoder.encode_descriptor(
+        "rocketmq_rpc_latency",
+        "Milliseconds from a request's arrival to its answer (RocketMQ 5's name and buckets)",
+        None,
+        MetricType::Histogram,
+    )?;
+    for (rpc, h) in &rpcs {
+        let request = code_label(rpc.request_code, RequestCode::from_i32, RequestCode::name);
+        let response = code_label(
+            rpc.response_code,
+            ResponseCode::from_i32,
+            ResponseCode::name,
+        );
+        let labels = [
+            ("protocol_type", "remoting"),
+            ("request_code", request.as_str()),
+            ("response_code", response.as_str()),
+            ("is_long_polling", bool_label(rpc.long_polling)),
+            ("result", if rpc.oneway { "oneway" } else { "success" }),
+        ];
+        histogram(&mut m, &labels, &h.snapshot(), 1.0)?;
+    }
+    Ok(())
 }
 
 /// Figures of the running node.

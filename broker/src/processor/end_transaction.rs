@@ -12,7 +12,7 @@
 //! (for a oneway request, the server logs it as a warning).
 
 use remoting::header::EndTransactionRequestHeader;
-use remoting::message::{sys_flag, MessageRecord};
+use remoting::message::{property, sys_flag, MessageRecord};
 use remoting::{Connection, RemotingCommand, ResponseCode};
 use tracing::{debug, info, warn};
 
@@ -57,12 +57,21 @@ pub async fn handle(
     })?;
     let state = pending(broker, &h, offset)?;
     if h.commit_or_rollback == sys_flag::TRANSACTION_ROLLBACK {
+        // For the metrics only: a half that cannot be read is still rolled back.
+        let topic = transaction::read_half(broker, offset, &state)
+            .ok()
+            .and_then(|bytes| {
+                let (half, _) = MessageRecord::decode(&bytes).ok()?;
+                half.property(property::REAL_TOPIC).map(str::to_string)
+            })
+            .unwrap_or_default();
         broker
             .propose(&BrokerCommand::RollbackHalf {
                 commit_log_offset: offset,
             })
             .await
             .map_err(|e| append_error(broker, e))?;
+        broker.metrics().events.rolled_back(&topic);
         info!(producer_group = %h.producer_group, offset, msg_id = %h.msg_id, from_check, "transaction rolled back");
         return Ok(RemotingCommand::success());
     }
@@ -74,14 +83,20 @@ pub async fn handle(
     })?;
     let (half, _) = MessageRecord::decode(&bytes)
         .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
-    let record = transaction::committed(&half, offset, broker, now_ms())
+    let now = now_ms();
+    let record = transaction::committed(&half, offset, broker, now)
         .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e))?;
+    let topic = half
+        .property(property::REAL_TOPIC)
+        .unwrap_or("")
+        .to_string();
     let appended = broker
         .append(vec![record])
         .await
         .map_err(|e| append_error(broker, e))?;
     match appended.first().map(|a| a.applied) {
         Some(Applied::Queued { .. }) => {
+            (broker.metrics().events).committed(&topic, state.born_timestamp, now);
             debug!(producer_group = %h.producer_group, offset, msg_id = %h.msg_id, "transaction committed");
             Ok(RemotingCommand::success())
         }

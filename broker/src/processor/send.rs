@@ -188,6 +188,11 @@ pub async fn handle(
         .map_err(|e| append_error(broker, e))?;
     let kind = MessageType::of_send(prepared, header.properties.as_deref().unwrap_or(""));
     (broker.metrics().traffic).record_in(&header.topic, kind, count, bytes);
+    if let Some(group) = header.topic.strip_prefix(RETRY_PREFIX) {
+        if dest.topic.starts_with(DLQ_PREFIX) {
+            broker.metrics().events.dead_letter(group, &header.topic);
+        }
+    }
     let mut msg_ids = Vec::with_capacity(appended.len());
     let mut first_queue_offset = None;
     for record in &appended {

@@ -50,7 +50,8 @@ pub async fn handle(
         .unwrap_or_else(|| message_id(original.store_host, h.offset));
     let base = retried_properties(&original, &origin_msg_id);
     let now = now_ms();
-    let (topic, queue_id, properties) = if h.delay_level < 0 || original.reconsume_times >= max {
+    let dead_letter = h.delay_level < 0 || original.reconsume_times >= max;
+    let (topic, queue_id, properties) = if dead_letter {
         let dlq = dead_letter_topic(broker, &h.group).await?;
         info!(group = %h.group, offset = h.offset, reconsume_times = original.reconsume_times, "message moved to the dead-letter queue");
         (dlq.topic_name, 0, base)
@@ -94,6 +95,11 @@ pub async fn handle(
         .append(vec![record])
         .await
         .map_err(|e| append_error(broker, e))?;
+    if dead_letter {
+        // RocketMQ 5 labels it with the topic the consumer was given the message from.
+        let origin = h.origin_topic.as_deref().unwrap_or(original.topic);
+        broker.metrics().events.dead_letter(&h.group, origin);
+    }
     Ok(RemotingCommand::success())
 }
 
