@@ -1409,9 +1409,8 @@ impl Shared {
         };
         pq.last_consume_ms.store(now_ms(), Ordering::Relaxed);
         let began = Instant::now();
-        // Retried messages count under their own topic (restored after the pull).
+        // Counted under the queue's topic (`%RETRY%<group>` for retries), as Java counts.
         let (topic, n) = (pq.queue.topic.clone(), batch.len());
-        let topic = batch.first().map_or(topic, |m| m.topic.clone());
         let status = self.run_listener(batch).await;
         let took = began.elapsed().as_millis() as u64;
         let ok = status == ConsumeStatus::ConsumeSuccess;
