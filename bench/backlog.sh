@@ -10,9 +10,11 @@
 #      BacklogLoad while a consumer reads Backlog from its oldest message (cold reads).
 # Prints msg/s, p50 and p99 of each produce phase with its ratio to the baseline, and the
 # consumer's msg/s and MB/s. COUNT x (BYTES + about 200 bytes of record header) is stored by
-# each of the three nodes: check the disk first.
+# each of the three nodes: check the disk first. `-b KEY=VALUE` (repeatable) goes into every
+# broker's config, e.g. `-b slaveReadEnable=true -b accessMessageInMemoryMaxRatio=1` to
+# have the cold consumer read from followers.
 #
-#   bench/backlog.sh [-n COUNT] [-s BYTES] [-d SECONDS] [-w IN_FLIGHT] [-f FLUSH] BIN
+#   bench/backlog.sh [-n COUNT] [-s BYTES] [-d SECONDS] [-w IN_FLIGHT] [-f FLUSH] [-b K=V] BIN
 #
 # Defaults: -n 2000000 -s 256 -d 10 -w 256 -f SYNC_FLUSH. Nothing else may hold ports 9876,
 # 10911-10931 or 40911-40913. Stops every process it started, by PID; removes the data
@@ -20,14 +22,16 @@
 set -euo pipefail
 
 count=2000000 size=256 seconds=10 in_flight=256 flush=SYNC_FLUSH
-usage() { sed -n '2,19p' "$0"; exit 2; }
-while getopts "n:s:d:w:f:" opt; do
+broker_conf=()
+usage() { sed -n '2,21p' "$0"; exit 2; }
+while getopts "n:s:d:w:f:b:" opt; do
     case $opt in
         n) count=$OPTARG ;;
         s) size=$OPTARG ;;
         d) seconds=$OPTARG ;;
         w) in_flight=$OPTARG ;;
         f) flush=$OPTARG ;;
+        b) broker_conf+=(--broker-conf "$OPTARG") ;;
         *) usage ;;
     esac
 done
@@ -53,7 +57,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start_dev "$bin" "$work/dev" "$work/dev.log" "$flush"
+start_dev "$bin" "$work/dev" "$work/dev.log" "$flush" ${broker_conf[@]+"${broker_conf[@]}"}
 
 # `produce NAME ARGS...`: one produce run; its last JSON line goes to $work/NAME.json.
 produce() {

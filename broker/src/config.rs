@@ -186,6 +186,13 @@ pub struct BrokerConfig {
     /// QUERY_MESSAGE (RocketMQ's switch, on by default). The index costs the send path
     /// (docs/PERFORMANCE.md); set it alike on every member of a group.
     pub message_index_enable: bool,
+    /// `slaveReadEnable`: a consumer reading far behind (its pull's last message more than
+    /// `accessMessageInMemoryMaxRatio` % of physical memory behind the CommitLog's end) is
+    /// told to pull from a follower (`suggestWhichBrokerId`), and back from the leader
+    /// once it has caught up. Off, as in RocketMQ.
+    pub slave_read_enable: bool,
+    /// `accessMessageInMemoryMaxRatio` (%, 0-100): see `slave_read_enable`.
+    pub access_message_in_memory_max_ratio: u32,
     /// `enablePropertyFilter`: serve SQL92 subscriptions (filter each message's
     /// properties on the broker). Off, as in RocketMQ: a SQL92 pull or
     /// CHECK_CLIENT_CONFIG is refused with SYSTEM_ERROR.
@@ -310,6 +317,8 @@ impl Default for BrokerConfig {
             auto_create_subscription_group: true,
             rebalance_lock_max_live_ms: 60_000,
             message_index_enable: true,
+            slave_read_enable: false,
+            access_message_in_memory_max_ratio: 40,
             enable_property_filter: false,
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
@@ -467,6 +476,11 @@ impl BrokerConfig {
         set!("rebalanceLockMaxLiveTime", rebalance_lock_max_live_ms);
         set!("messageIndexEnable", message_index_enable);
         set!("enablePropertyFilter", enable_property_filter);
+        set!("slaveReadEnable", slave_read_enable);
+        set!(
+            "accessMessageInMemoryMaxRatio",
+            access_message_in_memory_max_ratio
+        );
         set!("transactionTimeOut", transaction_timeout_ms);
         set!("transactionCheckInterval", transaction_check_interval_ms);
         set!("transactionCheckMax", transaction_check_max);
@@ -564,6 +578,13 @@ impl BrokerConfig {
                     "must be a percentage in 1..=100",
                 ));
             }
+        }
+        if self.access_message_in_memory_max_ratio > 100 {
+            return Err(bad(
+                "accessMessageInMemoryMaxRatio",
+                self.access_message_in_memory_max_ratio.to_string(),
+                "must be a percentage in 0..=100",
+            ));
         }
         if self.clean_resource_interval_ms == 0 {
             return Err(bad("cleanResourceInterval", "0".into(), "must be >= 1 ms"));

@@ -15,6 +15,7 @@ use remoting::header::{
 use remoting::queue_lock::{LockBatchRequestBody, LockBatchResponseBody, MessageQueueData};
 use remoting::route::{from_json, to_json, ConsumerListBody};
 use remoting::{CommandHeader, RemotingCommand, RequestCode, ResponseCode, SerializeType};
+use tracing::debug;
 
 use crate::error::{ClientError, Result};
 use crate::instance::{Access, ClientInstance};
@@ -166,9 +167,31 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
         },
     )
     .serialized_as(SerializeType::RocketMq);
-    let (addr, response) = instance
-        .request_group(&args.queue.broker_name, request, args.timeout, Access::Read)
-        .await?;
+    let broker_name = &args.queue.broker_name;
+    // A member the last answer suggested (a follower, for a reader far behind), else the
+    // leader; a suggested member that fails sends the pull to the leader.
+    let suggested = match instance.pull_member(args.queue) {
+        Some(addr) => match instance
+            .request_addr(broker_name, &addr, request.clone(), args.timeout)
+            .await
+        {
+            Ok(response) => Some((addr, response)),
+            Err(e) => {
+                debug!(queue = %args.queue, %addr, error = %e, "the suggested member failed; pulling from the leader");
+                instance.suggest_pull_member(args.queue, 0);
+                None
+            }
+        },
+        None => None,
+    };
+    let (addr, response) = match suggested {
+        Some(answer) => answer,
+        None => {
+            instance
+                .request_group(broker_name, request, args.timeout, Access::Read)
+                .await?
+        }
+    };
     let code = ResponseCode::from_i32(response.code);
     if !matches!(
         code,
@@ -182,6 +205,7 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
         return Err(refused(args.queue, addr, response));
     }
     let h: PullMessageResponseHeader = header(&addr, &response)?;
+    instance.suggest_pull_member(args.queue, h.suggest_which_broker_id);
     let (next_begin_offset, min_offset, max_offset) =
         (h.next_begin_offset, h.min_offset, h.max_offset);
     Ok(match code {

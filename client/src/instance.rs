@@ -42,7 +42,7 @@ use remoting::admin_body::ConsumerRunningInfo;
 use remoting::header::{
     ConsumerGroupRequestHeader, GetConsumerRunningInfoRequestHeader, UnregisterClientRequestHeader,
 };
-use remoting::route::{to_json, HeartbeatData};
+use remoting::route::{to_json, HeartbeatData, LEADER_BROKER_ID};
 use remoting::{
     Connection, ConnectionConfig, RemotingCommand, RequestCode, RequestHandler, ResponseCode,
 };
@@ -164,6 +164,9 @@ pub(crate) struct ClientInstance {
     /// leader (or a member that came back) knows this client's producers and consumers
     /// before it checks back a transaction or answers a rebalance.
     members_changed: tokio::sync::Notify,
+    /// The member each queue is pulled from next, as the last pull's answer suggested
+    /// (`suggestWhichBrokerId`; absent or 0: the leader).
+    pull_from: Mutex<HashMap<crate::message::MessageQueue, i64>>,
     pub cancel: CancellationToken,
 }
 
@@ -196,6 +199,7 @@ impl ClientInstance {
             refresh_tx,
             refresh_rx: Mutex::new(Some(refresh_rx)),
             members_changed: tokio::sync::Notify::new(),
+            pull_from: Mutex::new(HashMap::new()),
             cancel: CancellationToken::new(),
         }))
     }
@@ -416,6 +420,28 @@ impl ClientInstance {
                 addr: addr.to_string(),
                 reason,
             }),
+        }
+    }
+
+    /// The address of the member a pull of `queue` should go to, when the last answer
+    /// suggested one other than the leader and routes know it.
+    pub(crate) fn pull_member(&self, queue: &crate::message::MessageQueue) -> Option<String> {
+        let id = *self.pull_from.lock().unwrap().get(queue)?;
+        if id == LEADER_BROKER_ID {
+            return None;
+        }
+        self.routes()
+            .group(&queue.broker_name)
+            .and_then(|members| members.get(&id).cloned())
+    }
+
+    /// Records the member a pull's answer suggested for `queue`'s next pull.
+    pub(crate) fn suggest_pull_member(&self, queue: &crate::message::MessageQueue, id: i64) {
+        let mut table = self.pull_from.lock().unwrap();
+        if id == LEADER_BROKER_ID {
+            table.remove(queue);
+        } else {
+            table.insert(queue.clone(), id);
         }
     }
 

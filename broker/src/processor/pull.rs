@@ -28,11 +28,12 @@ pub const FLAG_SUSPEND: i32 = 1 << 1;
 pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
 
 pub(super) enum Outcome {
-    /// `count` messages in `body`.
+    /// `count` messages in `body`; the last one ends at CommitLog position `pulled_end`.
     Found {
         body: BytesMut,
         next: u64,
         count: u64,
+        pulled_end: u64,
     },
     NotFound {
         next: u64,
@@ -104,7 +105,13 @@ pub async fn handle(
         .map(|b| b as usize)
         .unwrap_or(usize::MAX)
         .min(broker.config().max_pull_bytes);
-    let hold_ms = if header.sys_flag & FLAG_SUSPEND != 0 {
+    let role = broker.role();
+    // A follower that sends caught-up readers back to the leader (`suggest`) answers at
+    // once: a held pull would keep them here.
+    let sends_back = broker.config().slave_read_enable
+        && role.role != dledger::Role::Leader
+        && role.leader_id.is_some();
+    let hold_ms = if header.sys_flag & FLAG_SUSPEND != 0 && !sends_back {
         (header.suspend_timeout_millis.max(0) as u64).min(broker.config().pull_hold_ms_max)
     } else {
         0
@@ -165,8 +172,15 @@ pub async fn handle(
     };
 
     let (min, max) = broker.queue_bounds(&header.topic, header.queue_id);
+    let pulled_end = match &outcome {
+        Outcome::Found { pulled_end, .. } => Some(*pulled_end),
+        _ => None,
+    };
+    let suggested = suggest(broker, &role, header.queue_id, pulled_end);
     let (code, next, body) = match outcome {
-        Outcome::Found { body, next, count } => {
+        Outcome::Found {
+            body, next, count, ..
+        } => {
             broker.stats().add_get(count, read_took);
             broker.stats_items().add_get(
                 &header.topic,
@@ -199,14 +213,70 @@ pub async fn handle(
             (ResponseCode::PULL_OFFSET_MOVED, next, Default::default())
         }
     };
+    // A follower sending a reader back that has nothing for it: pull again, now, from
+    // the leader (RocketMQ's slave answers PULL_RETRY_IMMEDIATELY).
+    let code = match (sends_back && suggested == 0, code) {
+        (true, ResponseCode::PULL_NOT_FOUND) => ResponseCode::PULL_RETRY_IMMEDIATELY,
+        (_, code) => code,
+    };
     Ok(RemotingCommand::response(code, None)
         .with_header(&PullMessageResponseHeader {
-            suggest_which_broker_id: 0,
+            suggest_which_broker_id: suggested,
             next_begin_offset: next as i64,
             min_offset: min as i64,
             max_offset: max as i64,
         })
         .with_body(body))
+}
+
+/// Physical memory, for `accessMessageInMemoryMaxRatio`.
+fn physical_memory() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        // SAFETY: sysconf reads a system constant; it has no preconditions.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        (pages.max(0) as u64).saturating_mul(page.max(0) as u64)
+    })
+}
+
+/// The broker id a pull's answer suggests for the queue's next pull (RocketMQ's
+/// `suggestWhichBrokerId`, 0 = the leader). With `slaveReadEnable`, a reader whose last
+/// message lies more than `accessMessageInMemoryMaxRatio` % of physical memory behind
+/// this node's applied end is lagging: it is sent to a follower, and kept there until it
+/// has caught up, then sent back to the leader. Without the key, or with no follower,
+/// always the leader.
+///
+/// A follower is named in the name servers' numbering, which clients route by: the
+/// leader is 0 and the other members 1, 2, ... (in address order). Every member names the
+/// same one for a queue, `1 + queue id % followers`, so a reader stays on the member the
+/// leader sent it to, and a group's queues spread over its followers.
+fn suggest(
+    broker: &Broker,
+    role: &dledger::RoleState,
+    queue_id: i32,
+    pulled_end: Option<u64>,
+) -> i64 {
+    let config = broker.config();
+    if !config.slave_read_enable {
+        return 0;
+    }
+    let behind = |end: u64| {
+        let (applied, _) = broker.log_positions();
+        let bound = physical_memory() / 100 * config.access_message_in_memory_max_ratio as u64;
+        applied.saturating_sub(end) > bound
+    };
+    if role.leader_id.is_none() || !pulled_end.is_some_and(behind) {
+        return 0;
+    }
+    match broker.members().voters.len().saturating_sub(1) {
+        0 => 0,
+        followers => 1 + (queue_id.unsigned_abs() as usize % followers) as i64,
+    }
 }
 
 fn read(
@@ -261,6 +331,7 @@ fn read(
     let mut body = BytesMut::new();
     let mut taken = 0usize;
     let mut next = offset;
+    let mut pulled_end = 0;
     let mut run: Vec<(u64, CqEntry)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         if taken == max_nums
@@ -279,6 +350,7 @@ fn read(
             }
         }
         run.push((offset + i as u64, *entry));
+        pulled_end = entry.commit_log_offset as u64 + entry.size as u64;
         taken += 1;
     }
     flush_run(broker, &mut run, &mut body)?;
@@ -287,6 +359,7 @@ fn read(
             body,
             next,
             count: taken as u64,
+            pulled_end,
         }
     } else {
         Outcome::NoMatch { next }

@@ -112,6 +112,7 @@ pub(super) fn scan_sql92(
         .map_err(|e| fail(ResponseCode::SYSTEM_ERROR, e.to_string()))?;
     let mut body = BytesMut::new();
     let (mut taken, mut scanned, mut next) = (0usize, 0usize, offset);
+    let mut pulled_end = 0;
     for (i, entry) in entries.iter().enumerate() {
         let size = entry.size as usize;
         if taken == max_nums
@@ -154,9 +155,11 @@ pub(super) fn scan_sql92(
             entry.commit_log_offset,
         );
         taken += 1;
+        pulled_end = entry.commit_log_offset as u64 + size as u64;
     }
     Ok(if taken > 0 {
         Outcome::Found {
+            pulled_end,
             body,
             next,
             count: taken as u64,
