@@ -29,7 +29,16 @@ async fn a_short_chaos_run_loses_and_reorders_nothing() {
         mix: "kill-leader=5,pause-leader=1,kill-follower=1,crash-follower=1,kill-two=1,transfer-leader=2,replace-node=1,fill-disk=2".into(),
         binary: Some(binary),
         keep_data: false,
-        conf: chaos::debug_build_timers(),
+        // Consumers read from followers (every pull short of the end counts as far
+        // behind), so the checker covers reads moving between members under faults.
+        conf: [
+            chaos::debug_build_timers(),
+            vec![
+                "slaveReadEnable=true".into(),
+                "accessMessageInMemoryMaxRatio=0".into(),
+            ],
+        ]
+        .concat(),
         ..Default::default()
     };
     let verdict = chaos::run(args).await.expect("chaos run");

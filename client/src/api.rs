@@ -169,12 +169,18 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
     .serialized_as(SerializeType::RocketMq);
     let broker_name = &args.queue.broker_name;
     // A member the last answer suggested (a follower, for a reader far behind), else the
-    // leader; a suggested member that fails sends the pull to the leader.
+    // leader. A suggested member that fails, or that sends the reader back with nothing
+    // for it (PULL_RETRY_IMMEDIATELY naming the leader), hands the pull to the leader at
+    // once: the caller sees the leader's answer.
     let suggested = match instance.pull_member(args.queue) {
         Some(addr) => match instance
             .request_addr(broker_name, &addr, request.clone(), args.timeout)
             .await
         {
+            Ok(response) if sent_back(&response) => {
+                instance.suggest_pull_member(args.queue, 0);
+                None
+            }
             Ok(response) => Some((addr, response)),
             Err(e) => {
                 debug!(queue = %args.queue, %addr, error = %e, "the suggested member failed; pulling from the leader");
@@ -247,6 +253,13 @@ pub(crate) async fn pull(instance: &ClientInstance, args: PullArgs<'_>) -> Resul
             max_offset,
         },
     })
+}
+
+/// A follower's "nothing for you here, ask the leader": PULL_RETRY_IMMEDIATELY suggesting
+/// broker 0.
+fn sent_back(response: &RemotingCommand) -> bool {
+    response.code == ResponseCode::PULL_RETRY_IMMEDIATELY as i32
+        && response.ext("suggestWhichBrokerId") == Some("0")
 }
 
 /// The group's committed offset, or `None` when it has none (QUERY_NOT_FOUND).
