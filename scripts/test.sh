@@ -85,6 +85,7 @@ if [ "$status" = 0 ]; then
     smoke="$(mktemp -d)"
     if bench/compare.sh --short --debug --out "$smoke" > "$smoke.log" 2>&1; then
         echo "bench smoke test: ok"
+        rm -rf "$smoke" "$smoke.log"
     else
         tail -40 "$smoke.log"
         echo "bench smoke test: FAILED (log above; full output in $smoke.log)"

@@ -176,7 +176,7 @@ pub async fn handle(
         Outcome::Found { pulled_end, .. } => Some(*pulled_end),
         _ => None,
     };
-    let suggested = suggest(broker, &role, header.queue_id, pulled_end);
+    let suggested = suggest(broker, &role, pulled_end);
     let (code, next, body) = match outcome {
         Outcome::Found {
             body, next, count, ..
@@ -252,15 +252,13 @@ fn physical_memory() -> u64 {
 /// always the leader.
 ///
 /// A follower is named in the name servers' numbering, which clients route by: the
-/// leader is 0 and the other members 1, 2, ... (in address order). Every member names the
-/// same one for a queue, `1 + queue id % followers`, so a reader stays on the member the
-/// leader sent it to, and a group's queues spread over its followers.
-fn suggest(
-    broker: &Broker,
-    role: &dledger::RoleState,
-    queue_id: i32,
-    pulled_end: Option<u64>,
-) -> i64 {
+/// leader is 0 and the other members 1, 2, ... (in address order). Every member names 1
+/// (RocketMQ's default `whichBrokerWhenConsumeSlowly`), so a reader stays on the member
+/// the leader sent it to, and cold reads load one follower only: the other keeps
+/// acknowledging appends at full speed, and a commit needs just one of them (spreading
+/// queues over both followers cut the producers' throughput to 0.41x while a cold
+/// consumer read: docs/PERFORMANCE.md).
+fn suggest(broker: &Broker, role: &dledger::RoleState, pulled_end: Option<u64>) -> i64 {
     let config = broker.config();
     if !config.slave_read_enable {
         return 0;
@@ -273,9 +271,9 @@ fn suggest(
     if role.leader_id.is_none() || !pulled_end.is_some_and(behind) {
         return 0;
     }
-    match broker.members().voters.len().saturating_sub(1) {
-        0 => 0,
-        followers => 1 + (queue_id.unsigned_abs() as usize % followers) as i64,
+    match broker.members().voters.len() {
+        0 | 1 => 0,
+        _ => 1,
     }
 }
 
