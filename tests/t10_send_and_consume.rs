@@ -37,18 +37,8 @@ async fn two_members_consume_everything_exactly_once_in_queue_order() {
             .await
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
     for topic in TOPICS {
-        while cluster
-            .namesrv()
-            .topic_route(topic)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            assert!(Instant::now() < deadline, "{topic} never registered");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        cluster.wait_routed(topic, Duration::from_secs(10)).await;
     }
 
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(Vec::new()));

@@ -132,6 +132,29 @@ async fn end_two_way(
 
 const COMMIT: i32 = 8;
 
+/// [`end_two_way`] on whichever member leads: a member that answers "not the leader" (an
+/// election still settling on a loaded machine) is asked again once the group has one.
+async fn end_on_leader(
+    cluster: &common::Cluster,
+    group: &str,
+    sent: &SendResult,
+    commit_or_rollback: i32,
+) -> RemotingCommand {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.wait_for_leader(None, Duration::from_secs(15)).await;
+        let r = end_two_way(&leader, group, sent, commit_or_rollback).await;
+        if r.response_code() != Some(ResponseCode::SERVICE_NOT_AVAILABLE) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no settled leader: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commit_rollback_check_back_and_discard() {
     let cluster = common::Cluster::start(
@@ -312,7 +335,7 @@ async fn halves_and_commits_survive_leader_kills() {
     .await;
     // The oneway rollbacks have applied: a two-way one finds nothing pending.
     for sent in halves.iter().skip(5) {
-        let r = end_two_way(&second, "txn-failover", sent, 12).await;
+        let r = end_on_leader(&cluster, "txn-failover", sent, 12).await;
         assert_eq!(r.response_code(), Some(ResponseCode::SYSTEM_ERROR), "{r:?}");
     }
     cluster.start_node(first_index);
@@ -330,7 +353,7 @@ async fn halves_and_commits_survive_leader_kills() {
             .unwrap();
     }
     // A repeated commit, two-way, is refused with a clear error.
-    let r = end_two_way(&third, "txn-failover", &committed[0], COMMIT).await;
+    let r = end_on_leader(&cluster, "txn-failover", &committed[0], COMMIT).await;
     assert_eq!(r.response_code(), Some(ResponseCode::SYSTEM_ERROR), "{r:?}");
     cluster.start_node(second_index);
     tokio::time::sleep(Duration::from_secs(3)).await;

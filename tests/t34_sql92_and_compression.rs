@@ -311,17 +311,7 @@ async fn sql92_is_refused_when_the_property_filter_is_off() {
     producer.shutdown().await;
     // The consumer checks a SQL92 subscription with a broker that routes the topic; an
     // auto-created topic reaches the name server with the next registration.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cluster
-        .namesrv()
-        .topic_route(topic)
-        .await
-        .unwrap()
-        .is_none()
-    {
-        assert!(std::time::Instant::now() < deadline, "{topic} never routed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.wait_routed(topic, Duration::from_secs(30)).await;
 
     let mut consumer = PushConsumer::new(PushConsumerConfig::new(&ns, "t34-off-sql"));
     consumer.subscribe_sql(topic, "a = 1").unwrap();

@@ -74,6 +74,15 @@ async fn pulled_by(addr: &str) -> u64 {
     table.table["msgGetTotalTodayNow"].parse().unwrap()
 }
 
+/// Messages the members other than `leader` answered to pulls.
+async fn followers_pulled(cluster: &common::Cluster, leader: &str) -> u64 {
+    let followers = cluster.nodes.iter().filter(|n| n.addr != leader);
+    futures::future::join_all(followers.map(|n| pulled_by(&n.addr)))
+        .await
+        .into_iter()
+        .sum()
+}
+
 async fn fill(cluster: &common::Cluster) {
     client::admin::create_topic(&cluster.namesrv(), TOPIC, 1, T)
         .await
@@ -137,16 +146,7 @@ async fn cold_readers_move_to_a_follower_and_back() {
 
     // A push consumer reading the backlog from its start: every message once, part of
     // them served by followers.
-    let before: u64 = futures::future::join_all(
-        cluster
-            .nodes
-            .iter()
-            .filter(|n| n.addr != leader)
-            .map(|n| pulled_by(&n.addr)),
-    )
-    .await
-    .into_iter()
-    .sum();
+    let before = followers_pulled(&cluster, &leader).await;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let mut config = client::PushConsumerConfig::new(&cluster.namesrv_addr, "t57-group");
     config.consume_from_where = ConsumeFromWhere::FirstOffset;
@@ -175,16 +175,7 @@ async fn cold_readers_move_to_a_follower_and_back() {
     let unique: BTreeSet<i64> = offsets.iter().copied().collect();
     assert_eq!(unique.len(), SENT, "every message");
     assert_eq!(offsets.len(), SENT, "each once: {offsets:?}");
-    let after: u64 = futures::future::join_all(
-        cluster
-            .nodes
-            .iter()
-            .filter(|n| n.addr != leader)
-            .map(|n| pulled_by(&n.addr)),
-    )
-    .await
-    .into_iter()
-    .sum();
+    let after = followers_pulled(&cluster, &leader).await;
     assert!(
         after - before >= (SENT * 3 / 4) as u64,
         "followers served {} of the consumer's {SENT} messages",

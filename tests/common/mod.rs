@@ -263,6 +263,15 @@ impl Cluster {
         NameServerClient::new(&self.namesrv_addr, Duration::from_secs(2)).unwrap()
     }
 
+    /// Waits (up to `timeout`) until the name server routes `topic`.
+    pub async fn wait_routed(&self, topic: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.namesrv().topic_route(topic).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{topic} never routed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The address the name server routes as brokerId 0, if any.
     pub async fn routed_leader(&self) -> Option<String> {
         let info = self.namesrv().cluster_info().await.ok()?;

@@ -105,12 +105,13 @@ pub async fn handle(
         .map(|b| b as usize)
         .unwrap_or(usize::MAX)
         .min(broker.config().max_pull_bytes);
-    let role = broker.role();
+    // Read only with `slaveReadEnable`: the plain pull path does not pay for it.
+    let role = broker.config().slave_read_enable.then(|| broker.role());
     // A follower that sends caught-up readers back to the leader (`suggest`) answers at
     // once: a held pull would keep them here.
-    let sends_back = broker.config().slave_read_enable
-        && role.role != dledger::Role::Leader
-        && role.leader_id.is_some();
+    let sends_back = role
+        .as_ref()
+        .is_some_and(|r| r.role != dledger::Role::Leader && r.leader_id.is_some());
     let hold_ms = if header.sys_flag & FLAG_SUSPEND != 0 && !sends_back {
         (header.suspend_timeout_millis.max(0) as u64).min(broker.config().pull_hold_ms_max)
     } else {
@@ -176,7 +177,7 @@ pub async fn handle(
         Outcome::Found { pulled_end, .. } => Some(*pulled_end),
         _ => None,
     };
-    let suggested = suggest(broker, &role, pulled_end);
+    let suggested = role.map_or(0, |role| suggest(broker, &role, pulled_end));
     let (code, next, body) = match outcome {
         Outcome::Found {
             body, next, count, ..
@@ -245,10 +246,10 @@ fn physical_memory() -> u64 {
 }
 
 /// The broker id a pull's answer suggests for the queue's next pull (RocketMQ's
-/// `suggestWhichBrokerId`, 0 = the leader). With `slaveReadEnable`, a reader whose last
+/// `suggestWhichBrokerId`, 0 = the leader), with `slaveReadEnable` on. A reader whose last
 /// message lies more than `accessMessageInMemoryMaxRatio` % of physical memory behind
 /// this node's applied end is lagging: it is sent to a follower, and kept there until it
-/// has caught up, then sent back to the leader. Without the key, or with no follower,
+/// has caught up, then sent back to the leader. With no follower, or no leader known,
 /// always the leader.
 ///
 /// A follower is named in the name servers' numbering, which clients route by: the
@@ -260,9 +261,6 @@ fn physical_memory() -> u64 {
 /// consumer read: docs/PERFORMANCE.md).
 fn suggest(broker: &Broker, role: &dledger::RoleState, pulled_end: Option<u64>) -> i64 {
     let config = broker.config();
-    if !config.slave_read_enable {
-        return 0;
-    }
     let behind = |end: u64| {
         let (applied, _) = broker.log_positions();
         let bound = physical_memory() / 100 * config.access_message_in_memory_max_ratio as u64;
