@@ -607,17 +607,33 @@ impl Broker {
         Some(record.store_timestamp)
     }
 
-    /// The pending offset commits, taken for one Raft command.
-    pub(crate) fn take_pending_offsets(&self) -> Vec<OffsetUpdate> {
-        std::mem::take(&mut *self.pending_offsets.lock().unwrap())
-            .into_iter()
+    /// The pending offset commits, copied for one Raft command. They stay pending (and
+    /// visible to readers) until [`Self::release_pending_offsets`] after the command: taken
+    /// out before it applied, an offset would be in neither place for the while, and a
+    /// reader then (QUERY_CONSUMER_OFFSET, an offset reset) would find none.
+    pub(crate) fn pending_offsets(&self) -> Vec<OffsetUpdate> {
+        self.pending_offsets
+            .lock()
+            .unwrap()
+            .iter()
             .map(|((consumer_group, topic, queue_id), offset)| OffsetUpdate {
-                consumer_group,
-                topic,
-                queue_id,
-                offset,
+                consumer_group: consumer_group.clone(),
+                topic: topic.clone(),
+                queue_id: *queue_id,
+                offset: *offset,
             })
             .collect()
+    }
+
+    /// Drops the pending commits of `batch` that no newer commit replaced.
+    pub(crate) fn release_pending_offsets(&self, batch: Vec<OffsetUpdate>) {
+        let mut pending = self.pending_offsets.lock().unwrap();
+        for u in batch {
+            let key = (u.consumer_group, u.topic, u.queue_id);
+            if pending.get(&key) == Some(&u.offset) {
+                pending.remove(&key);
+            }
+        }
     }
 
     // --- name servers ---

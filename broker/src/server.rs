@@ -452,18 +452,19 @@ pub(crate) async fn flush_offsets(broker: &Broker) {
     // Held across take and propose, so an offset reset (`Broker::reset_offsets`) never
     // lands between a batch's take and its append and is overwritten by it.
     let _flush = broker.offset_flush().await;
-    let batch = broker.take_pending_offsets();
+    let batch = broker.pending_offsets();
     if batch.is_empty() {
         return;
     }
     let n = batch.len();
-    if let Err(e) = broker
-        .propose(&BrokerCommand::UpdateOffsets { offsets: batch })
-        .await
-    {
+    let command = BrokerCommand::UpdateOffsets {
+        offsets: batch.clone(),
+    };
+    if let Err(e) = broker.propose(&command).await {
         // Consumers re-commit every few seconds; a new leader gets them then.
         warn!(error = %e, offsets = n, "could not commit consumer offsets");
     }
+    broker.release_pending_offsets(batch);
 }
 
 async fn expire_clients(broker: Arc<Broker>) {
