@@ -259,6 +259,9 @@ async fn sql92_filters_on_the_broker_and_bodies_inflate() {
             .unwrap();
         assert_eq!(r.response_code(), Some(ResponseCode::SUCCESS), "{r:?}");
     }
+    cluster
+        .wait_routed(raw_topic, Duration::from_secs(30))
+        .await;
     let pull = PullConsumer::start(PullConsumerConfig::new(&ns, "t34-raw"))
         .await
         .unwrap();

@@ -263,10 +263,20 @@ impl Cluster {
         NameServerClient::new(&self.namesrv_addr, Duration::from_secs(2)).unwrap()
     }
 
-    /// Waits (up to `timeout`) until the name server routes `topic`.
+    /// Waits (up to `timeout`) until the name server routes `topic` to a readable queue
+    /// (an auto-created topic reaches it with its group's next registration).
     pub async fn wait_routed(&self, topic: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while self.namesrv().topic_route(topic).await.unwrap().is_none() {
+        let readable = |r: &remoting::route::TopicRouteData| {
+            r.queue_datas.iter().any(|q| q.read_queue_nums > 0)
+        };
+        while !self
+            .namesrv()
+            .topic_route(topic)
+            .await
+            .unwrap()
+            .is_some_and(|r| readable(&r))
+        {
             assert!(Instant::now() < deadline, "{topic} never routed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
