@@ -776,11 +776,18 @@ mod tests {
             "diskSpaceWarningLevelRatio=101",
             "fileReservedTimeSeconds=-1",
             "cleanResourceInterval=0",
+            "slaveReadEnable=sometimes",
+            "accessMessageInMemoryMaxRatio=101",
+            "accessMessageInMemoryMaxRatio=-1",
+            "accessMessageInMemoryMaxRatio=40%",
         ] {
             let err = BrokerConfig::from_properties(Properties::parse("b.conf", text).unwrap())
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("b.conf"), "{err}");
+            // The error names the key at fault (the last line's).
+            let key = text.lines().last().unwrap().split('=').next().unwrap();
+            assert!(err.contains(key), "{text}: {err}");
         }
     }
 }
