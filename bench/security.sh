@@ -91,7 +91,10 @@ for round in $(seq 1 "$rounds"); do
     for mode in plain acl tls; do
         start_mode "$mode"
         "$bin" bench produce -w 256 -s 1024 -d 3 -t Warm "${client_args[@]}" > /dev/null 2>&1
-        line=$("$bin" bench produce -w 256 -s 1024 -d "$seconds" -t Bench "${client_args[@]}" 2> /dev/null | grep -m1 '^produce:')
+        # awk reads to the end: `grep -m1` closed the pipe after the first match, and the
+        # bench's next line then failed with EPIPE (exit 101, which ended the script).
+        line=$("$bin" bench produce -w 256 -s 1024 -d "$seconds" -t Bench "${client_args[@]}" 2> /dev/null \
+            | awk '/^produce:/ && !seen { print; seen = 1 }')
         stop_mode
         rate=$(echo "$line" | grep -o '[0-9]* msg/s' | head -1 | grep -o '[0-9]*')
         total[$mode]=$(( ${total[$mode]} + rate ))
