@@ -11,7 +11,8 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use ring::hmac;
+use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
 
 use super::{ACCESS_KEY, SECURITY_TOKEN, SIGNATURE};
 use crate::command::RemotingCommand;
@@ -49,6 +50,14 @@ impl fmt::Debug for AclCredentials {
     }
 }
 
+/// HmacSHA1, as RocketMQ's `AclSigner` computes it.
+type HmacSha1 = Hmac<Sha1>;
+
+/// A MAC keyed with `secret_key`'s UTF-8 (HMAC takes a key of any length).
+fn mac(secret_key: &str) -> HmacSha1 {
+    HmacSha1::new_from_slice(secret_key.as_bytes()).expect("HMAC takes a key of any length")
+}
+
 /// Adds `AccessKey` (and `SecurityToken`, if set) to `request` and signs it: ext field
 /// `Signature`. Signing again (a retry) replaces the signature.
 ///
@@ -62,45 +71,80 @@ pub fn sign(request: &mut RemotingCommand, credentials: &AclCredentials) {
     if let Some(token) = &credentials.security_token {
         request.ext_fields.insert(SECURITY_TOKEN, token);
     }
-    let content = request_content(request, &[SIGNATURE, UNIQUE_MSG_QUERY_FLAG]);
-    let signature = signature(&credentials.secret_key, &content);
-    request.ext_fields.insert(SIGNATURE, &signature);
+    let tag = request_mac(
+        request,
+        &[SIGNATURE, UNIQUE_MSG_QUERY_FLAG],
+        &credentials.secret_key,
+    )
+    .finalize()
+    .into_bytes();
+    request.ext_fields.insert(SIGNATURE, &BASE64.encode(tag));
 }
 
 /// The signature of `content`: HmacSHA1 keyed with `secret_key`'s UTF-8, standard Base64.
 pub fn signature(secret_key: &str, content: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret_key.as_bytes());
-    BASE64.encode(hmac::sign(&key, content).as_ref())
+    let mut mac = mac(secret_key);
+    mac.update(content);
+    BASE64.encode(mac.finalize().into_bytes())
 }
 
 /// The bytes RocketMQ signs (`AclUtils.combineRequestContent`): the values of `fields`
 /// sorted by key, concatenated as UTF-8 with no separator, then `body`. A `Signature`
 /// field is left out. Keys sort as Java's `String.compareTo` does (UTF-16 code units; for
 /// ASCII keys, byte order). Keys must be distinct, as ext fields are.
+///
+/// Signing and checking feed the same values into the MAC without gathering them
+/// ([`sorted_values`]); this is the same content as one buffer.
 pub fn signed_content<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut fields: Vec<(&str, &str)> = fields
-        .into_iter()
-        .filter(|(key, _)| *key != SIGNATURE)
-        .collect();
-    fields.sort_unstable_by(|a, b| java_string_order(a.0, b.0));
-    let values_len: usize = fields.iter().map(|(_, v)| v.len()).sum();
+    let values = sorted_values(fields);
+    let values_len: usize = values.iter().map(|v| v.len()).sum();
     let mut content = Vec::with_capacity(values_len + body.len());
-    for (_, value) in fields {
+    for value in values {
         content.extend_from_slice(value.as_bytes());
     }
     content.extend_from_slice(body);
     content
 }
 
+/// The values of `fields` but `Signature`, in the order RocketMQ signs them.
+fn sorted_values<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<&'a str> {
+    let mut fields: Vec<(&str, &str)> = fields
+        .into_iter()
+        .filter(|(key, _)| *key != SIGNATURE)
+        .collect();
+    fields.sort_unstable_by(|a, b| java_string_order(a.0, b.0));
+    fields.into_iter().map(|(_, value)| value).collect()
+}
+
+/// Java's `String.compareTo`: UTF-16 code units. ASCII strings (every key a client sends)
+/// compare as bytes, which is the same order.
 fn java_string_order(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        return a.cmp(b);
+    }
     a.encode_utf16().cmp(b.encode_utf16())
 }
 
+/// The MAC of `request`'s signed content, leaving out the ext fields named in `skip`.
+fn request_mac(request: &RemotingCommand, skip: &[&str], secret_key: &str) -> HmacSha1 {
+    let mut mac = mac(secret_key);
+    let fields = request
+        .ext_fields
+        .iter()
+        .filter(|(key, _)| !skip.contains(key));
+    for value in sorted_values(fields) {
+        mac.update(value.as_bytes());
+    }
+    mac.update(&request.body);
+    mac
+}
+
 /// The signed content of `request`, leaving out the ext fields named in `skip`.
-pub(crate) fn request_content(request: &RemotingCommand, skip: &[&str]) -> Vec<u8> {
+#[cfg(test)]
+fn request_content(request: &RemotingCommand, skip: &[&str]) -> Vec<u8> {
     signed_content(
         request
             .ext_fields
@@ -121,8 +165,11 @@ pub(crate) fn signature_matches(request: &RemotingCommand, secret_key: &str) -> 
     else {
         return false;
     };
-    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret_key.as_bytes());
-    let matches = |skip: &[&str]| hmac::verify(&key, &request_content(request, skip), &tag).is_ok();
+    let matches = |skip: &[&str]| {
+        request_mac(request, skip, secret_key)
+            .verify_slice(&tag)
+            .is_ok()
+    };
     matches(&[SIGNATURE, UNIQUE_MSG_QUERY_FLAG])
         || (request.ext(UNIQUE_MSG_QUERY_FLAG).is_some() && matches(&[SIGNATURE]))
 }
@@ -155,8 +202,13 @@ mod tests {
         assert_eq!(request.ext(SECURITY_TOKEN), None);
 
         let by_hand = b"rocketmq2group-a3TopicTesthello";
-        let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"12345678");
-        let expected = BASE64.encode(hmac::sign(&key, by_hand).as_ref());
+        assert_eq!(
+            request_content(&request, &[SIGNATURE, UNIQUE_MSG_QUERY_FLAG]),
+            by_hand
+        );
+        // ring's HMAC (another implementation) agrees with the Python-computed value.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, b"12345678");
+        let expected = BASE64.encode(ring::hmac::sign(&key, by_hand).as_ref());
         assert_eq!(expected, PULL_SIGNATURE);
         assert_eq!(request.ext(SIGNATURE), Some(PULL_SIGNATURE));
         assert_eq!(signature("12345678", by_hand), PULL_SIGNATURE);
