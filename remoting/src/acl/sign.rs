@@ -93,8 +93,8 @@ pub fn signature(secret_key: &str, content: &[u8]) -> String {
 /// field is left out. Keys sort as Java's `String.compareTo` does (UTF-16 code units; for
 /// ASCII keys, byte order). Keys must be distinct, as ext fields are.
 ///
-/// Signing and checking feed the same values into the MAC without gathering them
-/// ([`sorted_values`]); this is the same content as one buffer.
+/// Signing and checking feed the same values, in the same order, into the MAC without
+/// gathering them; this is that content as one buffer.
 pub fn signed_content<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: &[u8],
