@@ -449,8 +449,8 @@ async fn commit_offsets(broker: Arc<Broker>) {
 }
 
 pub(crate) async fn flush_offsets(broker: &Broker) {
-    // Held across take and propose, so an offset reset (`Broker::reset_offsets`) never
-    // lands between a batch's take and its append and is overwritten by it.
+    // Held from the copy to the release, so an offset reset (`Broker::reset_offsets`)
+    // never lands between a batch's copy and its append and is overwritten by it.
     let _flush = broker.offset_flush().await;
     let batch = broker.pending_offsets();
     if batch.is_empty() {

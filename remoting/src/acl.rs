@@ -83,7 +83,7 @@ mod sign;
 
 pub use check::{Access, AclDenied};
 pub use config::{AclError, PlainAcl, MAX_ACL_FILE_BYTES};
-pub use sign::{sign, signature, signed_content, AclCredentials};
+pub use sign::{sign, AclCredentials};
 
 /// Ext field with the client's access key (`SessionCredentials.ACCESS_KEY`).
 pub const ACCESS_KEY: &str = "AccessKey";

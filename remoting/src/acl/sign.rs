@@ -82,7 +82,8 @@ pub fn sign(request: &mut RemotingCommand, credentials: &AclCredentials) {
 }
 
 /// The signature of `content`: HmacSHA1 keyed with `secret_key`'s UTF-8, standard Base64.
-pub fn signature(secret_key: &str, content: &[u8]) -> String {
+#[cfg(test)]
+fn signature(secret_key: &str, content: &[u8]) -> String {
     let mut mac = mac(secret_key);
     mac.update(content);
     BASE64.encode(mac.finalize().into_bytes())
@@ -94,8 +95,9 @@ pub fn signature(secret_key: &str, content: &[u8]) -> String {
 /// ASCII keys, byte order). Keys must be distinct, as ext fields are.
 ///
 /// Signing and checking feed the same values, in the same order, into the MAC without
-/// gathering them; this is that content as one buffer.
-pub fn signed_content<'a>(
+/// gathering them; this is that content as one buffer, for tests.
+#[cfg(test)]
+fn signed_content<'a>(
     fields: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: &[u8],
 ) -> Vec<u8> {
